@@ -1,0 +1,95 @@
+"""One error hierarchy for the whole program; sysexits codes are attached here and read in one place (the CLI)."""
+
+from __future__ import annotations
+
+# sysexits.h values, spelled out so that importing this module costs nothing (os.EX_* is POSIX-only anyway).
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_NOUSER = 67
+EX_NOHOST = 68
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_OSERR = 71
+EX_OSFILE = 72
+EX_CANTCREAT = 73
+EX_IOERR = 74
+EX_TEMPFAIL = 75
+EX_PROTOCOL = 76
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+class EsmtpError(Exception):
+    """Base class. ``exit_code`` is the sysexits code the command exits with when this error ends a run."""
+
+    exit_code = EX_SOFTWARE
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(EsmtpError):
+    """A bad command line: unknown flag, missing argument, bad value."""
+
+    exit_code = EX_USAGE
+
+
+class DataError(EsmtpError):
+    """The message or an address in it cannot be used (``-t`` without recipients, CR/LF in an address)."""
+
+    exit_code = EX_DATAERR
+
+
+class ConfigError(EsmtpError):
+    """A configuration problem; the message names the file and, where there is one, the line."""
+
+    exit_code = EX_CONFIG
+
+
+class PluginError(EsmtpError):
+    """A plugin misbehaved or two plugins claim the same name."""
+
+    exit_code = EX_SOFTWARE
+
+
+class DeliveryError(EsmtpError):
+    """Delivery failed. ``reply`` holds the server's code and text when a server answered."""
+
+    def __init__(
+        self, message: str, *, exit_code: int | None = None, code: int | None = None, reply: str | None = None
+    ) -> None:
+        super().__init__(message, exit_code=exit_code)
+        self.code = code
+        self.reply = reply
+
+
+class TemporaryFailure(DeliveryError):
+    """4xx replies, refused connections, time-outs: the caller (or the queue) should try again later."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class PermanentFailure(DeliveryError):
+    """5xx replies and other failures that retrying will not fix."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class AuthenticationError(DeliveryError):
+    """The server refused our credentials (5xx), or no acceptable mechanism exists."""
+
+    exit_code = EX_NOPERM
+
+
+class LocalDeliveryError(DeliveryError):
+    """The MDA could not be run or reported failure."""
+
+    exit_code = EX_OSERR
