@@ -1,0 +1,130 @@
+"""The ``esmtp``/``sendmail``/``mailq``/``newaliases``/``deliver`` command. Maps every error to its exit code here."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from .errors import EX_SOFTWARE, EX_TEMPFAIL, ConfigError, EsmtpError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .options import Options
+    from .plugins import Hooks
+
+USAGE = """\
+usage: sendmail [options] [--] recipient...
+       mailq | sendmail -bp          list the queue
+       sendmail -q | esmtp --flush   deliver the queue now
+       esmtp --remove ID...          delete queue entries
+
+  -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
+  -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
+  -N DSN    never | success,failure,delay          -R RET   full | hdrs
+  -V ENVID  DSN envelope id                        -B TYPE  7BIT | 8BITMIME
+  -C FILE   configuration file (default ~/.esmtprc, then /etc/esmtprc)
+  -v        verbose: show the SMTP dialogue        -X FILE  append a protocol transcript to FILE
+  --version, --help
+See docs/cli.md for every flag.
+"""
+
+
+def _prog(argv: list[str]) -> str:
+    return os.path.basename(argv[0]) if argv and argv[0] else "esmtp"
+
+
+def _load(options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
+    from .config import load_config
+    from .plugins import Hooks, make_plugin_manager, resolve_config
+
+    config: Config | None
+    try:
+        config = load_config(options.config_file)
+    except ConfigError as error:
+        if need_config or not getattr(error, "not_found", False):
+            raise
+        config = None
+    hooks = Hooks(make_plugin_manager(config))
+    if config is not None:
+        resolve_config(config, hooks)
+    return config, hooks
+
+
+def _send(options: Options) -> int:
+    from .envelope import build_envelope
+    from .message import read_message
+    from .pipeline import submit
+    from .trace import Trace
+    from .types import RunContext
+
+    config, hooks = _load(options, need_config=True)
+    assert config is not None
+    trace = Trace(verbose=options.verbose, transcript_path=options.transcript)
+    try:
+        stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
+        with read_message(stdin) as message:
+            envelope = build_envelope(options, message, config)
+            results = submit(envelope, message, RunContext(config, hooks, trace))
+            for result in results:
+                trace.info(f"{result.agent}: {', '.join(result.recipients)}: {result.detail}")
+    finally:
+        trace.close()
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    """Run the command for ``argv``; return the exit code."""
+    from .options import parse_args
+
+    options = parse_args(argv)
+    if options.mode == "version":
+        from . import __version__
+
+        print(f"esmtp {__version__}")
+        return 0
+    if options.mode == "help":
+        sys.stdout.write(USAGE)
+        return 0
+    if options.mode == "newaliases":
+        return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
+    if options.mode in ("mailq", "flush", "remove"):
+        config, hooks = _load(options, need_config=False)
+        code = hooks.queue_command(options, config)
+        if code is None:
+            if options.mode == "mailq":
+                print("Mail queue is empty")
+            elif options.mode == "remove":
+                raise ConfigError("no queue plugin is installed or enabled; nothing to remove")
+            return 0
+        return code
+    return _send(options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    argv = list(sys.argv if argv is None else argv)
+    prog = _prog(argv)
+    try:
+        code = run(argv)
+    except EsmtpError as error:
+        sys.stderr.write(f"{prog}: {error}\n")
+        code = error.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted; the message was not sent\n")
+        code = EX_TEMPFAIL
+    except Exception as error:  # a bug: report it without a traceback (it could hold a secret)
+        sys.stderr.write(f"{prog}: internal error: {type(error).__name__}: {error}\n")
+        if os.environ.get("ESMTP_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        code = EX_SOFTWARE
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

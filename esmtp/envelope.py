@@ -1,0 +1,114 @@
+"""Building the envelope: recipients from the command line and (``-t``) the headers, the sender, the identity."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from .config import Config, Identity
+from .errors import DataError
+from .message import Message
+from .options import Options
+from .types import Envelope
+
+_RECIPIENT_FIELDS = ("to", "cc", "bcc")
+
+
+def header_addresses(message: Message, names: tuple[str, ...]) -> list[str]:
+    """Every address in the named fields, parsed as RFC 5322 address lists (groups, comments, encoded words)."""
+    from email.headerregistry import HeaderRegistry
+
+    registry = HeaderRegistry()
+    addresses = []
+    for name in names:
+        for value in message.get_all(name):
+            try:
+                header = registry(name, value)
+            except Exception as error:  # the email package reports odd input in many ways
+                raise DataError(f"cannot parse the {name.title()}: header: {error}") from error
+            for address in getattr(header, "addresses", ()):
+                if address.addr_spec and address.addr_spec != "<>":
+                    addresses.append(address.addr_spec)
+    return addresses
+
+
+def recipients_from_headers(message: Message) -> list[str]:
+    """``-t``: To, Cc and Bcc; or only Resent-To/Cc/Bcc when the message has been resent (RFC 5322 3.6.6)."""
+    resent = tuple(f"resent-{name}" for name in _RECIPIENT_FIELDS)
+    if any(message.has(name) for name in resent):
+        return header_addresses(message, resent)
+    return header_addresses(message, _RECIPIENT_FIELDS)
+
+
+def check_address(address: str, what: str) -> str:
+    """Refuse addresses that would break or inject into the SMTP dialogue."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in address) or "<" in address or ">" in address:
+        raise DataError(f"{what} {address!r} contains a control character or angle bracket")
+    return address
+
+
+def login_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        name = os.environ.get("LOGNAME") or os.environ.get("USER")
+        if not name:
+            raise DataError(f"could not determine the user name of uid {os.getuid()}") from None
+        return name
+
+
+def default_sender() -> str:
+    """esmtp's last resort: login name at the host name."""
+    return f"{login_name()}@{socket.gethostname()}"
+
+
+def expand_mask(mask: str) -> str:
+    """``force reverse_path``/``force sender`` masks: ``%u`` is the login name, ``%%`` a percent sign."""
+    out = []
+    index = 0
+    while index < len(mask):
+        char = mask[index]
+        if char == "%" and index + 1 < len(mask):
+            nxt = mask[index + 1]
+            out.append(login_name() if nxt == "u" else "%" if nxt == "%" else "%" + nxt)
+            index += 2
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out)
+
+
+def build_envelope(options: Options, message: Message, config: Config) -> Envelope:
+    """The envelope of this run, following esmtp 1.2's sender rules (see docs/differences.md for the changes)."""
+    given = options.sender
+    recipients: list[str] = []
+    if options.read_recipients:
+        recipients = recipients_from_headers(message)
+        if given is None:
+            senders = header_addresses(message, ("from",))
+            given = senders[0] if senders else None
+    recipients += options.recipients
+    unique = list(dict.fromkeys(check_address(r, "recipient") for r in recipients))
+    if not unique:
+        raise DataError("No recipients found" if options.read_recipients else "Recipient names must be specified")
+    identity: Identity = config.identity_for(given)
+    if identity.force_reverse_path:
+        sender = expand_mask(identity.force_reverse_path)
+    elif given is not None:
+        sender = given
+    else:
+        sender = identity.address or default_sender()
+    return Envelope(
+        sender=check_address(sender, "sender"),
+        recipients=unique,
+        identity=identity,
+        full_name=options.full_name,
+        notify=options.notify,
+        ret=options.ret,
+        envid=options.envid,
+        body_type=options.body_type,
+        from_headers=options.read_recipients,
+        given_sender=given,
+    )

@@ -1,0 +1,86 @@
+"""parse → route → authenticate → deliver, for one message. The CLI and the queue both drive delivery from here."""
+
+from __future__ import annotations
+
+from .config import Config
+from .errors import EX_TEMPFAIL, EsmtpError, LocalDeliveryError
+from .message import Message
+from .types import DeliveryResult, Envelope, Route, RunContext
+
+
+class DeliveryFailed(EsmtpError):
+    """One or more legs failed. The exit code is the most serious one; the text reports every leg."""
+
+    def __init__(self, errors: list[EsmtpError], results: list[DeliveryResult]) -> None:
+        lines = [str(error) for error in errors]
+        lines += [f"delivered by {r.agent} to {', '.join(r.recipients)}: {r.detail}".rstrip(": ") for r in results]
+        permanent = [e.exit_code for e in errors if e.exit_code != EX_TEMPFAIL]
+        super().__init__("\n".join(lines), exit_code=permanent[0] if permanent else EX_TEMPFAIL)
+        self.errors = errors
+        self.results = results
+
+
+def prepare(envelope: Envelope, message: Message, context: RunContext) -> Route:
+    """Run the rewriting and header hooks, then route. The message is final after this."""
+    hooks, config = context.hooks, context.config
+    hooks.rewrite_envelope(envelope, message, config)
+    hooks.fixup_headers(envelope, message, config)
+    return hooks.route(envelope, config)
+
+
+def deliver_route(envelope: Envelope, message: Message, route: Route, context: RunContext,
+                  *, allow_queue: bool = True) -> list[DeliveryResult]:
+    """Hand each leg of ``route`` to its agent. Each leg gets the complete message whatever happens to the others.
+
+    A leg that fails temporarily is offered to the queue (``fallback`` mode) when ``allow_queue``.
+    Raises DeliveryFailed if any leg failed and was not queued.
+    """
+    hooks, config = context.hooks, context.config
+    hooks.before_deliver(envelope, message, route, config)
+    agents = hooks.delivery_agents()
+    results: list[DeliveryResult] = []
+    errors: list[EsmtpError] = []
+    for name, recipients in route.legs.items():
+        if not recipients:
+            continue
+        try:
+            agent = agents.get(name)
+            if agent is None:
+                raise _no_agent(name, recipients)
+            context.trace.info(f"delivering to {', '.join(recipients)} by {name}")
+            results.append(agent.factory(context).deliver(envelope, message, recipients))
+        except EsmtpError as error:
+            hooks.deliver_error(envelope, error, config)
+            queue_id = None
+            if allow_queue and error.exit_code == EX_TEMPFAIL:
+                queue_id = hooks.queue_message(envelope, message, recipients, config, error)
+            if queue_id is None:
+                errors.append(error)
+            else:
+                results.append(DeliveryResult(name, recipients, f"queued as {queue_id} after: {error}"))
+    hooks.after_deliver(envelope, results, config)
+    if errors:
+        raise DeliveryFailed(errors, results)
+    return results
+
+
+def _no_agent(name: str, recipients: list[str]) -> EsmtpError:
+    if name == "mda":
+        return LocalDeliveryError(
+            f"Local delivery not possible without a MDA: {', '.join(recipients)} (no '@'); set 'mda' in the "
+            "configuration, or 'qualifydomain' to send local names by SMTP",
+            exit_code=72,
+        )
+    return LocalDeliveryError(f"no delivery agent named '{name}' is installed", exit_code=72)
+
+
+def submit(envelope: Envelope, message: Message, context: RunContext) -> list[DeliveryResult]:
+    """The whole pipeline for a new message: prepare, offer to the queue ("always" mode), else deliver now."""
+    route = prepare(envelope, message, context)
+    queue_id = context.hooks.queue_message(envelope, message, list(envelope.recipients), context.config, None)
+    if queue_id is not None:
+        return [DeliveryResult("queue", list(envelope.recipients), f"queued as {queue_id}")]
+    return deliver_route(envelope, message, route, context)
+
+
+__all__ = ["Config", "DeliveryFailed", "deliver_route", "prepare", "submit"]

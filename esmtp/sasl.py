@@ -1,0 +1,91 @@
+"""The SMTP AUTH driver (RFC 4954): chooses a mechanism among the plugins' offers and runs its exchange.
+
+Mechanisms are plugins (``esmtp_sasl_mechanisms``); this module is the one place that talks to the server for them.
+Nothing here ever logs a credential: the transcript shows ``AUTH <MECH> ****`` and masked answers.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+
+from .config import Identity
+from .errors import AuthenticationError, EsmtpError, TemporaryFailure
+from .types import Credentials, SaslMechanism
+
+#: Sends one command line (without CRLF) and returns (code, text); ``secret`` masks it in transcripts.
+Command = Callable[[bytes, bool], Awaitable[tuple[int, str]]]
+
+
+def choose_mechanisms(
+    identity: Identity, installed: dict[str, SaslMechanism], offered: list[str], *, encrypted: bool, server: str
+) -> list[SaslMechanism]:
+    """The usable mechanisms, best first. Raises AuthenticationError saying why none is usable."""
+    wanted = identity.options.get("auth_mechanisms")
+    if wanted:
+        names = [name.upper() for name in wanted.replace(",", " ").split()]
+        missing = [name for name in names if name not in installed]
+        if missing:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"auth_mechanisms names {', '.join(missing)}, which no installed plugin offers "
+                f"(installed: {', '.join(sorted(installed)) or 'none'})"
+            )
+        candidates = [installed[name] for name in names]
+    else:
+        candidates = sorted(installed.values(), key=lambda mech: -mech.priority)
+    offered_set = {name.upper() for name in offered}
+    if not offered_set:
+        hint = "" if encrypted else " (many servers offer AUTH only after STARTTLS: try 'starttls required')"
+        raise AuthenticationError(f"{server} does not offer authentication (AUTH), but a username is set{hint}")
+    common = [mech for mech in candidates if mech.name.upper() in offered_set]
+    if not common:
+        raise AuthenticationError(
+            f"{server} offers AUTH {' '.join(sorted(offered_set))}, none of which is allowed and installed "
+            f"(allowed: {' '.join(mech.name for mech in candidates) or 'none'})"
+        )
+    plaintext_ok = encrypted or identity.options.get("auth_plaintext") == "enabled"
+    usable = [mech for mech in common if plaintext_ok or not mech.plaintext]
+    if not usable:
+        raise AuthenticationError(
+            f"refusing to send the password in clear to {server}: the connection is not encrypted and the server "
+            f"offers only {' '.join(mech.name for mech in common)}. Use 'starttls required' (or 'smtps enabled'), "
+            "or set 'auth_plaintext enabled' to allow it"
+        )
+    return usable
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.b64encode(data) if data else b"="
+
+
+async def authenticate(
+    command: Command, mechanism: SaslMechanism, credentials: Credentials, *, server: str
+) -> None:
+    """Run one AUTH exchange. Raises AuthenticationError (5xx) or TemporaryFailure (4xx) with the server's reply."""
+    name = mechanism.name.upper().encode("ascii")
+    try:
+        client = mechanism.factory(credentials)
+        initial = client.step(None)
+    except EsmtpError:
+        raise
+    except Exception as error:
+        raise AuthenticationError(f"{mechanism.name} could not start: {error}") from error
+    line = b"AUTH " + name + (b" " + _b64(initial) if initial is not None else b"")
+    code, text = await command(line, initial is not None)
+    while code == 334:
+        try:
+            challenge = base64.b64decode(text.strip().encode("ascii"), validate=True) if text.strip() else b""
+            answer = client.step(challenge)
+        except Exception as error:
+            await command(b"*", False)
+            raise AuthenticationError(f"{mechanism.name} exchange with {server} failed: {error}") from error
+        code, text = await command(base64.b64encode(answer or b""), True)
+    if code == 235:
+        return
+    reply = f"{code} {text}".strip()
+    if 400 <= code < 500:
+        raise TemporaryFailure(f"{server} refused AUTH {mechanism.name}: {reply}", code=code, reply=reply)
+    raise AuthenticationError(f"{server} refused AUTH {mechanism.name} for user {credentials.username!r}: {reply}",
+                              code=code, reply=reply)

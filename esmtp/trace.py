@@ -1,0 +1,53 @@
+"""The ``-v`` progress lines (stderr) and the ``-X`` protocol transcript (a file, appended to). Never any secret."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from .errors import ConfigError
+
+
+class Trace:
+    """Writes ``C:``/``S:`` protocol lines to the transcript, and to stderr when verbose. AUTH payloads are masked."""
+
+    def __init__(self, *, verbose: int = 0, transcript_path: str | None = None) -> None:
+        self.verbose = verbose
+        self._file: TextIO | None = None
+        if transcript_path:
+            try:
+                self._file = open(transcript_path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+            except OSError as error:
+                raise ConfigError(f"cannot open the -X transcript {transcript_path}: {error.strerror}") from error
+
+    @property
+    def active(self) -> bool:
+        return bool(self.verbose or self._file)
+
+    def _emit(self, line: str) -> None:
+        if self._file is not None:
+            self._file.write(line + "\n")
+            self._file.flush()
+        if self.verbose:
+            sys.stderr.write(line + "\n")
+
+    def info(self, text: str) -> None:
+        """A progress line (shown with ``-v``; written to the transcript as a comment)."""
+        if self.active:
+            self._emit(f"# {text}")
+
+    def client(self, line: str) -> None:
+        if self.active:
+            self._emit(f"C: {line}")
+
+    def server(self, code: int, text: str) -> None:
+        if self.active:
+            lines = text.split("\n") or [""]
+            for index, part in enumerate(lines):
+                separator = "-" if index < len(lines) - 1 else " "
+                self._emit(f"S: {code}{separator}{part}")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

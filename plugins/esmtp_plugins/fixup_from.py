@@ -1,0 +1,23 @@
+"""Adds a From: header, built from the envelope sender and ``-F``, when the message has none."""
+
+from __future__ import annotations
+
+from esmtp import hookimpl
+from esmtp.message import Message
+from esmtp.types import Envelope
+
+
+@hookimpl
+def esmtp_fixup_headers(envelope: Envelope, message: Message) -> None:
+    """Add ``From: "Full Name" <sender>`` if missing (the name from ``-F``; esmtp 1.2 ignored ``-F``)."""
+    if message.has("from"):
+        return
+    from email.utils import formataddr
+
+    address = envelope.sender
+    if not address:
+        from esmtp.envelope import default_sender
+
+        address = default_sender()
+    name = envelope.full_name or ""
+    message.add("From", formataddr((name, address), charset="utf-8") if name else address)
