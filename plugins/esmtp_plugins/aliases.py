@@ -1,0 +1,1 @@
+"""Built-in plugin 'aliases' (being written: registers no hooks yet)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin 'masquerade' (being written: registers no hooks yet)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin 'mda' (being written: registers no hooks yet)."""

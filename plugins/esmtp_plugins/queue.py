@@ -1,0 +1,1 @@
+"""Built-in plugin 'queue' (being written: registers no hooks yet)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin 'sasl_login' (being written: registers no hooks yet)."""

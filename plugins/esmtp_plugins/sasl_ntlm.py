@@ -1,0 +1,1 @@
+"""Built-in plugin 'sasl_ntlm' (being written: registers no hooks yet)."""
