@@ -1,7 +1,12 @@
-"""The sendmail-compatible command line: argv in, one typed :class:`Options` out. Nothing here does I/O."""
+"""The sendmail-compatible command line: argv in, one typed :class:`Options` out. Nothing here does I/O.
+
+Parsing follows glibc ``getopt`` with GNU permutation, over the union of esmtp 1.2's option letters and Postfix
+``sendmail(1)``'s. docs/cli.md is the user-facing reference, including every deliberate difference from esmtp 1.2.
+"""
 
 from __future__ import annotations
 
+import os.path
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,10 +44,363 @@ class Options:
     transcript: str | None = None
     #: ``-q`` selection (``-qI<id>``, ``--flush ID``) or ``--remove ID`` arguments: queue entry ids.
     queue_ids: list[str] = field(default_factory=list)
-    #: Flags accepted for compatibility and ignored, as given (for ``-v`` output).
+    #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
 
+# Program names (argv[0] basename) that select a mode; every other name behaves as sendmail.
+# "deliver" is the esmtp-wrapper name for "deliver the queue now".
+_PROGRAM_MODES: dict[str, Mode] = {"mailq": "mailq", "newaliases": "newaliases", "deliver": "flush"}
+
+# esmtp 1.2's getopt string "A:B:b:C:cd:e:F:f:Gh:IiL:M:mN:nO:o:p:q:R:r:sTtV:vX:" plus Postfix's -U and -x.
+# -q is not listed: it takes an optional, glued-only argument and is handled on its own.
+_WITH_ARGUMENT = frozenset("ABbCdeFfhLMNOopRrVX")
+_WITHOUT_ARGUMENT = frozenset("cGIimnsTtUvx")
+_IGNORED_WITH_ARGUMENT = frozenset("AdehLMOop")  # -o i is handled as -i before this set is consulted
+_IGNORED_WITHOUT_ARGUMENT = frozenset("cGmnsTUx")
+
+# -b modes esmtp 1.2 names "unsupported" (plus Postfix's -bl); anything else unknown is "invalid".
+_UNSUPPORTED_B_MODES = frozenset("adDhHlPtv")
+_NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
+
+_LONG_OPTIONS: dict[str, Mode] = {"--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove"}
+
+
 def parse_args(argv: list[str]) -> Options:
-    """Parse a full argv (``argv[0]``'s basename selects sendmail, mailq, newaliases or deliver behaviour)."""
-    raise NotImplementedError
+    """Parse a full argv (``argv[0]``'s basename selects sendmail, mailq, newaliases or deliver behaviour).
+
+    Raises :class:`UsageError` (exit 64) for anything the command line cannot mean.
+    """
+    program = os.path.basename(argv[0]) if argv else ""
+    opts = Options(mode=_PROGRAM_MODES.get(program, "deliver"))
+    operands: list[str] = []
+    index = 1
+    while index < len(argv):
+        word = argv[index]
+        index += 1
+        if word == "--":
+            operands.extend(argv[index:])
+            break
+        if word.startswith("--"):
+            _long_option(opts, word)
+        elif word.startswith("-") and word != "-":
+            index = _short_options(opts, word, argv, index)
+        else:
+            operands.append(word)  # GNU permutation: options may follow operands
+    _place_operands(opts, operands)
+    return opts
+
+
+def _long_option(opts: Options, word: str) -> None:
+    name, has_value, _ = word.partition("=")
+    if name not in _LONG_OPTIONS:
+        raise UsageError(f"unknown option {name}")
+    if has_value:
+        raise UsageError(f"option {name} does not take an argument")
+    opts.mode = _LONG_OPTIONS[name]
+
+
+def _short_options(opts: Options, word: str, argv: list[str], index: int) -> int:
+    """Handle one word of grouped short flags; returns the index of the next unread word."""
+    pos = 1
+    while pos < len(word):
+        letter = word[pos]
+        pos += 1
+        if letter == "q":
+            # Optional argument, glued only (GNU "q::"): bare -q is a flush and never eats the next word.
+            _queue_option(opts, word[pos:])
+            return index
+        if letter in _WITH_ARGUMENT:
+            if pos < len(word):
+                argument, shown = word[pos:], f"-{letter}{word[pos:]}"
+            elif index < len(argv):
+                # Like getopt, the next word is the argument whatever it looks like (even "--" or "-t").
+                argument, shown = argv[index], f"-{letter} {argv[index]}"
+                index += 1
+            else:
+                raise UsageError(f"option -{letter} requires an argument")
+            _option_with_argument(opts, letter, argument, shown)
+            return index
+        if letter not in _WITHOUT_ARGUMENT:
+            raise UsageError(f"unknown option -{letter}")
+        _flag(opts, letter)
+    return index
+
+
+def _flag(opts: Options, letter: str) -> None:
+    if letter == "t":
+        opts.read_recipients = True
+    elif letter == "v":
+        opts.verbose += 1
+    elif letter == "I":
+        opts.mode = "newaliases"
+    elif letter in _IGNORED_WITHOUT_ARGUMENT:
+        opts.ignored.append(f"-{letter}")
+    # -i: input is always read to end of file, so there is nothing to record.
+
+
+def _option_with_argument(opts: Options, letter: str, argument: str, shown: str) -> None:
+    if letter in "fr":
+        opts.sender = _parse_sender(argument, letter)
+    elif letter == "F":
+        _reject_controls(argument, "full name (-F)")
+        opts.full_name = argument
+    elif letter == "N":
+        opts.notify = _parse_notify(argument)
+    elif letter == "R":
+        ret = argument.strip().upper()
+        if ret not in ("FULL", "HDRS"):
+            raise UsageError(f"invalid -R value {argument!r}: use full or hdrs")
+        opts.ret = ret
+    elif letter == "V":
+        opts.envid = _parse_envid(argument)
+    elif letter == "B":
+        body = argument.strip().upper()
+        if body not in ("7BIT", "8BITMIME"):
+            raise UsageError(f"Unsupported body type {argument}")
+        opts.body_type = body
+    elif letter == "C":
+        opts.config_file = _file_name(argument, letter)
+    elif letter == "X":
+        opts.transcript = _file_name(argument, letter)
+    elif letter == "b":
+        opts.mode = _operation_mode(argument)
+    elif letter == "o" and argument == "i":
+        pass  # -oi / -o i are the old spelling of -i
+    elif letter in _IGNORED_WITH_ARGUMENT:
+        opts.ignored.append(shown)
+
+
+def _queue_option(opts: Options, argument: str) -> None:
+    """``-q``, ``-q<interval>``, ``-qf``, ``-qI<id>``, ``-qR<site>``...: always a flush of the queue now."""
+    opts.mode = "flush"
+    if argument.startswith("I"):
+        if not argument[1:]:
+            raise UsageError("option -qI requires a queue id")
+        opts.queue_ids.append(_queue_id(argument[1:]))
+    elif argument not in ("", "f"):
+        # An interval (we are no daemon), or -qR/-qS/-qG/-q!... selections: everything is flushed.
+        opts.ignored.append(f"-q{argument}")
+
+
+def _operation_mode(argument: str) -> Mode:
+    """``-b``: like esmtp 1.2, the first character decides; messages quote the whole word."""
+    first = argument[:1]
+    if first == "m":
+        return "deliver"
+    if first == "p":
+        return "mailq"
+    if first == "i":
+        return "newaliases"
+    if first == "s":
+        raise UsageError("-bs (SMTP on standard input) is not supported")
+    if first and first in _UNSUPPORTED_B_MODES:
+        raise UsageError(f"Unsupported operation mode -b{argument}")
+    raise UsageError(f"Invalid operation mode -b{argument}")
+
+
+def _parse_notify(argument: str) -> str:
+    """``-N``: "never" or a list of success, failure, delay (commas or spaces, any case)."""
+    words = argument.replace(",", " ").split()
+    if not words:
+        raise UsageError("option -N requires never or a comma-separated list of success, failure, delay")
+    chosen: set[str] = set()
+    for word in words:
+        lowered = word.lower()
+        if lowered != "never" and lowered not in _NOTIFY_WORDS:
+            raise UsageError(f"invalid -N value {word!r}: use never, or a list of success, failure, delay")
+        chosen.add(lowered)
+    if "never" in chosen:
+        if len(chosen) > 1:
+            raise UsageError("-N never cannot be combined with success, failure or delay")
+        return "NEVER"
+    return ",".join(word.upper() for word in _NOTIFY_WORDS if word in chosen)
+
+
+def _parse_envid(argument: str) -> str:
+    """``-V``: any printable ASCII (space included); the SMTP layer xtext-encodes it."""
+    if not argument:
+        raise UsageError("option -V requires a non-empty envelope id")
+    if any(not " " <= char <= "~" for char in argument):
+        raise UsageError(f"invalid -V envelope id {argument!r}: only printable ASCII characters are allowed")
+    return argument
+
+
+def _file_name(argument: str, letter: str) -> str:
+    if not argument:
+        raise UsageError(f"option -{letter} requires a file name")
+    if "\0" in argument:
+        raise UsageError(f"file name for -{letter} contains a NUL byte")
+    return argument
+
+
+def _queue_id(word: str) -> str:
+    """A queue id names one queue entry: a single word that cannot reach outside the queue directory."""
+    if not word or word in (".", "..") or "/" in word or any(char.isspace() or not char.isprintable() for char in word):
+        raise UsageError(f"invalid queue id {word!r}")
+    return word
+
+
+def _place_operands(opts: Options, operands: list[str]) -> None:
+    """Give the non-option words their meaning in the final mode (the last mode option wins)."""
+    if opts.mode in ("flush", "remove"):
+        opts.queue_ids.extend(_queue_id(word) for word in operands)
+        if opts.mode == "remove" and not opts.queue_ids:
+            raise UsageError("--remove requires at least one queue id")
+    elif opts.mode == "deliver":
+        for word in operands:
+            opts.recipients.extend(_parse_recipients(word))
+        if not opts.recipients and not opts.read_recipients:
+            raise UsageError("Recipient names must be specified")
+    else:
+        opts.ignored.extend(operands)  # esmtp 1.2 accepted and ignored them (mailq bob@x lists the queue)
+
+
+# --- addresses -------------------------------------------------------------------------------------------------
+
+_LINE_BREAKS = frozenset("\r\n")
+# Characters that str.splitlines() or a header writer could treat as a line break, and other controls.
+_CONTROLS = frozenset([chr(c) for c in range(0x20) if c != 0x09] + ["\x7f", "\u2028", "\u2029"]) | frozenset(
+    chr(c) for c in range(0x80, 0xA0)
+)
+
+
+def _reject_controls(value: str, what: str) -> None:
+    """Header and SMTP command injection guard for anything that ends up on the wire."""
+    if any(char in _LINE_BREAKS for char in value):
+        raise UsageError(f"{what} contains a line break: {value!r}")
+    if "\0" in value:
+        raise UsageError(f"{what} contains a NUL byte: {value!r}")
+    if any(char in _CONTROLS for char in value):
+        raise UsageError(f"{what} contains a control character: {value!r}")
+
+
+def _parse_recipients(word: str) -> list[str]:
+    """One command-line word as an address list: ``Bob <b@x>`` gives b@x, ``a@x,b@y`` gives two."""
+    what = "recipient address"
+    _reject_controls(word, what)
+    addresses = [address for piece in _split_list(word, what) if (address := _one_address(piece, what)) is not None]
+    if not addresses:
+        raise UsageError(f"empty {what} {word!r}")
+    return addresses
+
+
+def _parse_sender(argument: str, letter: str) -> str:
+    """``-f``/``-r``: one address; "" and "<>" mean the null sender; ``<a@b>`` and ``Name <a@b>`` give a@b."""
+    what = f"sender address (-{letter})"
+    _reject_controls(argument, what)
+    if _squeeze(argument, what)[0] in ("", "<>"):
+        return ""
+    addresses = [a for piece in _split_list(argument, what) if (a := _one_address(piece, what)) is not None]
+    if len(addresses) != 1:
+        raise UsageError(f"option -{letter} takes exactly one address, not {argument!r}")
+    return addresses[0]
+
+
+def _split_list(text: str, what: str) -> list[str]:
+    """Split an address list at top-level commas (not inside quotes, comments or angle brackets)."""
+    pieces: list[str] = []
+    start = 0
+    quoted = escaped = False
+    comment = angle = 0
+    for pos, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif (quoted or comment) and char == "\\":
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == "(":
+            comment += 1
+        elif comment:
+            if char == ")":
+                comment -= 1
+        elif char == '"':
+            quoted = True
+        elif char in "<>":
+            angle = max(0, angle + (1 if char == "<" else -1))
+        elif char == "," and not angle:
+            pieces.append(text[start:pos])
+            start = pos + 1
+    if quoted or comment or escaped:
+        raise UsageError(f"invalid {what} {text!r}: unterminated quote or comment")
+    pieces.append(text[start:])
+    return pieces
+
+
+def _squeeze(text: str, what: str) -> tuple[str, str | None]:
+    """``text`` without comments and unquoted white space, and the content of its ``<...>`` if it has one.
+
+    Raises for unbalanced brackets and for anything after the closing ``>``.
+    """
+    out: list[str] = []
+    inner_start: int | None = None
+    inner: str | None = None
+    quoted = escaped = False
+    comment = 0
+    for char in text:
+        if escaped:
+            escaped = False
+            if not comment:
+                out.append(char)
+            continue
+        if comment:
+            if char == "\\":
+                escaped = True
+            elif char in "()":
+                comment += 1 if char == "(" else -1
+            continue
+        if quoted:
+            out.append(char)
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+            continue
+        if char.isspace():
+            continue
+        if char == "(":
+            comment = 1
+            continue
+        if inner is not None:  # only white space and comments may follow the closing ">"
+            raise UsageError(f"invalid {what} {text!r}")
+        if char == '"':
+            quoted = True
+        elif char == "<":
+            if inner_start is not None:
+                raise UsageError(f"invalid {what} {text!r}")
+            inner_start = len(out) + 1
+        elif char == ">":
+            if inner_start is None:
+                raise UsageError(f"invalid {what} {text!r}")
+            inner = "".join(out[inner_start:])
+        out.append(char)
+    if quoted or comment or escaped or (inner_start is not None and inner is None):
+        raise UsageError(f"invalid {what} {text!r}")
+    return "".join(out), inner
+
+
+def _one_address(piece: str, what: str) -> str | None:
+    """The address in one list element, or None for a blank element (``a@x,`` is tolerated).
+
+    email.utils.getaddresses does the parsing; because it silently drops or rewrites what it cannot parse
+    (``a b`` gives ``a``), its result must match the text it came from, or the element is rejected.
+    """
+    from email.utils import getaddresses
+
+    squeezed, inner = _squeeze(piece, what)
+    if not squeezed:
+        return None
+    expected = inner if inner is not None else squeezed
+    if not expected:
+        raise UsageError(f"empty {what} in {piece.strip()!r}")
+    found = [address for _, address in getaddresses([piece])]
+    if len(found) != 1 or not found[0]:
+        raise UsageError(f"invalid {what} {piece.strip()!r}")
+    address = found[0]
+    # Compare without quotes: the parser may drop needless ones ("a"@x gives a@x).
+    if _squeeze(address, what)[0].replace('"', "") != expected.replace('"', ""):
+        raise UsageError(f"invalid {what} {piece.strip()!r}")
+    if address.startswith("@") or address.endswith("@"):
+        raise UsageError(f"invalid {what} {piece.strip()!r}")
+    return address
