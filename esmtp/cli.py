@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from .errors import EX_SOFTWARE, EX_TEMPFAIL, ConfigError, EsmtpError
+from .errors import EX_SOFTWARE, EX_TEMPFAIL, ConfigError, ConfigNotFound, EsmtpError
 
 if TYPE_CHECKING:
     from .config import Config
@@ -42,8 +42,8 @@ def _load(options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]
     config: Config | None
     try:
         config = load_config(options.config_file)
-    except ConfigError as error:
-        if need_config or not getattr(error, "not_found", False):
+    except ConfigNotFound:
+        if need_config:
             raise
         config = None
     hooks = Hooks(make_plugin_manager(config))

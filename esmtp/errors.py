@@ -54,6 +54,10 @@ class ConfigError(EsmtpError):
     exit_code = EX_CONFIG
 
 
+class ConfigNotFound(ConfigError):
+    """No configuration file exists at all (``mailq`` and queue commands can still run)."""
+
+
 class PluginError(EsmtpError):
     """A plugin misbehaved or two plugins claim the same name."""
 
