@@ -20,7 +20,12 @@ Command = Callable[[bytes, bool], Awaitable[tuple[int, str]]]
 def choose_mechanisms(
     identity: Identity, installed: dict[str, SaslMechanism], offered: list[str], *, encrypted: bool, server: str
 ) -> list[SaslMechanism]:
-    """The usable mechanisms, best first. Raises AuthenticationError saying why none is usable."""
+    """The usable mechanisms, best first: offered by the server and by a plugin, allowed and safe on this connection.
+
+    The order is ``auth_mechanisms`` when set (a name no plugin offers is a ConfigError), else by priority, strongest
+    first. Mechanisms marked ``plaintext`` need TLS unless ``auth_plaintext enabled``. Raises AuthenticationError
+    saying why none is usable.
+    """
     wanted = identity.options.get("auth_mechanisms")
     if wanted:
         names = [name.upper() for name in wanted.replace(",", " ").split()]
@@ -34,11 +39,13 @@ def choose_mechanisms(
             )
         candidates = [installed[name] for name in names]
     else:
-        candidates = sorted(installed.values(), key=lambda mech: -mech.priority)
+        candidates = sorted(installed.values(), key=lambda mech: (-mech.priority, mech.name.upper()))
     offered_set = {name.upper() for name in offered}
     if not offered_set:
         hint = "" if encrypted else " (many servers offer AUTH only after STARTTLS: try 'starttls required')"
-        raise AuthenticationError(f"{server} does not offer authentication (AUTH), but a username is set{hint}")
+        raise AuthenticationError(
+            f"{server} does not offer authentication (AUTH), but a username or password is set{hint}"
+        )
     common = [mech for mech in candidates if mech.name.upper() in offered_set]
     if not common:
         raise AuthenticationError(
@@ -49,9 +56,10 @@ def choose_mechanisms(
     usable = [mech for mech in common if plaintext_ok or not mech.plaintext]
     if not usable:
         raise AuthenticationError(
-            f"refusing to send the password in clear to {server}: the connection is not encrypted and the server "
-            f"offers only {' '.join(mech.name for mech in common)}. Use 'starttls required' (or 'smtps enabled'), "
-            "or set 'auth_plaintext enabled' to allow it"
+            f"refusing to send the password in clear to {server}: the connection is not encrypted, and "
+            f"{' and '.join(mech.name for mech in common)} would reveal it (the server offers AUTH "
+            f"{' '.join(sorted(offered_set))}). Use 'starttls required' or 'smtps enabled', or set "
+            "'auth_plaintext enabled' in the configuration to allow it"
         )
     return usable
 
@@ -60,10 +68,18 @@ def _b64(data: bytes) -> bytes:
     return base64.b64encode(data) if data else b"="
 
 
+#: More 334 rounds than any mechanism needs (NTLM and SCRAM take two): a server that goes on is broken.
+MAX_ROUNDS = 10
+
+
 async def authenticate(
     command: Command, mechanism: SaslMechanism, credentials: Credentials, *, server: str
 ) -> None:
-    """Run one AUTH exchange. Raises AuthenticationError (5xx) or TemporaryFailure (4xx) with the server's reply."""
+    """Run one AUTH exchange. Raises AuthenticationError (5xx) or TemporaryFailure (4xx) with the server's reply.
+
+    There is no fallback to another mechanism: a refusal ends the session, so a wrong password is never followed by
+    a weaker mechanism or by an unauthenticated MAIL FROM.
+    """
     name = mechanism.name.upper().encode("ascii")
     try:
         client = mechanism.factory(credentials)
@@ -74,18 +90,26 @@ async def authenticate(
         raise AuthenticationError(f"{mechanism.name} could not start: {error}") from error
     line = b"AUTH " + name + (b" " + _b64(initial) if initial is not None else b"")
     code, text = await command(line, initial is not None)
+    rounds = 0
     while code == 334:
+        rounds += 1
         try:
-            challenge = base64.b64decode(text.strip().encode("ascii"), validate=True) if text.strip() else b""
+            if rounds > MAX_ROUNDS:
+                raise ValueError(f"the server sent more than {MAX_ROUNDS} challenges")
+            encoded = text.strip()
+            challenge = base64.b64decode(encoded.encode("ascii"), validate=True) if encoded else b""
             answer = client.step(challenge)
         except Exception as error:
-            await command(b"*", False)
+            await command(b"*", False)  # RFC 4954: cancel the exchange
             raise AuthenticationError(f"{mechanism.name} exchange with {server} failed: {error}") from error
+        # Unlike the initial response, an empty answer is an empty line (RFC 4954 section 4).
         code, text = await command(base64.b64encode(answer or b""), True)
     if code == 235:
         return
     reply = f"{code} {text}".strip()
     if 400 <= code < 500:
-        raise TemporaryFailure(f"{server} refused AUTH {mechanism.name}: {reply}", code=code, reply=reply)
-    raise AuthenticationError(f"{server} refused AUTH {mechanism.name} for user {credentials.username!r}: {reply}",
-                              code=code, reply=reply)
+        raise TemporaryFailure(f"{server} refused AUTH {mechanism.name} (try again later): {reply}", code=code,
+                               reply=reply)
+    raise AuthenticationError(
+        f"{server} refused AUTH {mechanism.name} for user {credentials.username!r}: {reply}", code=code, reply=reply
+    )

@@ -181,14 +181,26 @@ class SmtpSession:
             await self._authenticate()
 
     async def _authenticate(self) -> None:
+        """AUTH with the best usable mechanism, driven here over the raw command API (never aiosmtplib's login).
+
+        A refusal ends the session after a QUIT: no other mechanism is tried and no mail goes out unauthenticated.
+        """
         assert self._smtp is not None
-        chosen = choose_mechanisms(
-            self.identity, self.mechanisms, self._smtp.server_auth_methods, encrypted=self.encrypted,
-            server=self.server,
-        )
+        offered = [name.upper() for name in self._smtp.server_auth_methods]
+        chosen = choose_mechanisms(self.identity, self.mechanisms, offered, encrypted=self.encrypted,
+                                   server=self.server)
+        mechanism = chosen[0]
+        self.trace.info(f"server offers AUTH {' '.join(offered) or '(none)'}; using {mechanism.name}")
         credentials = Credentials(self.identity.username or "", self.identity.password or "", self.host)
-        await authenticate(self._command, chosen[0], credentials, server=self.server)
-        self.trace.info(f"authenticated as {credentials.username} with {chosen[0].name}")
+        try:
+            await authenticate(self._command, mechanism, credentials, server=self.server)
+        except DeliveryError:
+            import contextlib
+
+            with contextlib.suppress(TimeoutError, aiosmtplib.SMTPException, OSError):
+                await self._command(b"QUIT")  # say goodbye; the caller then drops the connection
+            raise
+        self.trace.info(f"authenticated as {credentials.username} with {mechanism.name}")
 
     async def close(self) -> None:
         """Say QUIT (errors ignored: the mail is already accepted or refused)."""
