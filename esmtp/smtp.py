@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import TYPE_CHECKING
 
 import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
@@ -21,6 +22,9 @@ from .sasl import authenticate, choose_mechanisms
 from .trace import Trace
 from .types import Credentials, Envelope, SaslMechanism
 from .wire import encode_data
+
+if TYPE_CHECKING:
+    from .tls import TlsPolicy
 
 DEFAULT_TIMEOUT = 60.0
 #: RFC 5321 4.5.3.2.6: wait at least 10 minutes for the reply to the final dot.
@@ -94,6 +98,9 @@ class SmtpSession:
         self.smtps = smtps
         self.timeout = float(identity.options.get("timeout") or DEFAULT_TIMEOUT)
         self.encrypted = False
+        #: The TLS policy (context, pin, certificate files) once one is needed.
+        self.tls: TlsPolicy | None = None
+        self._tls_phase = False  # inside the TLS handshake or the first exchange after it
         self._smtp: aiosmtplib.SMTP | None = None
 
     # ---- commands --------------------------------------------------------------------------------------------------
@@ -132,15 +139,25 @@ class SmtpSession:
     # ---- session ---------------------------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect, greet, secure and authenticate, as the identity says. Errors name the server and its reply."""
+        """Connect, greet, secure and authenticate, as the identity says. Errors name the server and its reply.
+
+        With ``starttls required`` (or ``smtps enabled``) nothing but EHLO and STARTTLS is sent before TLS is up and
+        the certificate checked; with ``starttls enabled`` a STARTTLS that fails is an error, never a downgrade.
+        """
         try:
             await self._open()
         except aiosmtplib.SMTPResponseException as error:
             await self.abort()
-            raise _failure(self.server, "refused the connection", SMTPResponse(error.code, error.message)) from None
+            response = SMTPResponse(error.code, error.message)
+            if self._tls_phase and self.tls is not None:
+                # The first reply inside TLS refuses us: typically "421 ... No client certificate presented".
+                from . import tls
+
+                raise tls.refused_in_tls(response.code, response.message, self.tls, self.server) from None
+            raise _failure(self.server, "refused the connection", response) from None
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
             await self.abort()
-            raise TemporaryFailure(f"{self.server}: {_describe(error)}") from None
+            raise await self._connection_failure(error) from None
         except BaseException:
             await self.abort()
             raise
@@ -148,8 +165,12 @@ class SmtpSession:
     async def _open(self) -> None:
         from . import tls
 
-        context = tls.make_context(self.identity, self.host) if self.smtps or self.identity.starttls != "disabled" \
-            else None
+        if self.smtps or self.identity.starttls != "disabled":
+            # Built before connecting: a certificate file that breaks the rules stops us before any traffic.
+            self.tls = tls.make_policy(self.identity, self.host)
+            if self.tls.client_cert:
+                self.trace.info(f"client certificate: {self.tls.client_cert}")
+        context = self.tls.context if self.tls is not None else None
         self._smtp = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -160,25 +181,85 @@ class SmtpSession:
             local_hostname=self.identity.helo or socket.gethostname(),
         )
         self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}")
+        self._tls_phase = self.smtps
         greeting = await self._smtp.connect()
+        if self.smtps:
+            self._check_tls()
         self.trace.server(greeting.code, greeting.message)
-        self.encrypted = self.smtps
-        await self._ehlo()
+        await self._ehlo()  # with TLS 1.3 a refused client certificate shows up here, as an alert
+        self._tls_phase = False
         if not self.smtps and self.identity.starttls != "disabled":
             if self._smtp.supports_extension("starttls"):
-                assert context is not None
-                self.trace.client("STARTTLS")
-                response = await self._smtp.starttls(tls_context=context, server_hostname=self.host)
-                self.trace.server(response.code, response.message)
-                self.encrypted = True
-                await self._ehlo()
+                await self._starttls()
             elif self.identity.starttls == "required":
                 raise PermanentFailure(
                     f"{self.server} does not offer STARTTLS and the configuration says 'starttls required'; "
                     "nothing was sent"
                 )
+            else:
+                self.trace.info(
+                    f"warning: {self.server} does not offer STARTTLS; continuing WITHOUT encryption "
+                    "('starttls enabled'; use 'starttls required' to refuse this)"
+                )
         if self.identity.username is not None or self.identity.password is not None:
             await self._authenticate()
+
+    async def _starttls(self) -> None:
+        assert self._smtp is not None and self.tls is not None
+        self.trace.client("STARTTLS")
+        self._tls_phase = True
+        try:
+            response = await self._smtp.starttls(tls_context=self.tls.context, server_hostname=self.host)
+        except aiosmtplib.SMTPResponseException as error:
+            # Not a downgrade either: a refused STARTTLS ends the session, as a failed handshake does.
+            self.trace.server(error.code, error.message)
+            raise _failure(self.server, "refused STARTTLS", SMTPResponse(error.code, error.message)) from None
+        self.trace.server(response.code, response.message)
+        self._check_tls()
+        await self._ehlo()
+        self._tls_phase = False
+
+    def _check_tls(self) -> None:
+        """The handshake is done: check the pin, note the connection as encrypted, say how with -v."""
+        assert self._smtp is not None and self.tls is not None
+        self.trace.info(self.tls.check_peer(self._smtp.get_transport_info("ssl_object"), self.server))
+        self.encrypted = True
+
+    async def _connection_failure(self, error: BaseException) -> DeliveryError:
+        """The error to report for a failed connection, TLS failures explained in user terms."""
+        if self.tls is not None:
+            from . import tls
+
+            if self._tls_phase or tls.has_tls_error(error):
+                peer = await self._fetch_certificate() if tls.verification_error(error) is not None else None
+                failure = tls.describe_failure(error, self.tls, self.server, peer)
+                if failure is not None:
+                    return failure
+        return TemporaryFailure(f"{self.server}: {_describe(error)}")
+
+    async def _fetch_certificate(self) -> bytes | None:
+        """The certificate the server presents, fetched on a second connection without verification.
+
+        Only used after verification failed, to say what is wrong with the certificate (expired when, for which
+        names, issued by whom). That connection sends EHLO and STARTTLS only, then the handshake, then closes.
+        """
+        from . import tls
+
+        probe = aiosmtplib.SMTP(
+            hostname=self.host, port=self.port, use_tls=self.smtps, start_tls=False,
+            tls_context=tls.unverified_context(), timeout=min(self.timeout, 15.0),
+            local_hostname=self.identity.helo or socket.gethostname(),
+        )
+        try:
+            await probe.connect()
+            if not self.smtps:
+                await probe.starttls(server_hostname=self.host)
+            ssl_object = probe.get_transport_info("ssl_object")
+            return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            return None
+        finally:
+            probe.close()
 
     async def _authenticate(self) -> None:
         """AUTH with the best usable mechanism, driven here over the raw command API (never aiosmtplib's login).
@@ -338,9 +419,4 @@ def _rejected(server: str, rejected: dict[str, str]) -> RecipientsRejected:
 def _describe(error: BaseException) -> str:
     if isinstance(error, asyncio.TimeoutError | aiosmtplib.SMTPTimeoutError):
         return f"timed out ({error})" if str(error) else "timed out"
-    text = str(error) or type(error).__name__
-    import ssl
-
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {error.verify_message}"
-    return text
+    return str(error) or type(error).__name__
