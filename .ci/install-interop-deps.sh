@@ -28,6 +28,7 @@ if [ "${#missing[@]}" -eq 0 ]; then
 fi
 echo "install-interop-deps: installing ${missing[*]}"
 
+export PATH="$PATH:/usr/sbin:/sbin"  # postfix and saslpasswd2 live in /usr/sbin
 export DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true
 # "No configuration": the package writes no /etc/postfix/main.cf and sets up no system mail service.
 debconf-set-selections <<'SEL' || die "debconf-set-selections failed"
@@ -38,13 +39,17 @@ SEL
 # Deny daemon starts during the install (invoke-rc.d honours exit 101) unless the image already has
 # a policy-rc.d (Docker images usually do); a temporary one is removed again on exit.
 POLICY=/usr/sbin/policy-rc.d
+temp_policy=
+log=$(mktemp)
+cleanup() { rm -f "$log"; if [ -n "$temp_policy" ]; then rm -f "$POLICY"; fi; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 if [ ! -e "$POLICY" ]; then
   printf '#!/bin/sh\n# temporary, from install-interop-deps.sh\nexit 101\n' > "$POLICY"
   chmod 0755 "$POLICY"
-  trap 'rm -f "$POLICY"' EXIT
+  temp_policy=1
 fi
 
-log=$(mktemp)
 apt_install() {
   apt-get install -y -q --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" </dev/null >"$log" 2>&1
@@ -55,7 +60,6 @@ if ! apt_install; then
   apt-get update -q </dev/null >"$log" 2>&1 || { cat "$log" >&2; die "apt-get update failed"; }
   apt_install || { cat "$log" >&2; die "apt-get install ${missing[*]} failed"; }
 fi
-rm -f "$log"
 
 # Check the pieces the fixture actually runs.
 [ -x /usr/lib/postfix/sbin/master ] || die "postfix master binary missing after install"

@@ -8,9 +8,11 @@ skipped, except under ``CI=true``, where a skip would hide a broken CI setup and
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -20,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from postfix_server import (
     CI_FAIL_NOTE,
     PostfixServer,
-    make_traversable,
     must_fail_instead_of_skip,
+    runtime_directory,
     unavailable_reason,
 )
 
@@ -39,14 +41,33 @@ def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostfixServer]
     reason = unavailable_reason()
     if reason is not None:
         skip_or_fail(reason)
-    directory = tmp_path_factory.mktemp("postfix")
-    make_traversable(directory, up_to=tmp_path_factory.getbasetemp().parent)
-    server = PostfixServer(directory)
+    # Postfix runs from a world-traversable temp dir; at the end it moves into pytest's tmp dir, whose
+    # retention policy then cleans it up (pytest's own dirs are 0700: postfix/nobody cannot reach them).
+    server = PostfixServer(runtime_directory())
+    previous = _interrupt_on_sigterm()
     try:
         server.start()
         yield server
     finally:
         server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        server.move_to(tmp_path_factory.mktemp("postfix", numbered=True) / "server")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _interrupt_on_sigterm() -> signal.Handlers | None:
+    """Make SIGTERM (CI timeouts, ``kill``) unwind like Ctrl-C, so the fixture still stops Postfix.
+
+    Only when nobody else handles SIGTERM; returns the handler to restore, or None if unchanged.
+    """
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    return signal.SIG_DFL
 
 
 @pytest.fixture

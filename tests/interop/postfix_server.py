@@ -13,7 +13,8 @@ Debian packages from ``.ci/install-interop-deps.sh``. Pitfalls this module handl
 * Debian's Postfix reads the Cyrus SASL config from ``$config_directory/sasl/smtpd.conf`` and ignores
   ``cyrus_sasl_config_path``; elsewhere Cyrus silently falls back to /etc/sasldb2 ("generic failure").
 * Postfix sleeps 300 ms at a time while main.cf's mtime is in the current second: the files are backdated.
-* The directory and its parents must be traversable by the ``postfix`` and ``nobody`` users.
+* The directory and its parents must be traversable by the ``postfix`` and ``nobody`` users, so it is not
+  under pytest's 0700 ``pytest-of-<user>`` (which any other pytest session resets to 0700) while it runs.
 * In containers PID 1 may reap orphans slowly: a zombie counts as stopped.
 """
 
@@ -29,6 +30,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -52,6 +54,11 @@ _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 # --------------------------------------------------------------------------------------------- availability
 
 
+def find_program(name: str) -> str | None:
+    """Full path of ``name`` from PATH, or from /usr/sbin and /sbin, which a non-login root PATH may lack."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
+
+
 def unavailable_reason() -> str | None:
     """Why the interop server cannot run on this machine, or None when it can.
 
@@ -62,7 +69,7 @@ def unavailable_reason() -> str | None:
         return "Postfix is missing (simulated by ESMTP_INTEROP_SIMULATE_MISSING)"
     if os.geteuid() != 0:
         return "the interop tests need root (the Postfix master must start as root)"
-    missing = [name for name in ("postfix", "saslpasswd2") if shutil.which(name) is None]
+    missing = [name for name in ("postfix", "saslpasswd2") if find_program(name) is None]
     if missing:
         return f"{' and '.join(missing)} not installed ({INSTALL_HINT})"
     if not MASTER_EXE.is_file():
@@ -371,13 +378,10 @@ class PostfixServer:
     unicode_password = "pä ss wörd"
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory.resolve()
+        """``directory`` must be reachable by the postfix and nobody users (see :func:`runtime_directory`)."""
+        self._set_directory(directory.resolve())
         if not _SAFE_PATH.match(str(self.directory)):
             raise ValueError(f"Postfix needs a directory path of [A-Za-z0-9._/+-] only, got {self.directory}")
-        self.config_dir = self.directory / "postfix"
-        self.mail_dir = self.directory / "mail"
-        self.log_path = self.directory / "log" / "postfix.log"
-        self.spool_dir = self.directory / "spool"
         self._tls: TLSFiles | None = None
         self._ports: Ports | None = None
         self._master_pid: int | None = None
@@ -562,7 +566,24 @@ class PostfixServer:
                 raise AssertionError(f"{pattern!r} not in the Postfix log within {timeout} s:\n{self.log_tail()}")
             time.sleep(0.02)
 
+    def move_to(self, destination: Path) -> None:
+        """Move the stopped instance's directory (log, mail, config) to ``destination`` for post-mortems.
+
+        The log and message readers follow; the TLS paths do not.
+        """
+        if self.running():
+            raise RuntimeError("stop() Postfix before moving its directory")
+        shutil.move(self.directory, destination)
+        self._set_directory(destination.resolve())
+
     # ---------------------------------------------------------------- internals
+
+    def _set_directory(self, directory: Path) -> None:
+        self.directory = directory
+        self.config_dir = directory / "postfix"
+        self.mail_dir = directory / "mail"
+        self.log_path = directory / "log" / "postfix.log"
+        self.spool_dir = directory / "spool"
 
     def _prepare(self) -> None:
         d = self.directory
@@ -590,7 +611,7 @@ class PostfixServer:
         sasldb.unlink(missing_ok=True)
         for user, password in ((self.user, self.password), (self.unicode_user, self.unicode_password)):
             subprocess.run(
-                ["saslpasswd2", "-p", "-c", "-f", str(sasldb), "-u", self.realm, user],
+                [find_program("saslpasswd2") or "saslpasswd2", "-p", "-c", "-f", str(sasldb), "-u", self.realm, user],
                 input=password.encode(),
                 check=True,
                 capture_output=True,
@@ -623,7 +644,10 @@ class PostfixServer:
         # Output goes to a file, not a pipe: the daemonized master could otherwise keep the pipe open.
         with out.open("wb") as fh:
             rc = subprocess.run(
-                ["postfix", "-c", str(self.config_dir), "start"], stdin=subprocess.DEVNULL, stdout=fh, stderr=fh
+                [find_program("postfix") or "postfix", "-c", str(self.config_dir), "start"],
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=fh,
             ).returncode
         self._master_pid = self._read_master_pid()
         if self._master_pid is not None:
@@ -670,22 +694,20 @@ class PostfixServer:
                 time.sleep(0.02)
 
 
-def make_traversable(directory: Path, up_to: Path) -> None:
-    """Add search (x) permission for group and others on ``directory`` and its parents up to ``up_to``.
+def _traversable_by_others(path: Path) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
 
-    pytest makes its temp dirs 0700, but the Postfix processes run as ``postfix`` and ``nobody``. Only
-    traversal is granted, not listing; pytest tightens ``pytest-of-<user>`` again at its next start.
-    Raises if some parent above ``up_to`` is still not traversable.
+
+def runtime_directory(prefix: str = "esmtp-interop-postfix-") -> Path:
+    """A new mode-0755 directory that the ``postfix`` and ``nobody`` users can reach.
+
+    Not under pytest's ``pytest-of-<user>``: pytest makes that 0700 and resets it to 0700 whenever another
+    pytest session starts, which would cut the running Postfix off from its own files mid-run.
     """
-    directory = directory.resolve()
-    up_to = up_to.resolve()
-    for path in (directory, *directory.parents):
-        mode = path.stat().st_mode
-        if path == up_to or up_to in path.parents:
-            if mode & 0o011 != 0o011:
-                path.chmod(stat.S_IMODE(mode) | 0o011)
-        elif not mode & 0o001:
-            raise PermissionError(
-                f"{path} is not traversable by other users, so Postfix (user postfix/nobody) cannot reach "
-                f"{directory}; use a --basetemp under /tmp"
-            )
+    for base in (Path(tempfile.gettempdir()), Path("/tmp"), Path("/var/tmp")):
+        base = base.resolve()
+        if base.is_dir() and _traversable_by_others(base) and _SAFE_PATH.match(str(base)):
+            directory = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+            directory.chmod(0o755)
+            return directory
+    raise PermissionError("no temp directory that other users (postfix, nobody) may traverse; set TMPDIR")

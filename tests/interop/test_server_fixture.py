@@ -19,7 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from postfix_server import DeliveredMessage, PostfixServer, _session_members, must_fail_instead_of_skip, parse_env
+from postfix_server import (
+    DeliveredMessage,
+    PostfixServer,
+    _session_members,
+    must_fail_instead_of_skip,
+    parse_env,
+    runtime_directory,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -302,19 +309,19 @@ def test_parse_env_keeps_repeated_keys() -> None:
 # ------------------------------------------------------------------------------------------ lifecycle
 
 
-def test_stop_leaves_no_process(tmp_path_factory: pytest.TempPathFactory, postfix: PostfixServer) -> None:
-    from postfix_server import make_traversable
-
-    directory = tmp_path_factory.mktemp("second-postfix")
-    make_traversable(directory, up_to=tmp_path_factory.getbasetemp().parent)
-    second = PostfixServer(directory)
-    second.start()
-    pid = second._master_pid
-    assert pid is not None and len(_session_members(pid)) >= 2
-    assert set(second.ports.all().values()).isdisjoint(postfix.ports.all().values())
-    second.stop()
+def test_stop_leaves_no_process(tmp_path: Path, postfix: PostfixServer) -> None:
+    second = PostfixServer(runtime_directory())
+    try:
+        second.start()
+        pid = second._master_pid
+        assert pid is not None and len(_session_members(pid)) >= 2
+        assert set(second.ports.all().values()).isdisjoint(postfix.ports.all().values())
+    finally:
+        second.stop()
+        second.move_to(tmp_path / "second")
     assert not second.running()
     assert all(_is_zombie(member) for member in _session_members(pid))
+    assert second.log_path.is_file() and "starting the Postfix mail system" in second.log_text()
 
 
 def _is_zombie(pid: int) -> bool:
