@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as ServerEnvelope
-
 from conftest import Runner, Sink, SmtpServer, _Controller, _Server
+from esmtp_plugins import sasl_crammd5, sasl_login, sasl_ntlm, sasl_plain
+
 from esmtp.config import Identity
 from esmtp.errors import AuthenticationError, ConfigError
 from esmtp.sasl import choose_mechanisms
 from esmtp.types import Credentials, SaslMechanism
-from esmtp_plugins import sasl_crammd5, sasl_login, sasl_ntlm, sasl_plain
 
 MESSAGE = b"From: Alice <alice@example.org>\nTo: Bob <bob@example.net>\nSubject: auth\n\nHello.\n"
 ALL_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "NTLM")
