@@ -40,7 +40,8 @@ def choose_mechanisms(
         candidates = [installed[name] for name in names]
     else:
         candidates = sorted(installed.values(), key=lambda mech: (-mech.priority, mech.name.upper()))
-    offered_set = {name.upper() for name in offered}
+    offered_names = list(dict.fromkeys(name.upper() for name in offered))  # the server's order, for messages
+    offered_set = set(offered_names)
     if not offered_set:
         hint = "" if encrypted else " (many servers offer AUTH only after STARTTLS: try 'starttls required')"
         raise AuthenticationError(
@@ -49,7 +50,7 @@ def choose_mechanisms(
     common = [mech for mech in candidates if mech.name.upper() in offered_set]
     if not common:
         raise AuthenticationError(
-            f"{server} offers AUTH {' '.join(sorted(offered_set))}, none of which is allowed and installed "
+            f"{server} offers AUTH {' '.join(offered_names)}, none of which is allowed and installed "
             f"(allowed: {' '.join(mech.name for mech in candidates) or 'none'})"
         )
     plaintext_ok = encrypted or identity.options.get("auth_plaintext") == "enabled"
@@ -58,7 +59,7 @@ def choose_mechanisms(
         raise AuthenticationError(
             f"refusing to send the password in clear to {server}: the connection is not encrypted, and "
             f"{' and '.join(mech.name for mech in common)} would reveal it (the server offers AUTH "
-            f"{' '.join(sorted(offered_set))}). Use 'starttls required' or 'smtps enabled', or set "
+            f"{' '.join(offered_names)}). Use 'starttls required' or 'smtps enabled', or set "
             "'auth_plaintext enabled' in the configuration to allow it"
         )
     return usable

@@ -104,6 +104,7 @@ class AuthSMTP(_Server):
             if negotiate is MISSING:
                 return AuthResult(success=False, handled=True)
         challenge = context.step(negotiate)
+        assert challenge is not None
         authenticate = await self.challenge_auth(challenge)
         if authenticate is MISSING:
             return AuthResult(success=False, handled=True)
