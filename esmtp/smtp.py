@@ -232,7 +232,7 @@ class SmtpSession:
 
             if self._tls_phase or tls.has_tls_error(error):
                 peer = await self._fetch_certificate() if tls.verification_error(error) is not None else None
-                failure = tls.describe_failure(error, self.tls, self.server, peer)
+                failure = tls.describe_failure(error, self.tls, self.server, peer, after_handshake=self.encrypted)
                 if failure is not None:
                     return failure
         return TemporaryFailure(f"{self.server}: {_describe(error)}")

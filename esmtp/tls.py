@@ -290,13 +290,14 @@ def verification_error(error: BaseException) -> ssl.SSLCertVerificationError | N
 
 
 def describe_failure(
-    error: BaseException, policy: TlsPolicy, server: str, peer: bytes | None = None
+    error: BaseException, policy: TlsPolicy, server: str, peer: bytes | None = None, *, after_handshake: bool = False
 ) -> DeliveryError | None:
     """Turn a TLS failure somewhere in ``error``'s chain into an error a user understands, or None if it is not one.
 
     Certificate and protocol problems are permanent (EX_UNAVAILABLE: retrying will not fix them); a refused client
     certificate is EX_NOPERM, like refused credentials; a connection dropped mid-handshake is temporary.
     ``peer`` is the server certificate (DER), fetched without verification, to say what is wrong with it.
+    ``after_handshake``: the handshake completed and the server's first answer inside TLS is what failed.
     """
     verify = verification_error(error)
     if verify is not None:
@@ -308,14 +309,18 @@ def describe_failure(
             return _handshake_failure(cause, policy, server)
         if isinstance(cause, ConnectionResetError | BrokenPipeError):
             return _dropped(server, policy)
+    if after_handshake and any(isinstance(cause, ConnectionError) for cause in _chain(error)):
+        return _dropped(server, policy, "right after the TLS handshake")
     return None
 
 
-def _dropped(server: str, policy: TlsPolicy) -> DeliveryError:
-    hint = ""
+def _dropped(server: str, policy: TlsPolicy, when: str = "during the TLS handshake") -> DeliveryError:
+    """The server hung up without saying why: temporary, with the likeliest cause when it may be ours."""
     if policy.client_cert is None:
-        hint = " (if it requires a client certificate, see docs/tls.md)"
-    return TemporaryFailure(f"{server} closed the connection during the TLS handshake; nothing was sent{hint}")
+        hint = " (a server that requires a TLS client certificate does this when none is presented: see docs/tls.md)"
+    else:
+        hint = f" (perhaps it does not accept the TLS client certificate {policy.client_cert})"
+    return TemporaryFailure(f"{server} closed the connection {when}; nothing was sent{hint}")
 
 
 def _no_client_cert(policy: TlsPolicy) -> str:
@@ -348,7 +353,11 @@ def _handshake_failure(error: ssl.SSLError, policy: TlsPolicy, server: str) -> D
             f"{server} does not speak TLS on this port ({_reason(error)}): it looks like a plain or STARTTLS port. "
             "Implicit TLS ('smtps enabled') needs an SMTPS port such as 465; for 587 or 25 use 'starttls required'"
         )
-    return PermanentFailure(f"TLS handshake with {server} failed: {_reason(error)}")
+    hint = ""
+    if reason == "SSLV3_ALERT_HANDSHAKE_FAILURE" and policy.client_cert is None:
+        # TLS 1.2 servers say only this when they require a client certificate and got none.
+        hint = "; if the server requires a TLS client certificate, see docs/tls.md"
+    return PermanentFailure(f"TLS handshake with {server} failed: {_reason(error)}{hint}")
 
 
 def refused_in_tls(code: int, text: str, policy: TlsPolicy, server: str) -> DeliveryError:
