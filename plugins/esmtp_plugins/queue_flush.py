@@ -1,0 +1,570 @@
+"""Delivering the queue: entries grouped by identity and smarthost, one SMTP session (one login) per group.
+
+Loaded only when a flush runs; it is the one queue module that imports asyncio and the SMTP client.
+
+Per entry: lock it, re-route its stored envelope (the stored message is final: no header fix-ups run again), send
+each leg, then record the outcome in one state change: delivered (the entry is removed), deferred (retry later with
+exponential backoff), or failed (moved to ``failed/``, with a bounce when the configuration asks for one).
+
+Duplicates: a message is sent twice only if the process dies (or the connection breaks) after the final dot was
+written and before the entry was removed, which is the unavoidable window of every MTA: the server may have accepted
+the message without our knowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from esmtp.config import Config, Identity
+from esmtp.errors import EX_NOINPUT, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EsmtpError, TemporaryFailure
+from esmtp.message import CHUNK, Message
+from esmtp.plugins import Hooks
+from esmtp.smtp import RecipientsRejected, SmtpSession
+from esmtp.trace import Trace
+from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
+
+from .queue_bounce import EXPIRED, make_bounce, wants_bounce
+from .queue_store import Claim, Entry, ErrorKind, QueueStore, Settings, crashpoint
+
+#: How often one run may (re)connect to one smarthost before it defers the rest of that group.
+MAX_OPENS_PER_GROUP = 3
+#: The background run waits this long for more mail (a burst from one script shares the connection).
+LINGER = 1.0
+_POLL = 0.2
+
+
+class QueuedMessage(Message):
+    """A message read back from ``<id>.eml``: the header fields are parsed, the body is streamed from the entry's
+    locked file descriptor, from just after the header block."""
+
+    __slots__ = ("_fd", "body_offset")
+
+    def __init__(self, fd: int, entry: Entry, path: str) -> None:
+        newline = entry.newline.encode("ascii")
+        block = os.pread(fd, entry.header_size, 0) if entry.header_size else b""
+        super().__init__(
+            split_fields(block[: len(block) - len(newline)] if block else b""),
+            path,
+            entry.size - entry.header_size,
+            eight_bit=entry.eight_bit,
+            newline=newline,
+        )
+        self.detach_spool()  # the queue owns the file: closing this message must never delete it
+        self._fd = fd
+        self.body_offset = entry.header_size
+
+    def chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        head = self.header_bytes()
+        if head:
+            yield head + self.newline
+        offset = self.body_offset
+        while chunk := os.pread(self._fd, chunk_size, offset):
+            offset += len(chunk)
+            yield chunk
+
+
+def split_fields(block: bytes) -> list[bytes]:
+    """A header block as raw fields (continuation lines kept with their field)."""
+    fields: list[bytes] = []
+    start = 0
+    while start < len(block):
+        end = block.find(b"\n", start)
+        end = len(block) if end < 0 else end + 1
+        line = block[start:end]
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+        start = end
+    return fields
+
+
+def connection_key(identity: Identity) -> tuple[object, ...]:
+    """What a session depends on: entries whose identities agree on all of it share one connection and login."""
+    return (
+        identity.hostname, identity.username, identity.password, identity.starttls, identity.helo,
+        identity.certificate_passphrase, identity.preconnect, identity.postconnect,
+        tuple(sorted(identity.options.items())),
+    )
+
+
+@dataclass(slots=True)
+class Report:
+    """What a flush did."""
+
+    delivered: int = 0
+    deferred: int = 0
+    failed: int = 0
+    bounced: int = 0
+    busy: int = 0
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed:
+            return EX_UNAVAILABLE
+        if self.deferred:
+            return EX_TEMPFAIL
+        return EX_NOINPUT if self.missing else EX_OK
+
+    def summary(self) -> str:
+        parts = [f"{self.delivered} delivered", f"{self.deferred} deferred", f"{self.failed} failed"]
+        if self.bounced:
+            parts.append(f"{self.bounced} bounced")
+        if self.busy:
+            parts.append(f"{self.busy} being delivered by another run")
+        return ", ".join(parts)
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent when stderr is not one (cron, pipes, the background run)."""
+
+    THRESHOLD = 10
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.total = 0
+        self.done = 0
+        self._shown = 0.0
+
+    def add(self, count: int) -> None:
+        self.total += count
+
+    def step(self, report: Report, force: bool = False) -> None:
+        self.done += 1
+        if not self.enabled or self.total < self.THRESHOLD:
+            return
+        now = time.monotonic()
+        if not force and now - self._shown < 0.1 and self.done < self.total:
+            return
+        self._shown = now
+        width = 30
+        filled = width * min(self.done, self.total) // max(self.total, 1)
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(f"\rflushing [{bar}] {self.done}/{self.total}: {report.summary()}\x1b[K")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.total >= self.THRESHOLD:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class GroupSession:
+    """The connection of one group, opened on first use and reopened (a bounded number of times) if it drops."""
+
+    def __init__(self, identity: Identity, flusher: Flusher) -> None:
+        self.identity = identity
+        self.flusher = flusher
+        self.session: SmtpSession | None = None
+        self.error: EsmtpError | None = None
+        self.opens = 0
+        self.lock = asyncio.Lock()
+
+    async def get(self) -> SmtpSession:
+        """The open session. Raises the connection error (for this and every later entry of the run)."""
+        if self.session is not None and self.session._smtp is not None:
+            return self.session
+        if self.error is not None:
+            raise self.error
+        if self.opens >= MAX_OPENS_PER_GROUP:
+            self.error = TemporaryFailure(f"{self.identity.hostname}: the connection broke {self.opens} times")
+            raise self.error
+        self.opens += 1
+        session = SmtpSession(self.identity, self.flusher.mechanisms, self.flusher.trace)
+        try:
+            await session.open()
+        except EsmtpError as error:
+            self.error = error
+            raise
+        self.session = session
+        return session
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
+class Flusher:
+    """Delivers entries of one queue with one configuration. One instance per run; sessions live for the run."""
+
+    def __init__(self, store: QueueStore, settings: Settings, config: Config, hooks: Hooks, trace: Trace, *,
+                 selected: list[str] | None = None, progress: Progress | None = None,
+                 errors: TextIO | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.config = config
+        self.hooks = hooks
+        self.trace = trace
+        self.selected = set(selected) if selected is not None else None
+        self.context = RunContext(config, hooks, trace)
+        self.mechanisms = hooks.sasl_mechanisms()
+        self.agents: dict[str, DeliveryAgent] = hooks.delivery_agents()
+        self.sessions: dict[tuple[object, ...], GroupSession] = {}
+        self.report = Report()
+        self.progress = progress or Progress(sys.stderr, False)
+        self.errors = errors or sys.stderr
+
+    # ---- selection -----------------------------------------------------------------------------------------------
+
+    def wanted(self, entry: Entry, now: float) -> bool:
+        """Selected by id, or due: its retry time has come, or its last try never reached the server (so a flush
+        run when you are back online sends everything at once)."""
+        if self.selected is not None:
+            return entry.id in self.selected
+        return entry.next_retry <= now or entry.last_error_kind == "connect"
+
+    def identity(self, entry: Entry) -> Identity:
+        return self.config.identity_for(entry.identity) if entry.identity is not None else self.config.default
+
+    def envelope(self, entry: Entry) -> Envelope:
+        return Envelope(
+            sender=entry.sender, recipients=list(entry.recipients), identity=self.identity(entry),
+            full_name=entry.full_name, notify=entry.notify, ret=entry.ret, envid=entry.envid,
+            body_type=entry.body_type, from_headers=entry.from_headers, given_sender=entry.given_sender,
+        )
+
+    # ---- running -------------------------------------------------------------------------------------------------
+
+    async def deliver(self, entries: list[Entry]) -> None:
+        """Deliver ``entries``: one task per group, at most ``concurrency`` groups at a time."""
+        groups: dict[tuple[object, ...], deque[Entry]] = {}
+        for entry in entries:
+            identity = self.identity(entry)
+            key = connection_key(identity)
+            groups.setdefault(key, deque()).append(entry)
+            if key not in self.sessions:
+                self.sessions[key] = GroupSession(identity, self)
+        self.progress.add(len(entries))
+        limit = asyncio.Semaphore(self.settings.concurrency)
+        await asyncio.gather(*(self._group(self.sessions[key], work, limit) for key, work in groups.items()))
+
+    async def close(self) -> None:
+        for group in self.sessions.values():
+            await group.close()
+        self.sessions.clear()
+
+    async def _group(self, group: GroupSession, work: deque[Entry], limit: asyncio.Semaphore) -> None:
+        async with limit, group.lock:
+            while work:
+                entry = work.popleft()
+                claim = self.store.claim(entry)
+                if claim is None:
+                    if entry.id in (self.selected or ()) or os.path.exists(self.store.json_path(entry.id)):
+                        self.report.busy += 1
+                    self.progress.step(self.report)
+                    continue
+                try:
+                    await self._one(claim, group, work)
+                finally:
+                    claim.release()
+                self.progress.step(self.report)
+
+    async def _one(self, claim: Claim, group: GroupSession, work: deque[Entry]) -> None:
+        entry = claim.entry
+        now = time.time()
+        if not self.wanted(entry, now):
+            return
+        envelope = self.envelope(entry)
+        message = QueuedMessage(claim.fd, entry, self.store.eml(entry.id))
+        route = self.hooks.route(envelope, self.config)
+        self.hooks.before_deliver(envelope, message, route, self.config)
+        attempt = Attempt()
+        for agent, pairs in self._legs(route, entry, envelope).items():
+            if agent == "smtp":
+                await self._smtp_leg(group, envelope, message, pairs, attempt)
+            else:
+                self._agent_leg(agent, envelope, message, pairs, attempt)
+        self.hooks.after_deliver(envelope, attempt.results, self.config)
+        self._record(claim, attempt, now, work)
+
+    def _legs(self, route: Route, entry: Entry, envelope: Envelope) -> dict[str, list[tuple[str, str]]]:
+        """Each leg's (routed address, stored address) pairs, so that outcomes map back to the stored recipients.
+
+        The core router keeps addresses as they are unless it qualifies local names, so each recipient is routed on
+        its own only when the addresses changed.
+        """
+        routed = [address for addresses in route.legs.values() for address in addresses]
+        if sorted(routed) == sorted(entry.recipients):
+            return {agent: [(a, a) for a in addresses] for agent, addresses in route.legs.items() if addresses}
+        legs: dict[str, list[tuple[str, str]]] = {}
+        for stored in entry.recipients:
+            single = dataclasses.replace(envelope, recipients=[stored])
+            for agent, addresses in self.hooks.route(single, self.config).legs.items():
+                legs.setdefault(agent, []).extend((address, stored) for address in addresses)
+        return legs
+
+    async def _smtp_leg(self, group: GroupSession, envelope: Envelope, message: Message,
+                        pairs: list[tuple[str, str]], attempt: Attempt) -> None:
+        pending = list(pairs)
+        while pending:
+            try:
+                session = await group.get()
+            except EsmtpError as error:
+                self.hooks.deliver_error(envelope, error, self.config)
+                attempt.temporary(pending, error, "connect")
+                return
+            try:
+                crashpoint("flush-before-send")
+                reply = await session.send(envelope, message, [routed for routed, _ in pending])
+            except RecipientsRejected as error:
+                self.hooks.deliver_error(envelope, error, self.config)
+                refused = [(r, s) for r, s in pending if r in error.rejected]
+                if not refused:  # the server stopped answering before naming anybody: retry the lot later
+                    attempt.temporary(pending, error, "reply")
+                    return
+                for routed, stored in refused:
+                    reply_text = error.rejected[routed]
+                    if reply_text.startswith("4"):
+                        attempt.temporary([(routed, stored)], error, "reply")
+                    else:
+                        attempt.permanent([(routed, stored)], f"{session.server}: {reply_text}")
+                pending = [(r, s) for r, s in pending if r not in error.rejected]
+                continue  # nothing was sent: the others are tried again at once
+            except EsmtpError as error:
+                self.hooks.deliver_error(envelope, error, self.config)
+                if error.exit_code == EX_TEMPFAIL:
+                    attempt.temporary(pending, error, "reply" if getattr(error, "code", None) else "connect")
+                else:
+                    attempt.permanent(pending, str(error))
+                return
+            crashpoint("flush-after-send")
+            attempt.ok(pending, DeliveryResult("smtp", [r for r, _ in pending], reply))
+            return
+
+    def _agent_leg(self, name: str, envelope: Envelope, message: Message, pairs: list[tuple[str, str]],
+                   attempt: Attempt) -> None:
+        from esmtp.pipeline import _no_agent
+
+        recipients = [routed for routed, _ in pairs]
+        try:
+            agent = self.agents.get(name)
+            if agent is None:
+                raise _no_agent(name, recipients)
+            result = agent.factory(self.context).deliver(envelope, message, recipients)
+        except EsmtpError as error:
+            self.hooks.deliver_error(envelope, error, self.config)
+            if error.exit_code == EX_TEMPFAIL:
+                attempt.temporary(pairs, error, "local")
+            else:
+                attempt.permanent(pairs, str(error))
+            return
+        attempt.ok(pairs, result)
+
+    # ---- recording the outcome -----------------------------------------------------------------------------------
+
+    def _record(self, claim: Claim, attempt: Attempt, now: float, work: deque[Entry]) -> None:
+        entry = claim.entry
+        entry.delivered += [r for r in entry.recipients if r in attempt.delivered]
+        entry.failed.update(attempt.failed)
+        entry.recipients = [r for r in entry.recipients if r not in attempt.delivered and r not in attempt.failed]
+        entry.last_attempt = now
+        if entry.recipients:
+            entry.attempts += 1
+            error = attempt.error
+            entry.last_error = " ".join(str(error).split()) if error is not None else "temporary failure"
+            entry.last_error_kind = attempt.kind
+            expires = entry.created + self.settings.max_age
+            if now < expires:
+                entry.next_retry = min(now + self.settings.backoff(entry.attempts), expires)
+                self.store.save(entry)
+                self.report.deferred += 1
+                self.trace.info(f"queue: {entry.id} deferred until {time.ctime(entry.next_retry)}: {entry.last_error}")
+                return
+            lifetime = _duration(self.settings.max_age)
+            for recipient in entry.recipients:
+                entry.failed[recipient] = f"{EXPIRED}not delivered within {lifetime}; last error: {entry.last_error}"
+            entry.recipients = []
+        if not entry.failed:
+            self.store.delete(entry.id)
+            self.report.delivered += 1
+            self.trace.info(f"queue: {entry.id} delivered to {', '.join(entry.delivered)}")
+            return
+        self._fail(claim, work)
+
+    def _fail(self, claim: Claim, work: deque[Entry]) -> None:
+        entry = claim.entry
+        reasons = "; ".join(f"{r}: {why}" for r, why in entry.failed.items())
+        entry.failure = reasons
+        note = ""
+        if self.settings.bounce and wants_bounce(entry):
+            # Queued before the original moves, so a crash in between can repeat the bounce but never lose it.
+            header_block = os.pread(claim.fd, entry.header_size, 0)
+            bounce, parts = make_bounce(entry, self.store.eml(entry.id), header_block,
+                                        hostname=self.identity(entry).helo)
+            self.store.enqueue(bounce, parts)
+            work.append(bounce)
+            self.progress.add(1)
+            self.report.bounced += 1
+            note = f"; bounce {bounce.id} queued to <{entry.sender}>"
+        self.store.move_to_failed(entry)
+        self.report.failed += 1
+        self.errors.write(f"esmtp: queue entry {entry.id} failed: {reasons}{note}\n")
+
+
+@dataclass(slots=True)
+class Attempt:
+    """Outcomes of one try of one entry, by stored recipient."""
+
+    delivered: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+    results: list[DeliveryResult] = field(default_factory=list)
+    error: EsmtpError | None = None
+    kind: ErrorKind | None = None
+
+    def ok(self, pairs: list[tuple[str, str]], result: DeliveryResult) -> None:
+        self.delivered.update(stored for _, stored in pairs)
+        self.results.append(result)
+
+    def permanent(self, pairs: list[tuple[str, str]], reason: str) -> None:
+        for _, stored in pairs:
+            self.failed[stored] = " ".join(reason.split())
+
+    def temporary(self, pairs: list[tuple[str, str]], error: EsmtpError, kind: ErrorKind) -> None:
+        # A reply from a server outranks "could not connect" when deciding how soon to retry.
+        if self.error is None or (self.kind == "connect" and kind != "connect"):
+            self.error, self.kind = error, kind
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+# ---- the runs ------------------------------------------------------------------------------------------------------
+
+
+async def _flush(flusher: Flusher) -> None:
+    store = flusher.store
+    store.repair()
+    store.collect_garbage()
+    now = time.time()
+    entries = [entry for entry in store.scan() if flusher.wanted(entry, now)]
+    if flusher.selected is not None:
+        present = {entry.id for entry in entries}
+        flusher.report.missing = [i for i in sorted(flusher.selected) if i not in present]
+    try:
+        if entries:
+            await flusher.deliver(entries)
+    finally:
+        await flusher.close()
+
+
+def flush(store: QueueStore, settings: Settings, config: Config, hooks: Hooks, trace: Trace, *,
+          selected: list[str] | None = None) -> Report:
+    """``esmtp --flush`` / ``sendmail -q``: deliver the due entries (or the selected ones) now, in the foreground."""
+    progress = Progress(sys.stderr, sys.stderr.isatty() and not trace.verbose)
+    flusher = Flusher(store, settings, config, hooks, trace, selected=selected, progress=progress)
+    try:
+        asyncio.run(_flush(flusher))
+    finally:
+        progress.finish()
+    return flusher.report
+
+
+# ---- the background run --------------------------------------------------------------------------------------------
+
+
+def try_lock(path: str) -> int | None:
+    """Take the runner lock without waiting; the fd holds it (None: another run holds it)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+async def _background(flusher: Flusher, lock_fd: int) -> None:
+    """Deliver what is due, wait ``LINGER`` for more, release the runner lock, and look once more.
+
+    Whoever queues a message either gets the runner lock (and starts a run) or finds it held; in the second case
+    the holder's look after releasing sees the new entry. So no new entry is left waiting for the next flush.
+    """
+    store = flusher.store
+    store.repair()
+    store.collect_garbage()
+    seen: set[str] = set()
+    fd: int | None = lock_fd
+    try:
+        while fd is not None:
+            idle_since = time.monotonic()
+            while True:
+                now = time.time()
+                batch = [e for e in _new_entries(store, seen) if flusher.wanted(e, now)]
+                seen.update(e.id for e in batch)
+                if batch:
+                    await flusher.deliver(batch)
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= LINGER:
+                    break
+                else:
+                    await asyncio.sleep(_POLL)
+            await flusher.close()
+            os.close(fd)
+            fd = None
+            if any(e.attempts == 0 for e in _new_entries(store, seen)):
+                fd = try_lock(os.path.join(store.path, "runner.lock"))
+    finally:
+        await flusher.close()
+        if fd is not None:
+            os.close(fd)
+
+
+def _new_entries(store: QueueStore, seen: set[str]) -> list[Entry]:
+    entries = []
+    for entry_id in store.ids():
+        if entry_id in seen:
+            continue
+        try:
+            entry = store.load(entry_id)
+        except (OSError, ValueError, TypeError):
+            continue
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+def background_main(argv: list[str]) -> int:
+    """The detached run started after a message is queued: ``CONFIG-PATH QUEUE-DIR LOCK-FD`` (the lock is held).
+
+    Its output goes to ``flush.log`` in the queue directory, never to the terminal of whoever queued the mail.
+    """
+    config_path, queue_dir, lock_fd = argv
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        from esmtp.config import load_config
+        from esmtp.plugins import Hooks, make_plugin_manager, resolve_config
+
+        config = load_config(config_path or None)
+        hooks = Hooks(make_plugin_manager(config))
+        resolve_config(config, hooks)
+        settings = Settings.from_options(config.options)
+        store = QueueStore(queue_dir)
+        flusher = Flusher(store, settings, config, hooks, Trace(), errors=sys.stdout)
+        asyncio.run(_background(flusher, int(lock_fd)))
+    except EsmtpError as error:
+        print(f"{stamp} [{os.getpid()}] background run failed: {error}", flush=True)
+        return error.exit_code
+    except Exception as error:  # the log is the only place anybody will see it
+        print(f"{stamp} [{os.getpid()}] background run failed: {type(error).__name__}: {error}", flush=True)
+        return 70
+    report = flusher.report
+    if report.delivered or report.deferred or report.failed:
+        print(f"{stamp} [{os.getpid()}] {report.summary()}", flush=True)
+    return report.exit_code

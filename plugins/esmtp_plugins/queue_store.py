@@ -1,0 +1,505 @@
+"""The queue's files: durable enqueue, per-entry locks, state changes and the failed area. No SMTP here.
+
+Layout of the queue directory (mode 0700)::
+
+    <id>.eml        the message as it will be sent (headers after fix-ups, blank line, body); never changes
+    <id>.json       the envelope and the delivery state; its presence is what makes the entry exist
+    tmp/            files being written; renamed into place once complete and fsynced
+    failed/         entries that failed permanently or expired (<id>.json and <id>.eml)
+    runner.lock     held (flock) by the background run, so that bursts of mail share one run
+    flush.log       what background runs printed
+
+Rules that make it crash-safe (kill -9 or power loss at any point):
+
+* enqueue writes both files in ``tmp/``, fsyncs them, renames the message then the envelope into place and fsyncs
+  the directory. An entry is visible only once its ``.json`` is; a partial enqueue leaves only files that
+  :func:`QueueStore.collect_garbage` removes later.
+* a flusher locks ``<id>.eml`` (flock, released by the kernel when the process dies, so no lock is ever stale) and
+  re-reads the envelope if it changed since the directory was listed. Two flushers never hold the same entry.
+* a state change is one atomic rename of a fsynced file (``.json``), or one unlink followed by one directory fsync
+  (delivered: ``.json`` first, so that a half-removed entry is an orphan message, never an envelope without one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+FORMAT_VERSION = 1
+#: Files in tmp/ and orphan messages older than this are left-overs of a crash, never work in progress.
+GARBAGE_AGE = 3600.0
+_COPY_CHUNK = 1 << 20
+
+ErrorKind = Literal["connect", "reply", "local"]
+
+
+@dataclass(slots=True)
+class Entry:
+    """One queued message: its envelope (as data, never a command line) and its delivery state."""
+
+    id: str
+    sender: str
+    #: Recipients still to deliver to (as they were queued: after aliases, before routing).
+    recipients: list[str]
+    #: The address of the identity block chosen at submission (None: the default identity).
+    identity: str | None
+    created: float
+    #: Size of ``<id>.eml``; ``header_size`` bytes of it are the header block and the blank line.
+    size: int
+    header_size: int
+    newline: str = "\n"
+    eight_bit: bool = False
+    full_name: str | None = None
+    notify: str | None = None
+    ret: str | None = None
+    envid: str | None = None
+    body_type: str | None = None
+    from_headers: bool = False
+    given_sender: str | None = None
+    attempts: int = 0
+    next_retry: float = 0.0
+    last_attempt: float | None = None
+    last_error: str | None = None
+    #: "connect": the server was never reached (offline, refused, TLS or login failure); "reply": it answered 4xx.
+    last_error_kind: ErrorKind | None = None
+    delivered: list[str] = field(default_factory=list)
+    #: Recipient → why it failed permanently (kept for the bounce and for mailq's failed list).
+    failed: dict[str, str] = field(default_factory=dict)
+    #: Set on bounces (the id of the message they report on): a bounce is never bounced.
+    bounce_of: str | None = None
+    #: Why the entry is in the failed area ("" while queued).
+    failure: str = ""
+    #: (inode, mtime_ns) of the .json this was read from; not stored.
+    stamp: tuple[int, int] = field(default=(0, 0), compare=False)
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        del data["stamp"]
+        data["version"] = FORMAT_VERSION
+        return json.dumps(data, separators=(",", ":")).encode("ascii")
+
+    @classmethod
+    def from_json(cls, raw: bytes, stamp: tuple[int, int] = (0, 0)) -> Entry:
+        data: dict[str, Any] = json.loads(raw)
+        if data.pop("version", None) != FORMAT_VERSION:
+            raise ValueError("unknown queue entry format")
+        names = cls.__dataclass_fields__.keys()
+        entry = cls(**{key: value for key, value in data.items() if key in names and key != "stamp"})
+        entry.stamp = stamp
+        return entry
+
+
+class QueueError(OSError):
+    """A queue file operation failed (the message says which and why)."""
+
+
+def new_id() -> str:
+    """A unique, time-sortable queue id: microseconds since the epoch and 24 random bits, in hex (19 characters)."""
+    return f"{time.time_ns() // 1000:013x}{os.urandom(3).hex()}"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _copy_file(src_path: str, dst_fd: int) -> int:
+    """Append all of ``src_path`` to ``dst_fd`` (in the kernel when it can); return the number of bytes."""
+    copied = 0
+    with open(src_path, "rb") as src:
+        src_fd = src.fileno()
+        try:
+            while sent := os.sendfile(dst_fd, src_fd, None, _COPY_CHUNK):
+                copied += sent
+            return copied
+        except OSError as error:
+            if error.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) or copied:
+                raise
+        while chunk := src.read(_COPY_CHUNK):
+            _write_all(dst_fd, chunk)
+            copied += len(chunk)
+    return copied
+
+
+@dataclass(slots=True)
+class Claim:
+    """An entry locked by this process. ``release`` (or the process dying) unlocks it."""
+
+    entry: Entry
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class QueueStore:
+    """The files of one queue directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tmp = os.path.join(path, "tmp")
+        self.failed_dir = os.path.join(path, "failed")
+
+    # ---- paths ---------------------------------------------------------------------------------------------------
+
+    def eml(self, entry_id: str, *, failed: bool = False) -> str:
+        return os.path.join(self.failed_dir if failed else self.path, f"{entry_id}.eml")
+
+    def json_path(self, entry_id: str, *, failed: bool = False) -> str:
+        return os.path.join(self.failed_dir if failed else self.path, f"{entry_id}.json")
+
+    def ensure(self) -> None:
+        """Create the directories (0700: the queue holds other people's mail addresses and your messages)."""
+        for path in (self.path, self.tmp, self.failed_dir):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                if not os.path.isdir(path):
+                    raise QueueError(errno.ENOTDIR, f"{path} exists and is not a directory") from None
+            except FileNotFoundError:
+                os.makedirs(path, 0o700, exist_ok=True)
+
+    # ---- enqueue -------------------------------------------------------------------------------------------------
+
+    def enqueue(self, entry: Entry, parts: Iterable[bytes | str]) -> Entry:
+        """Store a new entry durably. The message is the concatenation of ``parts``: bytes, or paths of files to copy.
+
+        When this returns, the entry survives a crash or power loss. On any error nothing is left in the queue
+        (partial files are removed) and the OSError propagates.
+        """
+        self.ensure()
+        tmp_eml = os.path.join(self.tmp, f"{entry.id}.eml")
+        tmp_json = os.path.join(self.tmp, f"{entry.id}.json")
+        final_eml = self.eml(entry.id)
+        created: list[str] = []
+        try:
+            fd = os.open(tmp_eml, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            created.append(tmp_eml)
+            try:
+                size = 0
+                for part in parts:
+                    if isinstance(part, str):
+                        size += _copy_file(part, fd)
+                    else:
+                        _write_all(fd, part)
+                        size += len(part)
+                _crashpoint("enqueue-written")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            entry.size = size
+            self._write_json(tmp_json, entry, exclusive=True)
+            created.append(tmp_json)
+            os.rename(tmp_eml, final_eml)
+            created[0] = final_eml
+            _crashpoint("enqueue-message-renamed")
+            os.rename(tmp_json, self.json_path(entry.id))  # the commit point
+            created.pop()
+            _crashpoint("enqueue-committed")
+            _fsync_dir(self.path)
+        except BaseException:
+            # Once the .json is in place the entry exists: only the directory fsync failed, and removing the entry
+            # now would be worse than keeping it. Before that, undo.
+            if not os.path.exists(self.json_path(entry.id)):
+                for path in created:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            raise
+        stat = os.stat(self.json_path(entry.id))
+        entry.stamp = (stat.st_ino, stat.st_mtime_ns)
+        return entry
+
+    def _write_json(self, path: str, entry: Entry, *, exclusive: bool = False) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
+        fd = os.open(path, flags, 0o600)
+        try:
+            _write_all(fd, entry.to_json())
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        os.close(fd)
+
+    # ---- reading -------------------------------------------------------------------------------------------------
+
+    def load(self, entry_id: str, *, failed: bool = False) -> Entry | None:
+        """Read one entry, or None if it does not exist (or is unreadable: see :meth:`scan`)."""
+        path = self.json_path(entry_id, failed=failed)
+        try:
+            with open(path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                return Entry.from_json(handle.read(), (stat.st_ino, stat.st_mtime_ns))
+        except FileNotFoundError:
+            return None
+
+    def ids(self, *, failed: bool = False) -> list[str]:
+        """Ids of the entries present, oldest first (ids sort by creation time)."""
+        try:
+            names = os.listdir(self.failed_dir if failed else self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(name[:-5] for name in names if name.endswith(".json"))
+
+    def scan(self, *, failed: bool = False) -> Iterator[Entry]:
+        """Every readable entry, oldest first. Unreadable envelopes are skipped (mailq reports them)."""
+        for entry_id in self.ids(failed=failed):
+            try:
+                entry = self.load(entry_id, failed=failed)
+            except (OSError, ValueError, TypeError):
+                continue
+            if entry is not None:
+                yield entry
+
+    # ---- locking -------------------------------------------------------------------------------------------------
+
+    def claim(self, entry: Entry) -> Claim | None:
+        """Lock ``entry`` for delivery; None if another process holds it or it is gone.
+
+        The returned claim holds the current state: re-read when the file changed since ``entry`` was read.
+        """
+        try:
+            fd = os.open(self.eml(entry.id), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_nlink == 0:  # delivered or removed between our open and our lock
+                os.close(fd)
+                return None
+            stat = os.stat(self.json_path(entry.id))
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return None
+        if (stat.st_ino, stat.st_mtime_ns) != entry.stamp:
+            try:
+                fresh = self.load(entry.id)
+            except (OSError, ValueError, TypeError):
+                fresh = None
+            if fresh is None:
+                os.close(fd)
+                return None
+            entry = fresh
+        return Claim(entry, fd)
+
+    # ---- state changes (the caller holds the claim) --------------------------------------------------------------
+
+    def save(self, entry: Entry) -> None:
+        """Replace the entry's state (a fsynced file renamed over the old one)."""
+        tmp = os.path.join(self.tmp, f"{entry.id}.json")
+        self._write_json(tmp, entry)
+        os.rename(tmp, self.json_path(entry.id))
+        stat = os.stat(self.json_path(entry.id))
+        entry.stamp = (stat.st_ino, stat.st_mtime_ns)
+
+    def delete(self, entry_id: str) -> None:
+        """Remove a delivered (or removed) entry: envelope first, then the message, then one directory fsync."""
+        os.unlink(self.json_path(entry_id))
+        _crashpoint("delete-json-unlinked")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.eml(entry_id))
+        _fsync_dir(self.path)
+
+    def move_to_failed(self, entry: Entry) -> None:
+        """Move an entry to the failed area with its final state.
+
+        Order: the new ``failed/<id>.json`` (the commit point), the message, then the old envelope. A crash in
+        between leaves an entry present in both places, which :meth:`repair` completes.
+        """
+        self.ensure()
+        tmp = os.path.join(self.tmp, f"{entry.id}.json")
+        self._write_json(tmp, entry)
+        os.rename(tmp, self.json_path(entry.id, failed=True))
+        _crashpoint("fail-committed")
+        self._finish_move(entry.id)
+
+    def _finish_move(self, entry_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.eml(entry_id), self.eml(entry_id, failed=True))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.json_path(entry_id))
+        _fsync_dir(self.failed_dir)
+        _fsync_dir(self.path)
+
+    def remove(self, entry_id: str) -> Literal["removed", "busy", "missing"]:
+        """Delete a queued or failed entry (``esmtp --remove``). An entry being delivered is not touched."""
+        for failed in (False, True):
+            if not os.path.exists(self.json_path(entry_id, failed=failed)):
+                continue
+            try:
+                fd = os.open(self.eml(entry_id, failed=failed), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = -1
+            try:
+                if fd >= 0:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        return "busy"
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.json_path(entry_id, failed=failed))
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.eml(entry_id, failed=failed))
+                _fsync_dir(self.failed_dir if failed else self.path)
+                return "removed"
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        return "missing"
+
+    # ---- recovery ------------------------------------------------------------------------------------------------
+
+    def repair(self) -> None:
+        """Finish moves to the failed area that a crash interrupted (the entry is then in both places)."""
+        failed = set(self.ids(failed=True))
+        for entry_id in self.ids():
+            if entry_id in failed:
+                self._finish_move(entry_id)
+
+    def collect_garbage(self, now: float | None = None) -> int:
+        """Remove left-overs of crashes: old files in tmp/, and old messages whose envelope never arrived or was
+        already removed (a delivered entry killed between its two unlinks). Returns how many files went."""
+        now = time.time() if now is None else now
+        removed = 0
+        failed = set(self.ids(failed=True))
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return 0
+        present = {name[:-5] for name in names if name.endswith(".json")}
+        for name in names:
+            if not name.endswith(".eml") or name[:-4] in present:
+                continue
+            entry_id = name[:-4]
+            if entry_id in failed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.eml(entry_id), self.eml(entry_id, failed=True))
+                continue
+            removed += self._remove_if_old(os.path.join(self.path, name), now, lock=True)
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.tmp):
+                removed += self._remove_if_old(os.path.join(self.tmp, name), now, lock=False)
+        return removed
+
+    @staticmethod
+    def _remove_if_old(path: str, now: float, *, lock: bool) -> int:
+        try:
+            if now - os.stat(path).st_mtime < GARBAGE_AGE:
+                return 0
+            if lock:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.unlink(path)
+                finally:
+                    os.close(fd)
+            else:
+                os.unlink(path)
+        except (BlockingIOError, FileNotFoundError):
+            return 0
+        return 1
+
+
+# ---- settings -----------------------------------------------------------------------------------------------------
+
+QueueMode = Literal["disabled", "fallback", "always"]
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, keyword: str) -> float:
+    """``90``, ``30s``, ``5m``, ``2h``, ``5d``, ``1w`` (also combined: ``1h30m``) in seconds."""
+    import re
+
+    from esmtp.errors import ConfigError
+
+    value = text.strip().lower()
+    parts = re.fullmatch(r"(?:\d+(?:\.\d+)?[smhdw]?)+", value) and re.findall(r"(\d+(?:\.\d+)?)([smhdw]?)", value)
+    if not parts:
+        raise ConfigError(f"'{keyword}' takes a duration such as 30s, 5m, 2h or 5d, not '{text}'")
+    return sum(float(number) * _UNITS[unit or "s"] for number, unit in parts)
+
+
+def default_queue_dir() -> str:
+    """``$XDG_STATE_HOME/esmtp/queue``, else ``~/.local/state/esmtp/queue``."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):  # the XDG rule: a relative value is invalid and ignored
+        state = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "esmtp", "queue")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The queue keywords of the configuration, with their defaults."""
+
+    mode: QueueMode = "disabled"
+    path: str = ""
+    max_age: float = 5 * 86400.0
+    retry: float = 300.0
+    retry_max: float = 4 * 3600.0
+    bounce: bool = False
+    concurrency: int = 4
+
+    @classmethod
+    def from_options(cls, options: dict[str, str] | None) -> Settings:
+        """From the global options of a configuration (None: no configuration file). ``ESMTP_QUEUE_DIR`` wins."""
+        from esmtp.errors import ConfigError
+
+        options = options or {}
+        path = os.environ.get("ESMTP_QUEUE_DIR") or options.get("queue_dir") or default_queue_dir()
+        path = os.path.expanduser(path)
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.expanduser("~"), path)
+        concurrency = options.get("queue_concurrency", "4")
+        if not concurrency.isdigit() or int(concurrency) < 1:
+            raise ConfigError(f"'queue_concurrency' takes a positive number, not '{concurrency}'")
+        mode = options.get("queue", "disabled")
+        return cls(
+            mode=mode if mode in ("fallback", "always") else "disabled",  # type: ignore[arg-type]
+            path=path,
+            max_age=parse_duration(options.get("queue_max_age", "5d"), "queue_max_age"),
+            retry=parse_duration(options.get("queue_retry", "5m"), "queue_retry"),
+            retry_max=parse_duration(options.get("queue_retry_max", "4h"), "queue_retry_max"),
+            bounce=options.get("bounce", "disabled") == "enabled",
+            concurrency=int(concurrency),
+        )
+
+    def backoff(self, attempts: int) -> float:
+        """Delay before try number ``attempts + 1``: ``retry`` doubled per failed try, at most ``retry_max``."""
+        return float(min(self.retry * 2 ** min(max(attempts - 1, 0), 60), self.retry_max))
+
+
+# ---- crash points (tests only) -------------------------------------------------------------------------------------
+
+_CRASH_AT = frozenset(filter(None, os.environ.get("ESMTP_QUEUE_CRASH_AT", "").split(",")))
+
+
+def _crashpoint(name: str) -> None:
+    """Die here with SIGKILL when ``ESMTP_QUEUE_CRASH_AT`` names this point (the crash tests set it)."""
+    if name in _CRASH_AT:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crashpoint(name: str) -> None:
+    """Public alias for the other queue modules."""
+    _crashpoint(name)
