@@ -65,18 +65,25 @@ def default_sender() -> str:
 
 
 def expand_mask(mask: str) -> str:
-    """``force reverse_path``/``force sender`` masks: ``%u`` is the login name, ``%%`` a percent sign."""
+    """``force reverse_path``/``force sender`` masks, as esmtp 1.2 expands them (smtp.c ``expand_mask``).
+
+    ``%u`` is the login name and ``%%`` a percent sign; any other ``%x`` is dropped, both characters, and a ``%`` at
+    the very end is dropped too.
+    """
     out = []
     index = 0
     while index < len(mask):
         char = mask[index]
-        if char == "%" and index + 1 < len(mask):
-            nxt = mask[index + 1]
-            out.append(login_name() if nxt == "u" else "%" if nxt == "%" else "%" + nxt)
-            index += 2
-        else:
+        if char != "%":
             out.append(char)
             index += 1
+            continue
+        nxt = mask[index + 1 : index + 2]
+        if nxt == "u":
+            out.append(login_name())
+        elif nxt == "%":
+            out.append("%")
+        index += 2
     return "".join(out)
 
 

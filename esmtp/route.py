@@ -14,17 +14,25 @@ def is_local(address: str) -> bool:
 
 @hookimpl(trylast=True)
 def esmtp_route(envelope: Envelope, config: Config) -> Route:
-    """Route as esmtp 1.2: ``qualifydomain`` sends everything by SMTP; ``force_mda`` sends everything to the MDA."""
+    """Route as esmtp 1.2 did, in this order of precedence.
+
+    1. The identity has ``qualifydomain``: everything goes by SMTP, local names as ``name@domain``; the MDA is never
+       used (not even with ``force_mda``).
+    2. ``force_mda`` is set: the MDA gets the message once, for the ``force_mda`` name alone (remote addresses too).
+    3. Otherwise addresses with ``@`` go by SMTP and local names to the MDA.
+    """
     route = Route()
     qualify = envelope.identity.qualifydomain
     if config.force_mda and not qualify:
-        route.legs["mda"] = list(envelope.recipients)
+        route.add("mda", config.force_mda)
         return route
     for recipient in envelope.recipients:
         if not is_local(recipient):
-            route.add("smtp", recipient)
+            agent, address = "smtp", recipient
         elif qualify:
-            route.add("smtp", f"{recipient}@{qualify}")
+            agent, address = "smtp", f"{recipient}@{qualify}"
         else:
-            route.add("mda", recipient)
+            agent, address = "mda", recipient
+        if address not in route.legs.get(agent, ()):
+            route.add(agent, address)  # "alice" qualified may repeat an explicit "alice@domain"
     return route

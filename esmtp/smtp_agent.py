@@ -1,12 +1,65 @@
-"""The "smtp" delivery agent (core, not blockable): one session to the identity's server per message."""
+"""The "smtp" delivery agent (core, not blockable): one session to the identity's server per message.
+
+The identity's ``preconnect`` command runs before the connection is opened (an ssh tunnel, a VPN, a dial-up link);
+``postconnect`` runs after the message was accepted. Both are the user's own shell commands and run under
+``/bin/sh -c`` as esmtp 1.2 ran them with ``system()``.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 from . import hookimpl
+from .errors import EX_OSERR, DeliveryError, TemporaryFailure
 from .message import Message
+from .trace import Trace
 from .types import DeliveryAgent, DeliveryResult, Envelope, RunContext
+
+
+def run_command(command: str) -> int:
+    """Run ``command`` with ``/bin/sh -c``; return its exit status (negative: the signal that killed it).
+
+    Standard input is /dev/null (ours has been read to end of file); standard output and error are inherited, as
+    with ``system()``.
+    """
+    import subprocess
+
+    return subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, check=False).returncode
+
+
+def _outcome(status: int) -> str:
+    return f"received signal {-status}" if status < 0 else f"exited with non-zero status {status}"
+
+
+def preconnect(command: str, trace: Trace) -> None:
+    """Run the ``preconnect`` command. Its failure is temporary: nothing was sent, and a later try may succeed.
+
+    esmtp 1.2 exited 70 here; this implementation raises TemporaryFailure (75), so the queue can keep the message.
+    """
+    trace.info(f"Executing pre-connect command: {command}")
+    try:
+        status = run_command(command)
+    except OSError as error:
+        raise DeliveryError(f"Error executing pre-connect command: {error.strerror or error}",
+                            exit_code=EX_OSERR) from error
+    if status != 0:
+        raise TemporaryFailure(f'Pre-connect command "{command}" {_outcome(status)}; nothing was sent')
+
+
+def postconnect(command: str, trace: Trace) -> None:
+    """Run the ``postconnect`` command after a successful session. The mail is already sent, so a failure only
+    warns on stderr (esmtp 1.2 exited 70, which made callers retry a message that had been delivered)."""
+    trace.info(f"Executing post-connect command: {command}")
+    try:
+        status = run_command(command)
+    except OSError as error:
+        sys.stderr.write(f"esmtp: warning: Error executing post-connect command: {error.strerror or error} "
+                         "(the message was sent)\n")
+        return
+    if status != 0:
+        sys.stderr.write(f'esmtp: warning: Post-connect command "{command}" {_outcome(status)} '
+                         "(the message was sent)\n")
 
 
 class SmtpAgent:
@@ -20,15 +73,21 @@ class SmtpAgent:
 
         from .smtp import SmtpSession
 
+        identity, trace = envelope.identity, self.context.trace
+
         async def run() -> str:
-            session = SmtpSession(envelope.identity, self.context.hooks.sasl_mechanisms(), self.context.trace)
+            session = SmtpSession(identity, self.context.hooks.sasl_mechanisms(), trace)
             await session.open()
             try:
                 return await session.send(envelope, message, recipients)
             finally:
                 await session.close()
 
+        if identity.preconnect:
+            preconnect(identity.preconnect, trace)
         reply = asyncio.run(run())
+        if identity.postconnect:
+            postconnect(identity.postconnect, trace)
         return DeliveryResult("smtp", recipients, reply)
 
 
