@@ -365,6 +365,20 @@ def test_login_initial_response_keyword(run: Runner, server: AuthServer) -> None
     assert server.state.commands == ["LOGIN " + base64.b64encode(USER.encode()).decode()]
 
 
+def test_the_login_plugin_registers_its_keyword(run: Runner, server: AuthServer) -> None:
+    write_config(run, server, "auth_login_initial_response maybe")
+    result = send(run)
+    assert result.returncode == 78
+    assert re.search(r"\.esmtprc:4: 'auth_login_initial_response' takes one of enabled, disabled", result.stderr)
+    # Without the plugin, nobody declares the keyword.
+    write_config(run, server, "auth_login_initial_response enabled")
+    blocked = run("-f", "alice@example.org", "bob@example.net", input=MESSAGE,
+                  env=run.env(ESMTP_DISABLE_PLUGINS="sasl_login"))
+    assert blocked.returncode == 78
+    assert "unknown keyword 'auth_login_initial_response'" in blocked.stderr
+    assert server.state.commands == []
+
+
 @pytest.mark.parametrize("mechanism", ALL_MECHANISMS)
 def test_utf8_credentials(run: Runner, server: AuthServer, mechanism: str) -> None:
     write_config(run, server, f"auth_mechanisms {mechanism}", "auth_plaintext enabled",
@@ -485,7 +499,8 @@ def test_secrets_stay_out_of_verbose_output_and_transcript(run: Runner, server: 
         if line.startswith("C: AUTH"):
             assert re.fullmatch(rf"C: AUTH {re.escape(mechanism)}( \*\*\*\*)?", line), line
     answers = [line for index, line in enumerate(lines) if index and lines[index - 1].startswith("S: 334")]
-    assert answers and all(line == "C: ****" for line in answers)
+    assert all(line == "C: ****" for line in answers)
+    assert bool(answers) == (mechanism != "PLAIN")  # PLAIN is done in its initial response
 
 
 def test_spnego_is_imported_only_for_ntlm(run: Runner, server: AuthServer) -> None:
