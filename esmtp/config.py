@@ -171,6 +171,7 @@ _ESMTP_WORDS = frozenset(
     [*_STRING_FIELDS, "identity", "tls", "starttls", "force", "reverse_path", "sender", "message_id", "mda",
      "force_mda", "disabled", "enabled", "required", "default"]
 )
+_QUOTE_HINT = "if it belongs to the value before it, put that value in quotes"
 _UNKNOWN_HINTS = {
     "port": " (write the port in hostname: hostname mail.example.org:587)",
     "server": " (the keyword is hostname: hostname mail.example.org:587)",
@@ -288,8 +289,12 @@ class _Lexer:
         if self.text.startswith("=", self.pos):
             self.pos += 1
 
-    def token(self, *, value: bool) -> _Token:
-        """The next token. In ``value`` position an unquoted word may contain ``=`` (after its first character)."""
+    def token(self, *, value: bool, comma: bool = False) -> _Token:
+        """The next token.
+
+        In ``value`` position an unquoted word may contain ``=`` (after its first character); with ``comma`` (the value
+        of an extension keyword, which may be a list) it may contain ``,``.
+        """
         self._skip()
         first, self.new_line = self.new_line, False
         lineno, text, start = self.lineno, self.text, self.pos
@@ -319,11 +324,11 @@ class _Lexer:
                     self.lineno += 1
                 pos += 2
                 continue
-            if c in _WORD_END or (c == "=" and not value):
+            if (c in _WORD_END and not (c == "," and comma)) or (c == "=" and not value):
                 break
             pos += 1
         self.pos = min(pos, end)
-        raw = text[start : self.pos]
+        raw = text[start : self.pos].replace("\\\n", "")  # keywords are matched on this: joined, not unescaped
         return _Token("word", raw, self._unescape(raw, lineno), lineno, first)
 
     def _unescape(self, raw: str, lineno: int) -> str:
@@ -485,18 +490,17 @@ class _Parser:
         if lower != word and (lower in _ESMTP_WORDS or lower in _CORE):
             raise self.error(keyword.lineno, f"keywords are lower case: write '{lower}', not '{word}'")
         if not _is_name(word):
-            raise self.error(
-                keyword.lineno,
-                f"'{word}' is not a keyword (if it belongs to the value before it, put that value in quotes)",
-            )
+            raise self.error(keyword.lineno, f"'{word}' is not a keyword ({_QUOTE_HINT})")
         # Extension statements, which esmtp 1.2 did not have, keep their value on the keyword's line: a misspelt
         # keyword then cannot swallow the next statement.
         self.lexer.skip_eq()
-        token = self.lexer.token(value=True)
+        token = self.lexer.token(value=True, comma=True)
         spec = _CORE.get(word)
         if token.kind == "eof" or token.first_on_line:
             if spec is not None:
                 raise self.error(keyword.lineno, f"'{word}' needs a value on the same line")
+            if not keyword.first_on_line:
+                raise self.error(keyword.lineno, f"'{word}' is not a keyword ({_QUOTE_HINT})")
             raise self.error(
                 keyword.lineno, f"unknown keyword '{word}' (a plugin's keyword needs a value on the same line)"
             )
