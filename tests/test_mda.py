@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Runner
-from esmtp.errors import ConfigError
 from esmtp_plugins.mda import MdaCommand, lf_chunks
+
+from esmtp.errors import ConfigError
 
 MESSAGE = b"From: Alice <alice@example.org>\nTo: bob\nSubject: local\n\nHello Bob.\n"
 
