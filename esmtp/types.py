@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -80,11 +80,15 @@ class DeliveryAgent:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What a SASL mechanism may use. ``password`` never appears in reprs."""
+    """What a SASL mechanism may use. ``password`` never appears in reprs.
+
+    ``options`` are the identity's extension keywords, so a mechanism can read the keywords it declared.
+    """
 
     username: str
     password: str = field(repr=False)
     host: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 class SaslClient(Protocol):

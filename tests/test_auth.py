@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as ServerEnvelope
-from conftest import Runner, Sink, SmtpServer, _Controller, _Server
+from support import Runner, Sink, SmtpServer, _Controller, _Server
 from esmtp_plugins import sasl_crammd5, sasl_login, sasl_ntlm, sasl_plain
 
 from esmtp.config import Identity

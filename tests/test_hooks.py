@@ -199,7 +199,10 @@ def test_hook_esmtp_queue_message(hooks: Hooks, config: Config) -> None:
     assert results[0].detail.startswith("queued as Q123")
 
 
-def test_hook_esmtp_queue_command(hooks: Hooks) -> None:
+def test_hook_esmtp_queue_command(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESMTP_DISABLE_PLUGINS", "queue")  # only the inline queue below answers
+    hooks = Hooks(make_plugin_manager(config))
+
     class Queue:
         @hookimpl
         def esmtp_queue_command(self, options: Options) -> int | None:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Runner
 from esmtp_plugins.mda import MdaCommand, lf_chunks
+from support import Runner
 
 from esmtp.errors import ConfigError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Runner, SmtpServer, entry_point, free_port
+from support import Runner, SmtpServer, entry_point, free_port
 
 MESSAGE = b"From: Alice <alice@example.org>\nTo: Bob <bob@example.net>\nSubject: hello\n\nHi Bob.\n"
 
@@ -121,8 +121,11 @@ def test_from_is_generated_with_full_name(run: Runner, smtp_server: SmtpServer) 
     run.write_config(config_for(smtp_server))
     result = run("-F", "José Q. Public", "-f", "jq@example.org", "x@example.net", input=b"Subject: x\n\nbody\n")
     assert result.returncode == 0, result.stderr
-    data = smtp_server.sink.messages[0].data
-    assert b"\r\nFrom: =?utf-8?q?Jos=C3=A9_Q=2E_Public?= <jq@example.org>\r\n" in data
+    from email import message_from_bytes, policy
+
+    parsed = message_from_bytes(smtp_server.sink.messages[0].data, policy=policy.default)
+    assert parsed["From"].addresses[0].display_name == "José Q. Public"
+    assert parsed["From"].addresses[0].addr_spec == "jq@example.org"
 
 
 def test_bcc_is_removed_without_t_too(run: Runner, smtp_server: SmtpServer) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult
-from conftest import Runner
+from support import Runner
 from test_auth import MESSAGE, AuthServer, AuthSMTP, start_auth_server
 
 TOKEN = "ya29.toy-access-token"

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import BIN, Runner, Sink, _Authenticator, _Handler, _Server, free_port
+from support import BIN, Runner, Sink, _Authenticator, _Handler, _Server, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "interop"))
 from interop_tls import TLSFiles, generate_tls_files
