@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from .errors import ConfigError, PluginError
+from .errors import PluginError
 
 if TYPE_CHECKING:
     from pluggy import PluginManager
@@ -30,12 +30,12 @@ GROUP = "esmtp.plugins"
 CACHE_VERSION = 1
 
 #: Used when esmtp's own distribution metadata cannot be read (a bare source checkout).
-BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("fixup_bcc", "esmtp_plugins.fixup_bcc"),
-    ("fixup_date", "esmtp_plugins.fixup_date"),
-    ("fixup_from", "esmtp_plugins.fixup_from"),
-    ("fixup_message_id", "esmtp_plugins.fixup_message_id"),
-    ("sasl_plain", "esmtp_plugins.sasl_plain"),
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
+    (name, f"esmtp_plugins.{name}")
+    for name in (
+        "aliases", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "masquerade", "mda", "queue",
+        "sasl_crammd5", "sasl_login", "sasl_ntlm", "sasl_plain",
+    )
 )
 
 #: Core plugins: essential stages, registered directly and never blockable.
@@ -154,14 +154,15 @@ def make_plugin_manager(config: Config | None = None, *, autoload: bool | None =
         pm.register(importlib.import_module(module_name), name=module_name)
 
     blocked = blocked_names(config)
-    known = {record.name for record in discover()}
+    records = discover()
+    known = {record.name for record in records}
     for name in sorted(blocked - known):
         _warn(f"disable_plugins names '{name}', but no such plugin is installed")
     if autoload is None:
         autoload = os.environ.get("ESMTP_PLUGIN_AUTOLOAD", "1") != "0"
     strict = os.environ.get("ESMTP_STRICT_PLUGINS", "") == "1"
     # Registered in reverse name order, so that pluggy (last registered, first called) calls them in name order.
-    for record in sorted(discover(), key=lambda r: r.name, reverse=True):
+    for record in sorted(records, key=lambda r: r.name, reverse=True):
         if record.name in blocked:
             pm.set_blocked(record.name)
             continue
@@ -243,7 +244,4 @@ def resolve_config(config: Config, hooks: Hooks) -> None:
     """Validate the extension keywords of ``config`` against the core's and the plugins' declarations."""
     from .config import CORE_KEYWORDS
 
-    try:
-        config.resolve_extensions([*CORE_KEYWORDS, *hooks.config_keywords()])
-    except ConfigError:
-        raise
+    config.resolve_extensions([*CORE_KEYWORDS, *hooks.config_keywords()])
