@@ -37,7 +37,7 @@ from .queue_store import Claim, Entry, ErrorKind, QueueStore, Settings, crashpoi
 #: How often one run may (re)connect to one smarthost before it defers the rest of that group.
 MAX_OPENS_PER_GROUP = 3
 #: The background run waits this long for more mail (a burst from one script shares the connection).
-LINGER = 1.0
+LINGER = 0.5
 _POLL = 0.2
 
 
