@@ -749,3 +749,15 @@ def test_tls_is_not_imported_at_start_up() -> None:
     code = "import sys, esmtp.cli; print(sorted(m for m in ('ssl', 'esmtp.tls') if m in sys.modules))"
     out = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_smtps_port_defaults_to_465() -> None:
+    from esmtp.smtp import SmtpSession
+    from esmtp.trace import Trace
+
+    def port(identity: Identity) -> int:
+        return SmtpSession(identity, {}, Trace()).port
+
+    assert port(Identity(None, hostname="mail.example.org", options={"smtps": "enabled"})) == 465
+    assert port(Identity(None, hostname="mail.example.org")) == 587
+    assert port(Identity(None, hostname="mail.example.org:2465", options={"smtps": "enabled"})) == 2465
