@@ -187,7 +187,10 @@ class TlsPolicy:
                     " update tls_fingerprint"
                 )
         cipher = ssl_object.cipher()
-        how = "pinned by tls_fingerprint" if self.fingerprint is not None else "verified"
+        if self.fingerprint is not None:
+            how = "pinned by tls_fingerprint"
+        else:
+            how = f"verified (system store{''.join(f', {where}' for where in self.ca_locations)})"
         described = f"{ssl_object.version()}, {cipher[0]} ({cipher[2]} bits)" if cipher else str(ssl_object.version())
         return f"TLS established with {server}: {described}, certificate {how}"
 
