@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import Runner, start_server
 
 from esmtp.config import (
     CORE_KEYWORDS,
@@ -151,6 +152,7 @@ ESCAPES = [
     (r"\7", "\x07"),
     (r"\1010", "A0"),  # three octal digits at most
     (r"\8", "8"),  # not an octal digit: any other \c is c
+    (r"\18", "\x018"),  # esmtp 1.2: decimal 18
     (r"\q\"", 'q"'),
     (r"\é", "é"),
     (r"\xC3\xA9", "é"),  # escapes make bytes: this is one UTF-8 character
@@ -241,6 +243,11 @@ def test_byte_order_mark_is_ignored() -> None:
 ])
 def test_fixed_esmtp_value_bugs(text: str, attribute: str, value: str) -> None:
     assert getattr(only(text), attribute) == value
+
+
+@pytest.mark.parametrize("text", ["starttls 'required'", 'tls="required"', "starttls\nrequired"])
+def test_choices_may_be_quoted(text: str) -> None:
+    assert only(text).starttls == "required"
 
 
 def test_mda_unquoted_path() -> None:
@@ -629,3 +636,47 @@ def test_utf8_and_undecodable_bytes(home: Path, system: Path) -> None:
     assert config.default.helo == "café"
     assert config.default.password is not None
     assert config.default.password.encode("utf-8", "surrogateescape") == b"p\xc3\xa4ss\xff"
+
+
+# ---- through the installed command ----------------------------------------------------------------------------------
+
+MESSAGE = b"Subject: config\n\nbody\n"
+
+
+def test_command_reports_config_error_and_exits_78(run: Runner) -> None:
+    path = run.write_config("hostname localhost:25\nstarttls yes\n")
+    result = run("bob@example.net", input=MESSAGE)
+    assert result.returncode == 78
+    assert result.stderr == f"sendmail: {path}:2: starttls takes disabled, enabled or required, not 'yes'\n"
+    assert result.stdout == ""
+
+
+def test_command_with_punctuation_and_numbers_sends_and_prints_nothing(run: Runner) -> None:
+    server = start_server(users={"42": "123456"})
+    try:
+        run.write_config(f"hostname {server.hostport};\nhelo my,helo;name\npassword 123456 ;username 42\n"
+                         "auth_plaintext enabled\n")
+        result = run("-f", "a@example.org", "bob@example.net", input=MESSAGE)
+    finally:
+        server.controller.stop()
+    assert (result.returncode, result.stdout) == (0, ""), result.stderr
+    assert server.sink.messages[0].rcpt_tos == ["bob@example.net"]
+    assert [user for _, user in server.sink.auths] == ["42"]  # and the password 123456 was accepted
+
+
+def test_command_refuses_readable_config(run: Runner) -> None:
+    path = run.write_config("hostname localhost:25\n")
+    path.chmod(0o644)
+    result = run("bob@example.net", input=MESSAGE)
+    assert result.returncode == 78
+    assert result.stderr == (
+        f"sendmail: File {path} must not be readable or writable by others (it may hold a password), but its mode "
+        f"is 0644. Fix it with: chmod 600 {path}\n"
+    )
+
+
+@pytest.mark.skipif(os.path.exists("/etc/esmtprc"), reason="this machine has an /etc/esmtprc")
+def test_command_without_any_config_exits_78(run: Runner) -> None:
+    result = run("bob@example.net", input=MESSAGE)
+    assert result.returncode == 78
+    assert result.stderr == f"sendmail: No configuration file found at {run.home}/.esmtprc or /etc/esmtprc\n"
