@@ -163,8 +163,8 @@ def _aliases(config: Config) -> Aliases | None:
 
 
 def rewrite_field(value: str, aliases: Aliases) -> list[str] | None:
-    """The field's items (addresses and groups) with aliased local names expanded, or None when it names no alias
-    (then the field is left byte for byte)."""
+    """The field's items (addresses; a group's name and ``;`` go with its first and last member) with aliased local
+    names expanded, or None when it names no alias (then the field is left byte for byte)."""
     from email.headerregistry import AddressHeader, HeaderRegistry
     from email.utils import formataddr
 
@@ -184,8 +184,13 @@ def rewrite_field(value: str, aliases: Aliases) -> list[str] | None:
             rendered += [formataddr((name, target), charset="utf-8") for target in targets]
         if group.display_name is None:
             parts += rendered
+        elif not rendered:
+            parts.append(f"{_phrase(group.display_name)}:;")
         else:
-            parts.append(f"{_phrase(group.display_name)}: {', '.join(rendered)};")
+            # Group members stay separate items, so that a long group can be folded between them.
+            rendered[0] = f"{_phrase(group.display_name)}: {rendered[0]}"
+            rendered[-1] += ";"
+            parts += rendered
     return parts if changed else None
 
 
