@@ -272,7 +272,9 @@ class SmtpSession:
                                    server=self.server)
         mechanism = chosen[0]
         self.trace.info(f"server offers AUTH {' '.join(offered) or '(none)'}; using {mechanism.name}")
-        credentials = Credentials(self.identity.username or "", self.identity.password or "", self.host)
+        credentials = Credentials(
+            self.identity.username or "", self.identity.password or "", self.host, dict(self.identity.options)
+        )
         try:
             await authenticate(self._command, mechanism, credentials, server=self.server)
         except DeliveryError:
