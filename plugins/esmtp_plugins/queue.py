@@ -211,6 +211,7 @@ def _remove(store: QueueStore, ids: list[str]) -> int:
 def _flush(store: QueueStore, settings: Settings, options: Options, config: Config | None) -> int:
     selected = list(options.queue_ids) or None
     if selected is None and not store.ids():
+        store.collect_garbage()  # crash left-overs of enqueues that never completed
         return EX_OK  # nothing queued: do not pay for the SMTP machinery
     if config is None:
         raise ConfigError("no configuration file was found, so the queue cannot be delivered")

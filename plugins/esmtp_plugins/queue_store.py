@@ -307,6 +307,7 @@ class QueueStore:
         """Replace the entry's state (a fsynced file renamed over the old one)."""
         tmp = os.path.join(self.tmp, f"{entry.id}.json")
         self._write_json(tmp, entry)
+        _crashpoint("save-before-rename")
         os.rename(tmp, self.json_path(entry.id))
         stat = os.stat(self.json_path(entry.id))
         entry.stamp = (stat.st_ino, stat.st_mtime_ns)
