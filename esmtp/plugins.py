@@ -33,7 +33,8 @@ CACHE_VERSION = 1
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
     (name, f"esmtp_plugins.{name}")
     for name in (
-        "aliases", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "masquerade", "mda", "queue",
+        "aliases", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "fixup_sender", "masquerade", "mda",
+        "queue",
         "sasl_crammd5", "sasl_login", "sasl_ntlm", "sasl_plain",
     )
 )

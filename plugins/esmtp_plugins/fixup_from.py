@@ -14,7 +14,10 @@ def esmtp_fixup_headers(envelope: Envelope, message: Message) -> None:
         return
     from email.utils import formataddr
 
+    # With 'force reverse_path' the envelope sender is the forced one; the From: shows who asked (-f), as esmtp 1.2.
     address = envelope.sender
+    if envelope.identity.force_reverse_path and envelope.given_sender:
+        address = envelope.given_sender
     if not address:
         from esmtp.envelope import default_sender
 
