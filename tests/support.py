@@ -64,14 +64,18 @@ class _Handler:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
 
-    async def handle_MAIL(self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         if self.sink.mail_reply:
             return self.sink.mail_reply
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 
-    async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         reply = self.sink.rcpt_replies.get(address)
         if reply:
             return reply

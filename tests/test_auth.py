@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as ServerEnvelope
-from support import Runner, Sink, SmtpServer, _Controller, _Server
 from esmtp_plugins import sasl_crammd5, sasl_login, sasl_ntlm, sasl_plain
+from support import Runner, Sink, SmtpServer, _Controller, _Server
 
 from esmtp.config import Identity
 from esmtp.errors import AuthenticationError, ConfigError

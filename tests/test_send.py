@@ -8,7 +8,6 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from support import Runner, SmtpServer, entry_point, free_port
 
 MESSAGE = b"From: Alice <alice@example.org>\nTo: Bob <bob@example.net>\nSubject: hello\n\nHi Bob.\n"
@@ -110,7 +109,8 @@ def test_lone_dot_never_truncates_and_is_stuffed(run: Runner, smtp_server: SmtpS
 
 def test_headers_nobody_touched_arrive_byte_for_byte(run: Runner, smtp_server: SmtpServer) -> None:
     run.write_config(config_for(smtp_server))
-    head = b"From: a@example.org\nSubject:   spaced   out\nX-Long: one\n  two\n\tthree\nDate: Mon, 1 Jan 2024 00:00:00 +0000\n"
+    head = b"From: a@example.org\nSubject:   spaced   out\nX-Long: one\n  two\n\tthree\n"
+    head += b"Date: Mon, 1 Jan 2024 00:00:00 +0000\n"
     head += b"Message-ID: <kept@example.org>\n"
     assert run("x@example.net", input=head + b"\nbody\n").returncode == 0
     data = smtp_server.sink.messages[0].data
