@@ -6,10 +6,9 @@ a plugin asks for ``hookimpl``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __version__ = "2.0.0.dev0"
 
+TYPE_CHECKING = False  # importing `typing` would cost `esmtp --version` milliseconds
 if TYPE_CHECKING:
     from pluggy import HookimplMarker
 
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["__version__", "hookimpl"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # Lazy: `esmtp --version` must not pay for pluggy.
     if name == "hookimpl":
         from pluggy import HookimplMarker

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from .errors import EX_SOFTWARE, EX_TEMPFAIL, ConfigError, ConfigNotFound, EsmtpError
 
+TYPE_CHECKING = False  # no `typing` import: start-up is the hot path
 if TYPE_CHECKING:
     from .config import Config
     from .options import Options

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -190,6 +189,8 @@ def read_message(stream: BinaryIO, spool_dir: str | None = None) -> Message:
         headers[-1] += newline  # input ended inside the header block
 
     eight_bit = not all(raw.isascii() for raw in headers)
+    import tempfile  # costly (shutil, random): only when a message is read
+
     fd, path = tempfile.mkstemp(prefix="esmtp-", suffix=".body", dir=spool_dir)
     size = 0
     try:

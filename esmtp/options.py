@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os.path
 from dataclasses import dataclass, field
-from typing import Literal
 
 from .errors import UsageError
 
-Mode = Literal["deliver", "mailq", "newaliases", "flush", "remove", "version", "help"]
+# `typing` costs milliseconds on the --version/-bp path: the alias exists for type checkers only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Mode = Literal["deliver", "mailq", "newaliases", "flush", "remove", "version", "help"]
 
 
 @dataclass(slots=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 from esmtp import hookimpl
 from esmtp.message import Message
 from esmtp.types import Envelope
@@ -17,6 +15,7 @@ def esmtp_fixup_headers(envelope: Envelope, message: Message) -> None:
     """
     identity = envelope.identity
     if identity.message_id and not message.has("message-id"):
+        import socket
         from email.utils import make_msgid
 
         message.add("Message-ID", make_msgid(domain=identity.helo or socket.gethostname()))

@@ -9,7 +9,6 @@ left alone: a From: of ``bob@gmail.com`` typed in a mail client is not changed.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 
 from esmtp import hookimpl
@@ -28,6 +27,8 @@ class Masquerade:
 
     def __init__(self, domain: str, hostname: str | None = None) -> None:
         self.domain = domain.strip().lstrip("@").lower()
+        import socket  # only when masquerading is on
+
         host = (hostname if hostname is not None else socket.gethostname()).lower()
         self.short_host = host.split(".", 1)[0]
         self.local = {"", "localhost", "localhost.localdomain", host}

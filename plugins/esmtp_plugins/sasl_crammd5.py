@@ -5,7 +5,6 @@ Wire format: ``AUTH CRAM-MD5`` (no initial response), ``334 <challenge>``, then 
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterable
 
 from esmtp import hookimpl
@@ -28,6 +27,8 @@ class CramMd5Client:
             raise ValueError("the server sent an empty CRAM-MD5 challenge")
         self._answered = True
         key = self._credentials.password.encode("utf-8", "surrogateescape")
+        import hmac  # only when CRAM-MD5 is used
+
         digest = hmac.new(key, challenge, "md5").hexdigest()
         return self._credentials.username.encode("utf-8", "surrogateescape") + b" " + digest.encode("ascii")
 
