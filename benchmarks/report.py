@@ -77,8 +77,8 @@ def na(series: Series) -> str:
 
 def cell(view: View, key: str, with_note: bool = True) -> str:
     s = view.series.get(key)
-    if s is None:
-        return "—"
+    if s is None or s.skipped:
+        return "—"  # the detail table gives the reason
     if not s.usable:
         return na(s)
     text = fmt(median(s.values) * view.scale, view.unit)
