@@ -59,8 +59,10 @@ def _fingerprint() -> list[Any]:
     """What the entry-point list depends on: the interpreter and each path entry's modification time."""
     stamps: list[Any] = [sys.executable]
     for entry in sys.path:
+        if not entry:
+            continue  # the working directory (python -c, -m): it changes all the time and holds no distributions
         try:
-            stamps.append([entry, os.stat(entry or ".").st_mtime_ns])
+            stamps.append([entry, os.stat(entry).st_mtime_ns])
         except OSError:
             stamps.append([entry, None])
     return stamps

@@ -1,0 +1,107 @@
+"""Regression guards for start-up cost (no timing here: benchmarks/ measures time).
+
+A process starts per message, so what a run imports is what it costs. These tests run the real command in a fresh
+interpreter and look at ``sys.modules`` afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from support import Runner, SmtpServer
+
+HEAVY = ("asyncio", "ssl", "aiosmtplib", "spnego", "cryptography")
+
+DRIVER = """
+import json, os, sys
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+from esmtp.cli import main
+code = main()
+with open(os.environ["MODULES_OUT"], "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+"""
+
+
+def run_in_process(run: Runner, tmp_path: Path, *args: str, input: bytes = b"", **env: str) -> tuple[int, set[str]]:
+    """Run ``main()`` in a fresh interpreter and return its exit code and every module it imported."""
+    out = tmp_path / "modules.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, *args], input=input, capture_output=True,
+        env=run.env(MODULES_OUT=str(out), **env), cwd=run.home, timeout=60,
+    )
+    assert out.exists(), proc.stderr.decode()
+    result = json.loads(out.read_text())
+    return result["code"], set(result["modules"])
+
+
+def test_version_loads_no_plugins(run: Runner, tmp_path: Path) -> None:
+    code, modules = run_in_process(run, tmp_path, "esmtp", "--version")
+    assert code == 0
+    assert not {"pluggy", "typing", "email", *HEAVY} & modules
+
+
+def test_mailq_loads_no_network_or_email_modules(run: Runner, tmp_path: Path) -> None:
+    run_in_process(run, tmp_path, "mailq")  # the first run may scan entry points and fill the cache
+    code, modules = run_in_process(run, tmp_path, "mailq")
+    assert code == 0
+    assert not {*HEAVY, "email.parser", "email.headerregistry", "importlib_metadata", "importlib.metadata"} & modules, (
+        {*HEAVY, "email.parser", "email.headerregistry", "importlib_metadata", "importlib.metadata"} & modules)
+
+
+def test_plugin_registry_is_not_rescanned_when_nothing_changed(run: Runner, tmp_path: Path) -> None:
+    cache = run.home / ".cache" / "esmtp"
+    run_in_process(run, tmp_path, "mailq")
+    [cache_file] = cache.iterdir()
+    before = cache_file.stat().st_mtime_ns
+    _, modules = run_in_process(run, tmp_path, "mailq")
+    assert not {"importlib_metadata", "importlib.metadata"} & modules
+    assert cache_file.stat().st_mtime_ns == before
+    # A new distribution on the path changes its directory: the next run rescans and sees it.
+    site = tmp_path / "site"
+    dist = site / "extra_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: extra-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[esmtp.plugins]\nextra = json\n")
+    _, modules = run_in_process(run, tmp_path, "mailq", PYTHONPATH=str(site))
+    assert "extra" in cache_file.read_text()
+
+
+def test_direct_send_loads_no_spnego_or_cryptography(run: Runner, tmp_path: Path, smtp_server: SmtpServer) -> None:
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    code, modules = run_in_process(run, tmp_path, "sendmail", "x@example.net", input=b"Subject: x\n\nbody\n")
+    assert code == 0
+    assert "aiosmtplib" in modules  # it did talk SMTP
+    assert not {"spnego", "cryptography"} & modules
+
+
+def test_enqueue_imports_no_asyncio_ssl_or_aiosmtplib(run: Runner, tmp_path: Path) -> None:
+    run.write_config("hostname 127.0.0.1:9\nqueue always\n")
+    code, modules = run_in_process(
+        run, tmp_path, "sendmail", "x@example.net", input=b"Subject: x\n\nbody\n",
+        ESMTP_QUEUE_DIR=str(tmp_path / "queue"),
+    )
+    assert code == 0
+    assert not set(HEAVY) & modules
+
+
+def test_memory_stays_bounded_for_a_large_message(run: Runner, tmp_path: Path, smtp_server: SmtpServer) -> None:
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    size = 50 * 1024 * 1024
+    body = tmp_path / "big.eml"
+    with body.open("wb") as handle:
+        handle.write(b"Subject: big\n\n")
+        line = b"x" * 76 + b"\n"
+        for _ in range(size // len(line)):
+            handle.write(line)
+    with body.open("rb") as stdin:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "sendmail"), "x@example.net"], stdin=stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=run.env())
+        _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read() if proc.stderr else ""
+    peak_mb = usage.ru_maxrss / 1024
+    assert peak_mb < 50, f"peak RSS {peak_mb:.1f} MB for a 50 MB message"
+    assert len(smtp_server.sink.messages[0].data) > size
