@@ -230,10 +230,15 @@ def median(values: list[float]) -> float:
 
 def p90(values: list[float]) -> float:
     """90th percentile, linear interpolation between the closest ranks."""
+    return quantile(values, 0.9)
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1), linear interpolation between the closest ranks."""
     ordered = sorted(values)
     if len(ordered) == 1:
         return ordered[0]
-    pos = 0.9 * (len(ordered) - 1)
+    pos = q * (len(ordered) - 1)
     lo, hi = math.floor(pos), math.ceil(pos)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 

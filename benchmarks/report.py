@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness import Series, median, p90
+from harness import Series, median, quantile
 
 X = "\u00d7"  # the multiplication sign of the ratios
 
@@ -122,7 +122,8 @@ def detail_table(view: View, labels: dict[str, str]) -> list[str]:
     for key in keys:
         s = view.series[key]
         if s.usable:
-            row = [fmt(median(s.values) * view.scale, view.unit), fmt(p90(s.values) * view.scale, view.unit),
+            tail = quantile(s.values, 0.1 if view.higher_is_better else 0.9)  # the slow tail either way
+            row = [fmt(median(s.values) * view.scale, view.unit), fmt(tail * view.scale, view.unit),
                    str(len(s.values))]
         else:
             row = [na(s), "—", "0"]
@@ -143,7 +144,8 @@ def render(header: list[str], views: list[View], labels: dict[str, str], footer:
     out += ["## Budgets", "", *budget_table(views), ""]
     out += ["## Details", "",
             "Ratios are this subject's median ÷ the column's median: for times lower is better, "
-            "for msg/s higher is better.", ""]
+            "for msg/s higher is better. p90 is the slow tail: the 90th percentile of times, and for msg/s the rate "
+            "of the 90th-percentile round (the 10th percentile of rates).", ""]
     for view in views:
         out += [f"### {view.title}", "", *detail_table(view, labels), ""]
         out += [f"- {note}" for note in view.notes]
