@@ -50,7 +50,8 @@ def entries(run: Runner, failed: bool = False) -> list[dict[str, object]]:
     folder = qdir(run) / "failed" if failed else qdir(run)
     if not folder.exists():
         return []
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    texts = [p.read_text() for p in sorted(folder.glob("*.json"))]
+    return [json.loads(text) for text in texts if not text.startswith("D")]  # "D": delivered, files not yet removed
 
 
 def message(subject: str) -> bytes:

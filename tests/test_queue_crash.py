@@ -152,7 +152,7 @@ def test_kill_at_random_moments_of_enqueue(run: Runner, smtp_server: SmtpServer)
 
 @pytest.mark.parametrize(
     ("point", "duplicates"),
-    [("flush-before-send", 0), ("flush-after-send", 1), ("delete-json-unlinked", 0), ("save-before-rename", 0)],
+    [("flush-before-send", 0), ("flush-after-send", 1), ("delivered-marked", 0), ("save-before-rename", 0)],
 )
 def test_kill_during_flush(run: Runner, smtp_server: SmtpServer, point: str, duplicates: int) -> None:
     configure(run, smtp_server.port, "queue_retry 0s\n")

@@ -277,7 +277,8 @@ def list_queue(store: QueueStore, now: float) -> str:
     """The ``mailq`` text: queued entries (id, size, age, sender, recipients, attempts, retry, error), then the
     failed area. Prints "Mail queue is empty" as esmtp 1.2 did when nothing is queued."""
     out: list[str] = []
-    entries = list(store.scan())
+    unreadable: list[str] = []
+    entries = list(store.scan(unreadable=unreadable))
     total = sum(entry.size for entry in entries)
     if entries:
         for entry in entries:
@@ -286,9 +287,8 @@ def list_queue(store: QueueStore, now: float) -> str:
         out.append(f"-- {len(entries)} message{plural}, {_size(total)} bytes, in {store.path}")
     else:
         out.append("Mail queue is empty")
-    unreadable = len(store.ids()) - len(entries)
-    if unreadable > 0:
-        out.append(f"-- {unreadable} entries could not be read (see {store.path})")
+    if unreadable:
+        out.append(f"-- entries that could not be read (see {store.path}): {', '.join(unreadable)}")
     failed = list(store.scan(failed=True))
     if failed:
         out.append("")

@@ -14,6 +14,7 @@ the message without our knowing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import sys
@@ -32,7 +33,7 @@ from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
 from .queue_bounce import EXPIRED, make_bounce, wants_bounce
-from .queue_store import Claim, Entry, ErrorKind, QueueStore, Settings, crashpoint
+from .queue_store import Claim, Delivered, Entry, ErrorKind, QueueStore, Settings, crashpoint
 
 #: How often one run may (re)connect to one smarthost before it defers the rest of that group.
 MAX_OPENS_PER_GROUP = 3
@@ -42,10 +43,13 @@ _POLL = 0.2
 
 
 class QueuedMessage(Message):
-    """A message read back from ``<id>.eml``: the header fields are parsed, the body is streamed from the entry's
-    locked file descriptor, from just after the header block."""
+    """A message read back from ``<id>.eml``, streamed from the entry's locked file descriptor.
 
-    __slots__ = ("_fd", "body_offset")
+    The header fields are parsed for hooks and agents that look at them; while nobody changes them, the file is sent
+    as stored, header block included, in as few reads and writes as possible.
+    """
+
+    __slots__ = ("_fd", "_stored", "body_offset")
 
     def __init__(self, fd: int, entry: Entry, path: str) -> None:
         newline = entry.newline.encode("ascii")
@@ -59,13 +63,17 @@ class QueuedMessage(Message):
         )
         self.detach_spool()  # the queue owns the file: closing this message must never delete it
         self._fd = fd
+        self._stored = tuple(self.headers)
         self.body_offset = entry.header_size
 
     def chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
-        head = self.header_bytes()
-        if head:
-            yield head + self.newline
         offset = self.body_offset
+        if tuple(self.headers) == self._stored:
+            offset = 0  # the header block as stored: read it with the body
+        else:
+            head = self.header_bytes()
+            if head:
+                yield head + self.newline
         while chunk := os.pread(self._fd, chunk_size, offset):
             offset += len(chunk)
             yield chunk
@@ -195,6 +203,63 @@ class GroupSession:
             self.session = None
 
 
+class Tidier:
+    """Removes the files of delivered entries and makes the removals durable, off the event loop.
+
+    A delivery's commit point (the delivered mark, :meth:`QueueStore.forget`) happens at once, in the flusher,
+    before the next message is sent: after a kill, nothing delivered is sent again. Removing the files is slow on
+    most file systems (freeing blocks, a journal commit for the directory fsync), so a worker thread does it while
+    the next messages are sent, in batches: the entries delivered during one fsync share the next one (group
+    commit). A power failure can bring back only delivered entries of the batch not yet synced, and lose none.
+    """
+
+    #: Entries waiting for tidying at most (each holds an open descriptor: its lock).
+    MAX_PENDING = 256
+
+    def __init__(self, store: QueueStore, errors: TextIO) -> None:
+        self.store = store
+        self.errors = errors
+        self.pending: list[tuple[str, int]] = []
+        self.running: asyncio.Future[None] | None = None
+        self.dir_fd = os.open(store.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    async def add(self, entry_id: str, fd: int) -> None:
+        while len(self.pending) >= self.MAX_PENDING and self.running is not None:
+            await asyncio.shield(self.running)
+        self.pending.append((entry_id, fd))
+        if self.running is None:
+            self._start()
+
+    def _start(self) -> None:
+        batch, self.pending = self.pending, []
+        self.running = asyncio.get_running_loop().run_in_executor(None, self._work, batch)
+        self.running.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[None]) -> None:
+        self.running = None
+        if not future.cancelled() and future.exception() is not None:
+            self.errors.write(f"esmtp: queue: could not remove delivered messages: {future.exception()}\n")
+        if self.pending:
+            self._start()
+
+    def _work(self, batch: list[tuple[str, int]]) -> None:
+        try:
+            self.store.tidy([entry_id for entry_id, _ in batch], self.dir_fd)
+        finally:
+            for _, fd in batch:
+                os.close(fd)
+
+    async def close(self) -> None:
+        while self.running is not None or self.pending:
+            if self.running is None:
+                self._start()
+            assert self.running is not None
+            with contextlib.suppress(OSError):
+                await asyncio.shield(self.running)
+            await asyncio.sleep(0)  # let the done callback run
+        os.close(self.dir_fd)
+
+
 class Flusher:
     """Delivers entries of one queue with one configuration. One instance per run; sessions live for the run."""
 
@@ -214,6 +279,7 @@ class Flusher:
         self.report = Report()
         self.progress = progress or Progress(sys.stderr, False)
         self.errors = errors or sys.stderr
+        self.tidier: Tidier | None = None
 
     # ---- selection -----------------------------------------------------------------------------------------------
 
@@ -250,43 +316,83 @@ class Flusher:
         await asyncio.gather(*(self._group(self.sessions[key], work, limit) for key, work in groups.items()))
 
     async def close(self) -> None:
+        if self.tidier is not None:
+            await self.tidier.close()
+            self.tidier = None
         for group in self.sessions.values():
             await group.close()
         self.sessions.clear()
 
     async def _group(self, group: GroupSession, work: deque[Entry], limit: asyncio.Semaphore) -> None:
-        async with limit, group.lock:
-            while work:
-                entry = work.popleft()
-                claim = self.store.claim(entry)
-                if claim is None:
-                    if entry.id in (self.selected or ()) or os.path.exists(self.store.json_path(entry.id)):
-                        self.report.busy += 1
-                    self.progress.step(self.report)
-                    continue
-                try:
-                    await self._one(claim, group, work)
-                finally:
-                    claim.release()
-                self.progress.step(self.report)
+        """Deliver a group's entries in order over its session.
 
-    async def _one(self, claim: Claim, group: GroupSession, work: deque[Entry]) -> None:
+        While the server works on one message, the next entry is locked, read and routed: the flusher's file and
+        bookkeeping work overlaps the server's instead of adding to it.
+        """
+        async with limit, group.lock:
+            job = self._next_job(work)
+            while job is not None:
+                task = asyncio.ensure_future(self._run(job, group, work))
+                following = None
+                try:
+                    await asyncio.sleep(0)  # the task writes MAIL, RCPT and DATA, then waits for the replies
+                    following = self._next_job(work)
+                finally:
+                    await task
+                job = following or self._next_job(work)  # a bounce may have been queued meanwhile
+
+    def _next_job(self, work: deque[Entry]) -> Job | None:
+        """Lock and prepare the next entry of ``work`` that is not busy elsewhere and is wanted."""
+        while work:
+            entry = work.popleft()
+            claim = self.store.claim(entry)
+            if claim is None:
+                if entry.id in (self.selected or ()) or os.path.exists(self.store.json_path(entry.id)):
+                    self.report.busy += 1
+                self.progress.step(self.report)
+                continue
+            now = time.time()
+            if not self.wanted(claim.entry, now):
+                claim.release()
+                self.progress.step(self.report)
+                continue
+            try:
+                return self._prepare(claim, now)
+            except BaseException:
+                claim.release()
+                raise
+        return None
+
+    def _prepare(self, claim: Claim, now: float) -> Job:
         entry = claim.entry
-        now = time.time()
-        if not self.wanted(entry, now):
-            return
         envelope = self.envelope(entry)
         message = QueuedMessage(claim.fd, entry, self.store.eml(entry.id))
         route = self.hooks.route(envelope, self.config)
         self.hooks.before_deliver(envelope, message, route, self.config)
-        attempt = Attempt()
-        for agent, pairs in self._legs(route, entry, envelope).items():
-            if agent == "smtp":
-                await self._smtp_leg(group, envelope, message, pairs, attempt)
-            else:
-                self._agent_leg(agent, envelope, message, pairs, attempt)
-        self.hooks.after_deliver(envelope, attempt.results, self.config)
-        self._record(claim, attempt, now, work)
+        return Job(claim, envelope, message, self._legs(route, entry, envelope), now)
+
+    async def _run(self, job: Job, group: GroupSession, work: deque[Entry]) -> None:
+        claim = job.claim
+        try:
+            attempt = Attempt()
+            for agent, pairs in job.legs.items():
+                if agent == "smtp":
+                    await self._smtp_leg(group, job.envelope, job.message, pairs, attempt)
+                else:
+                    self._agent_leg(agent, job.envelope, job.message, pairs, attempt)
+            self.hooks.after_deliver(job.envelope, attempt.results, self.config)
+            if self._record(claim, attempt, job.now, work):
+                await self._tidy_later(claim)
+        finally:
+            claim.release()
+            self.progress.step(self.report)
+
+    async def _tidy_later(self, claim: Claim) -> None:
+        """Hand a delivered entry's message file and lock to the tidier (see :class:`Tidier`)."""
+        if self.tidier is None:
+            self.tidier = Tidier(self.store, self.errors)
+        fd, claim.fd = claim.fd, -1
+        await self.tidier.add(claim.entry.id, fd)
 
     def _legs(self, route: Route, entry: Entry, envelope: Envelope) -> dict[str, list[tuple[str, str]]]:
         """Each leg's (routed address, stored address) pairs, so that outcomes map back to the stored recipients.
@@ -363,7 +469,7 @@ class Flusher:
 
     # ---- recording the outcome -----------------------------------------------------------------------------------
 
-    def _record(self, claim: Claim, attempt: Attempt, now: float, work: deque[Entry]) -> None:
+    def _record(self, claim: Claim, attempt: Attempt, now: float, work: deque[Entry]) -> bool:
         entry = claim.entry
         entry.delivered += [r for r in entry.recipients if r in attempt.delivered]
         entry.failed.update(attempt.failed)
@@ -380,17 +486,18 @@ class Flusher:
                 self.store.save(entry)
                 self.report.deferred += 1
                 self.trace.info(f"queue: {entry.id} deferred until {time.ctime(entry.next_retry)}: {entry.last_error}")
-                return
+                return False
             lifetime = _duration(self.settings.max_age)
             for recipient in entry.recipients:
                 entry.failed[recipient] = f"{EXPIRED}not delivered within {lifetime}; last error: {entry.last_error}"
             entry.recipients = []
         if not entry.failed:
-            self.store.delete(entry.id)
+            self.store.forget(entry.id)
             self.report.delivered += 1
             self.trace.info(f"queue: {entry.id} delivered to {', '.join(entry.delivered)}")
-            return
+            return True
         self._fail(claim, work)
+        return False
 
     def _fail(self, claim: Claim, work: deque[Entry]) -> None:
         entry = claim.entry
@@ -410,6 +517,17 @@ class Flusher:
         self.store.move_to_failed(entry)
         self.report.failed += 1
         self.errors.write(f"esmtp: queue entry {entry.id} failed: {reasons}{note}\n")
+
+
+@dataclass(slots=True)
+class Job:
+    """An entry locked and routed, ready to be sent."""
+
+    claim: Claim
+    envelope: Envelope
+    message: QueuedMessage
+    legs: dict[str, list[tuple[str, str]]]
+    now: float
 
 
 @dataclass(slots=True)
@@ -446,12 +564,22 @@ def _duration(seconds: float) -> str:
 # ---- the runs ------------------------------------------------------------------------------------------------------
 
 
+def _prepare(store: QueueStore, delivered: list[str]) -> list[Entry]:
+    """Clean up after crashes, then list the entries: finish interrupted moves to failed/, remove the files of
+    entries that were delivered by a run killed before it removed them, collect old left-overs."""
+    store.repair()
+    entries = list(store.scan(delivered=delivered))
+    if delivered:
+        store.tidy(delivered)
+    store.collect_garbage()
+    return entries
+
+
 async def _flush(flusher: Flusher) -> None:
     store = flusher.store
-    store.repair()
-    store.collect_garbage()
     now = time.time()
-    entries = [entry for entry in store.scan() if flusher.wanted(entry, now)]
+    delivered: list[str] = []
+    entries = [entry for entry in _prepare(store, delivered) if flusher.wanted(entry, now)]
     if flusher.selected is not None:
         present = {entry.id for entry in entries}
         flusher.report.missing = [i for i in sorted(flusher.selected) if i not in present]
@@ -497,8 +625,7 @@ async def _background(flusher: Flusher, lock_fd: int) -> None:
     the holder's look after releasing sees the new entry. So no new entry is left waiting for the next flush.
     """
     store = flusher.store
-    store.repair()
-    store.collect_garbage()
+    _prepare(store, [])
     seen: set[str] = set()
     fd: int | None = lock_fd
     try:
@@ -533,7 +660,7 @@ def _new_entries(store: QueueStore, seen: set[str]) -> list[Entry]:
             continue
         try:
             entry = store.load(entry_id)
-        except (OSError, ValueError, TypeError):
+        except (Delivered, OSError, ValueError, TypeError):
             continue
         if entry is not None:
             entries.append(entry)

@@ -76,24 +76,36 @@ class Entry:
     bounce_of: str | None = None
     #: Why the entry is in the failed area ("" while queued).
     failure: str = ""
-    #: (inode, mtime_ns) of the .json this was read from; not stored.
-    stamp: tuple[int, int] = field(default=(0, 0), compare=False)
+    #: A random token renewed by every write: the first field of the file, so that a flusher can tell from its
+    #: first bytes whether the envelope changed since it read it.
+    rev: str = field(default="", compare=False)
 
     def to_json(self) -> bytes:
-        data = asdict(self)
-        del data["stamp"]
-        data["version"] = FORMAT_VERSION
+        data = {"rev": self.rev, "version": FORMAT_VERSION, **asdict(self)}
         return json.dumps(data, separators=(",", ":")).encode("ascii")
 
+    def prefix(self) -> bytes:
+        """How the stored file starts while it holds this revision."""
+        return f'{{"rev":"{self.rev}"'.encode("ascii")
+
     @classmethod
-    def from_json(cls, raw: bytes, stamp: tuple[int, int] = (0, 0)) -> Entry:
+    def from_json(cls, raw: bytes) -> Entry:
+        """Parse a stored envelope. Raises :class:`Delivered` for the mark of a delivered entry."""
+        if raw[:1] == DELIVERED_MARK:
+            raise Delivered(raw)
         data: dict[str, Any] = json.loads(raw)
         if data.pop("version", None) != FORMAT_VERSION:
             raise ValueError("unknown queue entry format")
         names = cls.__dataclass_fields__.keys()
-        entry = cls(**{key: value for key, value in data.items() if key in names and key != "stamp"})
-        entry.stamp = stamp
-        return entry
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+#: A delivered entry's .json has its first byte (``{``) overwritten with this until its files are removed.
+DELIVERED_MARK = b"D"
+
+
+class Delivered(Exception):
+    """The entry was delivered; only its files remain, waiting to be removed."""
 
 
 class QueueError(OSError):
@@ -117,6 +129,15 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 1 << 16, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 def _copy_file(src_path: str, dst_fd: int) -> int:
@@ -223,11 +244,10 @@ class QueueStore:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
             raise
-        stat = os.stat(self.json_path(entry.id))
-        entry.stamp = (stat.st_ino, stat.st_mtime_ns)
         return entry
 
     def _write_json(self, path: str, entry: Entry, *, exclusive: bool = False) -> None:
+        entry.rev = os.urandom(4).hex()
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
         fd = os.open(path, flags, 0o600)
         try:
@@ -243,12 +263,12 @@ class QueueStore:
     # ---- reading -------------------------------------------------------------------------------------------------
 
     def load(self, entry_id: str, *, failed: bool = False) -> Entry | None:
-        """Read one entry, or None if it does not exist (or is unreadable: see :meth:`scan`)."""
+        """Read one entry, or None if it does not exist. Raises :class:`Delivered` for a delivered entry whose files
+        are not removed yet, ValueError (or OSError) for an unreadable one."""
         path = self.json_path(entry_id, failed=failed)
         try:
             with open(path, "rb") as handle:
-                stat = os.fstat(handle.fileno())
-                return Entry.from_json(handle.read(), (stat.st_ino, stat.st_mtime_ns))
+                return Entry.from_json(handle.read())
         except FileNotFoundError:
             return None
 
@@ -260,12 +280,20 @@ class QueueStore:
             return []
         return sorted(name[:-5] for name in names if name.endswith(".json"))
 
-    def scan(self, *, failed: bool = False) -> Iterator[Entry]:
-        """Every readable entry, oldest first. Unreadable envelopes are skipped (mailq reports them)."""
+    def scan(self, *, failed: bool = False, delivered: list[str] | None = None,
+             unreadable: list[str] | None = None) -> Iterator[Entry]:
+        """Every readable entry, oldest first. Delivered entries not yet removed and unreadable envelopes are
+        skipped; their ids are appended to ``delivered`` and ``unreadable`` when given."""
         for entry_id in self.ids(failed=failed):
             try:
                 entry = self.load(entry_id, failed=failed)
+            except Delivered:
+                if delivered is not None:
+                    delivered.append(entry_id)
+                continue
             except (OSError, ValueError, TypeError):
+                if unreadable is not None:
+                    unreadable.append(entry_id)
                 continue
             if entry is not None:
                 yield entry
@@ -273,9 +301,11 @@ class QueueStore:
     # ---- locking -------------------------------------------------------------------------------------------------
 
     def claim(self, entry: Entry) -> Claim | None:
-        """Lock ``entry`` for delivery; None if another process holds it or it is gone.
+        """Lock ``entry`` for delivery; None if another process holds it, or it is gone or delivered meanwhile.
 
-        The returned claim holds the current state: re-read when the file changed since ``entry`` was read.
+        The envelope is checked again under the lock (another flusher may have changed it since ``entry`` was
+        listed): read again when it is another file (every save renames a new one into place), and in any case its
+        first byte, which is the delivered mark.
         """
         try:
             fd = os.open(self.eml(entry.id), os.O_RDONLY | os.O_CLOEXEC)
@@ -283,23 +313,29 @@ class QueueStore:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_nlink == 0:  # delivered or removed between our open and our lock
-                os.close(fd)
-                return None
-            stat = os.stat(self.json_path(entry.id))
-        except (BlockingIOError, FileNotFoundError):
+            if os.fstat(fd).st_nlink == 0:  # removed between our open and our lock
+                raise FileNotFoundError
+            fresh = self._reread(entry)
+        except (BlockingIOError, FileNotFoundError, Delivered, ValueError, TypeError):
             os.close(fd)
             return None
-        if (stat.st_ino, stat.st_mtime_ns) != entry.stamp:
-            try:
-                fresh = self.load(entry.id)
-            except (OSError, ValueError, TypeError):
-                fresh = None
-            if fresh is None:
-                os.close(fd)
-                return None
-            entry = fresh
-        return Claim(entry, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Claim(fresh, fd)
+
+    def _reread(self, entry: Entry) -> Entry:
+        json_fd = os.open(self.json_path(entry.id), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            expected = entry.prefix()
+            head = os.pread(json_fd, len(expected), 0)
+            if head[:1] == DELIVERED_MARK:
+                raise Delivered(entry.id)
+            if head == expected:
+                return entry
+            return Entry.from_json(_read_all(json_fd))
+        finally:
+            os.close(json_fd)
 
     # ---- state changes (the caller holds the claim) --------------------------------------------------------------
 
@@ -309,16 +345,36 @@ class QueueStore:
         self._write_json(tmp, entry)
         _crashpoint("save-before-rename")
         os.rename(tmp, self.json_path(entry.id))
-        stat = os.stat(self.json_path(entry.id))
-        entry.stamp = (stat.st_ino, stat.st_mtime_ns)
 
     def delete(self, entry_id: str) -> None:
-        """Remove a delivered (or removed) entry: envelope first, then the message, then one directory fsync."""
-        os.unlink(self.json_path(entry_id))
-        _crashpoint("delete-json-unlinked")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.eml(entry_id))
-        _fsync_dir(self.path)
+        """Remove a delivered entry for good: mark it, remove both files, one directory fsync."""
+        self.forget(entry_id)
+        self.tidy([entry_id])
+
+    def forget(self, entry_id: str) -> None:
+        """The commit point of a delivery: mark the envelope delivered, so that no flusher sends the entry again.
+
+        One byte written in place (microseconds; an unlink costs a hundred times more on a journalling file system).
+        It survives the process being killed at once; :meth:`tidy` then makes it durable by removing the files.
+        """
+        fd = os.open(self.json_path(entry_id), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.pwrite(fd, DELIVERED_MARK, 0)
+        finally:
+            os.close(fd)
+        _crashpoint("delivered-marked")
+
+    def tidy(self, entry_ids: Iterable[str], dir_fd: int | None = None) -> None:
+        """Remove the files of delivered entries (envelope first), then one directory fsync for all of them."""
+        for entry_id in entry_ids:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.json_path(entry_id))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.eml(entry_id))
+        if dir_fd is None:
+            _fsync_dir(self.path)
+        else:
+            os.fsync(dir_fd)
 
     def move_to_failed(self, entry: Entry) -> None:
         """Move an entry to the failed area with its final state.
