@@ -14,7 +14,6 @@ the message without our knowing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import sys
@@ -204,60 +203,70 @@ class GroupSession:
 
 
 class Tidier:
-    """Removes the files of delivered entries and makes the removals durable, off the event loop.
+    """Removes the files of delivered entries in a worker process, with one directory fsync per batch.
 
-    A delivery's commit point (the delivered mark, :meth:`QueueStore.forget`) happens at once, in the flusher,
-    before the next message is sent: after a kill, nothing delivered is sent again. Removing the files is slow on
-    most file systems (freeing blocks, a journal commit for the directory fsync), so a worker thread does it while
-    the next messages are sent, in batches: the entries delivered during one fsync share the next one (group
-    commit). A power failure can bring back only delivered entries of the batch not yet synced, and lose none.
+    A delivery's commit point (the delivered mark, :meth:`QueueStore.forget`) happens in the flusher, before the next
+    message is sent: after a kill, nothing delivered is sent again. Removing the files costs more than sending the
+    message on most file systems (a journal transaction each, then a disk flush for the fsync), so a child process
+    does it in parallel: the flusher writes each delivered id to a pipe, the child removes what it has read and
+    syncs the directory once for all of it (group commit). :meth:`finish` waits for the child, so when a flush
+    ends its removals are durable. A power failure before that can bring back delivered entries (to be sent
+    again), and lose none. Without the child (fork failed) the flusher removes the files itself.
     """
-
-    #: Entries waiting for tidying at most (each holds an open descriptor: its lock).
-    MAX_PENDING = 256
 
     def __init__(self, store: QueueStore, errors: TextIO) -> None:
         self.store = store
         self.errors = errors
-        self.pending: list[tuple[str, int]] = []
-        self.running: asyncio.Future[None] | None = None
-        self.dir_fd = os.open(store.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-    async def add(self, entry_id: str, fd: int) -> None:
-        while len(self.pending) >= self.MAX_PENDING and self.running is not None:
-            await asyncio.shield(self.running)
-        self.pending.append((entry_id, fd))
-        if self.running is None:
-            self._start()
-
-    def _start(self) -> None:
-        batch, self.pending = self.pending, []
-        self.running = asyncio.get_running_loop().run_in_executor(None, self._work, batch)
-        self.running.add_done_callback(self._done)
-
-    def _done(self, future: asyncio.Future[None]) -> None:
-        self.running = None
-        if not future.cancelled() and future.exception() is not None:
-            self.errors.write(f"esmtp: queue: could not remove delivered messages: {future.exception()}\n")
-        if self.pending:
-            self._start()
-
-    def _work(self, batch: list[tuple[str, int]]) -> None:
+        self.pid = 0
+        self.pipe = -1
         try:
-            self.store.tidy([entry_id for entry_id, _ in batch], self.dir_fd)
-        finally:
-            for _, fd in batch:
-                os.close(fd)
+            read, write = os.pipe()
+            pid = os.fork()
+        except OSError:
+            return
+        if pid == 0:  # the child: only the pipe stays open (not the runner lock, not the caller's files)
+            code = 1
+            try:
+                os.closerange(3, read)
+                os.closerange(read + 1, os.sysconf("SC_OPEN_MAX"))
+                _tidy_worker(store, read)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(read)
+        self.pid, self.pipe = pid, write
 
-    async def close(self) -> None:
-        while self.running is not None or self.pending:
-            if self.running is None:
-                self._start()
-            assert self.running is not None
-            with contextlib.suppress(OSError):
-                await asyncio.shield(self.running)
-            await asyncio.sleep(0)  # let the done callback run
-        os.close(self.dir_fd)
+    def add(self, entry_id: str) -> None:
+        """A delivered (marked) entry, whose files are to go."""
+        if self.pipe >= 0:
+            try:
+                os.write(self.pipe, entry_id.encode("ascii") + b"\n")
+                return
+            except OSError:
+                self.finish()
+        try:
+            self.store.tidy([entry_id])
+        except OSError as error:
+            self.errors.write(f"esmtp: queue: could not remove delivered entry {entry_id}: {error}\n")
+
+    def finish(self) -> None:
+        """Wait until every removal is done and durable."""
+        if self.pipe >= 0:
+            os.close(self.pipe)
+            self.pipe = -1
+        if self.pid:
+            _, status = os.waitpid(self.pid, 0)
+            self.pid = 0
+            if status != 0:
+                self.errors.write("esmtp: queue: could not remove some delivered entries (the next flush will)\n")
+
+
+def _tidy_worker(store: QueueStore, pipe: int) -> None:
+    dir_fd = os.open(store.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    pending = b""
+    while data := os.read(pipe, 1 << 16):
+        *lines, pending = (pending + data).split(b"\n")
+        store.tidy([line.decode("ascii") for line in lines], dir_fd)
 
 
 class Flusher:
@@ -316,9 +325,6 @@ class Flusher:
         await asyncio.gather(*(self._group(self.sessions[key], work, limit) for key, work in groups.items()))
 
     async def close(self) -> None:
-        if self.tidier is not None:
-            await self.tidier.close()
-            self.tidier = None
         for group in self.sessions.values():
             await group.close()
         self.sessions.clear()
@@ -382,17 +388,24 @@ class Flusher:
                     self._agent_leg(agent, job.envelope, job.message, pairs, attempt)
             self.hooks.after_deliver(job.envelope, attempt.results, self.config)
             if self._record(claim, attempt, job.now, work):
-                await self._tidy_later(claim)
+                if self.tidier is None:
+                    self.store.tidy([claim.entry.id])
+                else:
+                    self.tidier.add(claim.entry.id)
         finally:
             claim.release()
             self.progress.step(self.report)
 
-    async def _tidy_later(self, claim: Claim) -> None:
-        """Hand a delivered entry's message file and lock to the tidier (see :class:`Tidier`)."""
+    def start(self) -> None:
+        """Start the worker that removes delivered entries (before the event loop: it forks)."""
         if self.tidier is None:
             self.tidier = Tidier(self.store, self.errors)
-        fd, claim.fd = claim.fd, -1
-        await self.tidier.add(claim.entry.id, fd)
+
+    def finish(self) -> None:
+        """Wait until the files of the delivered entries are removed for good."""
+        if self.tidier is not None:
+            self.tidier.finish()
+            self.tidier = None
 
     def _legs(self, route: Route, entry: Entry, envelope: Envelope) -> dict[str, list[tuple[str, str]]]:
         """Each leg's (routed address, stored address) pairs, so that outcomes map back to the stored recipients.
@@ -595,9 +608,11 @@ def flush(store: QueueStore, settings: Settings, config: Config, hooks: Hooks, t
     """``esmtp --flush`` / ``sendmail -q``: deliver the due entries (or the selected ones) now, in the foreground."""
     progress = Progress(sys.stderr, sys.stderr.isatty() and not trace.verbose)
     flusher = Flusher(store, settings, config, hooks, trace, selected=selected, progress=progress)
+    flusher.start()
     try:
         asyncio.run(_flush(flusher))
     finally:
+        flusher.finish()
         progress.finish()
     return flusher.report
 
@@ -684,7 +699,11 @@ def background_main(argv: list[str]) -> int:
         settings = Settings.from_options(config.options)
         store = QueueStore(queue_dir)
         flusher = Flusher(store, settings, config, hooks, Trace(), errors=sys.stdout)
-        asyncio.run(_background(flusher, int(lock_fd)))
+        flusher.start()
+        try:
+            asyncio.run(_background(flusher, int(lock_fd)))
+        finally:
+            flusher.finish()
     except EsmtpError as error:
         print(f"{stamp} [{os.getpid()}] background run failed: {error}", flush=True)
         return error.exit_code
