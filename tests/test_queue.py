@@ -130,6 +130,29 @@ def test_many_messages_go_over_one_connection_and_one_login(run: Runner, auth_se
     assert auth_server.sink.auths == [("PLAIN", "alice")]
 
 
+def test_each_identity_gets_its_own_connection(run: Runner, smtp_server: SmtpServer, auth_server: SmtpServer) -> None:
+    def write(default_port: int, work_port: int) -> None:
+        run.write_config(
+            f"hostname 127.0.0.1:{default_port}\nqueue always\n\n"
+            f"identity work@example.com\n  hostname 127.0.0.1:{work_port}\n  username alice\n  password s3cret\n"
+            "  auth_plaintext enabled\n"
+        )
+
+    write(free_port(), free_port())
+    for index in range(4):
+        sender = "work@example.com" if index % 2 else "home@example.org"
+        assert run("-f", sender, "bob@example.net", input=message(f"m{index}")).returncode == 0
+    wait_for_runner(run)
+    write(smtp_server.port, auth_server.port)
+    smtp_server.sink.clear()
+    auth_server.sink.clear()
+    result = run("-q")
+    assert result.returncode == 0, result.stderr
+    assert subjects(smtp_server) == {"m0": 1, "m2": 1} and smtp_server.sink.connections == 1
+    assert subjects(auth_server) == {"m1": 1, "m3": 1} and auth_server.sink.connections == 1
+    assert auth_server.sink.auths == [("PLAIN", "alice")] and smtp_server.sink.auths == []
+
+
 def test_deliver_program_and_selection_by_id(run: Runner, smtp_server: SmtpServer) -> None:
     queue_offline(run, 3)
     ids = [str(e["id"]) for e in entries(run)]

@@ -284,7 +284,7 @@ def list_queue(store: QueueStore, now: float) -> str:
         for entry in entries:
             out += _describe(entry, now, failed=False)
         plural = "s" if len(entries) != 1 else ""
-        out.append(f"-- {len(entries)} message{plural}, {_size(total)} bytes, in {store.path}")
+        out.append(f"-- {len(entries)} message{plural}, {_size(total)}, in {store.path}")
     else:
         out.append("Mail queue is empty")
     if unreadable:

@@ -387,7 +387,14 @@ class Flusher:
                 else:
                     self._agent_leg(agent, job.envelope, job.message, pairs, attempt)
             self.hooks.after_deliver(job.envelope, attempt.results, self.config)
-            if self._record(claim, attempt, job.now, work):
+            try:
+                delivered = self._record(claim, attempt, job.now, work)
+            except OSError as error:  # a full disk, say: the entry stays as it was and is tried again later
+                why = error.strerror or str(error)
+                self.errors.write(f"esmtp: queue entry {claim.entry.id}: could not record this try: {why}\n")
+                self.report.deferred += 1
+                delivered = False
+            if delivered:
                 if self.tidier is None:
                     self.store.tidy([claim.entry.id])
                 else:
