@@ -153,6 +153,21 @@ def test_each_identity_gets_its_own_connection(run: Runner, smtp_server: SmtpSer
     assert auth_server.sink.auths == [("PLAIN", "alice")] and smtp_server.sink.auths == []
 
 
+def test_local_and_remote_recipients_from_the_queue(run: Runner, smtp_server: SmtpServer) -> None:
+    """A queued message is routed again when it is sent: local names go to the MDA, the rest by SMTP."""
+    configure(run, smtp_server.port, "mda 'cat >> \"$HOME/inbox-%T\"'\n")
+    result = run("-f", "alice@example.org", "bob", "carol@example.net", input=MESSAGE)
+    assert result.returncode == 0, result.stderr
+    wait_for_runner(run)
+    [got] = smtp_server.sink.messages
+    assert got.rcpt_tos == ["carol@example.net"]
+    local = (run.home / "inbox-bob").read_bytes()
+    assert local.startswith(b"From: Alice <alice@example.org>\n") and local.endswith(b"\n\nHi Bob.\n")
+    assert local.count(b"\nDate: ") == 1
+    assert got.data.replace(b"\r\n", b"\n") == local
+    assert entries(run) == []
+
+
 def test_deliver_program_and_selection_by_id(run: Runner, smtp_server: SmtpServer) -> None:
     queue_offline(run, 3)
     ids = [str(e["id"]) for e in entries(run)]

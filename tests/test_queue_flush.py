@@ -1,0 +1,61 @@
+"""Pieces of the flush: a stored message read back, the report's exit codes, connection grouping."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from esmtp_plugins.queue_flush import QueuedMessage, Report, connection_key, split_fields
+from esmtp_plugins.queue_store import Entry, QueueStore, new_id
+
+from esmtp.config import Identity
+
+HEAD = b"From: a@example.org\r\nX-Folded: one\r\n\ttwo\r\nSubject: hi\r\n\r\n"
+BODY = b"line\r\n.\r\nend\r\n"
+
+
+def stored(tmp_path: Path) -> tuple[QueueStore, Entry]:
+    store = QueueStore(str(tmp_path / "q"))
+    entry = Entry(id=new_id(), sender="a@example.org", recipients=["b@example.net"], identity=None,
+                  created=time.time(), size=0, header_size=len(HEAD), newline="\r\n")
+    store.enqueue(entry, [HEAD, BODY])
+    return store, entry
+
+
+def test_split_fields_keeps_continuations() -> None:
+    assert split_fields(b"A: 1\nB: 2\n 3\n\tfour\nC: 5\n") == [b"A: 1\n", b"B: 2\n 3\n\tfour\n", b"C: 5\n"]
+    assert split_fields(b"") == []
+
+
+def test_queued_message_streams_the_stored_bytes(tmp_path: Path) -> None:
+    store, entry = stored(tmp_path)
+    fd = os.open(store.eml(entry.id), os.O_RDONLY)
+    try:
+        message = QueuedMessage(fd, entry, store.eml(entry.id))
+        assert message.headers == [b"From: a@example.org\r\n", b"X-Folded: one\r\n\ttwo\r\n", b"Subject: hi\r\n"]
+        assert message.get("x-folded") == "one\ttwo"
+        assert message.size == len(HEAD + BODY)
+        assert b"".join(message.chunks(chunk_size=5)) == HEAD + BODY
+        message.add("X-Seen", "yes")  # a plugin that changes the headers gets them sent
+        assert b"".join(message.chunks()) == HEAD[:-2] + b"X-Seen: yes\r\n\r\n" + BODY
+        message.close()
+        assert os.path.exists(store.eml(entry.id))  # the queue owns the file
+    finally:
+        os.close(fd)
+
+
+def test_report_exit_codes() -> None:
+    assert Report().exit_code == 0
+    assert Report(delivered=3).exit_code == 0
+    assert Report(deferred=1).exit_code == 75
+    assert Report(deferred=1, failed=1).exit_code == 69
+    assert Report(missing=["x"]).exit_code == 66
+    assert "2 delivered" in Report(delivered=2).summary()
+
+
+def test_identities_that_share_a_login_share_a_connection() -> None:
+    one = Identity("a@example.org", hostname="mx:587", username="u", password="p")
+    two = Identity("b@example.org", hostname="mx:587", username="u", password="p")
+    other = Identity("c@example.org", hostname="mx:587", username="v", password="p")
+    assert connection_key(one) == connection_key(two) != connection_key(other)
