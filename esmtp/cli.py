@@ -37,7 +37,7 @@ def _prog(argv: list[str]) -> str:
 
 def _load(options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
     from .config import load_config
-    from .plugins import Hooks, make_plugin_manager, resolve_config
+    from .plugins import load_hooks, resolve_config
 
     config: Config | None
     try:
@@ -46,7 +46,7 @@ def _load(options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]
         if need_config:
             raise
         config = None
-    hooks = Hooks(make_plugin_manager(config))
+    hooks = load_hooks(config)
     if config is not None:
         resolve_config(config, hooks)
     return config, hooks

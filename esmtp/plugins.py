@@ -1,9 +1,15 @@
-"""Plugin discovery and the typed facade over ``pm.hook``.
+"""Plugin discovery, lazy loading, and the typed facade over ``pm.hook``.
 
 Plugins are found through the entry-point group ``esmtp.plugins``, built-ins included, so any of them can be blocked
 by name (``disable_plugins`` in the config, ``ESMTP_DISABLE_PLUGINS`` in the environment) before it is imported.
-Scanning installed distributions costs time on every start, so the list of entry points is cached and rescanned only
-when a directory on ``sys.path`` changes (installing or removing a distribution changes its directory).
+
+A process starts per message, so two things are cached in ``$XDG_CACHE_HOME/esmtp``:
+
+- the list of entry points: scanning installed distributions reads all their metadata, so it is rescanned only when
+  a directory on ``sys.path`` changes (installing or removing a distribution changes its directory);
+- an index of what each plugin offers (the hooks it implements, the configuration keywords it declares), learnt the
+  first time the plugin is imported and trusted while its source file is unchanged. A run then imports only the
+  plugins whose hooks it calls: ``mailq`` loads the queue plugin and no other.
 """
 
 from __future__ import annotations
@@ -27,15 +33,14 @@ if TYPE_CHECKING:
     from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
 
 GROUP = "esmtp.plugins"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 #: Used when esmtp's own distribution metadata cannot be read (a bare source checkout).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
     (name, f"esmtp_plugins.{name}")
     for name in (
         "aliases", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "fixup_sender", "masquerade", "mda",
-        "queue",
-        "sasl_crammd5", "sasl_login", "sasl_ntlm", "sasl_plain",
+        "queue", "sasl_crammd5", "sasl_login", "sasl_ntlm", "sasl_plain",
     )
 )
 
@@ -48,6 +53,10 @@ class EntryPointRecord:
     name: str
     value: str
     dist: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}={self.value} ({self.dist})"
 
 
 def _cache_path() -> str:
@@ -68,6 +77,13 @@ def _fingerprint() -> list[Any]:
     return stamps
 
 
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
 def scan_entry_points() -> list[EntryPointRecord]:
     """Read every distribution's ``esmtp.plugins`` entry points (slow: it reads all installed metadata)."""
     if sys.version_info >= (3, 12):
@@ -82,40 +98,76 @@ def scan_entry_points() -> list[EntryPointRecord]:
     return records
 
 
+class RegistryCache:
+    """The cache file: the entry points (valid for one fingerprint) and the plugin index (valid per source file)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.index: dict[str, dict[str, Any]] = {}
+        self.records: list[EntryPointRecord] = []
+        self._fingerprint: list[Any] = []
+        #: The index learnt something new: write the file again.
+        self.changed = False
+
+    def entry_points(self) -> list[EntryPointRecord]:
+        self._fingerprint = _fingerprint()
+        cached: dict[str, Any] = {}
+        if self.path is not None:
+            try:
+                with open(self.path, encoding="utf-8") as handle:
+                    cached = json.load(handle)
+            except (OSError, ValueError):
+                cached = {}
+        if cached.get("version") == CACHE_VERSION:
+            self.index = cached.get("index") or {}
+            if cached.get("fingerprint") == self._fingerprint:
+                try:
+                    self.records = [EntryPointRecord(**record) for record in cached["entry_points"]]
+                    return self.records
+                except (TypeError, KeyError):
+                    pass
+        self.records = scan_entry_points() or [EntryPointRecord(n, v, "esmtp") for n, v in BUILTIN_PLUGINS]
+        self.save()
+        return self.records
+
+    def known(self, record: EntryPointRecord) -> dict[str, Any] | None:
+        """What the plugin offers, if it was learnt from the plugin's current source file."""
+        entry = self.index.get(record.key)
+        if entry is None or entry.get("mtime") is None or _mtime(entry["source"]) != entry["mtime"]:
+            return None
+        return entry
+
+    def learn(self, record: EntryPointRecord, plugin: object, hooks: list[str], keywords: list[dict[str, Any]]) -> None:
+        module = plugin if hasattr(plugin, "__file__") else sys.modules.get(type(plugin).__module__)
+        source = getattr(module, "__file__", None) or ""
+        entry = {"hooks": hooks, "keywords": keywords, "source": source, "mtime": _mtime(source)}
+        if self.index.get(record.key) != entry:
+            self.index[record.key] = entry
+            self.changed = True
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        data = {
+            "version": CACHE_VERSION,
+            "fingerprint": self._fingerprint,
+            "entry_points": [{"name": r.name, "value": r.value, "dist": r.dist} for r in self.records],
+            "index": self.index,
+        }
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            temporary = f"{self.path}.{os.getpid()}.tmp"
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+            os.replace(temporary, self.path)
+            self.changed = False
+        except OSError:
+            pass  # a read-only home only costs a rescan next time
+
+
 def discover(*, use_cache: bool = True) -> list[EntryPointRecord]:
     """The entry points of group ``esmtp.plugins``, from the cache when nothing on ``sys.path`` changed."""
-    path = _cache_path()
-    fingerprint = _fingerprint()
-    if use_cache:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                cached = json.load(handle)
-            if cached.get("version") == CACHE_VERSION and cached.get("fingerprint") == fingerprint:
-                return [EntryPointRecord(**record) for record in cached["entry_points"]]
-        except (OSError, ValueError, TypeError, KeyError):
-            pass
-    records = scan_entry_points()
-    if not records:
-        records = [EntryPointRecord(name, value, "esmtp") for name, value in BUILTIN_PLUGINS]
-    if use_cache:
-        _write_cache(path, fingerprint, records)
-    return records
-
-
-def _write_cache(path: str, fingerprint: list[Any], records: list[EntryPointRecord]) -> None:
-    data = {
-        "version": CACHE_VERSION,
-        "fingerprint": fingerprint,
-        "entry_points": [{"name": r.name, "value": r.value, "dist": r.dist} for r in records],
-    }
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(temporary, path)
-    except OSError:
-        pass  # a read-only home only costs a rescan next time
+    return RegistryCache(_cache_path() if use_cache else None).entry_points()
 
 
 def blocked_names(config: Config | None) -> set[str]:
@@ -139,12 +191,96 @@ def _warn(text: str) -> None:
     sys.stderr.write(f"esmtp: {text}\n")
 
 
-def make_plugin_manager(config: Config | None = None, *, autoload: bool | None = None) -> PluginManager:
-    """A plugin manager with the core plugins and every entry point that is not blocked.
+def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
+    """The hooks a plugin implements (by pluggy's marker) and the keywords it declares, as cacheable data."""
+    hooks = []
+    for attribute in dir(plugin):
+        options = getattr(getattr(plugin, attribute, None), "esmtp_impl", None)
+        if isinstance(options, dict):
+            hooks.append(options.get("specname") or attribute)
+    keywords: list[dict[str, Any]] = []
+    declare = getattr(plugin, "esmtp_config_keywords", None)
+    if "esmtp_config_keywords" in hooks and callable(declare):
+        for spec in declare() or ():
+            choices = list(spec.choices) if spec.choices is not None else None
+            keywords.append(
+                {"name": spec.name, "scope": spec.scope, "choices": choices, "help": spec.help, "secret": spec.secret}
+            )
+    return sorted(hooks), keywords
+
+
+class PluginLoader:
+    """Registers entry-point plugins on demand: before a hook is called, every plugin that may implement it.
 
     A plugin that fails to import or register is reported on stderr and skipped (``ESMTP_STRICT_PLUGINS=1`` makes
     that fatal). ``ESMTP_PLUGIN_AUTOLOAD=0`` loads esmtp's own plugins only.
     """
+
+    def __init__(self, pm: PluginManager, config: Config | None, *, autoload: bool | None = None) -> None:
+        self.pm = pm
+        self.cache = RegistryCache(_cache_path())
+        records = self.cache.entry_points()
+        blocked = blocked_names(config)
+        if autoload is None:
+            autoload = os.environ.get("ESMTP_PLUGIN_AUTOLOAD", "1") != "0"
+        self.strict = os.environ.get("ESMTP_STRICT_PLUGINS", "") == "1"
+        known = {record.name for record in records}
+        for name in sorted(blocked - known):
+            _warn(f"disable_plugins names '{name}', but no such plugin is installed")
+        for name in sorted(blocked & known):
+            pm.set_blocked(name)
+        self.pending = [
+            record for record in sorted(records, key=lambda r: r.name)
+            if record.name not in blocked and (autoload or record.dist == "esmtp")
+        ]
+
+    def _register(self, records: list[EntryPointRecord]) -> None:
+        # Registered in reverse name order, so that pluggy (last registered, first called) calls them in name order.
+        for record in sorted(records, key=lambda r: r.name, reverse=True):
+            self.pending.remove(record)
+            if self.pm.has_plugin(record.name):
+                raise PluginError(f"two plugins are named '{record.name}' (one from {record.dist})")
+            try:
+                plugin = _load(record)
+                self.pm.register(plugin, name=record.name)
+                self.cache.learn(record, plugin, *_offers(plugin))
+            except Exception as error:
+                if self.strict:
+                    raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
+                _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
+        if self.cache.changed:
+            self.cache.save()
+
+    def need(self, hook: str) -> None:
+        """Load every pending plugin that implements ``hook``, or whose offers are not known yet."""
+        wanted = []
+        for record in self.pending:
+            known = self.cache.known(record)
+            if known is None or hook in known["hooks"]:
+                wanted.append(record)
+        self._register(wanted)
+
+    def load_all(self) -> None:
+        self._register(list(self.pending))
+
+    def keyword_specs(self) -> list[KeywordSpec]:
+        """The keywords of the plugins not imported yet, from the index (importing those not indexed)."""
+        from .config import KeywordSpec
+
+        self._register([record for record in self.pending if self.cache.known(record) is None])
+        specs = []
+        for record in self.pending:
+            known = self.cache.known(record) or {"keywords": ()}
+            for keyword in known["keywords"]:
+                choices = keyword.get("choices")
+                specs.append(
+                    KeywordSpec(keyword["name"], keyword["scope"], tuple(choices) if choices is not None else None,
+                                keyword.get("help", ""), bool(keyword.get("secret")))
+                )
+        return specs
+
+
+def _new_manager() -> PluginManager:
     import importlib
 
     import pluggy
@@ -155,48 +291,48 @@ def make_plugin_manager(config: Config | None = None, *, autoload: bool | None =
     pm.add_hookspecs(hookspecs)
     for module_name in CORE_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name)
+    return pm
 
-    blocked = blocked_names(config)
-    records = discover()
-    known = {record.name for record in records}
-    for name in sorted(blocked - known):
-        _warn(f"disable_plugins names '{name}', but no such plugin is installed")
-    if autoload is None:
-        autoload = os.environ.get("ESMTP_PLUGIN_AUTOLOAD", "1") != "0"
-    strict = os.environ.get("ESMTP_STRICT_PLUGINS", "") == "1"
-    # Registered in reverse name order, so that pluggy (last registered, first called) calls them in name order.
-    for record in sorted(records, key=lambda r: r.name, reverse=True):
-        if record.name in blocked:
-            pm.set_blocked(record.name)
-            continue
-        if not autoload and record.dist != "esmtp":
-            continue
-        if pm.has_plugin(record.name):
-            raise PluginError(f"two plugins are named '{record.name}' (one from {record.dist})")
-        try:
-            pm.register(_load(record), name=record.name)
-        except Exception as error:
-            if strict:
-                raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
-            _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
+
+def make_plugin_manager(config: Config | None = None, *, autoload: bool | None = None) -> PluginManager:
+    """A plugin manager with the core plugins and every entry point that is not blocked, all imported now."""
+    pm = _new_manager()
+    PluginLoader(pm, config, autoload=autoload).load_all()
     pm.check_pending()
     return pm
 
 
-class Hooks:
-    """Typed, keyword-only calls into the plugins (pluggy itself types nothing)."""
+def load_hooks(config: Config | None = None, *, autoload: bool | None = None) -> Hooks:
+    """The hooks of this run, importing each plugin only when a hook it implements is first called."""
+    pm = _new_manager()
+    return Hooks(pm, PluginLoader(pm, config, autoload=autoload))
 
-    def __init__(self, pm: PluginManager) -> None:
+
+class Hooks:
+    """Typed, keyword-only calls into the plugins (pluggy itself types nothing).
+
+    With a :class:`PluginLoader`, each call first imports the plugins that implement that hook.
+    """
+
+    def __init__(self, pm: PluginManager, loader: PluginLoader | None = None) -> None:
         self.pm = pm
+        self.loader = loader
+
+    def _hook(self, name: str) -> Any:
+        if self.loader is not None:
+            self.loader.need(name)
+        return getattr(self.pm.hook, name)
 
     def config_keywords(self) -> list[KeywordSpec]:
-        return [spec for specs in self.pm.hook.esmtp_config_keywords() for spec in specs]
+        # First the index (it imports plugins not indexed yet), then the plugins already imported.
+        from_index = self.loader.keyword_specs() if self.loader is not None else []
+        return [spec for found in self.pm.hook.esmtp_config_keywords() for spec in found] + from_index
 
     def sasl_mechanisms(self) -> dict[str, SaslMechanism]:
-        return self._by_name(self.pm.hook.esmtp_sasl_mechanisms(), "SASL mechanism")
+        return self._by_name(self._hook("esmtp_sasl_mechanisms")(), "SASL mechanism")
 
     def delivery_agents(self) -> dict[str, DeliveryAgent]:
-        return self._by_name(self.pm.hook.esmtp_delivery_agents(), "delivery agent")
+        return self._by_name(self._hook("esmtp_delivery_agents")(), "delivery agent")
 
     def _by_name(self, offers: Iterable[Iterable[Any]], what: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -209,13 +345,13 @@ class Hooks:
         return found
 
     def rewrite_envelope(self, envelope: Envelope, message: Message, config: Config) -> None:
-        self.pm.hook.esmtp_rewrite_envelope(envelope=envelope, message=message, config=config)
+        self._hook("esmtp_rewrite_envelope")(envelope=envelope, message=message, config=config)
 
     def fixup_headers(self, envelope: Envelope, message: Message, config: Config) -> None:
-        self.pm.hook.esmtp_fixup_headers(envelope=envelope, message=message, config=config)
+        self._hook("esmtp_fixup_headers")(envelope=envelope, message=message, config=config)
 
     def route(self, envelope: Envelope, config: Config) -> Route:
-        route = self.pm.hook.esmtp_route(envelope=envelope, config=config)
+        route = self._hook("esmtp_route")(envelope=envelope, config=config)
         if route is None:
             raise PluginError("no plugin routed the message (is the core router blocked?)")
         return cast("Route", route)
@@ -223,24 +359,22 @@ class Hooks:
     def queue_message(
         self, envelope: Envelope, message: Message, recipients: list[str], config: Config, error: EsmtpError | None
     ) -> str | None:
+        hook = self._hook("esmtp_queue_message")
         return cast(
-            "str | None",
-            self.pm.hook.esmtp_queue_message(
-                envelope=envelope, message=message, recipients=recipients, config=config, error=error
-            ),
+            "str | None", hook(envelope=envelope, message=message, recipients=recipients, config=config, error=error)
         )
 
     def queue_command(self, options: Options, config: Config | None) -> int | None:
-        return cast("int | None", self.pm.hook.esmtp_queue_command(options=options, config=config))
+        return cast("int | None", self._hook("esmtp_queue_command")(options=options, config=config))
 
     def before_deliver(self, envelope: Envelope, message: Message, route: Route, config: Config) -> None:
-        self.pm.hook.esmtp_before_deliver(envelope=envelope, message=message, route=route, config=config)
+        self._hook("esmtp_before_deliver")(envelope=envelope, message=message, route=route, config=config)
 
     def after_deliver(self, envelope: Envelope, results: list[DeliveryResult], config: Config) -> None:
-        self.pm.hook.esmtp_after_deliver(envelope=envelope, results=results, config=config)
+        self._hook("esmtp_after_deliver")(envelope=envelope, results=results, config=config)
 
     def deliver_error(self, envelope: Envelope, error: EsmtpError, config: Config) -> None:
-        self.pm.hook.esmtp_deliver_error(envelope=envelope, error=error, config=config)
+        self._hook("esmtp_deliver_error")(envelope=envelope, error=error, config=config)
 
 
 def resolve_config(config: Config, hooks: Hooks) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import hookimpl
-from .config import Config
-from .types import Envelope, Route
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .types import Envelope, Route
 
 
 def is_local(address: str) -> bool:
@@ -21,6 +25,8 @@ def esmtp_route(envelope: Envelope, config: Config) -> Route:
     2. ``force_mda`` is set: the MDA gets the message once, for the ``force_mda`` name alone (remote addresses too).
     3. Otherwise addresses with ``@`` go by SMTP and local names to the MDA.
     """
+    from .types import Route
+
     route = Route()
     qualify = envelope.identity.qualifydomain
     if config.force_mda and not qualify:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from . import hookimpl
 from .errors import EX_OSERR, DeliveryError, TemporaryFailure
-from .message import Message
-from .trace import Trace
-from .types import DeliveryAgent, DeliveryResult, Envelope, RunContext
+
+if TYPE_CHECKING:  # imported when a message is sent, not when the plugin is registered (mailq, --flush)
+    from .message import Message
+    from .trace import Trace
+    from .types import DeliveryAgent, DeliveryResult, Envelope, RunContext
 
 
 def run_command(command: str) -> int:
@@ -88,10 +91,14 @@ class SmtpAgent:
         reply = asyncio.run(run())
         if identity.postconnect:
             postconnect(identity.postconnect, trace)
+        from .types import DeliveryResult
+
         return DeliveryResult("smtp", recipients, reply)
 
 
 @hookimpl
 def esmtp_delivery_agents() -> Iterable[DeliveryAgent]:
     """The SMTP relay agent."""
+    from .types import DeliveryAgent
+
     return [DeliveryAgent("smtp", SmtpAgent)]

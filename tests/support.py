@@ -136,7 +136,7 @@ class _Controller(Controller):
         super().__init__(_Handler(sink), hostname="127.0.0.1", port=free_port(), **kwargs)
 
     def factory(self) -> AiosmtpdSMTP:
-        server_kwargs: dict[str, Any] = {"enable_SMTPUTF8": True, "data_size_limit": 0}
+        server_kwargs: dict[str, Any] = {"enable_SMTPUTF8": True, "data_size_limit": 1 << 30}
         if self.users is not None:
             server_kwargs.update(authenticator=_Authenticator(self.sink, self.users), auth_require_tls=False)
         server = _Server(self.handler, **server_kwargs)

@@ -7,7 +7,6 @@ interpreter and look at ``sys.modules`` afterwards.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,8 +47,11 @@ def test_mailq_loads_no_network_or_email_modules(run: Runner, tmp_path: Path) ->
     run_in_process(run, tmp_path, "mailq")  # the first run may scan entry points and fill the cache
     code, modules = run_in_process(run, tmp_path, "mailq")
     assert code == 0
-    assert not {*HEAVY, "email.parser", "email.headerregistry", "importlib_metadata", "importlib.metadata"} & modules, (
-        {*HEAVY, "email.parser", "email.headerregistry", "importlib_metadata", "importlib.metadata"} & modules)
+    # Plugins are imported when a hook they implement is called: mailq needs only the queue.
+    plugins = {m for m in modules if m.startswith("esmtp_plugins.")}
+    assert plugins <= {"esmtp_plugins.queue", "esmtp_plugins.queue_store"}
+    unwanted = {*HEAVY, "email.parser", "email.headerregistry", "importlib_metadata", "importlib.metadata"}
+    assert not unwanted & modules, unwanted & modules
 
 
 def test_plugin_registry_is_not_rescanned_when_nothing_changed(run: Runner, tmp_path: Path) -> None:
@@ -97,11 +99,18 @@ def test_memory_stays_bounded_for_a_large_message(run: Runner, tmp_path: Path, s
         line = b"x" * 76 + b"\n"
         for _ in range(size // len(line)):
             handle.write(line)
-    with body.open("rb") as stdin:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "sendmail"), "x@example.net"], stdin=stdin,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=run.env())
-        _, status, usage = os.wait4(proc.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read() if proc.stderr else ""
-    peak_mb = usage.ru_maxrss / 1024
+    # Measured from a small intermediate process: a child forked from this (large) test process would report the
+    # parent's resident size as its own peak.
+    probe = (
+        "import resource, subprocess, sys\n"
+        "with open(sys.argv[2], 'rb') as stdin:\n"
+        "    code = subprocess.run([sys.argv[1], 'x@example.net'], stdin=stdin).returncode\n"
+        "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-c", probe, str(Path(sys.executable).parent / "sendmail"), str(body)],
+                          capture_output=True, env=run.env(), timeout=120)
+    code, maxrss_kb = (int(field) for field in proc.stdout.split())
+    assert code == 0, proc.stderr.decode()
+    peak_mb = maxrss_kb / 1024
     assert peak_mb < 50, f"peak RSS {peak_mb:.1f} MB for a 50 MB message"
     assert len(smtp_server.sink.messages[0].data) > size
