@@ -66,7 +66,7 @@ def _cache_path() -> str:
 
 def _fingerprint() -> list[Any]:
     """What the entry-point list depends on: the interpreter and each path entry's modification time."""
-    stamps: list[Any] = [sys.executable]
+    stamps: list[Any] = [os.path.realpath(sys.executable)]  # python and python3 are the same interpreter
     for entry in sys.path:
         if not entry:
             continue  # the working directory (python -c, -m): it changes all the time and holds no distributions
