@@ -97,6 +97,18 @@ def test_flusher_and_background_runs_share_the_work(run: Runner, slow_server: Sm
     assert subjects(slow_server) == expected
 
 
+def test_refused_recipients_in_many_messages_do_not_stall_the_group(run: Runner, smtp_server: SmtpServer) -> None:
+    """A refusal after a pipelined DATA forces a new connection; that is no reason to give up on the server."""
+    configure(run, smtp_server.port)
+    smtp_server.sink.rcpt_replies["bad@example.net"] = "550 5.1.1 no such user"
+    fill(run, 6, recipients=("good@example.net", "bad@example.net"))
+    result = run("-q")
+    assert result.returncode == 69  # failures, but nothing deferred
+    assert subjects(smtp_server) == {f"m{i}": 1 for i in range(6)}
+    assert all(m.rcpt_tos == ["good@example.net"] for m in smtp_server.sink.messages)
+    assert entries(run) == [] and len(entries(run, failed=True)) == 6
+
+
 # ---- kill -9 while queueing ----------------------------------------------------------------------------------------
 
 

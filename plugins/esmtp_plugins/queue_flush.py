@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from esmtp.config import Config, Identity
-from esmtp.errors import EX_NOINPUT, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EsmtpError, TemporaryFailure
+from esmtp.errors import EX_NOINPUT, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EsmtpError
 from esmtp.message import CHUNK, Message
 from esmtp.plugins import Hooks
 from esmtp.smtp import RecipientsRejected, SmtpSession
@@ -34,8 +34,8 @@ from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunConte
 from .queue_bounce import EXPIRED, make_bounce, wants_bounce
 from .queue_store import Claim, Delivered, Entry, ErrorKind, QueueStore, Settings, crashpoint
 
-#: How often one run may (re)connect to one smarthost before it defers the rest of that group.
-MAX_OPENS_PER_GROUP = 3
+#: How many times a connection may break during a transaction before a run defers the rest of that group.
+MAX_BREAKS_PER_GROUP = 3
 #: The background run waits this long for more mail (a burst from one script shares the connection).
 LINGER = 0.5
 _POLL = 0.2
@@ -167,15 +167,22 @@ class Progress:
 
 
 class GroupSession:
-    """The connection of one group, opened on first use and reopened (a bounded number of times) if it drops."""
+    """The connection of one group, opened on first use and opened again when the session drops it (after a refusal
+    that followed a pipelined DATA, or a broken connection)."""
 
     def __init__(self, identity: Identity, flusher: Flusher) -> None:
         self.identity = identity
         self.flusher = flusher
         self.session: SmtpSession | None = None
         self.error: EsmtpError | None = None
-        self.opens = 0
+        self.breaks = 0
         self.lock = asyncio.Lock()
+
+    def broke(self, error: EsmtpError) -> None:
+        """The connection failed during a transaction; after a few times, give up on this server for the run."""
+        self.breaks += 1
+        if self.breaks >= MAX_BREAKS_PER_GROUP:
+            self.error = error
 
     async def get(self) -> SmtpSession:
         """The open session. Raises the connection error (for this and every later entry of the run)."""
@@ -183,10 +190,6 @@ class GroupSession:
             return self.session
         if self.error is not None:
             raise self.error
-        if self.opens >= MAX_OPENS_PER_GROUP:
-            self.error = TemporaryFailure(f"{self.identity.hostname}: the connection broke {self.opens} times")
-            raise self.error
-        self.opens += 1
         session = SmtpSession(self.identity, self.flusher.mechanisms, self.flusher.trace)
         try:
             await session.open()
@@ -460,7 +463,10 @@ class Flusher:
             except EsmtpError as error:
                 self.hooks.deliver_error(envelope, error, self.config)
                 if error.exit_code == EX_TEMPFAIL:
-                    attempt.temporary(pending, error, "reply" if getattr(error, "code", None) else "connect")
+                    answered = getattr(error, "code", None) is not None
+                    if not answered:
+                        group.broke(error)
+                    attempt.temporary(pending, error, "reply" if answered else "connect")
                 else:
                     attempt.permanent(pending, str(error))
                 return
