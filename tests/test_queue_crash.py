@@ -7,6 +7,7 @@ between the final dot and the removal of its entry (the documented window), so n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -95,6 +96,28 @@ def test_flusher_and_background_runs_share_the_work(run: Runner, slow_server: Sm
     run("-q")
     expected = {f"m{i}": 1 for i in range(100)} | {f"new{i}": 1 for i in range(5)}
     assert subjects(slow_server) == expected
+
+
+def test_progress_bar_on_a_terminal_only(run: Runner, smtp_server: SmtpServer) -> None:
+    configure(run, smtp_server.port)
+    fill(run, 30)
+    controller, terminal = os.openpty()
+    try:
+        proc = subprocess.run([entry_point("esmtp"), "--flush"], env=run.env(), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=terminal, timeout=60)
+        os.close(terminal)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the terminal has no writer left
+            while chunk := os.read(controller, 65536):
+                shown += chunk
+    finally:
+        os.close(controller)
+    assert proc.returncode == 0 and proc.stdout == b""
+    assert b"flushing [" in shown and b"30/30" in shown and b"30 delivered" in shown
+    fill(run, 30, prefix="n")
+    quiet = run("-q")  # stderr is a pipe: nothing at all
+    assert quiet.returncode == 0 and quiet.stdout == quiet.stderr == ""
+    assert len(smtp_server.sink.messages) == 60
 
 
 def test_refused_recipients_in_many_messages_do_not_stall_the_group(run: Runner, smtp_server: SmtpServer) -> None:
