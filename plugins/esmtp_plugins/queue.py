@@ -20,7 +20,7 @@ from esmtp import hookimpl
 from esmtp.config import KeywordSpec
 from esmtp.errors import EX_CANTCREAT, EX_NOINPUT, EX_OK, EX_TEMPFAIL, ConfigError, EsmtpError, LocalDeliveryError
 
-from .queue_store import Entry, ErrorKind, QueueStore, Settings, new_id
+from .queue_store import Entry, ErrorKind, QueueStore, Settings, is_due, new_id
 
 if TYPE_CHECKING:
     from esmtp.config import Config
@@ -210,9 +210,12 @@ def _remove(store: QueueStore, ids: list[str]) -> int:
 
 def _flush(store: QueueStore, settings: Settings, options: Options, config: Config | None) -> int:
     selected = list(options.queue_ids) or None
-    if selected is None and not store.ids():
-        store.collect_garbage()  # crash left-overs of enqueues that never completed
-        return EX_OK  # nothing queued: do not pay for the SMTP machinery
+    if selected is None:
+        now = time.time()
+        delivered: list[str] = []
+        if not any(is_due(entry, now) for entry in store.scan(delivered=delivered)) and not delivered:
+            store.collect_garbage()  # crash left-overs of enqueues that never completed
+            return EX_OK  # nothing due: do not pay for the SMTP machinery (a cron run is then cheap)
     if config is None:
         raise ConfigError("no configuration file was found, so the queue cannot be delivered")
     from esmtp.plugins import Hooks, make_plugin_manager

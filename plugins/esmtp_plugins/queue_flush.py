@@ -32,7 +32,7 @@ from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
 from .queue_bounce import EXPIRED, make_bounce, wants_bounce
-from .queue_store import Claim, Delivered, Entry, ErrorKind, QueueStore, Settings, crashpoint
+from .queue_store import Claim, Delivered, Entry, ErrorKind, QueueStore, Settings, crashpoint, is_due
 
 #: How many times a connection may break during a transaction before a run defers the rest of that group.
 MAX_BREAKS_PER_GROUP = 3
@@ -296,11 +296,10 @@ class Flusher:
     # ---- selection -----------------------------------------------------------------------------------------------
 
     def wanted(self, entry: Entry, now: float) -> bool:
-        """Selected by id, or due: its retry time has come, or its last try never reached the server (so a flush
-        run when you are back online sends everything at once)."""
+        """Selected by id, or else due (:func:`is_due`)."""
         if self.selected is not None:
             return entry.id in self.selected
-        return entry.next_retry <= now or entry.last_error_kind == "connect"
+        return is_due(entry, now)
 
     def identity(self, entry: Entry) -> Identity:
         return self.config.identity_for(entry.identity) if entry.identity is not None else self.config.default

@@ -108,6 +108,12 @@ class Delivered(Exception):
     """The entry was delivered; only its files remain, waiting to be removed."""
 
 
+def is_due(entry: Entry, now: float) -> bool:
+    """Whether a flush without ids sends ``entry``: its retry time has come, or its last try never reached the
+    server (so the first flush after you are back online sends everything at once)."""
+    return entry.next_retry <= now or entry.last_error_kind == "connect"
+
+
 class QueueError(OSError):
     """A queue file operation failed (the message says which and why)."""
 
