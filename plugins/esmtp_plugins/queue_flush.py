@@ -232,6 +232,7 @@ class Tidier:
             try:
                 os.closerange(3, read)
                 os.closerange(read + 1, os.sysconf("SC_OPEN_MAX"))
+                os.nice(10)  # housekeeping: the sending process (and a local server) come first
                 _tidy_worker(store, read)
                 code = 0
             finally:
