@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 from .config import Config, Identity
 from .errors import DataError
@@ -61,7 +60,7 @@ def login_name() -> str:
 
 def default_sender() -> str:
     """esmtp's last resort: login name at the host name."""
-    return f"{login_name()}@{socket.gethostname()}"
+    return f"{login_name()}@{os.uname().nodename}"  # gethostname(), without importing socket
 
 
 def expand_mask(mask: str) -> str:

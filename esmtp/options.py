@@ -384,12 +384,35 @@ def _squeeze(text: str, what: str) -> tuple[str, str | None]:
     return "".join(out), inner
 
 
+# RFC 5322 atext: what a dot-atom may hold.
+_ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
+
+
+def _is_dot_atom(text: str) -> bool:
+    return all(part and _ATEXT.issuperset(part) for part in text.split("."))
+
+
+def _plain_address(piece: str) -> str | None:
+    """``piece`` if it is a bare ``local`` or ``local@domain`` of dot-atoms: nothing to parse.
+
+    Callers nearly always pass such addresses; recognising them spares every run the email package's import.
+    """
+    address = piece.strip()
+    local, at, domain = address.partition("@")
+    if _is_dot_atom(local) and (not at or _is_dot_atom(domain)):
+        return address
+    return None
+
+
 def _one_address(piece: str, what: str) -> str | None:
     """The address in one list element, or None for a blank element (``a@x,`` is tolerated).
 
     email.utils.getaddresses does the parsing; because it silently drops or rewrites what it cannot parse
     (``a b`` gives ``a``), its result must match the text it came from, or the element is rejected.
     """
+    plain = _plain_address(piece)
+    if plain is not None:
+        return plain
     from email.utils import getaddresses
 
     squeezed, inner = _squeeze(piece, what)

@@ -308,3 +308,16 @@ def test_server_greeting_refusal_is_reported(run: Runner) -> None:
     listener.close()
     assert result.returncode == 69
     assert "554 5.3.2 go away" in result.stderr
+
+
+def test_generated_date_and_message_id_parse_as_rfc5322() -> None:
+    import time
+    from email.utils import parsedate_to_datetime
+
+    from esmtp_plugins.fixup_date import rfc5322_date
+    from esmtp_plugins.fixup_message_id import new_message_id
+
+    now = time.time()
+    assert abs(parsedate_to_datetime(rfc5322_date(now)).timestamp() - int(now)) < 1
+    first, second = new_message_id("host.example"), new_message_id("host.example")
+    assert first != second and first.startswith("<") and first.endswith("@host.example>")

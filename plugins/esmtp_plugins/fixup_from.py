@@ -12,8 +12,6 @@ def esmtp_fixup_headers(envelope: Envelope, message: Message) -> None:
     """Add ``From: "Full Name" <sender>`` if missing (the name from ``-F``; esmtp 1.2 ignored ``-F``)."""
     if message.has("from"):
         return
-    from email.utils import formataddr
-
     # With 'force reverse_path' the envelope sender is the forced one; the From: shows who asked (-f), as esmtp 1.2.
     address = envelope.sender
     if envelope.identity.force_reverse_path and envelope.given_sender:
@@ -22,5 +20,9 @@ def esmtp_fixup_headers(envelope: Envelope, message: Message) -> None:
         from esmtp.envelope import default_sender
 
         address = default_sender()
-    name = envelope.full_name or ""
-    message.add("From", formataddr((name, address), charset="utf-8") if name else address)
+    if not envelope.full_name:
+        message.add("From", address)
+        return
+    from email.utils import formataddr  # quoting and RFC 2047 encoding of the name
+
+    message.add("From", formataddr((envelope.full_name, address), charset="utf-8"))

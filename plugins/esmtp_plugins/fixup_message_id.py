@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import time
+from typing import TYPE_CHECKING
+
 from esmtp import hookimpl
-from esmtp.message import Message
-from esmtp.types import Envelope
+
+if TYPE_CHECKING:
+    from esmtp.message import Message
+    from esmtp.types import Envelope
+
+
+def new_message_id(domain: str) -> str:
+    """``<time.pid.random@domain>``: unique like ``email.utils.make_msgid``, without importing ``email``/``random``."""
+    return f"<{time.time_ns()}.{os.getpid()}.{os.urandom(8).hex()}@{domain}>"
 
 
 @hookimpl
@@ -15,7 +26,4 @@ def esmtp_fixup_headers(envelope: Envelope, message: Message) -> None:
     """
     identity = envelope.identity
     if identity.message_id and not message.has("message-id"):
-        import socket
-        from email.utils import make_msgid
-
-        message.add("Message-ID", make_msgid(domain=identity.helo or socket.gethostname()))
+        message.add("Message-ID", new_message_id(identity.helo or os.uname().nodename))
