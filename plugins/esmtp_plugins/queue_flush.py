@@ -356,7 +356,7 @@ class Flusher:
             entry = work.popleft()
             claim = self.store.claim(entry)
             if claim is None:
-                if entry.id in (self.selected or ()) or os.path.exists(self.store.json_path(entry.id)):
+                if os.path.exists(self.store.json_path(entry.id)):  # not delivered or removed meanwhile: locked
                     self.report.busy += 1
                 self.progress.step(self.report)
                 continue
