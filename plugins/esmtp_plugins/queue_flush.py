@@ -497,6 +497,13 @@ class Flusher:
 
     def _record(self, claim: Claim, attempt: Attempt, now: float, work: deque[Entry]) -> bool:
         entry = claim.entry
+        expires = entry.created + self.settings.max_age
+        if (attempt.kind == "connect" and entry.last_error_kind == "connect" and not attempt.delivered
+                and not attempt.failed and now < expires):
+            # The server is still out of reach: nothing to write. During an outage, each run would otherwise
+            # rewrite every queued entry just to count one more try.
+            self.report.deferred += 1
+            return False
         entry.delivered += [r for r in entry.recipients if r in attempt.delivered]
         entry.failed.update(attempt.failed)
         entry.recipients = [r for r in entry.recipients if r not in attempt.delivered and r not in attempt.failed]
@@ -506,7 +513,6 @@ class Flusher:
             error = attempt.error
             entry.last_error = " ".join(str(error).split()) if error is not None else "temporary failure"
             entry.last_error_kind = attempt.kind
-            expires = entry.created + self.settings.max_age
             if now < expires:
                 entry.next_retry = min(now + self.settings.backoff(entry.attempts), expires)
                 self.store.save(entry)
