@@ -127,11 +127,17 @@ class SmtpSession:
         assert self._smtp is not None
         helo = self.identity.helo or socket.gethostname()
         self.trace.client(f"EHLO {helo}")
-        response = await self._smtp.ehlo(hostname=helo)
+        try:
+            response = await self._smtp.ehlo(hostname=helo)
+        except aiosmtplib.SMTPHeloError as refused:  # aiosmtplib raises for any reply but 250
+            response = SMTPResponse(refused.code, refused.message)
         self.trace.server(response.code, response.message)
-        if response.code in (500, 501, 502, 504):
+        if response.code in (500, 501, 502, 504):  # EHLO unknown to an old server: fall back to HELO (RFC 5321 3.2)
             self.trace.client(f"HELO {helo}")
-            response = await self._smtp.helo(hostname=helo)
+            try:
+                response = await self._smtp.helo(hostname=helo)
+            except aiosmtplib.SMTPHeloError as refused:
+                response = SMTPResponse(refused.code, refused.message)
             self.trace.server(response.code, response.message)
         if response.code != 250:
             raise _failure(self.server, "refused EHLO/HELO", response)
