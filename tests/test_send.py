@@ -321,3 +321,15 @@ def test_generated_date_and_message_id_parse_as_rfc5322() -> None:
     assert abs(parsedate_to_datetime(rfc5322_date(now)).timestamp() - int(now)) < 1
     first, second = new_message_id("host.example"), new_message_id("host.example")
     assert first != second and first.startswith("<") and first.endswith("@host.example>")
+
+
+def test_silent_server_times_out_as_a_temporary_failure(run: Runner) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts the connection (backlog) and never greets
+    port = listener.getsockname()[1]
+    run.write_config(f"hostname 127.0.0.1:{port}\ntimeout 1\n")
+    result = run("x@example.net", input=MESSAGE, timeout=30)
+    listener.close()
+    assert result.returncode == 75
+    assert f"127.0.0.1:{port}" in result.stderr and "timed out" in result.stderr.lower()
