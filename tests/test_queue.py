@@ -153,6 +153,58 @@ def test_each_identity_gets_its_own_connection(run: Runner, smtp_server: SmtpSer
     assert auth_server.sink.auths == [("PLAIN", "alice")] and smtp_server.sink.auths == []
 
 
+# ---- preconnect and postconnect --------------------------------------------------------------------------------------
+
+
+def test_flush_runs_preconnect_and_postconnect_around_the_connection(run: Runner, smtp_server: SmtpServer) -> None:
+    queue_offline(run, 3)
+    log = run.home / "hooks.log"
+    configure(run, smtp_server.port, f'preconnect "echo pre >> {log}"\npostconnect "echo post >> {log}"\n')
+    smtp_server.sink.clear()
+    result = run("-q")
+    assert result.returncode == 0, result.stderr
+    assert subjects(smtp_server) == {"m0": 1, "m1": 1, "m2": 1} and smtp_server.sink.connections == 1
+    assert log.read_text() == "pre\npost\n"  # once around the one connection, not once per message
+    assert entries(run) == []
+
+
+def test_failing_preconnect_defers_the_group_and_sends_nothing(run: Runner, smtp_server: SmtpServer) -> None:
+    queue_offline(run, 2)
+    before = {str(e["id"]): e for e in entries(run)}
+    marker = run.home / "pre-ran"
+    configure(run, smtp_server.port, f'preconnect "touch {marker}; exit 3"\npostconnect "touch {marker}.post"\n')
+    smtp_server.sink.clear()
+    result = run("-q")
+    assert result.returncode == 75
+    assert marker.exists() and not Path(f"{marker}.post").exists()
+    assert smtp_server.sink.connections == 0 and smtp_server.sink.messages == []
+    after = {str(e["id"]): e for e in entries(run)}
+    assert after.keys() == before.keys()  # still queued, and due at the next flush (the server was never reached)
+    assert all(e["last_error_kind"] == "connect" for e in after.values())
+    configure(run, smtp_server.port, f'preconnect "touch {marker}"\n')
+    assert run("-q").returncode == 0
+    assert subjects(smtp_server) == {"m0": 1, "m1": 1} and entries(run) == []
+
+
+def test_postconnect_failure_is_a_warning_in_the_flush_log(run: Runner, smtp_server: SmtpServer) -> None:
+    configure(run, smtp_server.port, 'postconnect "exit 4"\n')
+    result = run("-f", "alice@example.org", "bob@example.net", input=message("sent"))
+    assert result.returncode == 0 and result.stdout == result.stderr == ""
+    wait_for_runner(run)
+    assert subjects(smtp_server) == {"sent": 1} and entries(run) == []
+    log = (qdir(run) / "flush.log").read_text()
+    assert 'warning: Post-connect command "exit 4" exited with non-zero status 4 (the mail was sent)' in log
+
+
+def test_postconnect_not_run_when_nothing_was_accepted(run: Runner, smtp_server: SmtpServer) -> None:
+    queue_offline(run, 1)
+    marker = run.home / "post-ran"
+    smtp_server.sink.rcpt_replies["bob@example.net"] = "451 4.2.1 mailbox busy"
+    configure(run, smtp_server.port, f'postconnect "touch {marker}"\n')
+    assert run("-q").returncode == 75
+    assert not marker.exists() and len(entries(run)) == 1
+
+
 def test_local_and_remote_recipients_from_the_queue(run: Runner, smtp_server: SmtpServer) -> None:
     """A queued message is routed again when it is sent: local names go to the MDA, the rest by SMTP."""
     configure(run, smtp_server.port, "mda 'cat >> \"$HOME/inbox-%T\"'\n")

@@ -168,7 +168,13 @@ class Progress:
 
 class GroupSession:
     """The connection of one group, opened on first use and opened again when the session drops it (after a refusal
-    that followed a pipelined DATA, or a broken connection)."""
+    that followed a pipelined DATA, or a broken connection).
+
+    Each connection is bracketed by the identity's commands, as in direct delivery (and esmtp 1.2): ``preconnect``
+    runs before it is opened (an ssh tunnel, a VPN, a dial-up link; its failure defers the rest of the group, nothing
+    sent), ``postconnect`` after it ends if the server accepted at least one message over it (its failure is only a
+    warning: the mail is sent).
+    """
 
     def __init__(self, identity: Identity, flusher: Flusher) -> None:
         self.identity = identity
@@ -176,6 +182,8 @@ class GroupSession:
         self.session: SmtpSession | None = None
         self.error: EsmtpError | None = None
         self.breaks = 0
+        #: Messages the server accepted over the current connection (postconnect runs only after one at least).
+        self.accepted = 0
         self.lock = asyncio.Lock()
 
     def broke(self, error: EsmtpError) -> None:
@@ -186,12 +194,20 @@ class GroupSession:
 
     async def get(self) -> SmtpSession:
         """The open session. Raises the connection error (for this and every later entry of the run)."""
-        if self.session is not None and self.session._smtp is not None:
-            return self.session
+        if self.session is not None:
+            if self.session._smtp is not None:
+                return self.session
+            self.session = None
+            await self._ended()  # the session dropped the connection
         if self.error is not None:
             raise self.error
-        session = SmtpSession(self.identity, self.flusher.mechanisms, self.flusher.trace)
         try:
+            if self.identity.preconnect:
+                from esmtp.smtp_agent import preconnect
+
+                # In a thread: the command may take seconds (a tunnel, a link) while other groups are sending.
+                await asyncio.to_thread(preconnect, self.identity.preconnect, self.flusher.trace)
+            session = SmtpSession(self.identity, self.flusher.mechanisms, self.flusher.trace)
             await session.open()
         except EsmtpError as error:
             self.error = error
@@ -203,6 +219,35 @@ class GroupSession:
         if self.session is not None:
             await self.session.close()
             self.session = None
+            await self._ended()
+
+    async def _ended(self) -> None:
+        """A connection is over: run ``postconnect`` if the server accepted mail over it."""
+        accepted, self.accepted = self.accepted, 0
+        command = self.identity.postconnect
+        if not accepted or not command:
+            return
+        warning = await asyncio.to_thread(_postconnect, command, self.flusher.trace)
+        if warning:
+            self.flusher.errors.write(f"esmtp: queue: warning: {warning} (the mail was sent)\n")
+
+
+def _postconnect(command: str, trace: Trace) -> str | None:
+    """Run ``postconnect`` (as :func:`esmtp.smtp_agent.postconnect` does); return a warning if it failed.
+
+    The warning goes where the flush reports its errors (``flush.log`` for the background run), not to our stderr.
+    """
+    from esmtp.smtp_agent import run_command
+
+    trace.info(f"Executing post-connect command: {command}")
+    try:
+        status = run_command(command)
+    except OSError as error:
+        return f"Error executing post-connect command: {error.strerror or error}"
+    if status == 0:
+        return None
+    how = f"received signal {-status}" if status < 0 else f"exited with non-zero status {status}"
+    return f'Post-connect command "{command}" {how}'
 
 
 class Tidier:
@@ -471,6 +516,7 @@ class Flusher:
                     attempt.permanent(pending, str(error))
                 return
             crashpoint("flush-after-send")
+            group.accepted += 1
             attempt.ok(pending, DeliveryResult("smtp", [r for r, _ in pending], reply))
             return
 
