@@ -220,6 +220,18 @@ def test_local_and_remote_recipients_from_the_queue(run: Runner, smtp_server: Sm
     assert entries(run) == []
 
 
+def test_force_mda_gets_its_one_name_once(run: Runner, smtp_server: SmtpServer) -> None:
+    """With force_mda every recipient routes to one local name: the MDA runs once, with that name once."""
+    configure(run, smtp_server.port, "force_mda someuser\nmda 'cat >> \"$HOME/box-%T\"'\n")
+    result = run("-f", "alice@example.org", "bob@example.net", "carol", "dave@example.org", input=MESSAGE)
+    assert result.returncode == 0, result.stderr
+    wait_for_runner(run)
+    assert [p.name for p in run.home.glob("box-*")] == ["box-someuser"]  # not "box-someuser someuser someuser"
+    local = (run.home / "box-someuser").read_bytes()
+    assert local.count(b"Subject: hello") == 1 and local.endswith(b"\n\nHi Bob.\n")
+    assert smtp_server.sink.messages == [] and entries(run) == []
+
+
 def test_deliver_program_and_selection_by_id(run: Runner, smtp_server: SmtpServer) -> None:
     queue_offline(run, 3)
     ids = [str(e["id"]) for e in entries(run)]

@@ -465,8 +465,9 @@ class Flusher:
     def _legs(self, route: Route, entry: Entry, envelope: Envelope) -> dict[str, list[tuple[str, str]]]:
         """Each leg's (routed address, stored address) pairs, so that outcomes map back to the stored recipients.
 
-        The core router keeps addresses as they are unless it qualifies local names, so each recipient is routed on
-        its own only when the addresses changed.
+        The core router keeps addresses as they are unless it qualifies local names (or ``force_mda`` replaces them
+        all), so each recipient is routed on its own only when the addresses changed. Several stored recipients may
+        then share one routed address; :func:`_routed` hands it to the agent once.
         """
         routed = [address for addresses in route.legs.values() for address in addresses]
         if sorted(routed) == sorted(entry.recipients):
@@ -490,7 +491,7 @@ class Flusher:
                 return
             try:
                 crashpoint("flush-before-send")
-                reply = await session.send(envelope, message, [routed for routed, _ in pending])
+                reply = await session.send(envelope, message, _routed(pending))
             except RecipientsRejected as error:
                 self.hooks.deliver_error(envelope, error, self.config)
                 refused = [(r, s) for r, s in pending if r in error.rejected]
@@ -517,14 +518,14 @@ class Flusher:
                 return
             crashpoint("flush-after-send")
             group.accepted += 1
-            attempt.ok(pending, DeliveryResult("smtp", [r for r, _ in pending], reply))
+            attempt.ok(pending, DeliveryResult("smtp", _routed(pending), reply))
             return
 
     def _agent_leg(self, name: str, envelope: Envelope, message: Message, pairs: list[tuple[str, str]],
                    attempt: Attempt) -> None:
         from esmtp.pipeline import _no_agent
 
-        recipients = [routed for routed, _ in pairs]
+        recipients = _routed(pairs)
         try:
             agent = self.agents.get(name)
             if agent is None:
@@ -630,6 +631,13 @@ class Attempt:
         # A reply from a server outranks "could not connect" when deciding how soon to retry.
         if self.error is None or (self.kind == "connect" and kind != "connect"):
             self.error, self.kind = error, kind
+
+
+def _routed(pairs: list[tuple[str, str]]) -> list[str]:
+    """A leg's routed addresses, each once: several stored recipients can route to one address (``force_mda``
+    routes everybody to its one name; ``qualifydomain`` turns ``alice`` into an ``alice@domain`` that may be there
+    already), and the agent must get it once, as in direct delivery."""
+    return list(dict.fromkeys(routed for routed, _ in pairs))
 
 
 def _duration(seconds: float) -> str:
