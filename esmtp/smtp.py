@@ -103,6 +103,12 @@ class SmtpSession:
         self._tls_phase = False  # inside the TLS handshake or the first exchange after it
         self._smtp: aiosmtplib.SMTP | None = None
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is up and usable for another transaction (False before :meth:`open`, after
+        :meth:`close`, after an error that dropped it, and once the server has hung up)."""
+        return self._smtp is not None and self._smtp.is_connected
+
     # ---- commands --------------------------------------------------------------------------------------------------
 
     @property

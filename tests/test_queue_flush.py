@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 
 from esmtp_plugins.queue_flush import QueuedMessage, Report, connection_key, split_fields
 from esmtp_plugins.queue_store import Entry, QueueStore, new_id
+from support import SmtpServer
 
 from esmtp.config import Identity
+from esmtp.smtp import SmtpSession
+from esmtp.trace import Trace
+from esmtp.types import Envelope
 
 HEAD = b"From: a@example.org\r\nX-Folded: one\r\n\ttwo\r\nSubject: hi\r\n\r\n"
 BODY = b"line\r\n.\r\nend\r\n"
@@ -59,3 +64,59 @@ def test_identities_that_share_a_login_share_a_connection() -> None:
     two = Identity("b@example.org", hostname="mx:587", username="u", password="p")
     other = Identity("c@example.org", hostname="mx:587", username="v", password="p")
     assert connection_key(one) == connection_key(two) != connection_key(other)
+
+
+def test_session_is_open_follows_the_connection(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    """The flush reuses a group's session while ``is_open``: False before open and after close."""
+    identity = Identity("a@example.org", hostname=smtp_server.hostport)
+    store, entry = stored(tmp_path)
+    fd = os.open(store.eml(entry.id), os.O_RDONLY)
+    message = QueuedMessage(fd, entry, store.eml(entry.id))
+
+    async def scenario() -> list[bool]:
+        session = SmtpSession(identity, {}, Trace())
+        states = [session.is_open]
+        await session.open()
+        states.append(session.is_open)
+        await session.send(Envelope("a@example.org", ["b@example.net"], identity), message, ["b@example.net"])
+        states.append(session.is_open)
+        await session.close()
+        states.append(session.is_open)
+        return states
+
+    try:
+        assert asyncio.run(scenario()) == [False, True, True, False]
+    finally:
+        os.close(fd)
+    [got] = smtp_server.sink.messages
+    assert got.data == HEAD + BODY
+
+
+def test_session_is_not_open_once_the_server_hung_up() -> None:
+    """A session whose server hung up (a 421 and close, an idle timeout) is not reused: the flush opens a new one."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 hello\r\n")
+        await reader.readline()
+        writer.write(b"250 ok\r\n")
+        writers.append(writer)
+
+    async def scenario() -> tuple[bool, bool]:
+        server = await asyncio.start_server(greet, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        session = SmtpSession(Identity("a@example.org", hostname=f"127.0.0.1:{port}"), {}, Trace())
+        await session.open()
+        opened = session.is_open
+        writers[0].close()  # the server hangs up
+        for _ in range(200):
+            if not session.is_open:
+                break
+            await asyncio.sleep(0.01)
+        hung_up = session.is_open
+        await session.close()
+        server.close()
+        await server.wait_closed()
+        return opened, hung_up
+
+    assert asyncio.run(scenario()) == (True, False)

@@ -195,8 +195,9 @@ class GroupSession:
     async def get(self) -> SmtpSession:
         """The open session. Raises the connection error (for this and every later entry of the run)."""
         if self.session is not None:
-            if self.session._smtp is not None:
+            if self.session.is_open:
                 return self.session
+            await self.session.abort()  # dropped by us or hung up by the server: free what is left of it
             self.session = None
             await self._ended()  # the session dropped the connection
         if self.error is not None:
