@@ -135,18 +135,15 @@ class SmtpSession:
         self.trace.client(f"EHLO {helo}")
         try:
             response = await self._smtp.ehlo(hostname=helo)
-        except aiosmtplib.SMTPHeloError as refused:  # aiosmtplib raises for any reply but 250
-            response = SMTPResponse(refused.code, refused.message)
-        self.trace.server(response.code, response.message)
-        if response.code in (500, 501, 502, 504):  # EHLO unknown to an old server: fall back to HELO (RFC 5321 3.2)
+        except aiosmtplib.SMTPHeloError as refused:
+            # EHLO unknown to an old server: fall back to HELO (RFC 5321 3.2). Any other refusal (a 421 inside TLS
+            # for a missing client certificate, say) goes to open(), which explains it.
+            if refused.code not in (500, 501, 502, 504):
+                raise
+            self.trace.server(refused.code, refused.message)
             self.trace.client(f"HELO {helo}")
-            try:
-                response = await self._smtp.helo(hostname=helo)
-            except aiosmtplib.SMTPHeloError as refused:
-                response = SMTPResponse(refused.code, refused.message)
-            self.trace.server(response.code, response.message)
-        if response.code != 250:
-            raise _failure(self.server, "refused EHLO/HELO", response)
+            response = await self._smtp.helo(hostname=helo)
+        self.trace.server(response.code, response.message)
 
     # ---- session ---------------------------------------------------------------------------------------------------
 
