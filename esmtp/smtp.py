@@ -8,6 +8,7 @@ data is streamed from the spool file, CRLF-normalised and dot-stuffed on the way
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import TYPE_CHECKING
 
@@ -56,7 +57,13 @@ class PipeliningProtocol(SMTPProtocol):
                 waiter.set_result(response)
 
     async def read_response(self, timeout: float | None = None) -> SMTPResponse:
-        response = await super().read_response(timeout)
+        waiter = self._response_waiter
+        if waiter is not None and waiter.done() and not waiter.cancelled():
+            # Already here (a pipelined reply that came with the one before): no trip through the event loop.
+            self._response_waiter = self._loop.create_future() if self.transport is not None else None
+            response = waiter.result()  # or its exception
+        else:
+            response = await super().read_response(timeout)
         self._deliver_buffered()  # the next reply may already be in the buffer
         return response
 
@@ -85,6 +92,21 @@ class RecipientsRejected(DeliveryError):
         self.rejected = rejected
 
 
+class _Transaction:
+    """MAIL, RCPT and DATA of one message, as written to the server (and, once written, waiting for replies)."""
+
+    __slots__ = ("commands", "envelope", "recipients", "wire")
+
+    def __init__(self, envelope: Envelope, recipients: list[str], commands: list[str]) -> None:
+        self.envelope = envelope
+        self.recipients = list(recipients)
+        self.commands = commands
+        self.wire = b"".join(command.encode("utf-8") + b"\r\n" for command in commands)
+
+    def matches(self, envelope: Envelope, recipients: list[str]) -> bool:
+        return envelope is self.envelope and recipients == self.recipients
+
+
 class SmtpSession:
     """One connection to the identity's server, usable for several messages (the queue sends many per session)."""
 
@@ -102,6 +124,10 @@ class SmtpSession:
         self.tls: TlsPolicy | None = None
         self._tls_phase = False  # inside the TLS handshake or the first exchange after it
         self._smtp: aiosmtplib.SMTP | None = None
+        #: The next transaction, announced by :meth:`pipeline_next` and not written yet.
+        self._next: _Transaction | None = None
+        #: A transaction written after a final dot, whose replies the next :meth:`send` reads.
+        self._written: _Transaction | None = None
 
     @property
     def is_open(self) -> bool:
@@ -287,8 +313,6 @@ class SmtpSession:
         try:
             await authenticate(self._command, mechanism, credentials, server=self.server)
         except DeliveryError:
-            import contextlib
-
             with contextlib.suppress(TimeoutError, aiosmtplib.SMTPException, OSError):
                 await self._command(b"QUIT")  # say goodbye; the caller then drops the connection
             raise
@@ -299,7 +323,8 @@ class SmtpSession:
         if self._smtp is None:
             return
         try:
-            if self._smtp.is_connected:
+            # Not with pipelined commands in flight: after their DATA the server would take QUIT as message text.
+            if self._smtp.is_connected and self._written is None:
                 self.trace.client("QUIT")
                 response = await self._smtp.quit(timeout=5)
                 self.trace.server(response.code, response.message)
@@ -309,6 +334,8 @@ class SmtpSession:
             await self.abort()
 
     async def abort(self) -> None:
+        """Drop the connection (a transaction in progress is abandoned: the server never got its final dot)."""
+        self._next = self._written = None
         if self._smtp is not None:
             self._smtp.close()
             self._smtp = None
@@ -339,11 +366,34 @@ class SmtpSession:
             self.trace.info(f"{self.server} does not offer DSN; -N, -R and -V are not passed on")
         return params
 
+    def _transaction(self, envelope: Envelope, message: Message, recipients: list[str]) -> _Transaction:
+        assert self._smtp is not None
+        mail = " ".join([f"MAIL FROM:<{envelope.sender}>", *self._mail_params(envelope, message)])
+        notify = f" NOTIFY={envelope.notify}" if envelope.notify and self._smtp.supports_extension("dsn") else ""
+        return _Transaction(envelope, recipients, [mail, *(f"RCPT TO:<{rcpt}>{notify}" for rcpt in recipients), "DATA"])
+
+    def pipeline_next(self, envelope: Envelope, message: Message, recipients: list[str]) -> None:
+        """Announce the transaction of the next :meth:`send` on this session (the queue knows what comes next).
+
+        When the server offers PIPELINING, its MAIL, RCPT and DATA then go out in the same write as the final dot of
+        the message being sent (RFC 2920 lets message content open a group of pipelined commands), so every further
+        message costs one round trip instead of two. Only the commands go early: that message's data waits, as
+        always, for its 354, which the server sends after its reply to the dot before. The next send() on this
+        session must be for this envelope and these recipients (else it drops the connection), or the session is
+        closed.
+        """
+        self._next = None
+        if self._smtp is None or not self._smtp.supports_extension("pipelining"):
+            return
+        with contextlib.suppress(DeliveryError):  # e.g. SMTPUTF8 missing: send() reports it
+            self._next = self._transaction(envelope, message, recipients)
+
     async def send(self, envelope: Envelope, message: Message, recipients: list[str]) -> str:
         """Send one message to ``recipients``; return the server's final reply.
 
-        MAIL, every RCPT and DATA go in one write when the server offers PIPELINING. If any recipient is refused no
-        data is sent to anybody, and RecipientsRejected lists each one with the server's reply.
+        MAIL, every RCPT and DATA go in one write when the server offers PIPELINING (or went out already with the
+        previous message's final dot, see :meth:`pipeline_next`). If any recipient is refused no data is sent to
+        anybody, and RecipientsRejected lists each one with the server's reply.
         """
         try:
             return await self._send(envelope, message, recipients)
@@ -357,31 +407,44 @@ class SmtpSession:
     async def _send(self, envelope: Envelope, message: Message, recipients: list[str]) -> str:
         assert self._smtp is not None
         protocol = self._protocol
-        mail = " ".join([f"MAIL FROM:<{envelope.sender}>", *self._mail_params(envelope, message)])
-        notify = f" NOTIFY={envelope.notify}" if envelope.notify and self._smtp.supports_extension("dsn") else ""
-        commands = [mail, *(f"RCPT TO:<{rcpt}>{notify}" for rcpt in recipients), "DATA"]
-        encoded = [command.encode("utf-8") + b"\r\n" for command in commands]
         pipelining = self._smtp.supports_extension("pipelining")
+        written, self._written = self._written, None
         replies: list[SMTPResponse] = []
-        if pipelining:
-            for command in commands:
-                self.trace.client(command)
-            protocol.write(b"".join(encoded))
-            for _ in commands:
+        if written is not None:
+            if not written.matches(envelope, recipients):
+                # Another transaction's commands are out: only a new connection gets rid of them safely.
+                await self.abort()
+                raise TemporaryFailure(f"{self.server}: pipelined commands out of order; connection dropped")
+            transaction = written
+            for _ in transaction.commands:
                 replies.append(await protocol.read_response(timeout=self.timeout))
         else:
-            for command, line in zip(commands, encoded, strict=True):
-                self.trace.client(command)
-                protocol.write(line)
-                replies.append(await protocol.read_response(timeout=self.timeout))
-                if replies[-1].code >= 400:
-                    break
+            announced = self._next
+            if announced is not None and announced.matches(envelope, recipients):
+                transaction, self._next = announced, None
+            else:  # not announced, or the announcement is for the message after this one: keep it
+                transaction = self._transaction(envelope, message, recipients)
+            commands = transaction.commands
+            if pipelining:
+                for command in commands:
+                    self.trace.client(command)
+                protocol.write(transaction.wire)
+                for _ in commands:
+                    replies.append(await protocol.read_response(timeout=self.timeout))
+            else:
+                for command in commands:
+                    self.trace.client(command)
+                    protocol.write(command.encode("utf-8") + b"\r\n")
+                    replies.append(await protocol.read_response(timeout=self.timeout))
+                    if replies[-1].code >= 400:
+                        break
         for reply in replies:
             self.trace.server(reply.code, reply.message)
+        expected = len(transaction.commands)
         mail_reply, rcpt_replies, data_reply = replies[0], replies[1:1 + len(recipients)], replies[-1]
 
         if mail_reply.code != 250:
-            await self._reset(data_reply if len(replies) == len(commands) else None)
+            await self._reset(data_reply if len(replies) == expected else None)
             raise _failure(self.server, f"refused sender <{envelope.sender}>", mail_reply)
         rejected = {
             rcpt: f"{reply.code} {reply.message}"
@@ -389,17 +452,27 @@ class SmtpSession:
             if reply.code not in (250, 251)
         }
         if rejected or len(rcpt_replies) < len(recipients):
-            await self._reset(data_reply if len(replies) == len(commands) else None)
+            await self._reset(data_reply if len(replies) == expected else None)
             raise _rejected(self.server, rejected)
         if data_reply.code != 354:
             await self._reset(None)
             raise _failure(self.server, "refused DATA", data_reply)
 
-        for chunk in encode_data(message.chunks()):
-            protocol.write(chunk)
-            await protocol.drain()
+        last = b""
+        for index, chunk in enumerate(encode_data(message.chunks())):
+            if index:
+                protocol.write(last)
+                await protocol.drain()
+            last = chunk
+        # The next transaction, if one was announced meanwhile, rides along with the final dot.
+        following, self._next = self._next, None
+        protocol.write(last + following.wire if following is not None else last)  # one write: no Nagle stall
+        self._written = following
         self.trace.client(f"<{message.size} bytes of data>")
         self.trace.client(".")
+        for command in following.commands if following is not None else ():
+            self.trace.client(command)
+        await protocol.drain()
         final = await protocol.read_response(timeout=max(self.timeout, FINAL_REPLY_TIMEOUT))
         self.trace.server(final.code, final.message)
         if final.code != 250:

@@ -39,20 +39,24 @@ MAX_BREAKS_PER_GROUP = 3
 #: The background run waits this long for more mail (a burst from one script shares the connection).
 LINGER = 0.5
 _POLL = 0.2
+#: Delivered ids are handed to the removal worker this many at a time (each id is ~20 bytes: one atomic pipe write).
+TIDY_BATCH = 64
 
 
 class QueuedMessage(Message):
     """A message read back from ``<id>.eml``, streamed from the entry's locked file descriptor.
 
     The header fields are parsed for hooks and agents that look at them; while nobody changes them, the file is sent
-    as stored, header block included, in as few reads and writes as possible.
+    as stored, header block included, in as few reads and writes as possible: a message of up to 64 KiB is read
+    with one system call, when the entry is prepared.
     """
 
-    __slots__ = ("_fd", "_stored", "body_offset")
+    __slots__ = ("_end", "_fd", "_start", "_stored", "body_offset")
 
     def __init__(self, fd: int, entry: Entry, path: str) -> None:
         newline = entry.newline.encode("ascii")
-        block = os.pread(fd, entry.header_size, 0) if entry.header_size else b""
+        self._start = os.pread(fd, max(min(entry.size, CHUNK), entry.header_size), 0) if entry.size else b""
+        block = self._start[: entry.header_size]
         super().__init__(
             split_fields(block[: len(block) - len(newline)] if block else b""),
             path,
@@ -62,18 +66,23 @@ class QueuedMessage(Message):
         )
         self.detach_spool()  # the queue owns the file: closing this message must never delete it
         self._fd = fd
+        self._end = entry.size
         self._stored = tuple(self.headers)
         self.body_offset = entry.header_size
 
     def chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
-        offset = self.body_offset
+        start = self._start
         if tuple(self.headers) == self._stored:
-            offset = 0  # the header block as stored: read it with the body
+            first = start  # the header block as stored: sent with the body
         else:
             head = self.header_bytes()
             if head:
                 yield head + self.newline
-        while chunk := os.pread(self._fd, chunk_size, offset):
+            first = start[self.body_offset :]
+        if first:
+            yield first
+        offset = max(len(start), self.body_offset)
+        while offset < self._end and (chunk := os.pread(self._fd, min(chunk_size, self._end - offset), offset)):
             offset += len(chunk)
             yield chunk
 
@@ -184,7 +193,18 @@ class GroupSession:
         self.breaks = 0
         #: Messages the server accepted over the current connection (postconnect runs only after one at least).
         self.accepted = 0
+        #: A transaction announced while no session was open, for the next one.
+        self.upcoming: tuple[Envelope, Message, list[str]] | None = None
         self.lock = asyncio.Lock()
+
+    def announce(self, envelope: Envelope, message: Message, recipients: list[str]) -> None:
+        """The transaction that comes next (:meth:`SmtpSession.pipeline_next`), for the session that is open or,
+        before the first message, for the one about to be opened."""
+        if self.session is not None and self.session.is_open:
+            self.session.pipeline_next(envelope, message, recipients)
+            self.upcoming = None
+        else:
+            self.upcoming = (envelope, message, recipients)
 
     def broke(self, error: EsmtpError) -> None:
         """The connection failed during a transaction; after a few times, give up on this server for the run."""
@@ -214,6 +234,9 @@ class GroupSession:
             self.error = error
             raise
         self.session = session
+        if self.upcoming is not None:
+            session.pipeline_next(*self.upcoming)
+            self.upcoming = None
         return session
 
     async def close(self) -> None:
@@ -257,10 +280,11 @@ class Tidier:
     A delivery's commit point (the delivered mark, :meth:`QueueStore.forget`) happens in the flusher, before the next
     message is sent: after a kill, nothing delivered is sent again. Removing the files costs more than sending the
     message on most file systems (a journal transaction each, then a disk flush for the fsync), so a child process
-    does it in parallel: the flusher writes each delivered id to a pipe, the child removes what it has read and
-    syncs the directory once for all of it (group commit). :meth:`finish` waits for the child, so when a flush
-    ends its removals are durable. A power failure before that can bring back delivered entries (to be sent
-    again), and lose none. Without the child (fork failed) the flusher removes the files itself.
+    does it in parallel: the flusher writes the delivered ids to a pipe, a batch at a time, and the child removes
+    what it has read and syncs the directory once for all of it (group commit). :meth:`finish` waits for the
+    child, so when a flush ends its removals are durable. A power failure before that can bring back delivered
+    entries (to be sent again), and lose none. Without the child (fork failed) the flusher removes the files
+    itself.
     """
 
     def __init__(self, store: QueueStore, errors: TextIO) -> None:
@@ -268,6 +292,7 @@ class Tidier:
         self.errors = errors
         self.pid = 0
         self.pipe = -1
+        self.pending: list[str] = []
         try:
             read, write = os.pipe()
             pid = os.fork()
@@ -287,20 +312,31 @@ class Tidier:
         self.pid, self.pipe = pid, write
 
     def add(self, entry_id: str) -> None:
-        """A delivered (marked) entry, whose files are to go."""
+        """A delivered (marked) entry, whose files are to go (handed to the worker in batches)."""
+        self.pending.append(entry_id)
+        if len(self.pending) >= TIDY_BATCH:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        ids, self.pending = self.pending, []
         if self.pipe >= 0:
             try:
-                os.write(self.pipe, entry_id.encode("ascii") + b"\n")
+                os.write(self.pipe, "".join(f"{entry_id}\n" for entry_id in ids).encode("ascii"))  # < PIPE_BUF
                 return
             except OSError:
-                self.finish()
+                self._stop()
         try:
-            self.store.tidy([entry_id])
+            self.store.tidy(ids)
         except OSError as error:
-            self.errors.write(f"esmtp: queue: could not remove delivered entry {entry_id}: {error}\n")
+            self.errors.write(f"esmtp: queue: could not remove delivered entries {', '.join(ids)}: {error}\n")
 
     def finish(self) -> None:
         """Wait until every removal is done and durable."""
+        if self.pending:
+            self._hand_over()
+        self._stop()
+
+    def _stop(self) -> None:
         if self.pipe >= 0:
             os.close(self.pipe)
             self.pipe = -1
@@ -381,20 +417,40 @@ class Flusher:
     async def _group(self, group: GroupSession, work: deque[Entry], limit: asyncio.Semaphore) -> None:
         """Deliver a group's entries in order over its session.
 
-        While the server works on one message, the next entry is locked, read and routed: the flusher's file and
-        bookkeeping work overlaps the server's instead of adding to it.
+        Two entries are kept ready (locked, read and routed) ahead of the one being sent: the next one, whose MAIL,
+        RCPT and DATA go out with the final dot of the current message (:meth:`SmtpSession.pipeline_next`), and one
+        more, prepared while the server works, so that the flusher's file and bookkeeping work overlaps the
+        server's instead of adding to it.
         """
         async with limit, group.lock:
-            job = self._next_job(work)
-            while job is not None:
-                task = asyncio.ensure_future(self._run(job, group, work))
-                following = None
-                try:
-                    await asyncio.sleep(0)  # the task writes MAIL, RCPT and DATA, then waits for the replies
-                    following = self._next_job(work)
-                finally:
-                    await task
-                job = following or self._next_job(work)  # a bounce may have been queued meanwhile
+            ready: deque[Job] = deque()
+            try:
+                self._fill(ready, work, 2)
+                while ready:
+                    job = ready.popleft()
+                    if ready:
+                        self._announce(group, ready[0])
+                    task = asyncio.ensure_future(self._run(job, group, work))
+                    try:
+                        await asyncio.sleep(0)  # the task sends the message, then waits for the server
+                        self._fill(ready, work, 2)
+                    finally:
+                        await task
+                    self._fill(ready, work, 1)  # a bounce may have been queued meanwhile
+            finally:
+                for job in ready:
+                    job.claim.release()
+
+    def _fill(self, ready: deque[Job], work: deque[Entry], count: int) -> None:
+        while len(ready) < count and (job := self._next_job(work)) is not None:
+            ready.append(job)
+
+    @staticmethod
+    def _announce(group: GroupSession, job: Job) -> None:
+        """Let the group's session pipeline ``job``'s commands with the final dot of the message before it."""
+        pairs = job.legs.get("smtp")
+        if pairs:
+            group.announce(job.envelope, job.message, _routed(pairs))
 
     def _next_job(self, work: deque[Entry]) -> Job | None:
         """Lock and prepare the next entry of ``work`` that is not busy elsewhere and is wanted."""
@@ -572,7 +628,7 @@ class Flusher:
                 entry.failed[recipient] = f"{EXPIRED}not delivered within {lifetime}; last error: {entry.last_error}"
             entry.recipients = []
         if not entry.failed:
-            self.store.forget(entry.id)
+            self.store.forget(entry.id, claim.json_fd)
             self.report.delivered += 1
             self.trace.info(f"queue: {entry.id} delivered to {', '.join(entry.delivered)}")
             return True
@@ -763,6 +819,8 @@ def background_main(argv: list[str]) -> int:
     """
     config_path, queue_dir, lock_fd = argv
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    # Line by line: whoever waits for the runner lock to be released finds every line in the log by then.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     try:
         from esmtp.config import load_config
         from esmtp.plugins import Hooks, make_plugin_manager, resolve_config

@@ -36,6 +36,7 @@ FORMAT_VERSION = 1
 #: Files in tmp/ and orphan messages older than this are left-overs of a crash, never work in progress.
 GARBAGE_AGE = 3600.0
 _COPY_CHUNK = 1 << 20
+_READ_CHUNK = 1 << 16
 
 ErrorKind = Literal["connect", "reply", "local"]
 
@@ -138,12 +139,15 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _read_all(fd: int) -> bytes:
+    """A whole (small) regular file. A short read is its end, so an envelope usually takes one system call."""
     chunks = []
     offset = 0
-    while chunk := os.pread(fd, 1 << 16, offset):
+    while True:
+        chunk = os.pread(fd, _READ_CHUNK, offset)
         chunks.append(chunk)
         offset += len(chunk)
-    return b"".join(chunks)
+        if len(chunk) < _READ_CHUNK:
+            return b"".join(chunks)
 
 
 def _copy_file(src_path: str, dst_fd: int) -> int:
@@ -169,9 +173,16 @@ class Claim:
     """An entry locked by this process. ``release`` (or the process dying) unlocks it."""
 
     entry: Entry
+    #: The message file, which holds the lock.
     fd: int
+    #: The envelope file as it was under the lock (for the delivered mark). Only the holder of the claim replaces
+    #: the envelope (:meth:`QueueStore.save`); after that this descriptor is stale.
+    json_fd: int = -1
 
     def release(self) -> None:
+        if self.json_fd >= 0:
+            os.close(self.json_fd)
+            self.json_fd = -1
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -271,12 +282,14 @@ class QueueStore:
     def load(self, entry_id: str, *, failed: bool = False) -> Entry | None:
         """Read one entry, or None if it does not exist. Raises :class:`Delivered` for a delivered entry whose files
         are not removed yet, ValueError (or OSError) for an unreadable one."""
-        path = self.json_path(entry_id, failed=failed)
         try:
-            with open(path, "rb") as handle:
-                return Entry.from_json(handle.read())
+            fd = os.open(self.json_path(entry_id, failed=failed), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        try:
+            return Entry.from_json(_read_all(fd))
+        finally:
+            os.close(fd)
 
     def ids(self, *, failed: bool = False) -> list[str]:
         """Ids of the entries present, oldest first (ids sort by creation time)."""
@@ -317,31 +330,29 @@ class QueueStore:
             fd = os.open(self.eml(entry.id), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        claim = Claim(entry, fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_nlink == 0:  # removed between our open and our lock
-                raise FileNotFoundError
-            fresh = self._reread(entry)
+            # Removed between our open and our lock? Every removal takes the envelope first, so then it is gone.
+            claim.json_fd = os.open(self.json_path(entry.id), os.O_RDWR | os.O_CLOEXEC)
+            claim.entry = self._reread(entry, claim.json_fd)
         except (BlockingIOError, FileNotFoundError, Delivered, ValueError, TypeError):
-            os.close(fd)
+            claim.release()
             return None
         except BaseException:
-            os.close(fd)
+            claim.release()
             raise
-        return Claim(fresh, fd)
+        return claim
 
-    def _reread(self, entry: Entry) -> Entry:
-        json_fd = os.open(self.json_path(entry.id), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            expected = entry.prefix()
-            head = os.pread(json_fd, len(expected), 0)
-            if head[:1] == DELIVERED_MARK:
-                raise Delivered(entry.id)
-            if head == expected:
-                return entry
-            return Entry.from_json(_read_all(json_fd))
-        finally:
-            os.close(json_fd)
+    @staticmethod
+    def _reread(entry: Entry, json_fd: int) -> Entry:
+        expected = entry.prefix()
+        head = os.pread(json_fd, len(expected), 0)
+        if head[:1] == DELIVERED_MARK:
+            raise Delivered(entry.id)
+        if head == expected:
+            return entry
+        return Entry.from_json(_read_all(json_fd))
 
     # ---- state changes (the caller holds the claim) --------------------------------------------------------------
 
@@ -357,17 +368,21 @@ class QueueStore:
         self.forget(entry_id)
         self.tidy([entry_id])
 
-    def forget(self, entry_id: str) -> None:
+    def forget(self, entry_id: str, json_fd: int = -1) -> None:
         """The commit point of a delivery: mark the envelope delivered, so that no flusher sends the entry again.
 
         One byte written in place (microseconds; an unlink costs a hundred times more on a journalling file system).
         It survives the process being killed at once; :meth:`tidy` then makes it durable by removing the files.
+        ``json_fd`` is the claim's envelope descriptor (:attr:`Claim.json_fd`), which saves opening the file again.
         """
-        fd = os.open(self.json_path(entry_id), os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.pwrite(fd, DELIVERED_MARK, 0)
-        finally:
-            os.close(fd)
+        if json_fd >= 0:
+            os.pwrite(json_fd, DELIVERED_MARK, 0)
+        else:
+            fd = os.open(self.json_path(entry_id), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.pwrite(fd, DELIVERED_MARK, 0)
+            finally:
+                os.close(fd)
         _crashpoint("delivered-marked")
 
     def tidy(self, entry_ids: Iterable[str], dir_fd: int | None = None, *, fsync: bool = True) -> None:
