@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import aiosmtplib
@@ -388,23 +389,42 @@ class SmtpSession:
         with contextlib.suppress(DeliveryError):  # e.g. SMTPUTF8 missing: send() reports it
             self._next = self._transaction(envelope, message, recipients)
 
-    async def send(self, envelope: Envelope, message: Message, recipients: list[str]) -> str:
+    async def send(self, envelope: Envelope, message: Message, recipients: list[str], *,
+                   meanwhile: Callable[[], None] | None = None) -> str:
         """Send one message to ``recipients``; return the server's final reply.
 
         MAIL, every RCPT and DATA go in one write when the server offers PIPELINING (or went out already with the
         previous message's final dot, see :meth:`pipeline_next`). If any recipient is refused no data is sent to
         anybody, and RecipientsRejected lists each one with the server's reply.
+
+        ``meanwhile`` is called once the final dot is written, while the server decides: the caller's own work
+        then overlaps the server's without a second task. Its exceptions are the caller's (they propagate as they
+        are, and leave the message's outcome unknown: the caller should let them end the session).
         """
         try:
-            return await self._send(envelope, message, recipients)
-        except aiosmtplib.SMTPResponseException as error:
-            await self.abort()
-            raise _failure(self.server, "failed", SMTPResponse(error.code, error.message)) from None
+            await self._send(envelope, message, recipients)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
-            await self.abort()
-            raise TemporaryFailure(f"{self.server}: {_describe(error)}") from None
+            raise await self._broken(error) from None
+        if meanwhile is not None:
+            meanwhile()
+        try:
+            final = await self._protocol.read_response(timeout=max(self.timeout, FINAL_REPLY_TIMEOUT))
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
+            raise await self._broken(error) from None
+        self.trace.server(final.code, final.message)
+        if final.code != 250:
+            raise _failure(self.server, "refused the message", final)
+        return f"{final.code} {final.message}"
 
-    async def _send(self, envelope: Envelope, message: Message, recipients: list[str]) -> str:
+    async def _broken(self, error: BaseException) -> DeliveryError:
+        """Drop the connection after ``error`` (the server's state is unknown); return what to report."""
+        await self.abort()
+        if isinstance(error, aiosmtplib.SMTPResponseException):
+            return _failure(self.server, "failed", SMTPResponse(error.code, error.message))
+        return TemporaryFailure(f"{self.server}: {_describe(error)}")
+
+    async def _send(self, envelope: Envelope, message: Message, recipients: list[str]) -> None:
+        """Everything up to the final dot (and the next transaction's commands that go with it)."""
         assert self._smtp is not None
         protocol = self._protocol
         pipelining = self._smtp.supports_extension("pipelining")
@@ -473,11 +493,6 @@ class SmtpSession:
         for command in following.commands if following is not None else ():
             self.trace.client(command)
         await protocol.drain()
-        final = await protocol.read_response(timeout=max(self.timeout, FINAL_REPLY_TIMEOUT))
-        self.trace.server(final.code, final.message)
-        if final.code != 250:
-            raise _failure(self.server, "refused the message", final)
-        return f"{final.code} {final.message}"
 
     async def _reset(self, data_reply: SMTPResponse | None) -> None:
         """Leave the transaction. After a 354 the only safe way out is to drop the connection (no partial mail)."""

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -419,24 +419,30 @@ class Flusher:
 
         Two entries are kept ready (locked, read and routed) ahead of the one being sent: the next one, whose MAIL,
         RCPT and DATA go out with the final dot of the current message (:meth:`SmtpSession.pipeline_next`), and one
-        more, prepared while the server works, so that the flusher's file and bookkeeping work overlaps the
-        server's instead of adding to it.
+        more, prepared while the server decides on the current message, so that the flusher's file and bookkeeping
+        work overlaps the server's instead of adding to it.
         """
         async with limit, group.lock:
             ready: deque[Job] = deque()
+            failures: list[BaseException] = []
+
+            def prepare_more() -> None:  # called while the server works on the message in flight
+                if not failures:
+                    try:
+                        self._fill(ready, work, 2)
+                    except BaseException as error:  # raised once the message in flight is recorded
+                        failures.append(error)
+
             try:
                 self._fill(ready, work, 2)
                 while ready:
                     job = ready.popleft()
                     if ready:
                         self._announce(group, ready[0])
-                    task = asyncio.ensure_future(self._run(job, group, work))
-                    try:
-                        await asyncio.sleep(0)  # the task sends the message, then waits for the server
-                        self._fill(ready, work, 2)
-                    finally:
-                        await task
-                    self._fill(ready, work, 1)  # a bounce may have been queued meanwhile
+                    await self._run(job, group, work, prepare_more)
+                    if failures:
+                        raise failures[0]
+                    self._fill(ready, work, 2)  # no SMTP leg (or no connection), or a bounce was queued meanwhile
             finally:
                 for job in ready:
                     job.claim.release()
@@ -482,13 +488,13 @@ class Flusher:
         self.hooks.before_deliver(envelope, message, route, self.config)
         return Job(claim, envelope, message, self._legs(route, entry, envelope), now)
 
-    async def _run(self, job: Job, group: GroupSession, work: deque[Entry]) -> None:
+    async def _run(self, job: Job, group: GroupSession, work: deque[Entry], meanwhile: Callable[[], None]) -> None:
         claim = job.claim
         try:
             attempt = Attempt()
             for agent, pairs in job.legs.items():
                 if agent == "smtp":
-                    await self._smtp_leg(group, job.envelope, job.message, pairs, attempt)
+                    await self._smtp_leg(group, job.envelope, job.message, pairs, attempt, meanwhile)
                 else:
                     self._agent_leg(agent, job.envelope, job.message, pairs, attempt)
             self.hooks.after_deliver(job.envelope, attempt.results, self.config)
@@ -537,7 +543,7 @@ class Flusher:
         return legs
 
     async def _smtp_leg(self, group: GroupSession, envelope: Envelope, message: Message,
-                        pairs: list[tuple[str, str]], attempt: Attempt) -> None:
+                        pairs: list[tuple[str, str]], attempt: Attempt, meanwhile: Callable[[], None]) -> None:
         pending = list(pairs)
         while pending:
             try:
@@ -548,7 +554,7 @@ class Flusher:
                 return
             try:
                 crashpoint("flush-before-send")
-                reply = await session.send(envelope, message, _routed(pending))
+                reply = await session.send(envelope, message, _routed(pending), meanwhile=meanwhile)
             except RecipientsRejected as error:
                 self.hooks.deliver_error(envelope, error, self.config)
                 refused = [(r, s) for r, s in pending if r in error.rejected]
