@@ -3,12 +3,13 @@
 Loaded only when a flush runs; it is the one queue module that imports asyncio and the SMTP client.
 
 Per entry: lock it, re-route its stored envelope (the stored message is final: no header fix-ups run again), send
-each leg, then record the outcome in one state change: delivered (the entry is removed), deferred (retry later with
-exponential backoff), or failed (moved to ``failed/``, with a bounce when the configuration asks for one).
+each leg, then record the outcome in one state change: delivered (the entry is marked, then removed), deferred
+(retry later with exponential backoff), or failed (moved to ``failed/``, with a bounce when the configuration asks
+for one). The outcome of a message is recorded before the data of the next one is sent.
 
 Duplicates: a message is sent twice only if the process dies (or the connection breaks) after the final dot was
-written and before the entry was removed, which is the unavoidable window of every MTA: the server may have accepted
-the message without our knowing.
+written and before the entry was marked delivered, which is the unavoidable window of every MTA: the server may have
+accepted the message without our knowing.
 """
 
 from __future__ import annotations
