@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from .config import Config
+from typing import TYPE_CHECKING
+
 from .errors import EX_TEMPFAIL, EsmtpError, LocalDeliveryError
-from .message import Message
-from .types import DeliveryResult, Envelope, Route, RunContext
+from .types import DeliveryResult
+
+if TYPE_CHECKING:
+    from .message import Message
+    from .types import Envelope, Route, RunContext
 
 
 class DeliveryFailed(EsmtpError):
@@ -82,5 +86,3 @@ def submit(envelope: Envelope, message: Message, context: RunContext) -> list[De
         return [DeliveryResult("queue", list(envelope.recipients), f"queued as {queue_id}")]
     return deliver_route(envelope, message, route, context)
 
-
-__all__ = ["Config", "DeliveryFailed", "deliver_route", "prepare", "submit"]

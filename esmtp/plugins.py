@@ -165,11 +165,6 @@ class RegistryCache:
             pass  # a read-only home only costs a rescan next time
 
 
-def discover(*, use_cache: bool = True) -> list[EntryPointRecord]:
-    """The entry points of group ``esmtp.plugins``, from the cache when nothing on ``sys.path`` changed."""
-    return RegistryCache(_cache_path() if use_cache else None).entry_points()
-
-
 def blocked_names(config: Config | None) -> set[str]:
     names = os.environ.get("ESMTP_DISABLE_PLUGINS", "")
     if config is not None:
