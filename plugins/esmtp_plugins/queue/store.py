@@ -29,14 +29,14 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 from esmtp.errors import DeliveryError, EsmtpError, LocalDeliveryError, RecipientsRejected
+from esmtp.types import Envelope, EnvelopeDetails
 
 if TYPE_CHECKING:
     from esmtp.config import Identity
-    from esmtp.types import Envelope
 
 FORMAT_VERSION = 1
 #: Files in tmp/ and orphan messages older than this are left-overs of a crash, never work in progress.
@@ -46,10 +46,10 @@ _READ_CHUNK = 1 << 16
 
 ErrorKind = Literal["connect", "reply", "local"]
 
-#: The optional :class:`~esmtp.types.Envelope` fields that an entry stores as they are, under the same names. The
+#: The envelope's optional fields, which an entry stores as they are (as its own fields, under the same names). The
 #: other three are stored in the entry's own terms: the sender, the recipients still to deliver to, and the identity
 #: by its address.
-ENVELOPE_FIELDS = ("full_name", "notify", "ret", "envid", "body_type", "from_headers", "given_sender")
+ENVELOPE_FIELDS = tuple(item.name for item in fields(EnvelopeDetails))
 
 
 def error_kind(error: EsmtpError) -> ErrorKind:
@@ -61,8 +61,11 @@ def error_kind(error: EsmtpError) -> ErrorKind:
 
 
 @dataclass(slots=True)
-class Entry:
-    """One queued message: its envelope (as data, never a command line) and its delivery state."""
+class Entry(EnvelopeDetails):
+    """One queued message: its envelope (as data, never a command line) and its delivery state.
+
+    The envelope's optional fields come from :class:`~esmtp.types.EnvelopeDetails`, keyword only.
+    """
 
     id: str
     sender: str
@@ -76,13 +79,6 @@ class Entry:
     header_size: int
     newline: str = "\n"
     eight_bit: bool = False
-    full_name: str | None = None
-    notify: str | None = None
-    ret: str | None = None
-    envid: str | None = None
-    body_type: str | None = None
-    from_headers: bool = False
-    given_sender: str | None = None
     attempts: int = 0
     next_retry: float = 0.0
     last_attempt: float | None = None
@@ -103,16 +99,14 @@ class Entry:
     @classmethod
     def from_envelope(cls, envelope: Envelope, recipients: list[str], **state: Any) -> Entry:
         """A new entry for ``envelope``'s ``recipients``; ``state`` sets the other fields (id, sizes, times)."""
-        fields = {name: getattr(envelope, name) for name in ENVELOPE_FIELDS}
+        details = {name: getattr(envelope, name) for name in ENVELOPE_FIELDS}
         return cls(sender=envelope.sender, recipients=list(recipients), identity=envelope.identity.address,
-                   **fields, **state)
+                   **details, **state)
 
     def to_envelope(self, identity: Identity) -> Envelope:
         """The envelope to deliver the entry's remaining recipients with ``identity`` (the one it was queued for)."""
-        from esmtp.types import Envelope
-
-        fields = {name: getattr(self, name) for name in ENVELOPE_FIELDS}
-        return Envelope(sender=self.sender, recipients=list(self.recipients), identity=identity, **fields)
+        details = {name: getattr(self, name) for name in ENVELOPE_FIELDS}
+        return Envelope(sender=self.sender, recipients=list(self.recipients), identity=identity, **details)
 
     def to_json(self) -> bytes:
         data = {"rev": self.rev, "version": FORMAT_VERSION, **asdict(self)}
