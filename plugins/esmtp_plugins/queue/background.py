@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from esmtp.errors import EsmtpError
+from esmtp.errors import EX_SOFTWARE, EsmtpError
 
 from .settings import Settings
 from .store import Delivered, Entry, QueueStore
@@ -168,7 +168,7 @@ def background_main(argv: list[str]) -> int:
         return error.exit_code
     except Exception as error:  # the log is the only place anybody will see it
         print(f"{stamp} [{os.getpid()}] background run failed: {type(error).__name__}: {error}", flush=True)
-        return 70
+        return EX_SOFTWARE
     report = flusher.report
     if report.delivered or report.deferred or report.failed:
         print(f"{stamp} [{os.getpid()}] {report.summary()}", flush=True)

@@ -1,6 +1,7 @@
 """Delivering the queue: entries grouped by identity and smarthost, one SMTP session (one login) per group.
 
-Loaded only when a flush runs; it is the one queue module that imports asyncio and the SMTP client.
+Loaded only when a flush runs (in the foreground, or the background run); with the modules it uses (sessions,
+message, tidier, bounce), it is the part of the queue that imports asyncio and the SMTP client.
 
 Per entry: lock it, re-route its stored envelope (the stored message is final: no header fix-ups run again), send
 each leg, then record the outcome in one state change: delivered (the entry is marked, then removed), deferred
