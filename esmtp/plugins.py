@@ -26,11 +26,11 @@ from .errors import PluginError
 if TYPE_CHECKING:
     from pluggy import PluginManager
 
-    from .config import Config, KeywordSpec
+    from .config import Config
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
-    from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
+    from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
 GROUP = "esmtp.plugins"
 CACHE_VERSION = 2
@@ -260,7 +260,7 @@ class PluginLoader:
 
     def keyword_specs(self) -> list[KeywordSpec]:
         """The keywords of the plugins not imported yet, from the index (importing those not indexed)."""
-        from .config import KeywordSpec
+        from .types import KeywordSpec
 
         self._register([record for record in self.pending if self.cache.known(record) is None])
         specs = []
@@ -333,10 +333,9 @@ class Hooks:
         found: dict[str, Any] = {}
         for records in offers:
             for record in records:
-                name = record.name.upper() if what == "SASL mechanism" else record.name
-                if name in found:
-                    raise PluginError(f"two plugins offer the {what} '{name}'")
-                found[name] = record
+                if record.name in found:
+                    raise PluginError(f"two plugins offer the {what} '{record.name}'")
+                found[record.name] = record
         return found
 
     def rewrite_envelope(self, envelope: Envelope, message: Message, config: Config) -> None:
