@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from esmtp import hookimpl
-from esmtp.errors import EX_OSERR, EX_OSFILE, EX_TEMPFAIL, ConfigError, DataError, LocalDeliveryError
+from esmtp.addresses import check_argument
+from esmtp.errors import EX_OSERR, EX_OSFILE, EX_TEMPFAIL, ConfigError, LocalDeliveryError
 from esmtp.message import Message
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, RunContext
 
@@ -281,12 +282,6 @@ def no_mda_error(recipients: list[str]) -> LocalDeliveryError:
     )
 
 
-def _check_argument(value: str, what: str) -> None:
-    # Without a shell a value is one argument, but one that starts with "-" would still be read as an MDA option.
-    if value.startswith("-"):
-        raise DataError(f"{what} {value!r} starts with '-' and could be taken as an option by the MDA; refused")
-
-
 class MdaAgent:
     """Runs the ``mda`` command once per message for all local recipients, with the message on its stdin."""
 
@@ -300,8 +295,8 @@ class MdaAgent:
         command = MdaCommand.parse(template)
         sender = envelope.given_sender or ""
         for recipient in recipients:
-            _check_argument(recipient, "local recipient")
-        _check_argument(sender, "sender")
+            check_argument(recipient, "local recipient")
+        check_argument(sender, "sender")
         argv = command.argv(recipients, sender)
         self.context.trace.info(f"running the MDA: {command.display(recipients, sender)}")
         status = run_mda(argv, message, template)
