@@ -182,6 +182,16 @@ def _load(record: EntryPointRecord) -> object:
     return plugin
 
 
+#: Where a plugin that sets no ``PLUGIN_ORDER`` runs among the plugins of its tryfirst/plain/trylast tier.
+DEFAULT_ORDER = 100
+
+
+def plugin_order(plugin: object) -> int:
+    """The plugin's ``PLUGIN_ORDER`` (lower runs earlier within its tier), else :data:`DEFAULT_ORDER`."""
+    order = getattr(plugin, "PLUGIN_ORDER", DEFAULT_ORDER)
+    return order if isinstance(order, int) else DEFAULT_ORDER
+
+
 def _warn(text: str) -> None:
     sys.stderr.write(f"esmtp: {text}\n")
 
@@ -230,21 +240,31 @@ class PluginLoader:
         ]
 
     def _register(self, records: list[EntryPointRecord]) -> None:
-        # Registered in reverse name order, so that pluggy (last registered, first called) calls them in name order.
-        for record in sorted(records, key=lambda r: r.name, reverse=True):
+        loaded = []
+        for record in records:
             self.pending.remove(record)
             if self.pm.has_plugin(record.name):
                 raise PluginError(f"two plugins are named '{record.name}' (one from {record.dist})")
             try:
-                plugin = _load(record)
+                loaded.append((record, _load(record)))
+            except Exception as error:
+                self._failed(record, error)
+        # The call order must not follow the names (renaming a plugin would reorder the headers it adds): within a
+        # tryfirst/plain/trylast tier, plugins run by PLUGIN_ORDER, then by name. pluggy calls the last registered
+        # first, so they are registered in reverse.
+        for record, plugin in sorted(loaded, key=lambda item: (plugin_order(item[1]), item[0].name), reverse=True):
+            try:
                 self.pm.register(plugin, name=record.name)
                 self.cache.learn(record, plugin, *_offers(plugin))
             except Exception as error:
-                if self.strict:
-                    raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
-                _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
+                self._failed(record, error)
         if self.cache.changed:
             self.cache.save()
+
+    def _failed(self, record: EntryPointRecord, error: Exception) -> None:
+        if self.strict:
+            raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
+        _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
 
     def need(self, hook: str) -> None:
         """Load every pending plugin that implements ``hook``, or whose offers are not known yet."""
