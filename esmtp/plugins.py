@@ -196,13 +196,19 @@ def _warn(text: str) -> None:
     sys.stderr.write(f"esmtp: {text}\n")
 
 
-def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
-    """The hooks a plugin implements (by pluggy's marker) and the keywords it declares, as cacheable data."""
+def _hooks(plugin: object) -> list[str]:
+    """The hooks a plugin implements, by pluggy's marker."""
     hooks = []
     for attribute in dir(plugin):
         options = getattr(getattr(plugin, attribute, None), "esmtp_impl", None)
         if isinstance(options, dict):
             hooks.append(options.get("specname") or attribute)
+    return hooks
+
+
+def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
+    """The hooks a plugin implements and the keywords it declares, as cacheable data."""
+    hooks = _hooks(plugin)
     keywords: list[dict[str, Any]] = []
     declare = getattr(plugin, "esmtp_config_keywords", None)
     if "esmtp_config_keywords" in hooks and callable(declare):
@@ -238,6 +244,7 @@ class PluginLoader:
             record for record in sorted(records, key=lambda r: r.name)
             if record.name not in blocked and (autoload or record.dist == "esmtp")
         ]
+        self.registered: list[tuple[EntryPointRecord, object]] = []
 
     def _register(self, records: list[EntryPointRecord]) -> None:
         loaded = []
@@ -251,11 +258,18 @@ class PluginLoader:
                 self._failed(record, error)
         # The call order must not follow the names (renaming a plugin would reorder the headers it adds): within a
         # tryfirst/plain/trylast tier, plugins run by PLUGIN_ORDER, then by name. pluggy calls the last registered
-        # first, so they are registered in reverse.
+        # first, so they are registered in reverse, together with those of earlier batches that share a hook.
+        shared = {hook for _, plugin in loaded for hook in _hooks(plugin)}
+        for record, plugin in list(self.registered):
+            if shared.intersection(_hooks(plugin)):
+                self.pm.unregister(plugin)
+                self.registered.remove((record, plugin))
+                loaded.append((record, plugin))
         for record, plugin in sorted(loaded, key=lambda item: (plugin_order(item[1]), item[0].name), reverse=True):
             try:
                 self.pm.register(plugin, name=record.name)
                 self.cache.learn(record, plugin, *_offers(plugin))
+                self.registered.append((record, plugin))
             except Exception as error:
                 self._failed(record, error)
         if self.cache.changed:

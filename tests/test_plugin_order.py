@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,25 @@ def test_renaming_the_fixups_does_not_reorder_the_headers(monkeypatch: pytest.Mo
         data = b"".join(message.chunks())
     assert all(hooks.pm.has_plugin(name) for name in renamed.values())
     assert field_names(data.partition(b"\n\n")[0], b"\n") == [b"Subject", b"Date", b"From", b"Message-ID", b"Sender"]
+
+
+def test_the_order_holds_when_a_fixup_is_loaded_in_an_earlier_batch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A plugin the index does not know yet (new, or its source changed) is imported before the others: still in
+    order, because plugins sharing a hook are registered again together."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    identity = Identity(address=None)
+    config = Config(path=None, identities=[identity], default=identity)
+    load_hooks(config).config_keywords()  # learns the index
+    [cache] = (tmp_path / "esmtp").iterdir()
+    data = json.loads(cache.read_text())
+    data["index"] = {key: entry for key, entry in data["index"].items() if not key.startswith("fixup_date=")}
+    cache.write_text(json.dumps(data))
+    hooks = load_hooks(config)
+    hooks.config_keywords()  # imports fixup_date alone, before the fixup hook is called
+    assert hooks.pm.has_plugin("fixup_date") and not hooks.pm.has_plugin("fixup_from")
+    with read_message(io.BytesIO(b"Subject: s\n\nbody\n")) as message:
+        hooks.fixup_headers(Envelope("a@example.org", ["b@example.net"], identity), message, config)
+        data_bytes = b"".join(message.chunks())
+    assert field_names(data_bytes.partition(b"\n\n")[0], b"\n") == [b"Subject", b"Date", b"From", b"Message-ID"]
