@@ -7,7 +7,7 @@ Start-up path: nothing but :mod:`esmtp.errors`; ``email`` is imported only for a
 
 from __future__ import annotations
 
-from .errors import DataError, EsmtpError, UsageError
+from .errors import DataError, UsageError
 
 # `typing` costs milliseconds on the --version path (options imports this module): for type checkers only.
 TYPE_CHECKING = False
@@ -37,11 +37,11 @@ def unsafe_character(value: str) -> str | None:
     return None
 
 
-def reject_unsafe(value: str, what: str, error: type[EsmtpError] = UsageError) -> None:
-    """Raise ``error`` naming ``what`` when :func:`unsafe_character` finds something in ``value``."""
+def reject_unsafe(value: str, what: str) -> None:
+    """A command-line value (an address, ``-F``): UsageError naming ``what`` when :func:`unsafe_character` objects."""
     problem = unsafe_character(value)
     if problem is not None:
-        raise error(f"{what} contains {problem}: {value!r}")
+        raise UsageError(f"{what} contains {problem}: {value!r}")
 
 
 def check_address(address: str, what: str) -> str:
