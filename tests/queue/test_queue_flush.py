@@ -7,10 +7,11 @@ import os
 import time
 from pathlib import Path
 
+from esmtp_plugins.queue.entry import Entry, new_id
 from esmtp_plugins.queue.flush import Report
 from esmtp_plugins.queue.message import QueuedMessage, split_fields
 from esmtp_plugins.queue.sessions import connection_key
-from esmtp_plugins.queue.store import Entry, QueueStore, new_id
+from esmtp_plugins.queue.store import QueueStore
 from support import SmtpServer, StartScripted
 
 from esmtp.config import Identity
