@@ -145,7 +145,7 @@ def failure_reply(error: EsmtpError) -> str:
         code = server[0] if server[0] in ("450", "451", "452", "550", "551", "552", "553", "554") else code
         if len(server) > 1 and server[1][:2] == f"{code[0]}." and server[1].count(".") == 2:
             enhanced = server[1]
-    lines = [_line(text) for text in str(error).splitlines() if text.strip()] or ["delivery failed"]
+    lines = [_line(text.strip()) for text in str(error).splitlines() if text.strip()] or ["delivery failed"]
     if temporary:
         lines[-1] += "; not sent, try again later" if len(lines[-1]) < REPLY_TEXT - 30 else ""
     return "\n".join(f"{code} {enhanced} {text}" for text in lines)
