@@ -139,7 +139,7 @@ def failure_reply(error: EsmtpError) -> str:
     """
     temporary = error.exit_code == EX_TEMPFAIL
     server = (_server_reply(error) or "").split()
-    code = "451" if temporary else ("554" if not isinstance(error, DataError) else "550")
+    code = "451" if temporary else "554"
     enhanced = "4.3.0" if temporary else ("5.3.0" if not isinstance(error, DataError) else "5.6.0")
     if server and server[0][:1] == code[0]:
         code = server[0] if server[0] in ("450", "451", "452", "550", "551", "552", "553", "554") else code
