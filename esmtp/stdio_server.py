@@ -148,14 +148,18 @@ class DataStream:
     def _next_line(self) -> bytes:
         if self.done:
             return b""
-        line = self.reader.line(TEXT_LIMIT + 1)  # a stuffed dot does not count
+        too_long = f"500 5.5.2 Message has a line longer than {TEXT_LIMIT} characters (RFC 5321 4.5.3.1.6)"
+        try:
+            line = self.reader.line(TEXT_LIMIT + 1)  # a stuffed dot does not count
+        except Reject:
+            raise Reject(too_long) from None
         if line in (b".\r\n", b".\n"):
             self.done = True
             return b""
         if line.startswith(b"."):
             line = line[1:]
         elif len(line.rstrip(b"\r\n")) > TEXT_LIMIT:
-            raise Reject(f"500 5.5.2 Message has a line longer than {TEXT_LIMIT} characters (RFC 5321 4.5.3.1.6)")
+            raise Reject(too_long)
         self.size += len(line)
         if self.size > self.max_size:
             raise Reject(f"552 5.3.4 Message larger than the maximum size of {self.max_size} bytes")

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import Runner, SmtpServer, entry_point, free_port
+from support import Runner, SmtpServer, _Handler, entry_point, free_port
 from test_queue import entries, qdir, wait_for_runner
 
 # Every header the fix-ups would add is present, so the smarthost must get these bytes exactly.
@@ -171,7 +173,7 @@ def test_eof_in_the_middle_of_data_delivers_nothing(relay: Runner, smtp_server: 
     session = Session(relay)
     session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nSubject: cut\r\n\r\nhalf")
     assert [r[:3] for r in session.replies(5)] == ["220", "250", "250", "250", "354"]
-    status, stderr, rest = session.end()
+    status, _, rest = session.end()
     assert status == 75
     assert rest == b""
     assert smtp_server.sink.messages == []
@@ -277,3 +279,27 @@ def test_local_names_go_to_the_mda(run: Runner, smtp_server: SmtpServer, tmp_pat
     status, stderr, rest = session.end()
     assert (status, rest) == (0, b""), stderr  # the MDA's output cannot leak into the dialogue
     assert b"for bob" in mailbox.read_bytes()
+
+
+class _HangUpAfterData(_Handler):
+    """Accepts a message, then closes the connection a moment later, as a server's idle timeout would."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        asyncio.get_running_loop().call_later(0.05, server.transport.close)
+        return reply
+
+
+def test_a_connection_dropped_between_messages_is_opened_again(relay: Runner, smtp_server: SmtpServer) -> None:
+    smtp_server.controller.handler = _HangUpAfterData(smtp_server.sink)
+    session = Session(relay)
+    client = session.smtplib()
+    client.ehlo("c")
+    client.sendmail("a@example.org", ["b@example.net"], b"Subject: one\r\n\r\nx\r\n")
+    time.sleep(0.5)  # the smarthost hangs up meanwhile
+    assert client.sendmail("a@example.org", ["b@example.net"], b"Subject: two\r\n\r\nx\r\n") == {}
+    client.quit()
+    status, stderr, _ = session.end()
+    assert status == 0, stderr
+    assert len(smtp_server.sink.messages) == 2
+    assert smtp_server.sink.connections == 2
