@@ -37,10 +37,12 @@ class Session:
         self.file = self.sock.makefile("rb")
 
     def smtplib(self) -> smtplib.SMTP:
+        """An smtplib client on our end, greeted and past EHLO."""
         client = smtplib.SMTP()
         client.sock = self.sock
         code, greeting = client.getreply()
         assert code == 220, greeting
+        assert client.ehlo("client.example")[0] == 250
         return client
 
     def send(self, data: bytes) -> None:
@@ -70,6 +72,15 @@ class Session:
         return self.proc.wait(timeout), stderr, rest
 
 
+def send_one(run: Runner, recipients: list[str], data: bytes) -> tuple[int, str, bytes]:
+    """One message in a session of its own: the exit status, stderr and anything unread on stdout."""
+    session = Session(run)
+    client = session.smtplib()
+    client.sendmail("a@example.org", recipients, data)
+    client.quit()
+    return session.end()
+
+
 @pytest.fixture
 def relay(run: Runner, smtp_server: SmtpServer) -> Iterator[Runner]:
     run.write_config(f"hostname {smtp_server.hostport}\n")
@@ -80,10 +91,8 @@ def relay(run: Runner, smtp_server: SmtpServer) -> Iterator[Runner]:
 def test_smtplib_session_several_messages_one_connection(relay: Runner, smtp_server: SmtpServer) -> None:
     session = Session(relay)
     client = session.smtplib()
-    code, features = client.ehlo("client.example")
-    assert code == 250
     for extension in ("pipelining", "8bitmime", "smtputf8", "size", "dsn", "enhancedstatuscodes"):
-        assert client.has_extn(extension), features
+        assert client.has_extn(extension), client.esmtp_features
     assert client.sendmail("alice@example.org", ["bob@example.net"], DOTS) == {}
     eight_bit = "From: alice@example.org\r\nSubject: 8bit\r\n\r\nGrüße aus Köln\r\n".encode()
     assert client.sendmail("alice@example.org", ["carol@example.net"], eight_bit, mail_options=["BODY=8BITMIME"]) == {}
@@ -202,7 +211,6 @@ def test_smarthost_message_refusal_is_quoted_at_the_dot(relay: Runner, smtp_serv
     smtp_server.sink.data_reply = "554 5.7.1 Message rejected as spam"
     session = Session(relay)
     client = session.smtplib()
-    client.ehlo("c")
     with pytest.raises(smtplib.SMTPDataError) as refused:
         client.sendmail("a@example.org", ["b@example.net"], b"Subject: spam\r\n\r\nbuy\r\n")
     assert refused.value.smtp_code == 554
@@ -216,7 +224,6 @@ def test_one_login_for_every_transaction(run: Runner, auth_server: SmtpServer) -
     auth_server.sink.clear()
     session = Session(run)
     client = session.smtplib()
-    client.ehlo("c")
     for index in range(3):
         client.sendmail("a@example.org", ["b@example.net"], f"Subject: m{index}\r\n\r\nx\r\n".encode())
     client.quit()
@@ -230,7 +237,6 @@ def test_smarthost_down_is_a_temporary_failure_at_the_dot(run: Runner) -> None:
     run.write_config(f"hostname 127.0.0.1:{free_port()}\n")
     session = Session(run)
     client = session.smtplib()
-    client.ehlo("c")
     with pytest.raises(smtplib.SMTPDataError) as refused:
         client.sendmail("a@example.org", ["b@example.net"], b"Subject: later\r\n\r\nx\r\n")
     assert 400 <= refused.value.smtp_code < 500
@@ -242,12 +248,7 @@ def test_smarthost_down_is_a_temporary_failure_at_the_dot(run: Runner) -> None:
 
 def test_smarthost_down_with_queue_fallback_then_flush_delivers_once(run: Runner, smtp_server: SmtpServer) -> None:
     run.write_config(f"hostname 127.0.0.1:{free_port()}\nqueue fallback\n")
-    session = Session(run)
-    client = session.smtplib()
-    client.ehlo("c")
-    client.sendmail("a@example.org", ["b@example.net"], b"Subject: queued\r\n\r\nkept\r\n")
-    client.quit()
-    status, stderr, _ = session.end()
+    status, stderr, _ = send_one(run, ["b@example.net"], b"Subject: queued\r\n\r\nkept\r\n")
     assert status == 0, stderr
     assert len(list(qdir(run).glob("*.json"))) == 1
     run.write_config(f"hostname {smtp_server.hostport}\nqueue fallback\n")
@@ -271,12 +272,7 @@ def test_missing_configuration_is_a_554_greeting(run: Runner) -> None:
 def test_local_names_go_to_the_mda(run: Runner, smtp_server: SmtpServer, tmp_path: Path) -> None:
     mailbox = tmp_path / "mailbox"
     run.write_config(f"hostname {smtp_server.hostport}\nmda \"/bin/sh -c 'cat >> {mailbox}'\"\n")
-    session = Session(run)
-    client = session.smtplib()
-    client.ehlo("c")
-    client.sendmail("a@example.org", ["bob"], b"Subject: local\r\n\r\nfor bob\r\n")
-    client.quit()
-    status, stderr, rest = session.end()
+    status, stderr, rest = send_one(run, ["bob"], b"Subject: local\r\n\r\nfor bob\r\n")
     assert (status, rest) == (0, b""), stderr  # the MDA's output cannot leak into the dialogue
     assert b"for bob" in mailbox.read_bytes()
 
@@ -294,7 +290,6 @@ def test_a_connection_dropped_between_messages_is_opened_again(relay: Runner, sm
     smtp_server.controller.handler = _HangUpAfterData(smtp_server.sink)
     session = Session(relay)
     client = session.smtplib()
-    client.ehlo("c")
     client.sendmail("a@example.org", ["b@example.net"], b"Subject: one\r\n\r\nx\r\n")
     time.sleep(0.5)  # the smarthost hangs up meanwhile
     assert client.sendmail("a@example.org", ["b@example.net"], b"Subject: two\r\n\r\nx\r\n") == {}
