@@ -156,7 +156,7 @@ def success_reply(results: list[DeliveryResult]) -> str:
     return f"250 2.0.0 Ok: {_line(details)}"
 
 
-class Relay:
+class PipelineRelay:
     """Envelopes from the dialogue into the pipeline (the :class:`esmtp.stdio_server.Relay` of a ``-bs`` run)."""
 
     def __init__(self, options: Options, config: Config, hooks: SessionHooks, trace: Trace) -> None:
@@ -254,7 +254,7 @@ def serve(options: Options, load: Callable[[], tuple[Config | None, Hooks]]) -> 
         os.write(outfd, f"554 5.3.5 {hostname} {_line(' '.join(str(error).split()))}\r\n".encode())
         raise
     smtp = SharedSmtp(hooks, trace)
-    relay = Relay(options, config, SessionHooks(hooks, smtp), trace)
+    relay = PipelineRelay(options, config, SessionHooks(hooks, smtp), trace)
     try:
         return StdioServer(infd, outfd, relay, hostname=hostname, timeout=_idle_timeout()).run()
     finally:

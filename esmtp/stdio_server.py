@@ -1,7 +1,8 @@
 """``sendmail -bs``: the ESMTP server dialogue on standard input and output.
 
-This module speaks the protocol only: commands, replies, limits and the DATA stream. What happens to an envelope
-(the local checks at RCPT, the pipeline after the final dot) is the :class:`Relay`'s job (:mod:`esmtp.stdio_relay`).
+This module speaks the protocol: commands and replies (:mod:`esmtp.stdio_input` reads the lines and the DATA,
+within limits). What happens to an envelope (the local checks at RCPT, the pipeline after the final dot) is the
+:class:`Relay`'s job (:mod:`esmtp.stdio_relay`).
 
 Why not aiosmtpd, the usual asyncio SMTP server: it is built for sockets. Over stdio it needs two pipe transports
 glued under one ``StreamReaderProtocol`` (it asks its transport for a peer name and writes through the read side's
@@ -19,20 +20,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from .errors import EX_IOERR, EX_PROTOCOL, EX_TEMPFAIL, DataError
-from .message import MAX_HEADER_BYTES, read_message
+from .message import read_message
+from .stdio_input import DataStream, IdleTimeout, LineReader, Reject
 
 if TYPE_CHECKING:
     from .message import Message
 
 #: RFC 5321 4.5.3.1.4 allows 512 octets for a command line; SMTPUTF8 addresses and DSN parameters need more.
 COMMAND_LIMIT = 2048
-#: RFC 5321 4.5.3.1.6: a text line is at most 998 characters before its line ending.
-TEXT_LIMIT = 998
 #: The SIZE we advertise and enforce.
 MAX_SIZE = 64 << 20
 MAX_RECIPIENTS = 1000
@@ -47,18 +46,6 @@ _NOTIFY = re.compile(r"NEVER|(SUCCESS|FAILURE|DELAY)(,(SUCCESS|FAILURE|DELAY))*"
 _XTEXT = re.compile(r"\+([0-9A-F]{2})")
 
 
-class Reject(Exception):
-    """A command or a message is refused with ``reply`` (one or more lines, without CRLF)."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
-
-
-class IdleTimeout(Exception):
-    """The caller sent nothing for too long."""
-
-
 @dataclass(slots=True)
 class Transaction:
     """What MAIL and RCPT said for one message. Addresses are bare (no angle brackets); "" is the null sender."""
@@ -67,8 +54,6 @@ class Transaction:
     body: str | None = None
     ret: str | None = None
     envid: str | None = None
-    smtputf8: bool = False
-    size: int | None = None
     recipients: list[str] = field(default_factory=list)
     #: The NOTIFY of the transaction's recipients (an envelope has one); None when none was given.
     notify: str | None = None
@@ -82,118 +67,6 @@ class Relay(Protocol):
 
     def deliver(self, transaction: Transaction, message: Message) -> tuple[str, int]:
         """Send ``message`` through the pipeline; return the reply to the final dot and the exit status it means."""
-
-
-class LineReader:
-    """Lines from a file descriptor, each with its line ending (LF or CRLF, as sent), with a length limit."""
-
-    def __init__(self, fd: int, timeout: float, before_wait: Callable[[], None]) -> None:
-        self.fd = fd
-        self.timeout = timeout
-        self.before_wait = before_wait  # called before blocking: pending replies must go out first (RFC 2920)
-        self.buffer = bytearray()
-        self.eof = False
-
-    def _fill(self) -> None:
-        import select
-
-        self.before_wait()
-        ready, _, _ = select.select([self.fd], [], [], self.timeout)
-        if not ready:
-            raise IdleTimeout
-        chunk = os.read(self.fd, 1 << 16)
-        if chunk:
-            self.buffer += chunk
-        else:
-            self.eof = True
-
-    def line(self, limit: int) -> bytes:
-        """The next line, LF included. Raises EOFError at the end of input (a last line without LF is dropped),
-        and Reject after skipping a line longer than ``limit`` (not counting its line ending)."""
-        start = 0
-        while True:
-            end = self.buffer.find(b"\n", start)
-            if end >= 0:
-                line = bytes(self.buffer[: end + 1])
-                del self.buffer[: end + 1]
-                if len(line.rstrip(b"\r\n")) > limit:
-                    raise Reject(f"500 5.5.2 Line too long (more than {limit} characters)")
-                return line
-            if self.eof:
-                raise EOFError
-            if len(self.buffer) > limit + 2:
-                self.buffer.clear()  # keep skipping to the end of this line, never holding it
-                start, limit = 0, -1
-            else:
-                start = len(self.buffer)
-            self._fill()
-
-
-class DataStream:
-    """The DATA of one message as a file for :func:`read_message`: dot-unstuffed, ending at the lone dot.
-
-    Enforces the line-length, header-size and message-size limits. Raises Reject for a limit (the rest of the data
-    must then be skipped with :meth:`skip`), EOFError when the input ends before the dot, IdleTimeout.
-    """
-
-    def __init__(self, reader: LineReader, max_size: int) -> None:
-        self.reader = reader
-        self.max_size = max_size
-        self.size = 0
-        self.in_header = True
-        self.header_size = 0
-        self.done = False
-        self.pending = b""
-
-    def _next_line(self) -> bytes:
-        if self.done:
-            return b""
-        too_long = f"500 5.5.2 Message has a line longer than {TEXT_LIMIT} characters (RFC 5321 4.5.3.1.6)"
-        try:
-            line = self.reader.line(TEXT_LIMIT + 1)  # a stuffed dot does not count
-        except Reject:
-            raise Reject(too_long) from None
-        if line in (b".\r\n", b".\n"):
-            self.done = True
-            return b""
-        if line.startswith(b"."):
-            line = line[1:]
-        elif len(line.rstrip(b"\r\n")) > TEXT_LIMIT:
-            raise Reject(too_long)
-        self.size += len(line)
-        if self.size > self.max_size:
-            raise Reject(f"552 5.3.4 Message larger than the maximum size of {self.max_size} bytes")
-        if self.in_header:
-            self.header_size += len(line)
-            if line in (b"\r\n", b"\n"):
-                self.in_header = False
-            elif self.header_size > MAX_HEADER_BYTES:
-                raise Reject(f"552 5.3.4 Header block larger than {MAX_HEADER_BYTES // 1024} KiB")
-        return line
-
-    def readline(self, size: int = -1) -> bytes:
-        line = self.pending or self._next_line()
-        if 0 <= size < len(line):
-            line, self.pending = line[:size], line[size:]
-        else:
-            self.pending = b""
-        return line
-
-    def read(self, size: int = -1) -> bytes:
-        parts = [self.readline()]
-        total = len(parts[0])
-        while parts[-1] and total < size and self.reader.buffer.find(b"\n") >= 0:
-            parts.append(self._next_line())  # only lines already buffered: no wait in the middle of a chunk
-            total += len(parts[-1])
-        return b"".join(parts)
-
-    def skip(self) -> None:
-        """Read and drop the rest of the data, up to the lone dot."""
-        while not self.done:
-            try:
-                self._next_line()
-            except Reject:
-                continue
 
 
 def _xtext_decode(value: str) -> str:
@@ -362,13 +235,12 @@ class StdioServer:
         if not self.extended:
             raise Reject("555 5.5.4 MAIL parameters need EHLO")
         if name == "SIZE" and value.isdigit():
-            transaction.size = int(value)
-            if transaction.size > MAX_SIZE:
+            if int(value) > MAX_SIZE:
                 raise Reject(f"552 5.3.4 Message larger than the maximum size of {MAX_SIZE} bytes")
         elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
             transaction.body = value.upper()
         elif name == "SMTPUTF8" and not value:
-            transaction.smtputf8 = True
+            pass  # UTF-8 addresses are accepted with or without it; the smarthost gets it when they need it
         elif name == "RET" and value.upper() in ("FULL", "HDRS"):
             transaction.ret = value.upper()
         elif name == "ENVID" and value and _printable(envid := _xtext_decode(value)):
@@ -388,7 +260,9 @@ class StdioServer:
         for name, value in _params(params).items():
             if not self.extended:
                 raise Reject("555 5.5.4 RCPT parameters need EHLO")
-            if name == "NOTIFY" and _NOTIFY.fullmatch(value.upper()):
+            if name == "NOTIFY":
+                if not _NOTIFY.fullmatch(value.upper()):
+                    raise Reject("501 5.5.4 NOTIFY takes NEVER, or a list of SUCCESS, FAILURE, DELAY")
                 notify = ",".join(w for w in ("SUCCESS", "FAILURE", "DELAY") if w in value.upper()) or "NEVER"
             elif name != "ORCPT":  # ORCPT is accepted and not passed on
                 raise Reject(f"555 5.5.4 Unsupported RCPT parameter {name}"[:200])
