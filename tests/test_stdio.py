@@ -298,3 +298,12 @@ def test_a_connection_dropped_between_messages_is_opened_again(relay: Runner, sm
     assert status == 0, stderr
     assert len(smtp_server.sink.messages) == 2
     assert smtp_server.sink.connections == 2
+
+
+def test_idle_timeout_in_the_middle_of_data_delivers_nothing(relay: Runner, smtp_server: SmtpServer) -> None:
+    session = Session(relay, ESMTP_BS_TIMEOUT="0.5")
+    session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nSubject: stalled\r\n\r\n")
+    replies = session.replies(6)
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "421"]
+    assert session.end()[0] == 75
+    assert smtp_server.sink.messages == []
