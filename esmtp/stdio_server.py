@@ -301,6 +301,11 @@ class StdioServer:
             stream.skip()
             self.reply(refused.reply if isinstance(refused, Reject) else f"554 5.6.0 {refused}")
             return True
+        except OSError as error:  # the spool file (a full disk); if our input broke instead, skip() raises again
+            stream.skip()
+            self.reply(f"451 4.3.0 cannot spool the message: {error.strerror or error}; try again later")
+            self.note(EX_TEMPFAIL)
+            return True
         with message:
             stream.skip()  # the dot itself, if read_message stopped before it
             reply, status = self.relay.deliver(transaction, message)

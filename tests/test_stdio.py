@@ -307,3 +307,13 @@ def test_idle_timeout_in_the_middle_of_data_delivers_nothing(relay: Runner, smtp
     assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "421"]
     assert session.end()[0] == 75
     assert smtp_server.sink.messages == []
+
+
+def test_a_spool_that_cannot_be_written_is_a_temporary_failure(relay: Runner, tmp_path: Path) -> None:
+    session = Session(relay, TMPDIR=str(tmp_path / "missing"))
+    session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+    session.send(b"Subject: nowhere\r\n\r\nbody\r\n.\r\nNOOP\r\n")
+    replies = session.replies(7)
+    assert replies[5].startswith("451 4.3.0 cannot spool the message: No such file or directory")
+    assert replies[6].startswith("250 ")  # the session goes on
+    assert session.end()[0] == 75
