@@ -120,7 +120,10 @@ def _line(text: str) -> str:
 
 
 def _server_reply(error: EsmtpError) -> str | None:
-    """The smarthost's own reply inside ``error``, if it gave one ("550 5.1.1 no such user")."""
+    """The smarthost's own reply inside ``error``, if it gave one ("550 5.1.1 no such user").
+
+    Duck-typed: importing RecipientsRejected (esmtp.smtp) would load the SMTP client for every reply.
+    """
     errors = getattr(error, "errors", None) or [error]  # DeliveryFailed holds one error per leg
     for leg in errors:
         rejected = getattr(leg, "rejected", None)  # RecipientsRejected: one reply per recipient
