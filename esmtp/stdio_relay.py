@@ -12,7 +12,17 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from .errors import EX_OK, EX_SOFTWARE, EX_TEMPFAIL, DataError, DeliveryError, EsmtpError
+from .errors import (
+    EX_OK,
+    EX_SOFTWARE,
+    EX_TEMPFAIL,
+    DataError,
+    DeliveryError,
+    DeliveryFailed,
+    EsmtpError,
+    NoDeliveryAgent,
+    RecipientsRejected,
+)
 from .plugins import Hooks
 from .smtp_agent import postconnect, preconnect
 from .stdio_server import IDLE_TIMEOUT, StdioServer, Transaction
@@ -120,15 +130,10 @@ def _line(text: str) -> str:
 
 
 def _server_reply(error: EsmtpError) -> str | None:
-    """The smarthost's own reply inside ``error``, if it gave one ("550 5.1.1 no such user").
-
-    Duck-typed: importing RecipientsRejected (esmtp.smtp) would load the SMTP client for every reply.
-    """
-    errors = getattr(error, "errors", None) or [error]  # DeliveryFailed holds one error per leg
-    for leg in errors:
-        rejected = getattr(leg, "rejected", None)  # RecipientsRejected: one reply per recipient
-        if rejected:
-            return str(next(iter(rejected.values())))
+    """The smarthost's own reply inside ``error``, if it gave one ("550 5.1.1 no such user")."""
+    for leg in error.errors if isinstance(error, DeliveryFailed) else [error]:
+        if isinstance(leg, RecipientsRejected) and leg.rejected:
+            return next(iter(leg.rejected.values()))
         if isinstance(leg, DeliveryError) and leg.reply:
             return leg.reply
     return None
@@ -197,8 +202,7 @@ class PipelineRelay:
             return None
         for name, recipients in route.legs.items():
             if recipients and (name not in agents or (name == "mda" and not self.config.mda)):
-                why = "no MDA is configured ('mda')" if name == "mda" else f"no delivery agent '{name}' is installed"
-                return _line(f"550 5.1.1 <{address}>: local delivery is not possible: {why}")
+                return _line(f"550 5.1.1 <{address}>: {NoDeliveryAgent(name, recipients)}")
         return None
 
     def deliver(self, transaction: Transaction, message: Message) -> tuple[str, int]:

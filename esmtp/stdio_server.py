@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
+from .addresses import check_address
 from .errors import EX_IOERR, EX_PROTOCOL, EX_TEMPFAIL, DataError
 from .message import read_message
 from .stdio_input import DataStream, IdleTimeout, LineReader, Reject
@@ -97,8 +98,10 @@ def _path(argument: str, keyword: str) -> tuple[str, list[str]]:
 
 def check_syntax(address: str) -> None:
     """Refuse what cannot be a mailbox (control characters, brackets, blanks, an empty part)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in address) or any(c in address for c in "<>"):
-        raise Reject("501 5.1.3 Bad address syntax: control character or angle bracket")
+    try:
+        check_address(address, "address")
+    except DataError:
+        raise Reject("501 5.1.3 Bad address syntax: control character or angle bracket") from None
     local, at, domain = address.rpartition("@") if "@" in address else (address, "", "")
     if not local or (at and not domain) or (" " in address and not local.startswith('"')):
         raise Reject(f"501 5.1.3 Bad address syntax: <{address}>")
