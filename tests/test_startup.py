@@ -78,6 +78,15 @@ def test_direct_send_loads_no_spnego_or_cryptography(run: Runner, tmp_path: Path
     assert code == 0
     assert "aiosmtplib" in modules  # it did talk SMTP
     assert not {"spnego", "cryptography"} & modules
+    assert not {m for m in modules if m.startswith("esmtp.stdio")}  # the -bs server is imported by -bs only
+
+
+def test_bs_session_without_mail_makes_no_smtp_connection(run: Runner, tmp_path: Path) -> None:
+    run.write_config("hostname 127.0.0.1:1\n")
+    code, modules = run_in_process(run, tmp_path, "sendmail", "-bs", input=b"EHLO c\r\nNOOP\r\nQUIT\r\n")
+    assert code == 0
+    assert "esmtp.stdio_server" in modules
+    assert not {"asyncio", "ssl", "aiosmtplib"} & modules  # the smarthost is contacted for a message, not before
 
 
 def test_enqueue_imports_no_asyncio_ssl_or_aiosmtplib(run: Runner, tmp_path: Path) -> None:
