@@ -39,6 +39,8 @@ class KeywordSpec:
     choices: tuple[str, ...] | None = None
     help: str = ""
     secret: bool = False
+    #: Keywords (core or extension) that may not be set in the same identity block; the error names both lines.
+    conflicts: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -63,6 +65,8 @@ class Identity:
     #: Where the block starts, for error messages.
     source: str = ""
     lineno: int = 0
+    #: The line of each keyword set in this block (esmtp field names such as ``password``, extension keywords).
+    lines: dict[str, int] = field(default_factory=dict)
 
     def server(self, default_port: int) -> tuple[str, int]:
         """The ``(host, port)`` to connect to.
@@ -135,6 +139,17 @@ class Config:
                 )
             target = self.options if spec.scope == "global" else statement.identity.options
             target[statement.keyword] = statement.value
+            statement.identity.lines[statement.keyword] = statement.lineno
+        for statement in self.pending:
+            spec = known[statement.keyword]
+            for other in spec.conflicts:
+                line = statement.identity.lines.get(other)
+                if line is not None and other != statement.keyword:
+                    first, second = sorted(((line, other), (statement.lineno, statement.keyword)))
+                    raise ConfigError(
+                        f"{self.path or 'config'}:{second[0]}: '{second[1]}' cannot be used together with "
+                        f"'{first[1]}' (line {first[0]}) in one identity: keep one of them"
+                    )
         self.pending.clear()
 
 
@@ -444,6 +459,7 @@ class _Parser:
                 except ValueError as error:
                     raise self.error(token.lineno, str(error)) from None
             setattr(identity, name, token.text)
+            identity.lines[name] = keyword.lineno
             self.per_identity()
         elif word in ("starttls", "tls"):
             identity.starttls = cast(StartTLS, self.choice(keyword, _STARTTLS))

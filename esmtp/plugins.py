@@ -26,10 +26,11 @@ from .errors import PluginError
 if TYPE_CHECKING:
     from pluggy import PluginManager
 
-    from .config import Config, KeywordSpec
+    from .config import Config, Identity, KeywordSpec
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
+    from .trace import Trace
     from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
 
 GROUP = "esmtp.plugins"
@@ -40,7 +41,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
     (name, f"esmtp_plugins.{name}")
     for name in (
         "aliases", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "fixup_sender", "masquerade", "mda",
-        "queue", "sasl_crammd5", "sasl_login", "sasl_ntlm", "sasl_plain",
+        "oauth2", "password_command", "password_keyring", "password_netrc", "queue", "sasl_crammd5", "sasl_login",
+        "sasl_ntlm", "sasl_oauthbearer", "sasl_plain", "sasl_xoauth2",
     )
 )
 
@@ -325,6 +327,17 @@ class Hooks:
 
     def sasl_mechanisms(self) -> dict[str, SaslMechanism]:
         return self._by_name(self._hook("esmtp_sasl_mechanisms")(), "SASL mechanism")
+
+    def secret(
+        self, identity: Identity, host: str, mechanism: SaslMechanism, rejected: str | None, trace: Trace
+    ) -> str | None:
+        hook = self._hook("esmtp_secret")
+        return cast(
+            "str | None", hook(identity=identity, host=host, mechanism=mechanism, rejected=rejected, trace=trace)
+        )
+
+    def command(self, options: Options, config: Config) -> int | None:
+        return cast("int | None", self._hook("esmtp_command")(options=options, config=config))
 
     def delivery_agents(self) -> dict[str, DeliveryAgent]:
         return self._by_name(self._hook("esmtp_delivery_agents")(), "delivery agent")
