@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
 from aiosmtpd.smtp import AuthResult
-from support import SmtpServer, Sink, _Controller, _Handler, _Server
+from support import Sink, SmtpServer, _Controller, _Handler, _Server
 
 CLIENT_ID = "esmtp-test-client"
 CLIENT_SECRET = "client-Secret-4711"
@@ -192,11 +192,11 @@ class OAuth2Provider:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 self._answer("POST", dict(urllib.parse.parse_qsl(self.rfile.read(length).decode())))
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._answer("GET", dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query)))
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -227,7 +227,7 @@ def oauth2_provider() -> Iterator[OAuth2Provider]:
 def introspect(provider: OAuth2Provider, token: str) -> str | None:
     """Ask the provider's introspection endpoint over HTTP, as a real server does."""
     body = urllib.parse.urlencode({"token": token}).encode()
-    with urllib.request.urlopen(f"{provider.url}/introspect", data=body, timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(f"{provider.url}/introspect", data=body, timeout=10) as response:
         answer = json.loads(response.read())
     return answer.get("username") if answer.get("active") else None
 
@@ -266,12 +266,12 @@ class BearerHandler(_Handler):
     def _initial(args: list[str]) -> bytes:
         return base64.b64decode(args[1]) if len(args) > 1 else b""
 
-    async def auth_XOAUTH2(self, server: AiosmtpdSMTP, args: list[str]) -> AuthResult:  # noqa: N802
+    async def auth_XOAUTH2(self, server: AiosmtpdSMTP, args: list[str]) -> AuthResult:
         fields = dict(part.split("=", 1) for part in self._initial(args).decode().split("\x01") if "=" in part)
         token = fields.get("auth", "").removeprefix("Bearer ")
         return await self._check(server, "XOAUTH2", args, fields.get("user", ""), token, b"")
 
-    async def auth_OAUTHBEARER(self, server: AiosmtpdSMTP, args: list[str]) -> AuthResult:  # noqa: N802
+    async def auth_OAUTHBEARER(self, server: AiosmtpdSMTP, args: list[str]) -> AuthResult:
         gs2, _, rest = self._initial(args).decode().partition("\x01")
         user = next((part[2:] for part in gs2.split(",") if part.startswith("a=")), "")
         fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)

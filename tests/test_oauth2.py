@@ -68,7 +68,7 @@ def test_refreshed_token_delivers(run: Runner, oauth2_provider: OAuth2Provider, 
     assert result.returncode == 0, result.stderr
     assert bearer_server.sink.auths == [(mechanism, USER)]
     assert bearer_server.sink.messages[0].rcpt_tos == ["bob@example.net"]
-    [(path, fields)] = [request for request in oauth2_provider.requests if request[0] == "/token"]
+    [(_path, fields)] = [request for request in oauth2_provider.requests if request[0] == "/token"]
     assert fields["grant_type"] == "refresh_token" and fields["scope"] == "mail"
 
 
@@ -245,7 +245,7 @@ def login_as_browser(run: Runner, provider: OAuth2Provider, *args: str, environ:
     for line in proc.stdout:
         printed.append(line)
         if line.startswith(provider.url + "/authorize?"):
-            with urllib.request.urlopen(line.strip(), timeout=10) as page:  # noqa: S310 -- the loopback provider
+            with urllib.request.urlopen(line.strip(), timeout=10) as page:
                 assert b"login done" in page.read()
             break
     out, err = proc.communicate(timeout=30)
