@@ -1,4 +1,5 @@
-"""Fixtures for the interop tests: a real Postfix + Cyrus SASL + TLS server on loopback.
+"""Fixtures for the interop tests: a real Postfix + Cyrus SASL + TLS server on loopback, and a second Postfix whose
+SASL is Dovecot with its oauth2 passdb (``oauth2_postfix``), for XOAUTH2 and OAUTHBEARER.
 
 ``postfix`` (session scope) starts one :class:`postfix_server.PostfixServer` for the whole run and stops it at
 the end. Without root or the Debian packages (``.ci/install-interop-deps.sh``) the tests that use it are
@@ -19,6 +20,8 @@ import pytest
 # tests/ is not a package: make the fixture's modules importable from here and from the test files.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dovecot_server import DovecotPostfixServer, dovecot_unavailable_reason
+from oauth2_support import OAuth2Provider
 from postfix_server import (
     CI_FAIL_NOTE,
     PostfixServer,
@@ -68,6 +71,27 @@ def _interrupt_on_sigterm() -> signal.Handlers | None:
         return None
     signal.signal(signal.SIGTERM, _raise_interrupt)
     return signal.SIG_DFL
+
+
+@pytest.fixture(scope="session")
+def oauth2_postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotPostfixServer]:
+    """Postfix + Dovecot SASL whose oauth2 passdb asks the loopback provider (``oauth2_postfix.provider``)."""
+    reason = dovecot_unavailable_reason()
+    if reason is not None:
+        skip_or_fail(reason)
+    provider = OAuth2Provider()
+    provider.start()
+    server = DovecotPostfixServer(runtime_directory("esmtp-interop-dovecot-"), provider)
+    previous = _interrupt_on_sigterm()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        provider.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        server.move_to(tmp_path_factory.mktemp("dovecot", numbered=True) / "server")
 
 
 @pytest.fixture
