@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import Result, Runner, SmtpServer
+from support import Result, Runner, SmtpServer, free_port
 
 PASSWORD = "s3cret"  # auth_server's password for alice
 MESSAGE = b"Subject: sources\n\nbody\n"
@@ -178,11 +178,15 @@ def test_netrc_entry_for_another_login_is_not_used(run: Runner, auth_server: Smt
 def test_password_command_runs_once_per_identity_in_a_queue_flush(run: Runner, auth_server: SmtpServer,
                                                                   tmp_path: Path) -> None:
     counter = tmp_path / "runs"
-    configure(run, auth_server, f"password_command \"echo run >> {counter}; echo {PASSWORD}\"", "queue always")
+    command = f"password_command \"echo run >> {counter}; echo {PASSWORD}\""
     queue_env = {"ESMTP_QUEUE_DIR": str(tmp_path / "queue")}
+    down = SmtpServer("127.0.0.1", free_port(), auth_server.sink, auth_server.controller)  # nobody listens there
+    configure(run, down, command, "queue fallback")
     for _ in range(3):
-        assert send(run, **queue_env).returncode == 0
+        assert send(run, **queue_env).returncode == 0  # queued: the server is unreachable
+    assert not counter.exists()  # no AUTH, so no secret was needed
+    configure(run, auth_server, command, "queue fallback")
     flushed = run("-q", env=run.env(PYTHON_KEYRING_BACKEND=NO_KEYRING, **queue_env), timeout=60)
     assert flushed.returncode == 0, flushed.stderr
     assert len(auth_server.sink.messages) == 3
-    assert counter.read_text() == "run\n"
+    assert counter.read_text() == "run\n"  # once for the identity, in the whole flush

@@ -7,10 +7,10 @@ refused, like the configuration file. ``$NETRC`` names another file.
 from __future__ import annotations
 
 import os
-import stat
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
+from esmtp.config import _check_user_file as check_private_file
 from esmtp.errors import ConfigError
 
 from .credentials import has_other_source
@@ -30,20 +30,9 @@ def esmtp_secret(identity: Identity, host: str, trace: Trace) -> str | None:
     if identity.username is None or has_other_source(identity):
         return None
     path = netrc_path()
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
+    # The configuration file's rule: a regular file, yours, that others may neither read nor write.
+    if not check_private_file(path):
         return None
-    except OSError as error:
-        raise ConfigError(f"{path}: {error.strerror or error}") from None
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        raise ConfigError(
-            f"File {path} must not be readable or writable by others (it holds passwords), but its mode is "
-            f"{mode:04o}. Fix it with: chmod 600 {path}"
-        )
-    if info.st_uid != os.geteuid():
-        raise ConfigError(f"File {path} must be owned by you.")
     import netrc
 
     try:

@@ -1,4 +1,4 @@
-"""SASL OAUTHBEARER (RFC 7628): a GS2 header, then ``host``, ``port`` and ``auth=Bearer TOKEN``, ^A-separated.
+"""SASL OAUTHBEARER (RFC 7628): a GS2 header, then ``host`` and ``auth=Bearer TOKEN``, ^A-separated.
 
 The secret is an OAuth2 access token (``bearer``): the core chooses OAUTHBEARER only when ``auth_mechanisms`` names it
 or the identity has OAuth2 settings. The token crosses the wire as is, so TLS is required as for PLAIN. On failure the
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from esmtp import hookimpl
-from esmtp.types import Credentials, SaslMechanism
+from esmtp.types import SaslMechanism
 
-from .bearer import describe_error, token_bytes, user_bytes
+from .bearer import BearerClient, token_bytes, user_bytes
 
 
 def _saslname(username: str) -> bytes:
@@ -21,24 +21,16 @@ def _saslname(username: str) -> bytes:
     return user_bytes(username).replace(b"=", b"=3D").replace(b",", b"=2C")
 
 
-class OAuthBearerClient:
-    """Sends the client response as the initial response; answers an error challenge with ^A."""
+class OAuthBearerClient(BearerClient):
+    """The client response as the initial response; ^A answers an error challenge."""
 
-    def __init__(self, credentials: Credentials) -> None:
-        self._credentials = credentials
-        #: The server's error (status, scope), read by the core for its message.
-        self.failure: str | None = None
+    ERROR_ANSWER = b"\x01"
 
-    def step(self, challenge: bytes | None) -> bytes | None:
-        if challenge is None:
-            credentials = self._credentials
-            header = b"n," + (b"a=" + _saslname(credentials.username) if credentials.username else b"") + b","
-            host = b"host=" + credentials.host.encode("utf-8") + b"\x01" if credentials.host else b""
-            return header + b"\x01" + host + b"auth=Bearer " + token_bytes(credentials.password) + b"\x01\x01"
-        if self.failure is not None:
-            raise ValueError("the server sent a second challenge after its error")
-        self.failure = describe_error(challenge)
-        return b"\x01"
+    def initial_response(self) -> bytes:
+        credentials = self.credentials
+        header = b"n," + (b"a=" + _saslname(credentials.username) if credentials.username else b"") + b","
+        host = b"host=" + credentials.host.encode("utf-8") + b"\x01" if credentials.host else b""
+        return header + b"\x01" + host + b"auth=Bearer " + token_bytes(credentials.password) + b"\x01\x01"
 
 
 @hookimpl

@@ -10,27 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from esmtp import hookimpl
-from esmtp.types import Credentials, SaslMechanism
+from esmtp.types import SaslMechanism
 
-from .bearer import describe_error, token_bytes, user_bytes
+from .bearer import BearerClient, token_bytes, user_bytes
 
 
-class XOAuth2Client:
-    """Sends the token as the initial response; answers an error challenge with an empty line."""
+class XOAuth2Client(BearerClient):
+    """The token as the initial response; an empty line answers an error challenge."""
 
-    def __init__(self, credentials: Credentials) -> None:
-        self._credentials = credentials
-        #: The server's error (status, scope), read by the core for its message.
-        self.failure: str | None = None
+    ERROR_ANSWER = b""
 
-    def step(self, challenge: bytes | None) -> bytes | None:
-        if challenge is None:
-            user, token = self._credentials.username, self._credentials.password
-            return b"user=" + user_bytes(user) + b"\x01auth=Bearer " + token_bytes(token) + b"\x01\x01"
-        if self.failure is not None:
-            raise ValueError("the server sent a second challenge after its error")
-        self.failure = describe_error(challenge)
-        return b""
+    def initial_response(self) -> bytes:
+        user, token = self.credentials.username, self.credentials.password
+        return b"user=" + user_bytes(user) + b"\x01auth=Bearer " + token_bytes(token) + b"\x01\x01"
 
 
 @hookimpl

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 import pytest
 
@@ -46,7 +47,14 @@ def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostfixServer]
         skip_or_fail(reason)
     # Postfix runs from a world-traversable temp dir; at the end it moves into pytest's tmp dir, whose
     # retention policy then cleans it up (pytest's own dirs are 0700: postfix/nobody cannot reach them).
-    server = PostfixServer(runtime_directory())
+    yield from _running(PostfixServer(runtime_directory()), tmp_path_factory, "postfix")
+
+
+Server = TypeVar("Server", bound=PostfixServer)
+
+
+def _running(server: Server, tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Server]:
+    """Start ``server``, yield it, stop it (also on SIGTERM) and keep its directory in pytest's tmp dir."""
     previous = _interrupt_on_sigterm()
     try:
         server.start()
@@ -55,7 +63,7 @@ def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostfixServer]
         server.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        server.move_to(tmp_path_factory.mktemp("postfix", numbered=True) / "server")
+        server.move_to(tmp_path_factory.mktemp(name, numbered=True) / "server")
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -81,17 +89,11 @@ def oauth2_postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot
         skip_or_fail(reason)
     provider = OAuth2Provider()
     provider.start()
-    server = DovecotPostfixServer(runtime_directory("esmtp-interop-dovecot-"), provider)
-    previous = _interrupt_on_sigterm()
     try:
-        server.start()
-        yield server
+        server = DovecotPostfixServer(runtime_directory("esmtp-interop-dovecot-"), provider)
+        yield from _running(server, tmp_path_factory, "dovecot")
     finally:
-        server.stop()
         provider.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        server.move_to(tmp_path_factory.mktemp("dovecot", numbered=True) / "server")
 
 
 @pytest.fixture
