@@ -15,7 +15,6 @@ from test_auth_interop import send, trust_test_ca
 pytestmark = pytest.mark.interop
 
 MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
-NO_KEYRING = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
 
 
 @pytest.fixture
@@ -32,22 +31,13 @@ def configure(run: Any, server: DovecotPostfixServer, mechanism: str, *lines: st
     ]) + "\n")
 
 
-def sendmail(run: Any) -> Any:
-    original = run.env
-    run.env = lambda **extra: original(**NO_KEYRING, **extra)
-    try:
-        return send(run)
-    finally:
-        run.env = original
-
-
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_refreshed_token_delivers(run: Any, server: DovecotPostfixServer, mechanism: str) -> None:
     provider = server.provider
     refresh_token = "rt-" + secrets.token_urlsafe(12)
     provider.refresh[refresh_token] = Grant(server.user)
     configure(run, server, mechanism, provider.configuration(refresh_token))
-    result, marker = sendmail(run)
+    result, marker = send(run)
     assert result.returncode == 0, result.stderr
     [got] = server.wait_for_messages(1)
     assert (got.sasl_method, got.sasl_username) == (mechanism, server.user)
@@ -57,7 +47,7 @@ def test_refreshed_token_delivers(run: Any, server: DovecotPostfixServer, mechan
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_bad_token_fails_cleanly(run: Any, server: DovecotPostfixServer, mechanism: str) -> None:
     configure(run, server, mechanism, 'password_command "echo not-a-valid-token"')
-    result, _ = sendmail(run)
+    result, _ = send(run)
     assert result.returncode == 77, result.stderr
     assert "535" in result.stderr and "the server says: status " in result.stderr
     assert "not-a-valid-token" not in result.stderr
@@ -74,7 +64,7 @@ def test_token_of_another_user_is_refused_after_one_refresh(run: Any, server: Do
     provider.refresh[refresh_token] = Grant("someone-else")
     configure(run, server, mechanism, provider.configuration(refresh_token))
     before = provider.hits("/token")
-    result, _ = sendmail(run)
+    result, _ = send(run)
     assert result.returncode == 77, result.stderr
     assert provider.hits("/token") - before == 2
     assert server.messages() == []
