@@ -28,7 +28,7 @@ from .errors import (
     TemporaryFailure,
 )
 from .message import Message
-from .sasl import authenticate, choose_mechanisms
+from .sasl import authenticate, choose_mechanisms, uses_oauth2
 from .trace import Trace
 from .types import Credentials, Envelope, SaslMechanism, SecretSource
 from .wire import encode_data
@@ -260,7 +260,8 @@ class SmtpSession:
                     f"warning: {self.server} does not offer STARTTLS; continuing WITHOUT encryption "
                     "('starttls enabled'; use 'starttls required' to refuse this)"
                 )
-        if self.identity.username is not None or self.identity.password is not None:
+        identity = self.identity
+        if identity.username is not None or identity.password is not None or uses_oauth2(identity):
             await self._authenticate()
 
     async def _starttls(self) -> None:
@@ -333,6 +334,7 @@ class SmtpSession:
         self.trace.info(f"server offers AUTH {' '.join(offered) or '(none)'}; using {mechanism.name}")
         username = self.identity.username or ""
         secret = self._secret if self._secret is not None else self._lookup_secret(mechanism, None)
+        retrying = False  # a fresh token is being tried on this connection, after the server refused the old one
         while True:
             credentials = Credentials(username, secret, self.host, dict(self.identity.options))
             try:
@@ -347,8 +349,9 @@ class SmtpSession:
                 if not self._smtp.is_connected:
                     raise _Reconnect from None
                 self.trace.info(f"trying {mechanism.name} again with a fresh token")
+                retrying = True
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
-                if not self._refreshed or self._secret is None:
+                if not retrying:
                     raise
                 raise _Reconnect from None  # dropped after refusing the old token: a new connection, once
             except DeliveryError:

@@ -314,3 +314,46 @@ def test_state_file_readable_by_others_is_refused(run: Runner, oauth2_provider: 
     result = send(run)
     assert result.returncode == 78
     assert "chmod 600" in result.stderr
+
+
+# ---- the mechanisms' exchanges, on their own -----------------------------------------------------------------------
+
+
+def test_xoauth2_and_oauthbearer_wire_formats() -> None:
+    from esmtp.types import Credentials
+    from esmtp_plugins.sasl_oauthbearer import OAuthBearerClient
+    from esmtp_plugins.sasl_xoauth2 import XOAuth2Client
+
+    credentials = Credentials("a=b,c@example.org", "tok", "smtp.example.org")
+    assert XOAuth2Client(credentials).step(None) == b"user=a=b,c@example.org\x01auth=Bearer tok\x01\x01"
+    bearer = OAuthBearerClient(credentials)
+    assert bearer.step(None) == b"n,a=a=3Db=2Cc@example.org,\x01host=smtp.example.org\x01auth=Bearer tok\x01\x01"
+    error = b'{"status":"invalid_token","scope":"example_scope","openid-configuration":"https://x"}'
+    assert bearer.step(error) == b"\x01"
+    assert bearer.failure == "the server says: status invalid_token, scope example_scope"
+    with pytest.raises(ValueError, match="second challenge"):
+        bearer.step(error)
+    xoauth2 = XOAuth2Client(credentials)
+    assert xoauth2.step(b"not json") == b""
+    assert xoauth2.failure == "the server's error challenge was not JSON"
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("username x@example.org\noauth2_provider google\n", "has OAuth2 settings but no oauth2_client_id"),
+        ("oauth2_provider microsoft\noauth2_client_id abc\n", "has OAuth2 settings but no username"),
+        ("username x@example.org\noauth2_client_id abc\noauth2_token_url http://oauth.example.org/token\n",
+         "oauth2_token_url must be an https:// URL"),
+        ("username x@example.org\noauth2_provider google\noauth2_client_id abc\noauth2_refresh_token a\n"
+         "oauth2_refresh_token_command \"echo b\"\n", ":7: oauth2_refresh_token_command cannot be used together"),
+        ("username x@example.org\noauth2_provider yahoo\n", "'oauth2_provider' takes one of google, microsoft"),
+    ],
+)
+def test_oauth2_configuration_errors_exit_78(run: Runner, bearer_server: BearerServer, lines: str,
+                                             message: str) -> None:
+    run.write_config(f"hostname {bearer_server.hostport}\nauth_plaintext enabled\n{lines}")
+    result = send(run)
+    assert result.returncode == 78, result.stderr
+    assert message in result.stderr
+    assert bearer_server.sink.messages == []
