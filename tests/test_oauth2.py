@@ -320,9 +320,10 @@ def test_state_file_readable_by_others_is_refused(run: Runner, oauth2_provider: 
 
 
 def test_xoauth2_and_oauthbearer_wire_formats() -> None:
-    from esmtp.types import Credentials
     from esmtp_plugins.sasl_oauthbearer import OAuthBearerClient
     from esmtp_plugins.sasl_xoauth2 import XOAuth2Client
+
+    from esmtp.types import Credentials
 
     credentials = Credentials("a=b,c@example.org", "tok", "smtp.example.org")
     assert XOAuth2Client(credentials).step(None) == b"user=a=b,c@example.org\x01auth=Bearer tok\x01\x01"
