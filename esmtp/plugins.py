@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
 
 GROUP = "esmtp.plugins"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 #: Used when esmtp's own distribution metadata cannot be read (a bare source checkout).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
@@ -201,7 +201,8 @@ def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
         for spec in declare() or ():
             choices = list(spec.choices) if spec.choices is not None else None
             keywords.append(
-                {"name": spec.name, "scope": spec.scope, "choices": choices, "help": spec.help, "secret": spec.secret}
+                {"name": spec.name, "scope": spec.scope, "choices": choices, "help": spec.help, "secret": spec.secret,
+                 "conflicts": list(spec.conflicts)}
             )
     return sorted(hooks), keywords
 
@@ -272,7 +273,8 @@ class PluginLoader:
                 choices = keyword.get("choices")
                 specs.append(
                     KeywordSpec(keyword["name"], keyword["scope"], tuple(choices) if choices is not None else None,
-                                keyword.get("help", ""), bool(keyword.get("secret")))
+                                keyword.get("help", ""), bool(keyword.get("secret")),
+                                tuple(keyword.get("conflicts", ())))
                 )
         return specs
 

@@ -208,15 +208,30 @@ def test_password_mechanisms_are_not_used_for_an_oauth2_identity(run: Runner, oa
     assert oauth2_provider.hits("/token") == 0
 
 
+def test_secrets_from_commands(run: Runner, oauth2_provider: OAuth2Provider, bearer_server: BearerServer) -> None:
+    refresh_token = grant(oauth2_provider)
+    run.write_config(
+        f"hostname {bearer_server.hostport}\nusername {USER}\nauth_plaintext enabled\n"
+        f"oauth2_token_url {oauth2_provider.url}/token\noauth2_client_id esmtp-test-client\n"
+        f'oauth2_client_secret_command "echo {CLIENT_SECRET}"\noauth2_refresh_token_command "echo {refresh_token}"\n'
+    )
+    result = send(run, "-v")
+    assert result.returncode == 0, result.stderr
+    assert bearer_server.sink.auths == [("OAUTHBEARER", USER)]
+    assert refresh_token not in result.stderr and CLIENT_SECRET not in result.stderr
+
+
 def test_no_secret_in_verbose_output_transcript_or_errors(run: Runner, oauth2_provider: OAuth2Provider,
                                                           bearer_server: BearerServer, tmp_path: Path) -> None:
     refresh_token = grant(oauth2_provider)
     configure(run, bearer_server, oauth2_provider, "auth_mechanisms XOAUTH2\n", refresh_token)
     transcript = tmp_path / "transcript"
-    ok = send(run, "-v", "-v", "-X", str(transcript))
+    debug = env(run, ESMTP_DEBUG="1")  # tracebacks on, where esmtp prints them
+    ok = run("-v", "-v", "-X", str(transcript), "bob@example.net", input=MESSAGE, env=debug)
     oauth2_provider.revoke_all()
     oauth2_provider.refresh.clear()
-    refused = send(run, "-v", "-X", str(transcript))  # cached token refused, refresh refused: invalid_grant
+    # The cached token is refused, then the refresh is refused: invalid_grant.
+    refused = run("-v", "-X", str(transcript), "bob@example.net", input=MESSAGE, env=debug)
     assert ok.returncode == 0 and refused.returncode == 77
     access_tokens = [fields.get("token", "") for path, fields in oauth2_provider.requests if path == "/introspect"]
     secrets = [refresh_token, CLIENT_SECRET, *access_tokens]
