@@ -42,7 +42,7 @@ def choose_mechanisms(
     else:
         oauth2 = uses_oauth2(identity)
         candidates = sorted(
-            (mech for mech in installed.values() if mech.bearer == oauth2), key=lambda m: (-m.priority, m.name.upper())
+            (mech for mech in installed.values() if mech.bearer == oauth2), key=lambda m: (-m.priority, m.name)
         )
     offered_names = list(dict.fromkeys(name.upper() for name in offered))  # the server's order, for messages
     offered_set = set(offered_names)
@@ -51,7 +51,7 @@ def choose_mechanisms(
         raise AuthenticationError(
             f"{server} does not offer authentication (AUTH), but a username or password is set{hint}"
         )
-    common = [mech for mech in candidates if mech.name.upper() in offered_set]
+    common = [mech for mech in candidates if mech.name in offered_set]
     if not common:
         raise AuthenticationError(
             f"{server} offers AUTH {' '.join(offered_names)}, none of which is allowed and installed "
@@ -91,7 +91,7 @@ async def authenticate(
     There is no fallback to another mechanism: a refusal ends the session, so a wrong password is never followed by
     a weaker mechanism or by an unauthenticated MAIL FROM.
     """
-    name = mechanism.name.upper().encode("ascii")
+    name = mechanism.name.encode("ascii")
     try:
         client = mechanism.factory(credentials)
         initial = client.step(None)

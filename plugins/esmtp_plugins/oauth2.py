@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.config import KeywordSpec
+from esmtp.types import KeywordSpec
 
 from .oauth2_settings import KEYWORDS, PROVIDERS, SECRET_KEYWORDS
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.config import KeywordSpec
 from esmtp.errors import ConfigError, TemporaryFailure
+from esmtp.types import KeywordSpec
 
 from .credentials import COMMAND_KEYWORDS, where
 
