@@ -191,3 +191,22 @@ def test_password_command_runs_once_per_identity_in_a_queue_flush(run: Runner, a
     assert flushed.returncode == 0, flushed.stderr
     assert len(auth_server.sink.messages) == 3
     assert counter.read_text() == "run\n"  # once for the identity, in the whole flush
+
+
+def test_no_secret_in_the_queue_log(run: Runner, auth_server: SmtpServer, tmp_path: Path) -> None:
+    """A background delivery whose password_command fails records its stderr, never its output (log, entry, mailq)."""
+    import time
+
+    configure(run, auth_server, f"password_command \"echo {PASSWORD}; echo 'agent locked' >&2; exit 1\"",
+              "queue always")
+    queue_dir = tmp_path / "queue"
+    assert send(run, ESMTP_QUEUE_DIR=str(queue_dir)).returncode == 0
+    log = queue_dir / "flush.log"
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "1 deferred" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    listing = run(program="mailq", env=run.env(ESMTP_QUEUE_DIR=str(queue_dir)))
+    assert "password_command failed with exit status 1: agent locked" in listing.stdout
+    stored = "".join(path.read_text(errors="replace") for path in queue_dir.rglob("*") if path.is_file())
+    assert_no_secret(listing.stdout + listing.stderr + stored, PASSWORD)
+    assert auth_server.sink.messages == []
