@@ -26,6 +26,13 @@ def send(run: Runner, *args: str, keyring: str = NO_KEYRING, **env: str) -> Resu
                timeout=30)
 
 
+def write_netrc(run: Runner, text: str, mode: int = 0o600) -> Path:
+    netrc = run.home / ".netrc"
+    netrc.write_text(text)
+    netrc.chmod(mode)
+    return netrc
+
+
 def assert_no_secret(text: str, *secrets: str) -> None:
     for secret in secrets:
         for form in (secret, base64.b64encode(secret.encode()).decode(),
@@ -130,9 +137,7 @@ def test_keyring_not_installed_is_skipped_quietly(run: Runner, auth_server: Smtp
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError('keyring is not installed')\n")
     configure(run, auth_server)
-    netrc = run.home / ".netrc"
-    netrc.write_text(f"machine 127.0.0.1 login alice password {PASSWORD}\n")
-    netrc.chmod(0o600)
+    netrc = write_netrc(run, f"machine 127.0.0.1 login alice password {PASSWORD}\n")
     result = send(run, "-v", PYTHONPATH=str(shadow.parent))
     assert result.returncode == 0, result.stderr
     assert "from " + str(netrc) in result.stderr
@@ -144,10 +149,8 @@ def test_keyring_not_installed_is_skipped_quietly(run: Runner, auth_server: Smtp
 
 def test_netrc_supplies_the_password(run: Runner, auth_server: SmtpServer) -> None:
     configure(run, auth_server)
-    netrc = run.home / ".netrc"
-    netrc.write_text(f"machine other.example login alice password nope\nmachine 127.0.0.1 login alice "
+    write_netrc(run, f"machine other.example login alice password nope\nmachine 127.0.0.1 login alice "
                      f"password {PASSWORD}\n")
-    netrc.chmod(0o600)
     result = send(run, "-v")
     assert result.returncode == 0, result.stderr
     assert auth_server.sink.auths == [("PLAIN", "alice")]
@@ -156,9 +159,7 @@ def test_netrc_supplies_the_password(run: Runner, auth_server: SmtpServer) -> No
 
 def test_netrc_readable_by_others_is_refused(run: Runner, auth_server: SmtpServer) -> None:
     configure(run, auth_server)
-    netrc = run.home / ".netrc"
-    netrc.write_text(f"machine 127.0.0.1 login alice password {PASSWORD}\n")
-    netrc.chmod(0o644)
+    netrc = write_netrc(run, f"machine 127.0.0.1 login alice password {PASSWORD}\n", 0o644)
     result = send(run)
     assert result.returncode == 78
     assert f"chmod 600 {netrc}" in result.stderr
@@ -167,9 +168,7 @@ def test_netrc_readable_by_others_is_refused(run: Runner, auth_server: SmtpServe
 
 def test_netrc_entry_for_another_login_is_not_used(run: Runner, auth_server: SmtpServer) -> None:
     configure(run, auth_server)
-    netrc = run.home / ".netrc"
-    netrc.write_text(f"machine 127.0.0.1 login bob password {PASSWORD}\n")
-    netrc.chmod(0o600)
+    write_netrc(run, f"machine 127.0.0.1 login bob password {PASSWORD}\n")
     result = send(run)
     assert result.returncode == 78
     assert "no password for alice at 127.0.0.1" in result.stderr
