@@ -150,7 +150,7 @@ def test_keyring_not_installed_is_skipped_quietly(run: Runner, auth_server: Smtp
 def test_netrc_supplies_the_password(run: Runner, auth_server: SmtpServer) -> None:
     configure(run, auth_server)
     write_netrc(run, f"machine other.example login alice password nope\nmachine 127.0.0.1 login alice "
-                     f"password {PASSWORD}\n")
+                f"password {PASSWORD}\n")
     result = send(run, "-v")
     assert result.returncode == 0, result.stderr
     assert auth_server.sink.auths == [("PLAIN", "alice")]
