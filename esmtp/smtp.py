@@ -24,6 +24,7 @@ from .errors import (
     AuthenticationError,
     ConfigError,
     DeliveryError,
+    EsmtpError,
     PermanentFailure,
     RecipientsRejected,
     TemporaryFailure,
@@ -326,7 +327,7 @@ class SmtpSession:
         mechanism = chosen[0]
         self.trace.info(f"server offers AUTH {' '.join(offered) or '(none)'}; using {mechanism.name}")
         username = self.identity.username or ""
-        secret = self._secret if self._secret is not None else self._lookup_secret(mechanism, None)
+        secret = self._secret if self._secret is not None else self._lookup_secret(mechanism)
         retrying = False  # a fresh token is being tried on this connection, after the server refused the old one
         while True:
             credentials = Credentials(username, secret, self.host, dict(self.identity.options))
@@ -334,7 +335,11 @@ class SmtpSession:
                 await authenticate(self._command, mechanism, credentials, server=self.server)
                 break
             except AuthenticationError:
-                fresh = self._fresh_token(mechanism, secret)
+                try:
+                    fresh = self._fresh_token(mechanism, secret)
+                except EsmtpError:  # the refresh itself failed (invalid_grant, endpoint down): that is the news
+                    await self._quit_quietly()
+                    raise
                 if fresh is None:
                     await self._quit_quietly()
                     raise
@@ -352,13 +357,13 @@ class SmtpSession:
                 raise
         self.trace.info(f"authenticated as {credentials.username} with {mechanism.name}")
 
-    def _lookup_secret(self, mechanism: SaslMechanism, rejected: str | None) -> str:
+    def _lookup_secret(self, mechanism: SaslMechanism) -> str:
         """The password (or token) from the configuration, else from the plugins' secret sources."""
         if self.identity.password is not None:
             return self.identity.password
         secret = None
         if self.secrets is not None:
-            secret = self.secrets(self.identity, self.host, mechanism, rejected, self.trace)
+            secret = self.secrets(self.identity, self.host, mechanism, None, self.trace)
         if secret is None:
             where = f"{self.identity.source}:{self.identity.lineno}: " if self.identity.source else ""
             raise ConfigError(
