@@ -1,5 +1,5 @@
 """Helpers shared by the built-in secret sources (not a plugin): where a keyword was set, which identity a command
-means, whether a usable keyring is installed. Nothing here imports more than ``os``."""
+means, whether a usable keyring is installed (``keyring`` is imported only when that is asked)."""
 
 from __future__ import annotations
 
