@@ -20,6 +20,8 @@ usage: sendmail [options] [--] recipient...
        sendmail -q | esmtp --flush   deliver the queue now
        sendmail -bs                  an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
        esmtp --remove ID...          delete queue entries
+       esmtp --store-password [--identity ADDR]         store a password in the keyring
+       esmtp --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
   -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
@@ -103,6 +105,13 @@ def run(argv: list[str]) -> int:
             elif options.mode == "remove":
                 raise ConfigError("no queue plugin is installed or enabled; nothing to remove")
             return 0
+        return code
+    if options.mode in ("store-password", "oauth2-login"):
+        config, hooks = _load(options, need_config=True)
+        assert config is not None
+        code = hooks.command(options, config)
+        if code is None:
+            raise ConfigError(f"no installed or enabled plugin handles --{options.mode}")
         return code
     return _send(options)
 
