@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Literal
 
-    Mode = Literal["deliver", "mailq", "newaliases", "flush", "remove", "version", "help"]
+    Mode = Literal["deliver", "mailq", "newaliases", "flush", "remove", "version", "help", "import-msmtprc"]
 
 
 @dataclass(slots=True)
@@ -48,6 +48,8 @@ class Options:
     transcript: str | None = None
     #: ``-q`` selection (``-qI<id>``, ``--flush ID``) or ``--remove ID`` arguments: queue entry ids.
     queue_ids: list[str] = field(default_factory=list)
+    #: ``--import-msmtprc FILE``: the msmtp configuration to convert (None: msmtp's default locations).
+    msmtprc: str | None = None
     #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
@@ -67,7 +69,10 @@ _IGNORED_WITHOUT_ARGUMENT = frozenset("cGmnsTUx")
 _UNSUPPORTED_B_MODES = frozenset("adDhHlPtv")
 _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 
-_LONG_OPTIONS: dict[str, Mode] = {"--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove"}
+_LONG_OPTIONS: dict[str, Mode] = {
+    "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove",
+    "--import-msmtprc": "import-msmtprc",
+}
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -251,6 +256,10 @@ def _place_operands(opts: Options, operands: list[str]) -> None:
         opts.queue_ids.extend(_queue_id(word) for word in operands)
         if opts.mode == "remove" and not opts.queue_ids:
             raise UsageError("--remove requires at least one queue id")
+    elif opts.mode == "import-msmtprc":
+        if len(operands) > 1:
+            raise UsageError("--import-msmtprc takes at most one file name")
+        opts.msmtprc = _file_name(operands[0], "-import-msmtprc") if operands else None
     elif opts.mode == "deliver":
         for word in operands:
             opts.recipients.extend(_parse_recipients(word))
