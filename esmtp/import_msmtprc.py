@@ -43,6 +43,7 @@ _NO_EQUIVALENT = {
     "tls_host_override": "no equivalent: the certificate must match the hostname",
     "dsn_notify": "no configuration keyword: callers pass -N",
     "dsn_return": "no configuration keyword: callers pass -R",
+    "from_full_name": "no configuration keyword: callers pass -F",
     "set_from_header": "esmtp adds a From: only when the message has none",
     "add_missing_from_header": "esmtp adds a From: when the message has none",
     "set_date_header": "esmtp adds a Date: when the message has none",

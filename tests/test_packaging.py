@@ -43,3 +43,17 @@ def test_licence_metadata() -> None:
     assert (ROOT / "COPYING").read_text().split()[:5] == ["GNU", "GENERAL", "PUBLIC", "LICENSE", "Version"]
     assert "Version 2, June 1991" in (ROOT / "COPYING").read_text()
     assert metadata("esmtp")["License-Expression"] == "GPL-2.0-or-later"
+
+
+def test_readme_quick_start_sets_the_sender_and_ci_runs_its_set_up_commands() -> None:
+    from esmtp.config import parse_config
+
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1]
+    esmtprc = quick_start.split("```\n", 2)[1]
+    config = parse_config(esmtprc, "README.md")
+    assert config.default.address == "alice@example.com"  # not root@<hostname>
+    assert config.mda is None  # the MDA line is optional, shown commented out
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in ("python3 -m venv .venv", ".venv/bin/pip install -e '.[test,lint]'"):
+        assert f"{command}\n" in readme and command in ci
