@@ -17,7 +17,9 @@ from .errors import ConfigError, ConfigNotFound
 from .msmtprc import Account, Msmtprc, Setting, parse_msmtprc
 
 #: msmtp commands whose value esmtp takes under another keyword, unchanged.
-_RENAMED = {"user": "username", "password": "password", "passwordeval": "password_command", "logfile": "logfile"}
+_RENAMED = {"user": "username", "password": "password", "passwordeval": "password_command"}
+#: The SASL mechanisms of esmtp's built-in plugins; others need a plugin.
+_BUILT_IN_MECHANISMS = frozenset({"PLAIN", "LOGIN", "CRAM-MD5", "NTLM"})
 #: msmtp commands that the conversion consumes while writing other keywords.
 _CONSUMED = frozenset(
     {"host", "port", "tls", "tls_starttls", "from", "auth", "user", "password", "passwordeval", "allow_from_override"}
@@ -29,6 +31,7 @@ _ALREADY = {
     ("add_missing_from_header", "on"), ("tls_trust_file", "system"), ("tls_trust_file", ""),
     ("tls_certcheck", "on"), ("tls_certcheck", ""), ("protocol", "smtp"), ("auto_from", "off"),
     ("allow_from_override", "on"), ("allow_from_override", ""), ("tls_starttls", "on"), ("tls_starttls", ""),
+    ("logfile", ""), ("aliases", ""),
 }
 #: Why a setting cannot be converted, by command.
 _NO_EQUIVALENT = {
@@ -51,6 +54,7 @@ _NO_EQUIVALENT = {
     "set_msgid_header": "see message_id",
     "remove_bcc_headers": "esmtp always removes Bcc:",
     "undisclosed_recipients": "no equivalent",
+    "logfile": "no equivalent for '-' (standard output)",
     "logfile_time_format": "no equivalent",
     "syslog": "no equivalent",
     "auto_from": "no equivalent: give the identity's address, or force reverse_path with %u",
@@ -77,7 +81,7 @@ def quote(value: str) -> str:
         return f'"{escaped}"'
     if "'" not in escaped:
         return f"'{escaped}'"
-    return "".join(char if char.isalnum() else "\\" + char for char in escaped.replace("\\\\", "\\"))
+    return "".join(char if char.isalnum() else "\\" + char for char in value)  # both quotes: escape, unquoted
 
 
 @dataclass(slots=True)
@@ -132,6 +136,9 @@ def _convert(account: Account, block: _Block) -> None:
     authenticate = auth is not None and auth != "off"
     if auth not in (None, "", "on", "off"):
         block.set("auth_mechanisms", auth.upper())
+        if auth.upper() not in _BUILT_IN_MECHANISMS:
+            built_in = ", ".join(sorted(_BUILT_IN_MECHANISMS))
+            block.lines.append(f"  # (esmtp's built-in mechanisms are {built_in}: {auth.upper()} needs a plugin)")
     for command in ("user", "password", "passwordeval"):
         setting = settings.get(command)
         if setting is None:
@@ -162,15 +169,13 @@ def _convert_other(setting: Setting, block: _Block) -> None:
         block.set("helo", value)
     elif command == "timeout" and value.isdigit() and int(value) > 0:
         block.set("timeout", value)
-    elif command == "logfile" and value not in ("", "-"):
+    elif command == "logfile" and value != "-":
         block.set("logfile", value)
-    elif command == "aliases" and value:
+    elif command == "aliases":
         block.set("aliases_file", value)
         block.lines.append("  # (aliases_file is global; msmtp's special 'default' alias has no equivalent)")
     elif command in _NO_EQUIVALENT:
         block.note(setting, _NO_EQUIVALENT[command].format(value=value))
-    elif command in ("logfile", "aliases"):
-        block.note(setting, "empty: nothing to convert")
     else:
         block.note(setting, "unknown msmtp command, not converted")
 

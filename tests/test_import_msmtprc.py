@@ -153,3 +153,21 @@ def test_standard_input(run: Runner) -> None:
     config = parse_config(result.stdout, "converted")
     assert (config.default.address, config.default.hostname) == ("me@example.org", "h:25")
     assert "converted from standard input" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "value", ["plain", "a b", 'x"y', "x'y", "both\"and'q \\ z", "#x", "", "a=b", "DOM\\user", "pa;ss,word", "é ü"]
+)
+def test_values_are_written_so_that_esmtp_reads_them_back(value: str) -> None:
+    from esmtp.import_msmtprc import quote
+
+    assert parse_config(f"password {quote(value)}\n", "t").identities[0].password == value
+
+
+def test_mechanisms_and_logfile_to_standard_output(run: Runner) -> None:
+    path = run.home / "msmtprc"
+    path.write_text("account default\nhost h\nfrom me@example.org\nauth scram-sha-256\nuser me\nlogfile -\n")
+    result = run("--import-msmtprc", str(path), program="esmtp")
+    assert "  auth_mechanisms SCRAM-SHA-256\n" in result.stdout
+    assert "SCRAM-SHA-256 needs a plugin" in result.stdout
+    assert "# msmtp line 6: logfile - -- no equivalent for '-' (standard output)" in result.stdout
