@@ -13,18 +13,11 @@ if TYPE_CHECKING:
     from .trace import Trace
 
 
-@dataclass(slots=True)
-class Envelope:
-    """The SMTP envelope of one message and the identity chosen for it.
+@dataclass(slots=True, kw_only=True)
+class EnvelopeDetails:
+    """The optional parts of an envelope: what the sender asked for besides the addresses. A queue entry stores them
+    as they are (it derives its list of fields from this class), so a field added here is queued too."""
 
-    ``sender`` is the reverse path ("" is the null sender ``<>``). ``recipients`` are bare addresses in order, without
-    duplicates. The DSN fields hold normalised values (``notify`` "NEVER" or e.g. "SUCCESS,FAILURE"; ``ret`` "FULL" or
-    "HDRS"); ``body_type`` is "7BIT", "8BITMIME" or None (then chosen from the data).
-    """
-
-    sender: str
-    recipients: list[str]
-    identity: Identity
     full_name: str | None = None
     notify: str | None = None
     ret: str | None = None
@@ -34,6 +27,21 @@ class Envelope:
     from_headers: bool = False
     #: The sender as given by ``-f`` or the ``-t`` From: header, before ``force reverse_path`` (the MDA's ``%F``).
     given_sender: str | None = None
+
+
+@dataclass(slots=True)
+class Envelope(EnvelopeDetails):
+    """The SMTP envelope of one message and the identity chosen for it.
+
+    ``sender`` is the reverse path ("" is the null sender ``<>``). ``recipients`` are bare addresses in order, without
+    duplicates. The DSN fields hold normalised values (``notify`` "NEVER" or e.g. "SUCCESS,FAILURE"; ``ret`` "FULL" or
+    "HDRS"); ``body_type`` is "7BIT", "8BITMIME" or None (then chosen from the data). The optional fields, keyword
+    only, are those of :class:`EnvelopeDetails`.
+    """
+
+    sender: str
+    recipients: list[str]
+    identity: Identity
 
 
 @dataclass(slots=True)

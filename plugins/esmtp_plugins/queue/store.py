@@ -29,8 +29,14 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+from esmtp.errors import DeliveryError, EsmtpError, LocalDeliveryError, RecipientsRejected
+from esmtp.types import Envelope, EnvelopeDetails
+
+if TYPE_CHECKING:
+    from esmtp.config import Identity
 
 FORMAT_VERSION = 1
 #: Files in tmp/ and orphan messages older than this are left-overs of a crash, never work in progress.
@@ -40,10 +46,26 @@ _READ_CHUNK = 1 << 16
 
 ErrorKind = Literal["connect", "reply", "local"]
 
+#: The envelope's optional fields, which an entry stores as they are (as its own fields, under the same names). The
+#: other three are stored in the entry's own terms: the sender, the recipients still to deliver to, and the identity
+#: by its address.
+ENVELOPE_FIELDS = tuple(item.name for item in fields(EnvelopeDetails))
+
+
+def error_kind(error: EsmtpError) -> ErrorKind:
+    """How a try failed, for the retry schedule: the server answered (a reply code, refused recipients), the local
+    agent failed, or the server was never reached."""
+    if isinstance(error, RecipientsRejected) or (isinstance(error, DeliveryError) and error.code is not None):
+        return "reply"
+    return "local" if isinstance(error, LocalDeliveryError) else "connect"
+
 
 @dataclass(slots=True)
-class Entry:
-    """One queued message: its envelope (as data, never a command line) and its delivery state."""
+class Entry(EnvelopeDetails):
+    """One queued message: its envelope (as data, never a command line) and its delivery state.
+
+    The envelope's optional fields come from :class:`~esmtp.types.EnvelopeDetails`, keyword only.
+    """
 
     id: str
     sender: str
@@ -57,13 +79,6 @@ class Entry:
     header_size: int
     newline: str = "\n"
     eight_bit: bool = False
-    full_name: str | None = None
-    notify: str | None = None
-    ret: str | None = None
-    envid: str | None = None
-    body_type: str | None = None
-    from_headers: bool = False
-    given_sender: str | None = None
     attempts: int = 0
     next_retry: float = 0.0
     last_attempt: float | None = None
@@ -80,6 +95,18 @@ class Entry:
     #: A random token renewed by every write: the first field of the file, so that a flusher can tell from its
     #: first bytes whether the envelope changed since it read it.
     rev: str = field(default="", compare=False)
+
+    @classmethod
+    def from_envelope(cls, envelope: Envelope, recipients: list[str], **state: Any) -> Entry:
+        """A new entry for ``envelope``'s ``recipients``; ``state`` sets the other fields (id, sizes, times)."""
+        details = {name: getattr(envelope, name) for name in ENVELOPE_FIELDS}
+        return cls(sender=envelope.sender, recipients=list(recipients), identity=envelope.identity.address,
+                   **details, **state)
+
+    def to_envelope(self, identity: Identity) -> Envelope:
+        """The envelope to deliver the entry's remaining recipients with ``identity`` (the one it was queued for)."""
+        details = {name: getattr(self, name) for name in ENVELOPE_FIELDS}
+        return Envelope(sender=self.sender, recipients=list(self.recipients), identity=identity, **details)
 
     def to_json(self) -> bytes:
         data = {"rev": self.rev, "version": FORMAT_VERSION, **asdict(self)}
@@ -239,7 +266,7 @@ class QueueStore:
                     else:
                         _write_all(fd, part)
                         size += len(part)
-                _crashpoint("enqueue-written")
+                crashpoint("enqueue-written")
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -248,10 +275,10 @@ class QueueStore:
             created.append(tmp_json)
             os.rename(tmp_eml, final_eml)
             created[0] = final_eml
-            _crashpoint("enqueue-message-renamed")
+            crashpoint("enqueue-message-renamed")
             os.rename(tmp_json, self.json_path(entry.id))  # the commit point
             created.pop()
-            _crashpoint("enqueue-committed")
+            crashpoint("enqueue-committed")
             _fsync_dir(self.path)
         except BaseException:
             # Once the .json is in place the entry exists: only the directory fsync failed, and removing the entry
@@ -360,7 +387,7 @@ class QueueStore:
         """Replace the entry's state (a fsynced file renamed over the old one)."""
         tmp = os.path.join(self.tmp, f"{entry.id}.json")
         self._write_json(tmp, entry)
-        _crashpoint("save-before-rename")
+        crashpoint("save-before-rename")
         os.rename(tmp, self.json_path(entry.id))
 
     def delete(self, entry_id: str) -> None:
@@ -383,7 +410,7 @@ class QueueStore:
                 os.pwrite(fd, DELIVERED_MARK, 0)
             finally:
                 os.close(fd)
-        _crashpoint("delivered-marked")
+        crashpoint("delivered-marked")
 
     def tidy(self, entry_ids: Iterable[str], dir_fd: int | None = None, *, fsync: bool = True) -> None:
         """Remove the files of delivered entries (envelope first), then one directory fsync for all of them
@@ -410,7 +437,7 @@ class QueueStore:
         tmp = os.path.join(self.tmp, f"{entry.id}.json")
         self._write_json(tmp, entry)
         os.rename(tmp, self.json_path(entry.id, failed=True))
-        _crashpoint("fail-committed")
+        crashpoint("fail-committed")
         self._finish_move(entry.id)
 
     def _finish_move(self, entry_id: str) -> None:
@@ -448,6 +475,17 @@ class QueueStore:
         return "missing"
 
     # ---- recovery ------------------------------------------------------------------------------------------------
+
+    def recover(self, delivered: list[str]) -> list[Entry]:
+        """Clean up after crashes, then list the entries: finish interrupted moves to failed/, remove the files of
+        entries that were delivered by a run killed before it removed them (their ids are appended to
+        ``delivered``), collect old left-overs."""
+        self.repair()
+        entries = list(self.scan(delivered=delivered))
+        if delivered:
+            self.tidy(delivered)
+        self.collect_garbage()
+        return entries
 
     def repair(self) -> None:
         """Finish moves to the failed area that a crash interrupted (the entry is then in both places)."""
@@ -500,87 +538,14 @@ class QueueStore:
         return 1
 
 
-# ---- settings -----------------------------------------------------------------------------------------------------
-
-QueueMode = Literal["disabled", "fallback", "always"]
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str, keyword: str) -> float:
-    """``90``, ``30s``, ``5m``, ``2h``, ``5d``, ``1w`` (also combined: ``1h30m``) in seconds."""
-    import re
-
-    from esmtp.errors import ConfigError
-
-    value = text.strip().lower()
-    parts = re.fullmatch(r"(?:\d+(?:\.\d+)?[smhdw]?)+", value) and re.findall(r"(\d+(?:\.\d+)?)([smhdw]?)", value)
-    if not parts:
-        raise ConfigError(f"'{keyword}' takes a duration such as 30s, 5m, 2h or 5d, not '{text}'")
-    return sum(float(number) * _UNITS[unit or "s"] for number, unit in parts)
-
-
-def default_queue_dir() -> str:
-    """``$XDG_STATE_HOME/esmtp/queue``, else ``~/.local/state/esmtp/queue``."""
-    state = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(state):  # the XDG rule: a relative value is invalid and ignored
-        state = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "esmtp", "queue")
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The queue keywords of the configuration, with their defaults."""
-
-    mode: QueueMode = "disabled"
-    path: str = ""
-    max_age: float = 5 * 86400.0
-    retry: float = 300.0
-    retry_max: float = 4 * 3600.0
-    bounce: bool = False
-    concurrency: int = 4
-
-    @classmethod
-    def from_options(cls, options: dict[str, str] | None) -> Settings:
-        """From the global options of a configuration (None: no configuration file). ``ESMTP_QUEUE_DIR`` wins."""
-        from esmtp.errors import ConfigError
-
-        options = options or {}
-        path = os.environ.get("ESMTP_QUEUE_DIR") or options.get("queue_dir") or default_queue_dir()
-        path = os.path.expanduser(path)
-        if not os.path.isabs(path):
-            path = os.path.join(os.path.expanduser("~"), path)
-        concurrency = options.get("queue_concurrency", "4")
-        if not concurrency.isdigit() or int(concurrency) < 1:
-            raise ConfigError(f"'queue_concurrency' takes a positive number, not '{concurrency}'")
-        mode = options.get("queue", "disabled")
-        return cls(
-            mode=mode if mode in ("fallback", "always") else "disabled",  # type: ignore[arg-type]
-            path=path,
-            max_age=parse_duration(options.get("queue_max_age", "5d"), "queue_max_age"),
-            retry=parse_duration(options.get("queue_retry", "5m"), "queue_retry"),
-            retry_max=parse_duration(options.get("queue_retry_max", "4h"), "queue_retry_max"),
-            bounce=options.get("bounce", "disabled") == "enabled",
-            concurrency=int(concurrency),
-        )
-
-    def backoff(self, attempts: int) -> float:
-        """Delay before try number ``attempts + 1``: ``retry`` doubled per failed try, at most ``retry_max``."""
-        return float(min(self.retry * 2 ** min(max(attempts - 1, 0), 60), self.retry_max))
-
-
 # ---- crash points (tests only) -------------------------------------------------------------------------------------
 
 _CRASH_AT = frozenset(filter(None, os.environ.get("ESMTP_QUEUE_CRASH_AT", "").split(",")))
 
 
-def _crashpoint(name: str) -> None:
+def crashpoint(name: str) -> None:
     """Die here with SIGKILL when ``ESMTP_QUEUE_CRASH_AT`` names this point (the crash tests set it)."""
     if name in _CRASH_AT:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def crashpoint(name: str) -> None:
-    """Public alias for the other queue modules."""
-    _crashpoint(name)

@@ -7,8 +7,10 @@ import os
 import time
 from pathlib import Path
 
-from esmtp_plugins.queue_flush import QueuedMessage, Report, connection_key, split_fields
-from esmtp_plugins.queue_store import Entry, QueueStore, new_id
+from esmtp_plugins.queue.flush import Report
+from esmtp_plugins.queue.message import QueuedMessage, split_fields
+from esmtp_plugins.queue.sessions import connection_key
+from esmtp_plugins.queue.store import Entry, QueueStore, new_id
 from support import SmtpServer
 
 from esmtp.config import Identity
