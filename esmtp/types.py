@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from .config import Config, Identity
     from .message import Message
     from .plugins import Hooks
     from .trace import Trace
+
+#: Where an extension keyword's value belongs: the identity block it appears in, or the whole file.
+Scope = Literal["identity", "global"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -122,3 +125,22 @@ class SaslMechanism:
     priority: int
     factory: Callable[[Credentials], SaslClient]
     plaintext: bool = False
+
+    def __post_init__(self) -> None:
+        # SASL names are case-insensitive (RFC 4422 3.1); upper case is how servers list them and how users choose.
+        object.__setattr__(self, "name", self.name.upper())
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordSpec:
+    """An esmtprc extension keyword (core or plugin-registered, through ``esmtp_config_keywords``): ``name [=] value``.
+
+    ``choices`` restricts the value (compared case-sensitively, like esmtp's own keywords); ``scope`` says whether the
+    value belongs to the identity block it appears in or to the whole file (like ``mda``).
+    """
+
+    name: str
+    scope: Scope = "identity"
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+    secret: bool = False

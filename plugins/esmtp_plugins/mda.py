@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from esmtp import hookimpl
-from esmtp.errors import EX_OSERR, EX_TEMPFAIL, ConfigError, DataError, LocalDeliveryError, NoDeliveryAgent
+from esmtp.addresses import check_argument
+from esmtp.errors import EX_OSERR, EX_TEMPFAIL, ConfigError, LocalDeliveryError, NoDeliveryAgent
 from esmtp.message import Message
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, RunContext
 
@@ -273,10 +274,6 @@ def lf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield b"\r"
 
 
-def _check_argument(value: str, what: str) -> None:
-    # Without a shell a value is one argument, but one that starts with "-" would still be read as an MDA option.
-    if value.startswith("-"):
-        raise DataError(f"{what} {value!r} starts with '-' and could be taken as an option by the MDA; refused")
 
 
 class MdaAgent:
@@ -292,8 +289,8 @@ class MdaAgent:
         command = MdaCommand.parse(template)
         sender = envelope.given_sender or ""
         for recipient in recipients:
-            _check_argument(recipient, "local recipient")
-        _check_argument(sender, "sender")
+            check_argument(recipient, "local recipient")
+        check_argument(sender, "sender")
         argv = command.argv(recipients, sender)
         self.context.trace.info(f"running the MDA: {command.display(recipients, sender)}")
         status = run_mda(argv, message, template)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from esmtp_plugins.queue.store import ENVELOPE_FIELDS, Entry, error_kind, new_id
+from esmtp_plugins.queue.entry import ENVELOPE_FIELDS, Entry, error_kind, new_id
 
 from esmtp.config import Identity
 from esmtp.errors import LocalDeliveryError, RecipientsRejected, TemporaryFailure

@@ -1,22 +1,20 @@
 """The flush pipelines each message's MAIL, RCPT and DATA with the final dot of the message before it (RFC 2920).
 
-A small scripted SMTP server watches the wire: it answers a final dot only once it has seen what follows it (or after
-a few seconds, when nothing follows), so it can tell whether the next commands came with the dot. It also checks the
-exactly-once rule at the moment it matters: when a message's data arrives, the entry of the message before it must
-already carry the delivered mark (or be gone), so a kill at any point can repeat at most the message in flight.
+The scripted SMTP server of tests/support.py watches the wire: it answers a final dot only once it has seen what
+follows it (or after a few seconds, when nothing follows), so it can tell whether the next commands came with the dot.
+It also checks the exactly-once rule at the moment it matters: when a message's data arrives, the entry of the message
+before it must already carry the delivered mark (or be gone), so a kill at any point can repeat at most the message in
+flight.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from support import Runner
+from support import Connection, Reply, Runner, ScriptedServer
 from test_queue import entries, qdir
 from test_queue_crash import configure, fill
 
@@ -26,22 +24,16 @@ FOLLOW_WAIT = 5.0
 
 @dataclass
 class Wire:
-    """What the scripted server saw, and how it should answer."""
+    """How the scripted server answers the final dots, and the exactly-once check it makes."""
 
     queue: Path
     expected: int
     #: Subject → reply to the final dot (default 250).
     dot_replies: dict[str, str] = field(default_factory=dict)
-    #: Subject → reply to RCPT (default 250).
-    rcpt_replies: dict[str, str] = field(default_factory=dict)
-    subjects: list[str] = field(default_factory=list)
-    #: For each message after the first on a connection: did its MAIL arrive before the reply to the dot before it?
-    pipelined: list[bool] = field(default_factory=list)
     #: Messages whose data arrived while the entry of the message before them was neither marked nor removed.
     unmarked: list[str] = field(default_factory=list)
-    connections: int = 0
-    accepted: int = 0
     ids: dict[str, str] = field(default_factory=dict)
+    server: ScriptedServer | None = None
 
     def marked_or_gone(self, subject: str) -> bool:
         entry_id = self.ids.get(subject)
@@ -53,82 +45,47 @@ class Wire:
             return True
         return head == b"D"
 
+    def data_arrives(self, connection: Connection) -> None:
+        accepted = [message for message in connection.messages if message.reply.startswith("250")]
+        if accepted and not self.marked_or_gone(accepted[-1].subject):
+            self.unmarked.append(accepted[-1].subject)
 
-async def _session(wire: Wire, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    wire.connections += 1
-    writer.write(b"220 scripted ESMTP\r\n")
-    early: bytes | None = None  # a command read ahead while deciding whether to answer a dot
-    previous: str | None = None  # the subject of the last message accepted on this connection
-    rcpt_ok = False
-    while True:
-        line, early = (early, None) if early is not None else (await reader.readline(), None)
-        if not line:
-            break
-        verb = line[:4].upper()
-        if verb in (b"EHLO", b"HELO"):
-            writer.write(b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-        elif verb == b"MAIL":
-            rcpt_ok = False
-            writer.write(b"250 2.1.0 ok\r\n")
-        elif verb == b"RCPT":
-            writer.write(b"250 2.1.5 ok\r\n")
-            rcpt_ok = True
-        elif verb == b"DATA":
-            if not rcpt_ok:
-                writer.write(b"554 5.5.1 no valid recipients\r\n")
-                continue
-            writer.write(b"354 go ahead\r\n")
-            await writer.drain()
-            data = bytearray()
-            first = True
-            while (chunk := await reader.readline()) not in (b".\r\n", b""):
-                if first and previous is not None and not wire.marked_or_gone(previous):
-                    wire.unmarked.append(previous)
-                first = False
-                data += chunk
-            match = re.search(rb"\r\nSubject: ([^\r\n]*)", b"\r\n" + bytes(data))
-            subject = match.group(1).decode() if match else "?"
-            wire.subjects.append(subject)
-            if len(wire.subjects) < wire.expected:
-                try:
-                    early = await asyncio.wait_for(reader.readline(), FOLLOW_WAIT)
-                except TimeoutError:
-                    early = None
-                if early is not None:
-                    wire.pipelined.append(early[:4].upper() == b"MAIL")
-            reply = wire.dot_replies.get(subject, "250 2.0.0 queued")
-            writer.write(reply.encode() + b"\r\n")
-            if reply.startswith("250"):
-                wire.accepted += 1
-                previous = subject
-        elif verb == b"QUIT":
-            writer.write(b"221 bye\r\n")
-            break
-        else:
-            writer.write(b"250 ok\r\n")
-        await writer.drain()
-    writer.close()
+    def dot(self, connection: Connection, line: str) -> Reply:
+        """The reply to a final dot, held until the next commands arrive (or a few seconds) unless it is the last."""
+        assert self.server is not None
+        more = len(self.server.messages) < self.expected
+        subject = connection.messages[-1].subject
+        return Reply(self.dot_replies.get(subject, "250 2.0.0 queued"), wait_for_next=FOLLOW_WAIT if more else 0)
+
+    @property
+    def subjects(self) -> list[str]:
+        assert self.server is not None
+        return [message.subject for message in self.server.messages]
+
+    @property
+    def connections(self) -> int:
+        assert self.server is not None
+        return len(self.server.connections)
+
+    @property
+    def accepted(self) -> int:
+        assert self.server is not None
+        return sum(message.reply.startswith("250") for message in self.server.messages)
+
+    @property
+    def pipelined(self) -> list[bool]:
+        """For each message after the first on a connection: did its MAIL arrive before the reply to the dot?"""
+        assert self.server is not None
+        return [early for connection in self.server.connections
+                for early in [command.early for command in connection.commands if command.verb == "MAIL"][1:]]
 
 
 @pytest.fixture
 def scripted(run: Runner) -> Iterator[tuple[Wire, int]]:
     wire = Wire(qdir(run), expected=0)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, object] = {}
-
-    async def start() -> None:
-        server = await asyncio.start_server(lambda r, w: _session(wire, r, w), "127.0.0.1", 0)
-        holder["server"] = server
-        holder["port"] = server.sockets[0].getsockname()[1]
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield wire, int(holder["port"])  # type: ignore[call-overload]
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with ScriptedServer({"dot": wire.dot}, on_data=wire.data_arrives) as server:
+        wire.server = server
+        yield wire, server.port
 
 
 def prepare(run: Runner, wire: Wire, count: int) -> None:

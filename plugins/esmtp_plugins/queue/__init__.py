@@ -29,11 +29,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.config import KeywordSpec
 from esmtp.errors import EX_CANTCREAT, EX_TEMPFAIL, EsmtpError
+from esmtp.types import KeywordSpec
 
+from .entry import Entry, error_kind, new_id
 from .settings import settings_for
-from .store import Entry, QueueStore, error_kind, new_id
+from .store import QueueStore
 
 if TYPE_CHECKING:
     from esmtp.config import Config

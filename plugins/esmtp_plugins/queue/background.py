@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from esmtp.errors import EX_SOFTWARE, EsmtpError
 
+from .entry import Delivered, Entry
 from .settings import Settings
-from .store import Delivered, Entry, QueueStore
+from .store import QueueStore
 
 if TYPE_CHECKING:
     from esmtp.config import Config

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from esmtp.errors import EX_NOINPUT, EX_OK, EX_TEMPFAIL, ConfigError
 
+from .entry import Entry, is_due
 from .settings import Settings, settings_for
-from .store import Entry, QueueStore, is_due
+from .store import QueueStore
 
 if TYPE_CHECKING:
     from esmtp.config import Config

@@ -41,10 +41,11 @@ from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
 from .bounce import EXPIRED, make_bounce, wants_bounce
+from .entry import Entry, ErrorKind, error_kind, is_due
 from .message import QueuedMessage
 from .sessions import GroupSession, connection_key
 from .settings import Settings, format_duration
-from .store import Claim, Entry, ErrorKind, QueueStore, crashpoint, error_kind, is_due
+from .store import Claim, QueueStore, crashpoint
 from .tidier import Tidier
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from esmtp.message import CHUNK, Message
 
-from .store import Entry
+from .entry import Entry
 
 
 class QueuedMessage(Message):
