@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from support import Result, Runner
 
-from esmtp.config import Config, Identity, parse_config
+from esmtp.config import Config, Identity
+from esmtp.config_parser import parse_config
 from esmtp.errors import EX_CONFIG, EX_USAGE
 
 DATA = Path(__file__).parent / "data" / "msmtprc"
