@@ -239,6 +239,8 @@ def convert(rc: Msmtprc) -> str:
     default = rc.default
     if default is not None:
         out.extend(_identity(default, rc.path, default=True))
+    elif rc.accounts:
+        out.extend(["# msmtp has no 'default' account here: without -f, esmtp uses the first identity below.", ""])
     seen: dict[str, Account] = {}
     for account in rc.accounts:
         if account is default:

@@ -172,3 +172,11 @@ def test_mechanisms_and_logfile_to_standard_output(run: Runner) -> None:
     assert "  auth_mechanisms SCRAM-SHA-256\n" in result.stdout
     assert "SCRAM-SHA-256 needs a plugin" in result.stdout
     assert "# msmtp line 6: logfile - -- no equivalent for '-' (standard output)" in result.stdout
+
+
+def test_without_a_default_account_the_first_identity_is_used(run: Runner) -> None:
+    path = run.home / "msmtprc"
+    path.write_text("account a\nhost h\nfrom a@example.org\n\naccount b\nhost h\nfrom b@example.org\n")
+    result = run("--import-msmtprc", str(path), program="esmtp")
+    assert "without -f, esmtp uses the first identity below" in result.stdout
+    assert parse_config(result.stdout, "converted").default.address == "a@example.org"
