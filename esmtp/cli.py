@@ -29,8 +29,9 @@ usage: sendmail [options] [--] recipient...
   -V ENVID  DSN envelope id                        -B TYPE  7BIT | 8BITMIME
   -C FILE   configuration file (default ~/.esmtprc, then /etc/esmtprc)
   -v        verbose: show the SMTP dialogue        -X FILE  append a protocol transcript to FILE
+  --import-msmtprc [FILE]   print an esmtprc converted from an msmtp configuration
   --version, --help
-See docs/cli.md for every flag.
+Every flag: man esmtp. Every configuration keyword: man esmtprc.
 """
 
 
@@ -90,6 +91,10 @@ def run(argv: list[str]) -> int:
     if options.mode == "help":
         sys.stdout.write(USAGE)
         return 0
+    if options.mode == "import-msmtprc":
+        from .import_msmtprc import import_command
+
+        return import_command(options.msmtprc)
     if options.mode == "newaliases":
         return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
     if options.mode == "smtp":

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     Mode = Literal[
         "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "store-password",
-        "oauth2-login",
+        "oauth2-login", "import-msmtprc",
     ]
 
 
@@ -56,6 +56,8 @@ class Options:
     identity: str | None = None
     #: ``--device``: ``--oauth2-login`` with the device-code flow.
     device: bool = False
+    #: ``--import-msmtprc FILE``: the msmtp configuration to convert (None: msmtp's default locations).
+    msmtprc: str | None = None
     #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
@@ -78,6 +80,7 @@ _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 _LONG_OPTIONS: dict[str, Mode] = {
     "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove",
     "--store-password": "store-password", "--oauth2-login": "oauth2-login",
+    "--import-msmtprc": "import-msmtprc",
 }
 
 
@@ -280,6 +283,10 @@ def _place_operands(opts: Options, operands: list[str]) -> None:
         opts.queue_ids.extend(_queue_id(word) for word in operands)
         if opts.mode == "remove" and not opts.queue_ids:
             raise UsageError("--remove requires at least one queue id")
+    elif opts.mode == "import-msmtprc":
+        if len(operands) > 1:
+            raise UsageError("--import-msmtprc takes at most one file name")
+        opts.msmtprc = _file_name(operands[0], "-import-msmtprc") if operands else None
     elif opts.mode == "deliver":
         for word in operands:
             opts.recipients.extend(parse_recipients(word))
