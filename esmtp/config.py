@@ -147,6 +147,9 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("tls_fingerprint", help="pin the server certificate: SHA256:AB:CD:..."),
     KeywordSpec("timeout", help="seconds to wait for the server at each step (default 60)"),
     KeywordSpec("disable_plugins", scope="global", help="comma or space separated plugin names not to load"),
+    KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
+                help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
+    KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),
 )
 
 _CORE = {spec.name: spec for spec in CORE_KEYWORDS}
@@ -512,8 +515,8 @@ class _Parser:
             return
         if spec.choices is not None and value not in spec.choices:
             raise self.error(token.lineno, f"'{word}' takes one of {', '.join(spec.choices)}, not '{value}'")
-        if word == "timeout" and not _positive_number(value):
-            raise self.error(token.lineno, f"'timeout' takes a number of seconds greater than 0, not '{value}'")
+        if word in ("timeout", "relay_daemon_idle") and not _positive_number(value):
+            raise self.error(token.lineno, f"'{word}' takes a number of seconds greater than 0, not '{value}'")
         target = self.config.options if spec.scope == "global" else self.current.options
         target[word] = value
 
