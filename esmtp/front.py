@@ -73,7 +73,7 @@ def scan_argv(argv: list[str]) -> tuple[str, str | None] | None:
 
 def fingerprint(config: str | None) -> str:
     """What a resident process must share with this caller: the interpreter, the configuration and environment."""
-    parts = [sys.executable, str(os.getuid()), config or ""]
+    parts = [sys.prefix, sys.version, str(os.getuid()), config or ""]
     parts += [f"{name}={os.environ.get(name, '')}" for name in FINGERPRINT_VARS]
     return "\x1f".join(parts)  # not NUL: that separates the fields of a request
 
@@ -88,7 +88,7 @@ def _hash(text: str) -> str:
 def runtime_dir() -> str:
     """The private directory for the sockets: ``$XDG_RUNTIME_DIR/esmtp``, else ``/tmp/esmtp-<uid>``."""
     base = os.environ.get("XDG_RUNTIME_DIR")
-    if base and os.path.isabs(base):
+    if base and os.path.isabs(base) and os.path.isdir(base):
         return os.path.join(base, "esmtp")
     return f"/tmp/esmtp-{os.getuid()}"
 
@@ -97,16 +97,18 @@ def socket_path(config: str | None) -> str:
     return os.path.join(runtime_dir(), f"relay-{_hash(fingerprint(config))}.sock")
 
 
-def private_dir(path: str) -> bool:
-    """Whether ``path`` is a real directory owned by us with mode 0700 (created so if missing)."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError:
-        return False
+def private_dir(path: str, *, create: bool) -> bool:
+    """Whether ``path`` is a real directory owned by us with mode 0700 (made so if missing and ``create``)."""
     try:
         info = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return False
+        try:
+            os.mkdir(path, 0o700)
+            info = os.lstat(path)
+        except OSError:
+            return False
     except OSError:
         return False
     return info.st_uid == os.getuid() and (info.st_mode & 0o170777) == 0o040700
@@ -256,11 +258,10 @@ def relay(argv: list[str]) -> int | None:
     if config is not None and config and not os.path.isabs(config):
         config = os.path.join(os.getcwd(), config)
     path = socket_path(config)
-    if not private_dir(os.path.dirname(path)):
-        return None  # never talk to a socket in a directory someone else controls
-    sock = _connect(path)
+    directory = os.path.dirname(path)
+    sock = _connect(path) if private_dir(directory, create=False) else None  # never a socket someone else controls
     if sock is None:
-        if wanted(config):
+        if wanted(config) and private_dir(directory, create=True):
             spawn(path)
         return None
     spool = None

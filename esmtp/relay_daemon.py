@@ -19,6 +19,7 @@ import struct
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .front import PROTOCOL, fingerprint
@@ -51,14 +52,15 @@ class _Routed:
         self._default = default
 
     def _current(self) -> TextIO:
-        streams: dict[str, TextIO] | None = getattr(_local, "streams", None)
+        streams = _streams.get()
         return streams[self._name] if streams is not None else self._default
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self._current(), attribute)
 
 
-_local = threading.local()
+#: The request's streams: a context variable, so that the SMTP session's event loop thread sees the caller's too.
+_streams: ContextVar[dict[str, TextIO] | None] = ContextVar("streams", default=None)
 #: Held while a request has moved its streams and directory onto the process's (for commands it runs: MDA, hooks).
 _process_wide = threading.Lock()
 
@@ -246,7 +248,7 @@ class RelayServer:
         out = open(os.dup(fds[0]), "w", encoding="utf-8", errors="strict")  # noqa: SIM115
         err = open(os.dup(fds[1]), "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
         spool = open(os.dup(fds[2]) if len(fds) == 3 else os.open(os.devnull, os.O_RDONLY), encoding="utf-8")  # noqa: SIM115
-        _local.streams = {"stdin": spool, "stdout": out, "stderr": err}
+        token = _streams.set({"stdin": spool, "stdout": out, "stderr": err})
         exclusive = self._runs_commands(argv, cwd)
         if exclusive:
             _process_wide.acquire()
@@ -257,7 +259,7 @@ class RelayServer:
             if exclusive:
                 _restore_process(saved)
                 _process_wide.release()
-            del _local.streams
+            _streams.reset(token)
             for stream in (out, err, spool):
                 with contextlib.suppress(OSError):
                     stream.close()
