@@ -171,6 +171,10 @@ class RelayServer:
         self.last_request = time.monotonic()
         self.stopping = False
         self._lock = threading.Lock()
+        try:
+            self.inode = os.stat(path).st_ino
+        except OSError:
+            self.inode = -1
 
     def serve(self) -> int:
         self.listener.settimeout(1.0)
@@ -190,11 +194,9 @@ class RelayServer:
         return 0
 
     def _shut_down(self) -> None:
-        try:
-            if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self.inode:  # still ours, not a successor's
                 os.unlink(self.path)
-        except OSError:
-            pass
         with self._lock:
             self.listener.close()
         deadline = time.monotonic() + 30
