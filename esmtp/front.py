@@ -93,7 +93,13 @@ def runtime_dir() -> str:
     return f"/tmp/esmtp-{os.getuid()}"
 
 
+def absolute(config: str | None) -> str | None:
+    """A ``-C`` file name as the resident process must see it (it does not share our working directory)."""
+    return os.path.join(os.getcwd(), config) if config and not os.path.isabs(config) else config
+
+
 def socket_path(config: str | None) -> str:
+    """The socket of the resident process for ``-C config`` (absolute: see :func:`absolute`) or the default."""
     return os.path.join(runtime_dir(), f"relay-{_hash(fingerprint(config))}.sock")
 
 
@@ -254,9 +260,7 @@ def relay(argv: list[str]) -> int | None:
     scanned = scan_argv(argv)
     if scanned is None or os.environ.get("ESMTP_RELAY_DAEMON") == "0":
         return None
-    mode, config = scanned
-    if config is not None and config and not os.path.isabs(config):
-        config = os.path.join(os.getcwd(), config)
+    mode, config = scanned[0], absolute(scanned[1])
     path = socket_path(config)
     directory = os.path.dirname(path)
     sock = _connect(path) if private_dir(directory, create=False) else None  # never a socket someone else controls
@@ -295,4 +299,4 @@ if __name__ == "__main__":
     # `python -m esmtp.front --socket-path [-C FILE]`: where this environment's resident process listens (for the
     # systemd units in contrib/).
     found = scan_argv(["sendmail", *sys.argv[2:]])
-    print(socket_path(found[1] if found else None))
+    print(socket_path(absolute(found[1]) if found else None))

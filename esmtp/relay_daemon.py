@@ -164,6 +164,8 @@ class RelayServer:
         self.listener = listener
         self.path = path
         self.adopt_environment = adopt_environment
+        #: Socket activation: the socket file is systemd's, not ours to remove.
+        self.activated = adopt_environment
         self.sessions = SessionPool()
         self.configs = Configs(self.sessions)
         self.idle = DEFAULT_IDLE
@@ -195,7 +197,7 @@ class RelayServer:
 
     def _shut_down(self) -> None:
         with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == self.inode:  # still ours, not a successor's
+            if not self.activated and os.stat(self.path).st_ino == self.inode:  # still ours, not a successor's
                 os.unlink(self.path)
         with self._lock:
             self.listener.close()

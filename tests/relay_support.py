@@ -51,15 +51,16 @@ def stop_relays(runtime: Path) -> None:
 
 def socket_path(run: Runner, config: str | None = None, **env: str) -> Path:
     """The socket the installed command would use for ``run``'s environment."""
-    code = "import sys; from esmtp import front; print(front.socket_path(sys.argv[1] or None))"
+    code = "import sys; from esmtp import front; print(front.socket_path(front.absolute(sys.argv[1] or None)))"
     out = subprocess.run([PYTHON, "-c", code, config or ""], env=run.env(**env), capture_output=True, text=True,
                          check=True, cwd="/")
     return Path(out.stdout.strip())
 
 
-def start_relay(run: Runner, **env: str) -> int:
-    """Start the resident process for ``run``'s default configuration; return its pid once it listens."""
-    path = socket_path(run, **env)
+def start_relay(run: Runner, config: str | None = None, **env: str) -> int:
+    """Start the resident process for ``run``'s configuration (``-C config``, absolute, or the default); return its
+    pid once it listens."""
+    path = socket_path(run, config, **env)
     code = ("import sys; from esmtp import front; front.private_dir(sys.argv[1], create=True); "
             "front.spawn(sys.argv[2])")
     subprocess.run([PYTHON, "-c", code, str(path.parent), str(path)], env=run.env(**env), check=True, cwd="/")

@@ -268,12 +268,13 @@ def test_mailq_and_enqueue_go_through_the_process(run: Runner, tmp_path: Path) -
 def test_relative_config_file_is_the_callers(run: Runner, smtp_server: SmtpServer, tmp_path: Path) -> None:
     run.mode_env = RELAY
     rc = run.write_config(f"hostname {smtp_server.hostport}\n", name="relative.rc")
-    start_relay(run)
+    start_relay(run, str(rc))
     for subject in ("a", "b"):
         proc = subprocess.run([entry_point(), "-C", "relative.rc", "bob@example.net"], input=message(subject),
                               capture_output=True, env=run.env(), cwd=rc.parent, timeout=60)
         assert proc.returncode == 0, proc.stderr
     assert subjects(smtp_server) == ["a", "b"]
+    assert smtp_server.sink.connections == 2  # the server's start-up probe, then the resident process's one
 
 
 def test_front_end_imports_only_os_sys_and_socket(run: Runner, smtp_server: SmtpServer, tmp_path: Path) -> None:
