@@ -27,8 +27,8 @@ FINGERPRINT_VARS = ("HOME", "TZ", "PATH", "TMPDIR", "LANG", "LC_ALL", "PYTHONPAT
                     "ESMTP_DEBUG", "ESMTP_RELAY_TEST_CRASH")
 PROTOCOL = b"esmtp-relay-1"
 CHUNK = 1 << 16
-#: How long a front end waits for a resident process that is starting (its socket exists but is not listening yet).
-CONNECT_TIMEOUT = 5.0
+#: How long a front end waits for a resident process that another front end has just started.
+STARTING_WAIT = 3.0
 
 
 def scan_argv(argv: list[str]) -> tuple[str, str | None] | None:
@@ -153,8 +153,15 @@ def wanted(config: str | None) -> bool:
 
 def spawn(path: str) -> None:
     """Start the resident process for ``path``, fully detached: new session, stdio on /dev/null, no other
-    descriptor inherited, working directory ``/``. Returns at once (a failure to start only costs the warm path)."""
+    descriptor inherited, working directory ``/``. Returns at once (a failure to start only costs the warm path).
+
+    ``path.starting`` says that it is on its way (the process removes it once it listens), so that the next front end
+    waits for it instead of sending its message itself and starting another.
+    """
     try:
+        marker = os.open(path + ".starting", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.utime(marker)
+        os.close(marker)
         pid = os.fork()
     except OSError:
         return
@@ -174,6 +181,28 @@ def spawn(path: str) -> None:
         os.execv(sys.executable, [sys.executable, "-P", "-c", code, path])
     finally:
         os._exit(127)
+
+
+def _starting(path: str) -> bool:
+    """Whether a front end started the resident process for ``path`` moments ago."""
+    import time  # built in: no file to import, and only on this path
+
+    try:
+        return time.time() - os.stat(path + ".starting").st_mtime < STARTING_WAIT
+    except OSError:
+        return False
+
+
+def _wait_for(path: str) -> socket.socket | None:
+    """Connect to a resident process that is starting, once it listens (None if it never does)."""
+    import time
+
+    while _starting(path):
+        time.sleep(0.005)
+        sock = _connect(path)
+        if sock is not None:
+            return sock
+    return None
 
 
 def _connect(path: str) -> socket.socket | None:
@@ -252,22 +281,24 @@ def _request(sock: socket.socket, argv: list[str], spool: int | None, config: st
     return int(reply)
 
 
-def relay(argv: list[str]) -> int | None:
-    """Run ``argv`` through the resident process; None when this process must run it itself.
+def relay(argv: list[str]) -> tuple[int | None, str | None]:
+    """Run ``argv`` through the resident process. Returns its exit code, or None when this process must run the
+    command itself, and then the socket path of a resident process to start afterwards (None: none wanted).
 
     Standard input, once read, is left on descriptor 0 as the spool file, so that the fallback reads the same bytes.
     """
     scanned = scan_argv(argv)
     if scanned is None or os.environ.get("ESMTP_RELAY_DAEMON") == "0":
-        return None
+        return None, None
     mode, config = scanned[0], absolute(scanned[1])
     path = socket_path(config)
     directory = os.path.dirname(path)
-    sock = _connect(path) if private_dir(directory, create=False) else None  # never a socket someone else controls
+    sock = None
+    if private_dir(directory, create=False):  # never a socket in a directory someone else controls
+        sock = _connect(path) or _wait_for(path)
     if sock is None:
-        if wanted(config) and private_dir(directory, create=True):
-            spawn(path)
-        return None
+        start = wanted(config) and private_dir(directory, create=True)
+        return None, path if start else None
     spool = None
     try:
         if mode == "deliver":
@@ -281,18 +312,23 @@ def relay(argv: list[str]) -> int | None:
             os.lseek(spool, 0, 0)
             os.dup2(spool, 0)  # the fallback reads the spooled message as its standard input
             os.close(spool)
-    return code
+    return code, None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point for ``sendmail``, ``mailq`` and the other program names."""
+    """Entry point of ``sendmail``, ``mailq`` and the other program names (scripts/)."""
     argv = list(sys.argv if argv is None else argv)
-    code = relay(argv)
+    code, start = relay(argv)
     if code is not None:
         return code
     from .cli import main as run_here
 
-    return run_here(argv)
+    try:
+        return run_here(argv)
+    finally:
+        if start is not None:
+            # Afterwards: its start-up would compete with this run for the CPU. The next message waits for it.
+            spawn(start)
 
 
 if __name__ == "__main__":

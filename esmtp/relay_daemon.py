@@ -188,6 +188,7 @@ class RelayServer:
             try:
                 conn, _ = self.listener.accept()
             except TimeoutError:
+                self.sessions.sweep()
                 continue
             with self._lock:
                 self.active += 1
@@ -377,6 +378,8 @@ def main(args: list[str]) -> int:
     except OSError:
         return 0  # another front end started it first
     listener, activated = _listen(path)  # listening now: front ends wait in the backlog while the rest loads
+    with contextlib.suppress(OSError):
+        os.unlink(path + ".starting")
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
     _install_routing()

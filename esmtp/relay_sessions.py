@@ -1,10 +1,11 @@
 """The warm relay's SMTP sessions: one authenticated connection per identity, kept open across messages.
 
-Every session lives on one event loop in its own thread; request threads hand it their transactions one at a time
-per identity. Before a kept connection carries another message it is RSET; if that fails (the server said 421,
-dropped us or closed an idle session) a new connection is opened, so a message never goes out on a connection in an
-unknown state. A connection idle for :data:`SESSION_IDLE` seconds is closed with QUIT: servers close idle sessions
-after a few minutes (RFC 5321 4.5.3.2.7 asks for at least five), and we never wait for that.
+Each identity's session has an event loop of its own, run by the request thread that holds the identity's lock (one
+transaction at a time per identity, no thread hand-over on the way). Before a kept connection carries another
+message it is RSET; if that fails (the server said 421, dropped us or closed an idle session) a new connection is
+opened, so a message never goes out on a connection in an unknown state. A connection idle for
+:data:`SESSION_IDLE` seconds is closed with QUIT: servers close idle sessions after a few minutes (RFC 5321
+4.5.3.2.7 asks for at least five), and we never wait for that.
 """
 
 from __future__ import annotations
@@ -26,40 +27,38 @@ if TYPE_CHECKING:
 
 #: Seconds a kept connection may stay idle before we QUIT it (well under any server's idle timeout).
 SESSION_IDLE = 60.0
-_SWEEP_EVERY = 5.0
 T = TypeVar("T")
 
 
 class _Slot:
-    """The kept session of one identity; ``lock`` serialises its transactions."""
+    """The kept session of one identity and its event loop; ``lock`` is held while the loop runs."""
 
-    __slots__ = ("identity", "last_used", "lock", "session")
+    __slots__ = ("identity", "last_used", "lock", "loop", "session")
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity  # kept alive: slots are keyed by its id()
         self.session: SmtpSession | None = None
         self.lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
         self.last_used = 0.0
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the slot's loop in this thread (the caller holds ``lock``)."""
+        return self.loop.run_until_complete(coroutine)
+
+    async def close_session(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                await session.close()
 
 
 class SessionPool:
     """Kept SMTP sessions, keyed by identity (one configuration generation: :meth:`reset` on reload)."""
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="smtp-sessions", daemon=True)
-        self._thread.start()
         self._slots: dict[int, _Slot] = {}
         self._lock = threading.Lock()
-        self._run(self._start_sweeper())
-        #: Connections opened so far (for -v and the tests).
-        self.opened = 0
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    async def _start_sweeper(self) -> None:
-        self._sweeper = asyncio.ensure_future(self._sweep())
 
     def send(self, identity: Identity, mechanisms: dict[str, SaslMechanism], trace: Trace, envelope: Envelope,
              message: Message, recipients: list[str]) -> str:
@@ -73,7 +72,7 @@ class SessionPool:
                 slot = self._slots[id(identity)] = _Slot(identity)
         with slot.lock:
             try:
-                return self._run(self._send(slot, mechanisms, trace, envelope, message, recipients))
+                return slot.run(self._send(slot, mechanisms, trace, envelope, message, recipients))
             finally:
                 slot.last_used = time.monotonic()
 
@@ -91,29 +90,22 @@ class SessionPool:
         if session is None:
             session = SmtpSession(slot.identity, mechanisms, trace)
             await session.open()
-            self.opened += 1
             slot.session = session
         if os.environ.get("ESMTP_RELAY_TEST_CRASH") == "data":
             message = _dying(message)
         return await session.send(envelope, message, recipients)
 
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(_SWEEP_EVERY)
-            now = time.monotonic()
-            for slot in list(self._slots.values()):
-                if slot.session is not None and now - slot.last_used > SESSION_IDLE and slot.lock.acquire(False):
-                    try:
-                        await self._close(slot)
-                    finally:
-                        slot.lock.release()
-
-    @staticmethod
-    async def _close(slot: _Slot) -> None:
-        session, slot.session = slot.session, None
-        if session is not None:
-            with contextlib.suppress(Exception):
-                await session.close()
+    def sweep(self) -> None:
+        """QUIT the sessions idle for longer than :data:`SESSION_IDLE` (called now and then by the server loop)."""
+        now = time.monotonic()
+        with self._lock:
+            slots = list(self._slots.values())
+        for slot in slots:
+            if slot.session is not None and now - slot.last_used > SESSION_IDLE and slot.lock.acquire(False):
+                try:
+                    slot.run(slot.close_session())
+                finally:
+                    slot.lock.release()
 
     def reset(self) -> None:
         """QUIT every kept session (the configuration changed: identities are new objects)."""
@@ -121,12 +113,10 @@ class SessionPool:
             slots, self._slots = list(self._slots.values()), {}
         for slot in slots:
             with slot.lock:
-                self._run(self._close(slot))
+                slot.run(slot.close_session())
+                slot.loop.close()
 
-    def close(self) -> None:
-        self.reset()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+    close = reset
 
 
 def _dying(message: Message) -> Message:

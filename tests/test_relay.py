@@ -196,7 +196,8 @@ def test_stale_socket_file_is_replaced(run: Runner, smtp_server: SmtpServer) -> 
     with socket.socket(socket.AF_UNIX) as dead:
         dead.bind(str(path))  # left behind, as by a process killed with -9
     assert run("bob@example.net", input=message("one")).returncode == 0
-    wait_for(lambda: len(relay_pids(run.runtime)) == 1 and Path(f"{path}.lock").read_text().strip() != "")
+    lock = Path(f"{path}.lock")
+    wait_for(lambda: len(relay_pids(run.runtime)) == 1 and lock.exists() and lock.read_text().strip() != "")
     assert run("bob@example.net", input=message("two")).returncode == 0
     assert subjects(smtp_server) == ["one", "two"]
     assert smtp_server.sink.connections == 2
