@@ -191,6 +191,19 @@ class EsmtpRelay(EsmtpPy):
             found.append(pid)
         return found
 
+    def resident_peak_mb(self) -> float:
+        """The largest peak RSS (``VmHWM``) of this subject's resident processes, in MB."""
+        peak = 0
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        return peak / 1024
+
     def before_run(self) -> None:
         if self.cold_start:
             self.stop()
