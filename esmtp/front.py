@@ -306,6 +306,11 @@ def relay(argv: list[str]) -> tuple[int | None, str | None]:
         code = _request(sock, argv, spool, config)
     except OSError:
         code = None
+    except KeyboardInterrupt:
+        # As a run of its own reports it (75: try again), but the resident process may finish the work.
+        sys.stderr.write(f"{os.path.basename(argv[0]) if argv else 'esmtp'}: interrupted; the message may or may not "
+                         "have been sent\n")
+        code = 75
     finally:
         sock.close()
         if spool is not None:

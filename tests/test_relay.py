@@ -291,3 +291,27 @@ def test_front_end_imports_only_os_sys_and_socket(run: Runner, smtp_server: Smtp
     assert proc.returncode == 0, proc.stderr
     assert set(out.read_text().split()) <= {"esmtp", "esmtp.front", "_socket"}
     assert len(smtp_server.sink.messages) == 1
+
+
+def test_large_message_memory_across_both_processes(run: Runner, smtp_server: SmtpServer, tmp_path: Path) -> None:
+    run.mode_env = RELAY
+    pid = start_relay(run)
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    body = tmp_path / "big.eml"
+    line = b"x" * 76 + b"\n"
+    with body.open("wb") as handle:
+        handle.write(b"Subject: big\n\n")
+        for _ in range(20 * 1024 * 1024 // len(line)):
+            handle.write(line)
+    probe = ("import resource, subprocess, sys\n"
+             "with open(sys.argv[2], 'rb') as stdin:\n"
+             "    code = subprocess.run([sys.argv[1], 'x@example.net'], stdin=stdin).returncode\n"
+             "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", probe, entry_point(), str(body)], capture_output=True,
+                          env=run.env(), timeout=120)
+    code, front_kb = (int(field) for field in proc.stdout.split())
+    assert code == 0, proc.stderr.decode()
+    status = Path(f"/proc/{pid}/status").read_text()
+    resident_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+    assert (front_kb + resident_kb) / 1024 < 50, f"front {front_kb} KB + resident {resident_kb} KB"
+    assert len(smtp_server.sink.messages) == 1
