@@ -155,13 +155,10 @@ def spawn(path: str) -> None:
     """Start the resident process for ``path``, fully detached: new session, stdio on /dev/null, no other
     descriptor inherited, working directory ``/``. Returns at once (a failure to start only costs the warm path).
 
-    ``path.starting`` says that it is on its way (the process removes it once it listens), so that the next front end
-    waits for it instead of sending its message itself and starting another.
+    ``path.starting`` holds its pid while it is on its way (it removes the file once it listens), so that the next
+    front end waits for it instead of sending its message itself and starting another.
     """
     try:
-        marker = os.open(path + ".starting", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        os.utime(marker)
-        os.close(marker)
         pid = os.fork()
     except OSError:
         return
@@ -170,7 +167,10 @@ def spawn(path: str) -> None:
         return
     try:
         os.setsid()
-        if os.fork():
+        child = os.fork()
+        if child:
+            marker = os.open(path + ".starting", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            os.write(marker, str(child).encode())
             os._exit(0)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -184,13 +184,19 @@ def spawn(path: str) -> None:
 
 
 def _starting(path: str) -> bool:
-    """Whether a front end started the resident process for ``path`` moments ago."""
+    """Whether a front end started the resident process for ``path`` moments ago and it is still alive."""
     import time  # built in: no file to import, and only on this path
 
     try:
-        return time.time() - os.stat(path + ".starting").st_mtime < STARTING_WAIT
-    except OSError:
-        return False
+        with open(path + ".starting", "rb") as marker:
+            started = os.fstat(marker.fileno()).st_mtime
+            pid = int(marker.read(32) or b"0")
+        if pid <= 0 or time.time() - started >= STARTING_WAIT:
+            return False
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False  # no marker, or its process is gone (killed before it could listen)
+    return True
 
 
 def _wait_for(path: str) -> socket.socket | None:

@@ -61,7 +61,7 @@ def test_first_message_is_sent_here_and_starts_the_process(run: Runner, auth_ser
     run.write_config(auth_config(auth_server, "relay_daemon auto\n"))
     auth_server.sink.clear()
     assert run("bob@example.net", input=message("first")).returncode == 0
-    wait_for(lambda: socket_path(run).exists())
+    # At once: the next command waits for the process that is starting instead of sending by itself.
     for index in range(3):
         assert run("bob@example.net", input=message(f"warm{index}")).returncode == 0
     assert subjects(auth_server) == ["first", "warm0", "warm1", "warm2"]
