@@ -1,8 +1,8 @@
 """The ``sendmail``/``mailq`` entry point: hand the run to the warm relay (:mod:`esmtp.relay_daemon`), else run it here.
 
 This module is the whole start-up cost of a warm run, so it imports ``os``, ``sys`` and ``socket`` (its C half,
-``_socket``) and nothing else
-(no pluggy, no dataclasses, no ``typing``, no other module of the package until it falls back).
+``_socket``) and nothing else: no pluggy, no dataclasses, no ``typing``, no other module of the package until it
+falls back.
 
 A message run spools standard input to an unlinked private file first, so nothing can be lost later. The file's
 descriptor, the caller's stdout and stderr, argv and the working directory go over a Unix socket to the resident
@@ -24,7 +24,7 @@ _WITH_ARGUMENT = "ABbCdeFfhLMNOopRrVX"
 #: Environment that changes what a run does: a resident process serves only callers that agree on all of it.
 FINGERPRINT_VARS = ("HOME", "TZ", "PATH", "TMPDIR", "LANG", "LC_ALL", "PYTHONPATH", "XDG_CACHE_HOME",
                     "XDG_STATE_HOME", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD", "ESMTP_STRICT_PLUGINS",
-                    "ESMTP_DEBUG", "ESMTP_RELAY_TEST_CRASH")
+                    "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON", "ESMTP_RELAY_TEST_CRASH")
 PROTOCOL = b"esmtp-relay-1"
 CHUNK = 1 << 16
 #: How long a front end waits for a resident process that another front end has just started.
