@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
-from relay_support import relay_pids, socket_path, start_relay, stop_relays
+from relay_support import PYTHON, relay_pids, socket_path, start_relay, stop_relays
 from support import Runner, Sink, SmtpServer, _Controller, _Server, entry_point, start_server
 
 RELAY = {"ESMTP_RELAY_DAEMON": "1"}
@@ -315,3 +315,29 @@ def test_large_message_memory_across_both_processes(run: Runner, smtp_server: Sm
     resident_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
     assert (front_kb + resident_kb) / 1024 < 50, f"front {front_kb} KB + resident {resident_kb} KB"
     assert len(smtp_server.sink.messages) == 1
+
+
+def test_socket_activation_takes_the_first_callers_environment(run: Runner, smtp_server: SmtpServer) -> None:
+    """As systemd starts it (contrib/systemd): the listening socket on descriptor 3, LISTEN_PID and LISTEN_FDS set,
+    and an environment that is not the caller's (here: another PATH and no HOME)."""
+    run.mode_env = RELAY
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    smtp_server.sink.clear()
+    path = socket_path(run)
+    path.parent.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(16)
+    launcher = ("import os, sys; os.environ['LISTEN_PID'] = str(os.getpid()); os.environ['LISTEN_FDS'] = '1'; "
+                "os.dup2(int(sys.argv[1]), 3); os.execv(sys.executable, [sys.executable, '-P', '-c', "
+                "'import sys; from esmtp.relay_daemon import main; sys.exit(main(sys.argv[1:]))', sys.argv[2]])")
+    with listener:
+        subprocess.Popen([PYTHON, "-c", launcher, str(listener.fileno()), str(path)], pass_fds=(listener.fileno(),),
+                         env={"PATH": "/usr/bin:/bin", "ESMTP_RELAY_DAEMON": "1"}, cwd="/",
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for subject in ("s1", "s2"):
+        result = run("bob@example.net", input=message(subject))
+        assert result.returncode == 0, result.stderr
+    assert subjects(smtp_server) == ["s1", "s2"]
+    assert smtp_server.sink.connections == 1  # both through the activated process
+    assert path.exists()  # systemd's socket file: left in place
