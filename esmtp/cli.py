@@ -115,12 +115,13 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
     return _send(options, load, sessions)
 
 
-def main(argv: list[str] | None = None, **relay: object) -> int:
-    """Console-script entry point (``relay``: the warm relay's arguments to :func:`run`)."""
+def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: SessionPool | None = None,
+         cwd: str | None = None) -> int:
+    """Entry point of a run (the keyword arguments are the warm relay's: see :func:`run`)."""
     argv = list(sys.argv if argv is None else argv)
     prog = _prog(argv)
     try:
-        code = run(argv, **relay)  # type: ignore[arg-type]
+        code = run(argv, load=load, sessions=sessions, cwd=cwd)
     except EsmtpError as error:
         sys.stderr.write(f"{prog}: {error}\n")
         code = error.exit_code
