@@ -86,10 +86,17 @@ def _hash(text: str) -> str:
 
 
 def runtime_dir() -> str:
-    """The private directory for the sockets: ``$XDG_RUNTIME_DIR/esmtp``, else ``/tmp/esmtp-<uid>``."""
+    """The private directory for the sockets: ``$XDG_RUNTIME_DIR/esmtp`` when that directory is ours (not the one
+    ``sudo -E`` passes on from another user), else ``/tmp/esmtp-<uid>``."""
     base = os.environ.get("XDG_RUNTIME_DIR")
-    if base and os.path.isabs(base) and os.path.isdir(base):
-        return os.path.join(base, "esmtp")
+    if base and os.path.isabs(base):
+        try:
+            info = os.stat(base)
+        except OSError:
+            pass
+        else:
+            if info.st_uid == os.getuid() and (info.st_mode & 0o170000) == 0o040000:
+                return os.path.join(base, "esmtp")
     return f"/tmp/esmtp-{os.getuid()}"
 
 
