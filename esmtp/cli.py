@@ -23,7 +23,10 @@ USAGE = """\
 usage: sendmail [options] [--] recipient...
        mailq | sendmail -bp          list the queue
        sendmail -q | esmtp --flush   deliver the queue now
+       sendmail -bs                  an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
        esmtp --remove ID...          delete queue entries
+       esmtp --store-password [--identity ADDR]         store a password in the keyring
+       esmtp --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
   -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
@@ -102,6 +105,10 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
         return 0
     if options.mode == "newaliases":
         return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
+    if options.mode == "smtp":
+        from .stdio_relay import serve
+
+        return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
         config, hooks = load(options, need_config=False)
         code = hooks.queue_command(options, config)
@@ -111,6 +118,13 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
             elif options.mode == "remove":
                 raise ConfigError("no queue plugin is installed or enabled; nothing to remove")
             return 0
+        return code
+    if options.mode in ("store-password", "oauth2-login"):
+        config, hooks = load(options, need_config=True)
+        assert config is not None
+        code = hooks.command(options, config)
+        if code is None:
+            raise ConfigError(f"no installed or enabled plugin handles --{options.mode}")
         return code
     return _send(options, load, sessions)
 

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 from pluggy import HookspecMarker
 
 if TYPE_CHECKING:
-    from .config import Config, KeywordSpec
+    from .config import Config, Identity
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
-    from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
+    from .trace import Trace
+    from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
 _hookspec = HookspecMarker("esmtp")
 
@@ -52,6 +53,31 @@ def esmtp_sasl_mechanisms() -> Iterable[SaslMechanism]:
     """
 
 
+@_hookspec(firstresult=True)
+def esmtp_secret(
+    identity: Identity, host: str, mechanism: SaslMechanism, rejected: str | None, trace: Trace
+) -> str | None:
+    """Supply the password (or, for a ``bearer`` mechanism, the OAuth2 token) when the identity has no ``password``.
+
+    Runs in the authenticate stage, only once the server has offered AUTH and ``mechanism`` has been chosen, so a
+    source that costs something (a command, a keyring, a token endpoint) runs only when a secret is needed. ``host``
+    is the server's host name. ``rejected`` is None on the first call; after the server refused a bearer token it is
+    that token, and a source may return a fresh one (the core retries once) or None. Raise an EsmtpError naming the
+    cause (ConfigError, TemporaryFailure, AuthenticationError) when the source is set up but fails. Never write the
+    secret to ``trace``. Built-in sources, in order: OAuth2 refresh (``tryfirst``), ``password_command``, the
+    keyring, ``~/.netrc`` (``trylast``). Stops at first non-None result.
+    """
+
+
+@_hookspec(firstresult=True)
+def esmtp_command(options: Options, config: Config) -> int | None:
+    """Run a command-line mode that a plugin owns: ``--store-password`` (mode "store-password") and
+    ``--oauth2-login`` (mode "oauth2-login"; ``options.device`` for ``--device``); ``options.identity`` is the
+    ``--identity NAME`` argument or None. Return the exit code, or None when the mode is not this plugin's.
+    Stops at first non-None result.
+    """
+
+
 @_hookspec
 def esmtp_delivery_agents() -> Iterable[DeliveryAgent]:
     """Offer delivery agents by name ("smtp" is the core's; the MDA plugin offers "mda").
@@ -70,7 +96,8 @@ def esmtp_rewrite_envelope(envelope: Envelope, message: Message, config: Config)
     """Rewrite the envelope in place: sender and recipients (aliases, masquerading).
 
     Runs after parsing and before routing, once per message. ``message`` may be changed too, for rewrites that must
-    match in the headers (a masqueraded From:). The return value is ignored.
+    match in the headers (a masqueraded From:). The return value is ignored. With ``sendmail -bs`` it also runs
+    (then ``esmtp_route``) for each RCPT TO, on a throw-away envelope with that one recipient and an empty message.
     """
 
 

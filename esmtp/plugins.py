@@ -26,21 +26,23 @@ from .errors import PluginError
 if TYPE_CHECKING:
     from pluggy import PluginManager
 
-    from .config import Config, KeywordSpec
+    from .config import Config, Identity
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
-    from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
+    from .trace import Trace
+    from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
 GROUP = "esmtp.plugins"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 #: Used when esmtp's own distribution metadata cannot be read (a bare source checkout).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
     (name, f"esmtp_plugins.{name}")
     for name in (
         "aliases", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "fixup_sender", "masquerade", "mda",
-        "queue", "sasl_crammd5", "sasl_login", "sasl_ntlm", "sasl_plain",
+        "oauth2", "password_command", "password_keyring", "password_netrc", "queue", "sasl_crammd5", "sasl_login",
+        "sasl_ntlm", "sasl_oauthbearer", "sasl_plain", "sasl_xoauth2",
     )
 )
 
@@ -182,24 +184,41 @@ def _load(record: EntryPointRecord) -> object:
     return plugin
 
 
+#: Where a plugin that sets no ``PLUGIN_ORDER`` runs among the plugins of its tryfirst/plain/trylast tier.
+DEFAULT_ORDER = 100
+
+
+def plugin_order(plugin: object) -> int:
+    """The plugin's ``PLUGIN_ORDER`` (lower runs earlier within its tier), else :data:`DEFAULT_ORDER`."""
+    order = getattr(plugin, "PLUGIN_ORDER", DEFAULT_ORDER)
+    return order if isinstance(order, int) else DEFAULT_ORDER
+
+
 def _warn(text: str) -> None:
     sys.stderr.write(f"esmtp: {text}\n")
 
 
-def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
-    """The hooks a plugin implements (by pluggy's marker) and the keywords it declares, as cacheable data."""
+def _hooks(plugin: object) -> list[str]:
+    """The hooks a plugin implements, by pluggy's marker."""
     hooks = []
     for attribute in dir(plugin):
         options = getattr(getattr(plugin, attribute, None), "esmtp_impl", None)
         if isinstance(options, dict):
             hooks.append(options.get("specname") or attribute)
+    return hooks
+
+
+def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
+    """The hooks a plugin implements and the keywords it declares, as cacheable data."""
+    hooks = _hooks(plugin)
     keywords: list[dict[str, Any]] = []
     declare = getattr(plugin, "esmtp_config_keywords", None)
     if "esmtp_config_keywords" in hooks and callable(declare):
         for spec in declare() or ():
             choices = list(spec.choices) if spec.choices is not None else None
             keywords.append(
-                {"name": spec.name, "scope": spec.scope, "choices": choices, "help": spec.help, "secret": spec.secret}
+                {"name": spec.name, "scope": spec.scope, "choices": choices, "help": spec.help, "secret": spec.secret,
+                 "conflicts": list(spec.conflicts)}
             )
     return sorted(hooks), keywords
 
@@ -228,23 +247,41 @@ class PluginLoader:
             record for record in sorted(records, key=lambda r: r.name)
             if record.name not in blocked and (autoload or record.dist == "esmtp")
         ]
+        self.registered: list[tuple[EntryPointRecord, object]] = []
 
     def _register(self, records: list[EntryPointRecord]) -> None:
-        # Registered in reverse name order, so that pluggy (last registered, first called) calls them in name order.
-        for record in sorted(records, key=lambda r: r.name, reverse=True):
+        loaded = []
+        for record in records:
             self.pending.remove(record)
             if self.pm.has_plugin(record.name):
                 raise PluginError(f"two plugins are named '{record.name}' (one from {record.dist})")
             try:
-                plugin = _load(record)
+                loaded.append((record, _load(record)))
+            except Exception as error:
+                self._failed(record, error)
+        # The call order must not follow the names (renaming a plugin would reorder the headers it adds): within a
+        # tryfirst/plain/trylast tier, plugins run by PLUGIN_ORDER, then by name. pluggy calls the last registered
+        # first, so they are registered in reverse, together with those of earlier batches that share a hook.
+        shared = {hook for _, plugin in loaded for hook in _hooks(plugin)}
+        for record, plugin in list(self.registered):
+            if shared.intersection(_hooks(plugin)):
+                self.pm.unregister(plugin)
+                self.registered.remove((record, plugin))
+                loaded.append((record, plugin))
+        for record, plugin in sorted(loaded, key=lambda item: (plugin_order(item[1]), item[0].name), reverse=True):
+            try:
                 self.pm.register(plugin, name=record.name)
                 self.cache.learn(record, plugin, *_offers(plugin))
+                self.registered.append((record, plugin))
             except Exception as error:
-                if self.strict:
-                    raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
-                _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
+                self._failed(record, error)
         if self.cache.changed:
             self.cache.save()
+
+    def _failed(self, record: EntryPointRecord, error: Exception) -> None:
+        if self.strict:
+            raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
+        _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
 
     def need(self, hook: str) -> None:
         """Load every pending plugin that implements ``hook``, or whose offers are not known yet."""
@@ -260,7 +297,7 @@ class PluginLoader:
 
     def keyword_specs(self) -> list[KeywordSpec]:
         """The keywords of the plugins not imported yet, from the index (importing those not indexed)."""
-        from .config import KeywordSpec
+        from .types import KeywordSpec
 
         self._register([record for record in self.pending if self.cache.known(record) is None])
         specs = []
@@ -270,7 +307,8 @@ class PluginLoader:
                 choices = keyword.get("choices")
                 specs.append(
                     KeywordSpec(keyword["name"], keyword["scope"], tuple(choices) if choices is not None else None,
-                                keyword.get("help", ""), bool(keyword.get("secret")))
+                                keyword.get("help", ""), bool(keyword.get("secret")),
+                                tuple(keyword.get("conflicts", ())))
                 )
         return specs
 
@@ -326,6 +364,17 @@ class Hooks:
     def sasl_mechanisms(self) -> dict[str, SaslMechanism]:
         return self._by_name(self._hook("esmtp_sasl_mechanisms")(), "SASL mechanism")
 
+    def secret(
+        self, identity: Identity, host: str, mechanism: SaslMechanism, rejected: str | None, trace: Trace
+    ) -> str | None:
+        hook = self._hook("esmtp_secret")
+        return cast(
+            "str | None", hook(identity=identity, host=host, mechanism=mechanism, rejected=rejected, trace=trace)
+        )
+
+    def command(self, options: Options, config: Config) -> int | None:
+        return cast("int | None", self._hook("esmtp_command")(options=options, config=config))
+
     def delivery_agents(self) -> dict[str, DeliveryAgent]:
         return self._by_name(self._hook("esmtp_delivery_agents")(), "delivery agent")
 
@@ -333,10 +382,9 @@ class Hooks:
         found: dict[str, Any] = {}
         for records in offers:
             for record in records:
-                name = record.name.upper() if what == "SASL mechanism" else record.name
-                if name in found:
-                    raise PluginError(f"two plugins offer the {what} '{name}'")
-                found[name] = record
+                if record.name in found:
+                    raise PluginError(f"two plugins offer the {what} '{record.name}'")
+                found[record.name] = record
         return found
 
     def rewrite_envelope(self, envelope: Envelope, message: Message, config: Config) -> None:

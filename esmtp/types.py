@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from .config import Config, Identity
@@ -13,19 +13,15 @@ if TYPE_CHECKING:
     from .relay_sessions import SessionPool
     from .trace import Trace
 
+#: Where an extension keyword's value belongs: the identity block it appears in, or the whole file.
+Scope = Literal["identity", "global"]
 
-@dataclass(slots=True)
-class Envelope:
-    """The SMTP envelope of one message and the identity chosen for it.
 
-    ``sender`` is the reverse path ("" is the null sender ``<>``). ``recipients`` are bare addresses in order, without
-    duplicates. The DSN fields hold normalised values (``notify`` "NEVER" or e.g. "SUCCESS,FAILURE"; ``ret`` "FULL" or
-    "HDRS"); ``body_type`` is "7BIT", "8BITMIME" or None (then chosen from the data).
-    """
+@dataclass(slots=True, kw_only=True)
+class EnvelopeDetails:
+    """The optional parts of an envelope: what the sender asked for besides the addresses. A queue entry stores them
+    as they are (it derives its list of fields from this class), so a field added here is queued too."""
 
-    sender: str
-    recipients: list[str]
-    identity: Identity
     full_name: str | None = None
     notify: str | None = None
     ret: str | None = None
@@ -35,6 +31,21 @@ class Envelope:
     from_headers: bool = False
     #: The sender as given by ``-f`` or the ``-t`` From: header, before ``force reverse_path`` (the MDA's ``%F``).
     given_sender: str | None = None
+
+
+@dataclass(slots=True)
+class Envelope(EnvelopeDetails):
+    """The SMTP envelope of one message and the identity chosen for it.
+
+    ``sender`` is the reverse path ("" is the null sender ``<>``). ``recipients`` are bare addresses in order, without
+    duplicates. The DSN fields hold normalised values (``notify`` "NEVER" or e.g. "SUCCESS,FAILURE"; ``ret`` "FULL" or
+    "HDRS"); ``body_type`` is "7BIT", "8BITMIME" or None (then chosen from the data). The optional fields, keyword
+    only, are those of :class:`EnvelopeDetails`.
+    """
+
+    sender: str
+    recipients: list[str]
+    identity: Identity
 
 
 @dataclass(slots=True)
@@ -99,10 +110,19 @@ class SaslClient(Protocol):
 
     ``step(None)`` is called first and returns the initial response (``None`` for none; ``b""`` is sent as ``=``).
     Each ``334`` challenge (base64-decoded) is then passed to ``step``, which returns the decoded answer. Raising
-    aborts the exchange (the driver sends ``*``).
+    aborts the exchange (the driver sends ``*``). A client may set a ``failure`` attribute (str) explaining an error
+    the server sent in a challenge; the driver adds it to the refusal it reports.
     """
 
     def step(self, challenge: bytes | None) -> bytes | None: ...
+
+
+class SecretSource(Protocol):
+    """Where the SMTP session gets a secret the configuration does not hold (``Hooks.secret``, ``esmtp_secret``)."""
+
+    def __call__(
+        self, identity: Identity, host: str, mechanism: SaslMechanism, rejected: str | None, trace: Trace
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +130,35 @@ class SaslMechanism:
     """A SASL mechanism offered by a plugin through ``esmtp_sasl_mechanisms``.
 
     ``priority``: higher is stronger and is preferred. ``plaintext``: the password crosses the wire recoverably, so
-    the core refuses the mechanism without TLS unless ``auth_plaintext enabled``.
+    the core refuses the mechanism without TLS unless ``auth_plaintext enabled``. ``bearer``: the secret is an OAuth2
+    access token, not a password; the core chooses such a mechanism only when ``auth_mechanisms`` names it or the
+    identity has ``oauth2_*`` settings (and then no password mechanism), and after a rejection it asks the secret
+    sources once for a fresh token and tries again.
     """
 
     name: str
     priority: int
     factory: Callable[[Credentials], SaslClient]
     plaintext: bool = False
+    bearer: bool = False
+
+    def __post_init__(self) -> None:
+        # SASL names are case-insensitive (RFC 4422 3.1); upper case is how servers list them and how users choose.
+        object.__setattr__(self, "name", self.name.upper())
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordSpec:
+    """An esmtprc extension keyword (core or plugin-registered, through ``esmtp_config_keywords``): ``name [=] value``.
+
+    ``choices`` restricts the value (compared case-sensitively, like esmtp's own keywords); ``scope`` says whether the
+    value belongs to the identity block it appears in or to the whole file (like ``mda``).
+    """
+
+    name: str
+    scope: Scope = "identity"
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+    secret: bool = False
+    #: Keywords (core or extension) that may not be set in the same identity block; the error names both lines.
+    conflicts: tuple[str, ...] = ()
