@@ -147,6 +147,9 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("tls_fingerprint", help="pin the server certificate: SHA256:AB:CD:..."),
     KeywordSpec("timeout", help="seconds to wait for the server at each step (default 60)"),
     KeywordSpec("disable_plugins", scope="global", help="comma or space separated plugin names not to load"),
+    KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
+                help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
+    KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),
 )
 
 #: Hints for keywords people expect from other mailers.
