@@ -12,8 +12,7 @@ starts one for the next message (``relay_daemon auto``) and runs the command its
 its spool file. See docs/performance.md ("The warm relay").
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: that is an import of its own, and these annotations are cheap to evaluate.
 # The C half of `socket`: the same calls without the module's enums (a few milliseconds of every start).
 import _socket as socket
 import os
@@ -105,9 +104,10 @@ def absolute(config: str | None) -> str | None:
     return os.path.join(os.getcwd(), config) if config and not os.path.isabs(config) else config
 
 
-def socket_path(config: str | None) -> str:
-    """The socket of the resident process for ``-C config`` (absolute: see :func:`absolute`) or the default."""
-    return os.path.join(runtime_dir(), f"relay-{_hash(fingerprint(config))}.sock")
+def socket_path(config: str | None, ours: str | None = None) -> str:
+    """The socket of the resident process for ``-C config`` (absolute: see :func:`absolute`) or the default;
+    ``ours``: the caller's :func:`fingerprint` for that file, if already made."""
+    return os.path.join(runtime_dir(), f"relay-{_hash(ours or fingerprint(config))}.sock")
 
 
 def private_dir(path: str, *, create: bool) -> bool:
@@ -263,10 +263,10 @@ def _stdio_fd(fd: int) -> tuple[int, bool]:
     return fd, False
 
 
-def _request(sock: socket.socket, argv: list[str], spool: int | None, config: str | None) -> int | None:
-    """Send the run to the resident process and wait for its exit code (None: it did not answer or declined)."""
-    fields = [PROTOCOL, os.getcwd().encode("utf-8", "surrogateescape"),
-              fingerprint(config).encode("utf-8", "surrogateescape")]
+def _request(sock: socket.socket, argv: list[str], spool: int | None, ours: str) -> int | None:
+    """Send the run to the resident process and wait for its exit code (None: it did not answer or declined).
+    ``ours`` is this caller's :func:`fingerprint`."""
+    fields = [PROTOCOL, os.getcwd().encode("utf-8", "surrogateescape"), ours.encode("utf-8", "surrogateescape")]
     fields += [word.encode("utf-8", "surrogateescape") for word in argv]
     payload = b"\0".join(fields)
     out, close_out = _stdio_fd(1)
@@ -302,7 +302,8 @@ def relay(argv: list[str]) -> tuple[int | None, str | None]:
     if scanned is None or os.environ.get("ESMTP_RELAY_DAEMON") == "0":
         return None, None
     mode, config = scanned[0], absolute(scanned[1])
-    path = socket_path(config)
+    ours = fingerprint(config)
+    path = socket_path(config, ours)
     directory = os.path.dirname(path)
     sock = None
     if private_dir(directory, create=False):  # never a socket in a directory someone else controls
@@ -314,7 +315,7 @@ def relay(argv: list[str]) -> tuple[int | None, str | None]:
     try:
         if mode == "deliver":
             spool = _spool_stdin()
-        code = _request(sock, argv, spool, config)
+        code = _request(sock, argv, spool, ours)
     except OSError:
         code = None
     except KeyboardInterrupt:
