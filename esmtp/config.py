@@ -145,7 +145,7 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("smtps", choices=("enabled", "disabled"), help="implicit TLS from the first byte (port 465)"),
     KeywordSpec("tls_min_version", choices=("1.0", "1.1", "1.2", "1.3"), help="lowest TLS version accepted"),
     KeywordSpec("tls_fingerprint", help="pin the server certificate: SHA256:AB:CD:..."),
-    KeywordSpec("timeout", help="seconds to wait for the server at each step (default 60)"),
+    KeywordSpec("timeout", help="the longest wait for the server, every step (see docs/configuration.md)"),
     KeywordSpec("disable_plugins", scope="global", help="comma or space separated plugin names not to load"),
 )
 

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import aiosmtplib
-from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 from .config import Identity
 from .errors import EX_NOUSER, EX_TEMPFAIL, DeliveryError, PermanentFailure, TemporaryFailure
 from .message import Message
+from .pipelining import PipeliningProtocol, adopt
 from .sasl import authenticate, choose_mechanisms
+from .timeouts import IMPLICIT_TLS_PORT, IMPLICIT_TLS_SILENCE, Timeouts
 from .trace import Trace
 from .types import Credentials, Envelope, SaslMechanism
 from .wire import encode_data
@@ -28,51 +29,14 @@ from .wire import encode_data
 if TYPE_CHECKING:
     from .tls import TlsPolicy
 
-DEFAULT_TIMEOUT = 60.0
-#: RFC 5321 4.5.3.2.6: wait at least 10 minutes for the reply to the final dot.
-FINAL_REPLY_TIMEOUT = 600.0
 #: Port when ``hostname`` has none: submission (587), or 465 with ``smtps enabled``.
 SUBMISSION_PORT = 587
 SMTPS_PORT = 465
 
 
-class PipeliningProtocol(SMTPProtocol):
-    """aiosmtplib's protocol, keeping every reply that arrives, so that pipelined replies can be read in turn."""
-
-    def data_received(self, data: bytes) -> None:
-        if self._response_waiter is None:
-            return
-        self._buffer.extend(data)
-        self._deliver_buffered()
-
-    def _deliver_buffered(self) -> None:
-        waiter = self._response_waiter
-        if waiter is None or waiter.done():
-            return
-        try:
-            response = self._read_response_from_buffer()
-        except Exception as error:
-            self._set_response_exception(waiter, error)
-        else:
-            if response is not None:
-                waiter.set_result(response)
-
-    async def read_response(self, timeout: float | None = None) -> SMTPResponse:
-        waiter = self._response_waiter
-        if waiter is not None and waiter.done() and not waiter.cancelled():
-            # Already here (a pipelined reply that came with the one before): no trip through the event loop.
-            self._response_waiter = self._loop.create_future() if self.transport is not None else None
-            response = waiter.result()  # or its exception
-        else:
-            response = await super().read_response(timeout)
-        self._deliver_buffered()  # the next reply may already be in the buffer
-        return response
-
-    async def drain(self) -> None:
-        await self._drain_helper()
-
-
 def _failure(server: str, what: str, response: SMTPResponse) -> DeliveryError:
+    if response.code < 100:  # no SMTP reply at all (aiosmtplib's -1): garbage, or a reply over the size bound
+        return TemporaryFailure(f"{server} sent an invalid reply: {response.message}")
     reply = f"{response.code} {response.message}".strip()
     text = f"{server} {what}: {reply}"
     if 400 <= response.code < 500:
@@ -119,7 +83,8 @@ class SmtpSession:
         self.host, self.port = identity.server(SMTPS_PORT if smtps else SUBMISSION_PORT)
         self.server = f"{self.host}:{self.port}"
         self.smtps = smtps
-        self.timeout = float(identity.options.get("timeout") or DEFAULT_TIMEOUT)
+        self.timeouts = Timeouts.of(identity)
+        self.timeout = self.timeouts.command
         self.encrypted = False
         #: The TLS policy (context, pin, certificate files) once one is needed.
         self.tls: TlsPolicy | None = None
@@ -141,11 +106,7 @@ class SmtpSession:
     @property
     def _protocol(self) -> PipeliningProtocol:
         assert self._smtp is not None and self._smtp.protocol is not None
-        protocol = self._smtp.protocol
-        if not isinstance(protocol, PipeliningProtocol):
-            # aiosmtplib builds its own protocol; give it the pipelining behaviour (same state, more methods).
-            protocol.__class__ = PipeliningProtocol
-        return protocol  # type: ignore[return-value]
+        return adopt(self._smtp.protocol)
 
     async def _command(self, line: bytes, secret: bool = False) -> tuple[int, str]:
         shown = line.decode("utf-8", "replace")
@@ -207,18 +168,18 @@ class SmtpSession:
             if self.tls.client_cert:
                 self.trace.info(f"client certificate: {self.tls.client_cert}")
         context = self.tls.context if self.tls is not None else None
+        self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}")
+        sock = await _open_socket(self.host, self.port, self.timeouts.connect)
         self._smtp = aiosmtplib.SMTP(
             hostname=self.host,
-            port=self.port,
             use_tls=self.smtps,
             start_tls=False,
             tls_context=context,
-            timeout=self.timeout,
+            timeout=self.timeouts.command,
             local_hostname=self.identity.helo or socket.gethostname(),
         )
-        self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}")
         self._tls_phase = self.smtps
-        greeting = await self._smtp.connect()
+        greeting = await self._greet(sock)
         if self.smtps:
             self._check_tls()
         self.trace.server(greeting.code, greeting.message)
@@ -239,6 +200,34 @@ class SmtpSession:
                 )
         if self.identity.username is not None or self.identity.password is not None:
             await self._authenticate()
+
+    async def _greet(self, sock: socket.socket) -> SMTPResponse:
+        """Read the greeting on the connected ``sock`` (after the TLS handshake with ``smtps enabled``)."""
+        assert self._smtp is not None
+        wait = self.timeouts.greeting
+        suspect_tls = self.port == IMPLICIT_TLS_PORT and not self.smtps
+        if suspect_tls:
+            wait = min(wait, IMPLICIT_TLS_SILENCE)
+        try:
+            greeting = await self._smtp.connect(sock=sock, timeout=wait)
+        except aiosmtplib.SMTPConnectError as error:
+            if self._smtp.transport is None:
+                sock.close()  # else the transport owns it
+            if self.smtps or isinstance(error, aiosmtplib.SMTPResponseException):
+                raise  # a TLS failure or a refusal: open() explains it
+            if isinstance(error, aiosmtplib.SMTPConnectTimeoutError) and suspect_tls:
+                raise PermanentFailure(
+                    f"{self.server} sent no greeting within {wait:g} s: port {IMPLICIT_TLS_PORT} expects TLS from "
+                    "the first byte (implicit TLS), so add 'smtps enabled' to the configuration (or use port 587 "
+                    "with 'starttls required'); nothing was sent"
+                ) from None
+            if isinstance(error, aiosmtplib.SMTPConnectTimeoutError):
+                raise TemporaryFailure(f"{self.server} sent no greeting within {wait:g} s (timed out)") from None
+            cause = error.__cause__ or error
+            raise TemporaryFailure(f"{self.server} closed the connection before its greeting ({cause})") from None
+        assert self._smtp.protocol is not None
+        adopt(self._smtp.protocol)  # ours from the first command on (STARTTLS included)
+        return greeting
 
     async def _starttls(self) -> None:
         assert self._smtp is not None and self.tls is not None
@@ -271,7 +260,8 @@ class SmtpSession:
                 failure = tls.describe_failure(error, self.tls, self.server, peer, after_handshake=self.encrypted)
                 if failure is not None:
                     return failure
-        return TemporaryFailure(f"{self.server}: {_describe(error)}")
+        # (aiosmtplib names no port when given a connected socket: it is ours)
+        return TemporaryFailure(f"{self.server}: {_describe(error)}".replace(" on port None", f" on port {self.port}"))
 
     async def _fetch_certificate(self) -> bytes | None:
         """The certificate the server presents, fetched on a second connection without verification.
@@ -408,7 +398,7 @@ class SmtpSession:
         if meanwhile is not None:
             meanwhile()
         try:
-            final = await self._protocol.read_response(timeout=max(self.timeout, FINAL_REPLY_TIMEOUT))
+            final = await self._protocol.read_response(timeout=self.timeouts.final_reply)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
             raise await self._broken(error) from None
         self.trace.server(final.code, final.message)
@@ -513,6 +503,30 @@ def _rejected(server: str, rejected: dict[str, str]) -> RecipientsRejected:
         rejected=rejected,
         exit_code=EX_TEMPFAIL if temporary else EX_NOUSER,
     )
+
+
+async def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to ``host``:``port`` (each address in turn) within ``timeout`` seconds, as aiosmtplib's
+    errors say it (the greeting has a wait of its own, so the connection is made here rather than by aiosmtplib)."""
+    loop = asyncio.get_running_loop()
+    failure: OSError = OSError(f"no address for {host}")
+    try:
+        async with asyncio.timeout(timeout):
+            for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                sock = socket.socket(family, kind, proto)
+                sock.setblocking(False)
+                try:
+                    await loop.sock_connect(sock, address)
+                except BaseException as error:
+                    sock.close()
+                    if not isinstance(error, OSError):
+                        raise
+                    failure = error
+                else:
+                    return sock
+    except TimeoutError:
+        raise aiosmtplib.SMTPConnectTimeoutError(f"Timed out connecting to {host} on port {port}") from None
+    raise aiosmtplib.SMTPConnectError(f"Error connecting to {host} on port {port}: {failure}")
 
 
 def _describe(error: BaseException) -> str:

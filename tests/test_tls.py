@@ -119,7 +119,8 @@ class RawServer:
     """A scripted SMTP server on a blocking socket, for what aiosmtpd cannot do; it records every command it reads.
 
     Modes: ``reset`` drops the connection (RST) in the middle of the TLS handshake; ``454`` refuses STARTTLS;
-    ``tls`` does STARTTLS with ``context`` like any OpenSSL server, which (unlike asyncio's) sends its TLS alerts.
+    ``tls`` does STARTTLS with ``context`` like any OpenSSL server, which (unlike asyncio's) sends its TLS alerts;
+    ``inject`` does the same after sending a clear-text reply behind its 220, as a man in the middle would.
     """
 
     mode: str
@@ -163,7 +164,9 @@ class RawServer:
                 return
             elif verb == "STARTTLS":
                 assert self.context is not None
-                conn.sendall(b"220 2.0.0 go ahead\r\n")
+                # "inject": what a man in the middle adds in clear text after the 220 (RFC 3207 4.2)
+                injected = b"250 injected.test\r\n" if self.mode == "inject" else b""
+                conn.sendall(b"220 2.0.0 go ahead\r\n" + injected)
                 conn = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
                 try:
                     conn.do_handshake()
@@ -368,6 +371,16 @@ def test_handshake_reset_is_temporary_and_sends_nothing(run: Runner, pki: TLSFil
     assert result.returncode == EX_TEMPFAIL, result.stderr
     assert f"127.0.0.1:{server.port} closed the connection during the TLS handshake" in result.stderr
     assert [c.split()[0] for c in server.commands] == ["EHLO", "STARTTLS"]
+
+
+def test_cleartext_injected_after_starttls_is_discarded(run: Runner, pki: TLSFiles,
+                                                        raw_server: Callable[..., RawServer]) -> None:
+    server = raw_server("inject", server_context(pki))
+    trust(run, pki)
+    result = send(run, f"localhost:{server.port}", "starttls required")
+    assert result.returncode == 0, result.stderr
+    assert "injected.test" not in result.stderr  # never read as the reply to the EHLO inside TLS
+    assert len(server.delivered) == 1
 
 
 # ---- implicit TLS ------------------------------------------------------------------------------------------------
