@@ -170,3 +170,34 @@ def test_silent_greeting_elsewhere_is_temporary(run: Runner, hostile: Callable[.
     assert result.returncode == 75, result.stderr
     assert f"127.0.0.1:{port} sent no greeting within 1 s (timed out)" in result.stderr
     assert elapsed < 10
+
+
+# ---- finding 4: no lone CR on the wire (SMTP smuggling) ----------------------------------------------------------
+
+
+def test_smuggled_end_of_data_never_reaches_the_server(run: Runner, hostile: Callable[..., int]) -> None:
+    received: list[bytes] = []
+
+    def script(conn: socket.socket) -> None:
+        _until(conn, b"DATA", {b"EHLO": EHLO_REPLY})
+        conn.sendall(b"354 go ahead\r\n")
+        data = b""
+        while not data.endswith(b"\r\n.\r\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        received.append(data)
+        conn.sendall(b"250 2.0.0 queued\r\n")
+        for _ in _lines(conn):  # QUIT
+            conn.sendall(b"221 bye\r\n")
+
+    port = hostile(script)
+    run.write_config(f"hostname 127.0.0.1:{port}\n")
+    body = b"From: a@example.org\n\nhi\r.\r\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@example.net>\r\n"
+    result = run("b@example.net", input=body, timeout=30)
+    assert result.returncode == 0, result.stderr
+    [data] = received
+    assert b"\r." not in data.replace(b"\r\n", b"")  # no lone CR, so no <CR>.<CR><LF> for a lenient server
+    assert data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
+    assert b"hi\r\n..\r\nMAIL FROM:<evil@example.org>\r\n" in data  # dot-stuffed: still message text
