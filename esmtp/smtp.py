@@ -338,6 +338,12 @@ class SmtpSession:
         smtp = self._smtp
         params = []
         if smtp.supports_extension("size"):
+            limit = smtp.esmtp_extensions.get("size", "").strip()
+            if limit.isdigit() and 0 < int(limit) < message.size:  # "SIZE" alone or "SIZE 0": no limit announced
+                raise PermanentFailure(
+                    f"the message is {message.size} bytes and {self.server} accepts at most {limit} (SIZE {limit}); "
+                    "nothing was sent"
+                )
             params.append(f"SIZE={message.size}")
         body = envelope.body_type or ("8BITMIME" if message.eight_bit else None)
         if body and smtp.supports_extension("8bitmime"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import socket
 import threading
 import time
@@ -201,3 +202,40 @@ def test_smuggled_end_of_data_never_reaches_the_server(run: Runner, hostile: Cal
     assert b"\r." not in data.replace(b"\r\n", b"")  # no lone CR, so no <CR>.<CR><LF> for a lenient server
     assert data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
     assert b"hi\r\n..\r\nMAIL FROM:<evil@example.org>\r\n" in data  # dot-stuffed: still message text
+
+
+# ---- finding 5: SIZE is checked before the data goes out ---------------------------------------------------------
+
+
+def test_message_over_the_advertised_size_is_refused_locally(run: Runner, hostile: Callable[..., int]) -> None:
+    commands: list[bytes] = []
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"220 hostile.test ESMTP\r\n")
+        for line in _lines(conn):
+            commands.append(line)
+            verb = line.split(b" ", 1)[0].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-hostile.test\r\n250-PIPELINING\r\n250 SIZE 1000\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go ahead\r\n")
+            elif line == b".":
+                conn.sendall(b"250 2.0.0 queued\r\n")
+            else:
+                conn.sendall(b"221 bye\r\n" if verb == b"QUIT" else b"250 ok\r\n")
+
+    port = hostile(script)
+    run.write_config(f"hostname 127.0.0.1:{port}\n")
+    big = MESSAGE + b"x" * 2000 + b"\n"
+    result = run("b@example.net", input=big, timeout=30)
+    assert result.returncode == 69, result.stderr
+    # (the size counts the Date and Message-ID fields added on the way)
+    assert re.search(rf"the message is 2\d\d\d bytes and 127.0.0.1:{port} accepts at most 1000 \(SIZE 1000\)",
+                     result.stderr)
+    assert not any(command.upper().startswith((b"MAIL", b"DATA")) for command in commands)
+
+    commands.clear()
+
+    result = run("b@example.net", input=MESSAGE, timeout=30)  # under the limit: sent
+    assert result.returncode == 0, result.stderr
+    assert b"DATA" in commands
