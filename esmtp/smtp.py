@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -258,6 +259,12 @@ class SmtpSession:
             if self._tls_phase or tls.has_tls_error(error):
                 peer = await self._fetch_certificate() if tls.verification_error(error) is not None else None
                 failure = tls.describe_failure(error, self.tls, self.server, peer, after_handshake=self.encrypted)
+                probe = tls.below_minimum_context(self.tls)
+                if isinstance(failure, TemporaryFailure) and not self.encrypted and probe is not None:
+                    # Dropped in the handshake, no reason given: a server below tls_min_version does that too.
+                    spoken = await self._probe_version(probe)
+                    if spoken is not None:
+                        return tls.version_too_old(self.server, self.tls, spoken)
                 if failure is not None:
                     return failure
         # (aiosmtplib names no port when given a connected socket: it is ours)
@@ -267,21 +274,32 @@ class SmtpSession:
         """The certificate the server presents, fetched on a second connection without verification.
 
         Only used after verification failed, to say what is wrong with the certificate (expired when, for which
-        names, issued by whom). That connection sends EHLO and STARTTLS only, then the handshake, then closes.
+        names, issued by whom).
         """
         from . import tls
 
+        ssl_object = await self._probe(tls.unverified_context())
+        return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+    async def _probe_version(self, context: ssl.SSLContext) -> str | None:
+        """The TLS version a handshake with ``context`` (older versions only) reaches, or None if it fails."""
+        ssl_object = await self._probe(context)
+        return ssl_object.version() if ssl_object is not None else None
+
+    async def _probe(self, context: ssl.SSLContext) -> ssl.SSLObject | None:
+        """A second connection that sends EHLO and STARTTLS only, then the handshake with ``context``, then closes:
+        to explain a failure, never to send mail."""
         probe = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, use_tls=self.smtps, start_tls=False,
-            tls_context=tls.unverified_context(), timeout=min(self.timeout, 15.0),
+            tls_context=context, timeout=min(self.timeout, 15.0),
             local_hostname=self.identity.helo or socket.gethostname(),
         )
         try:
             await probe.connect()
             if not self.smtps:
-                await probe.starttls(server_hostname=self.host)
-            ssl_object = probe.get_transport_info("ssl_object")
-            return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+                await probe.starttls(tls_context=context, server_hostname=self.host)
+            ssl_object: ssl.SSLObject | None = probe.get_transport_info("ssl_object")
+            return ssl_object
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             return None
         finally:

@@ -650,6 +650,18 @@ def test_minimum_version_refuses_an_older_server(run: Runner, pki: TLSFiles,
     assert len(server.delivered) == 1
 
 
+def test_minimum_version_against_a_server_closing_without_alert(run: Runner, pki: TLSFiles,
+                                                               tls_server: Callable[..., TlsServer]) -> None:
+    # asyncio's TLS servers (aiosmtpd) just close when no version is shared: no alert says why.
+    server = tls_server(starttls=server_context(pki, max_version=ssl.TLSVersion.TLSv1_2))
+    trust(run, pki)
+    result = send(run, server.hostport, "starttls required", "tls_min_version 1.3")
+    assert result.returncode == EX_UNAVAILABLE, result.stderr  # permanent: a queue must not retry it for days
+    assert f"{server.hostport} speaks TLS 1.2 at most, below 'tls_min_version 1.3'" in result.stderr
+    assert "client certificate" not in result.stderr
+    assert delivered(server) == []
+
+
 # ---- tls.py on its own -------------------------------------------------------------------------------------------
 
 
