@@ -186,13 +186,10 @@ def _warn(text: str) -> None:
     sys.stderr.write(f"esmtp: {text}\n")
 
 
-def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
-    """The hooks a plugin implements (by pluggy's marker) and the keywords it declares, as cacheable data."""
-    hooks = []
-    for attribute in dir(plugin):
-        options = getattr(getattr(plugin, attribute, None), "esmtp_impl", None)
-        if isinstance(options, dict):
-            hooks.append(options.get("specname") or attribute)
+def _offers(pm: PluginManager, plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
+    """The hooks a registered plugin implements (as pluggy sees them) and the keywords it declares, as cacheable
+    data. Its keyword declaration runs here: whatever it raises is the plugin's failure to load."""
+    hooks = [caller.name for caller in pm.get_hookcallers(plugin) or ()]
     keywords: list[dict[str, Any]] = []
     declare = getattr(plugin, "esmtp_config_keywords", None)
     if "esmtp_config_keywords" in hooks and callable(declare):
@@ -238,13 +235,22 @@ class PluginLoader:
             try:
                 plugin = _load(record)
                 self.pm.register(plugin, name=record.name)
-                self.cache.learn(record, plugin, *_offers(plugin))
             except Exception as error:
-                if self.strict:
-                    raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
-                _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
+                self._skip(record, error)
+                continue
+            try:
+                self.cache.learn(record, plugin, *_offers(self.pm, plugin))
+            except Exception as error:
+                self.pm.unregister(plugin)  # registered, but broken: none of its hooks may run
+                self._skip(record, error)
         if self.cache.changed:
             self.cache.save()
+
+    def _skip(self, record: EntryPointRecord, error: Exception) -> None:
+        """Report a plugin that failed to load (fatal with ``ESMTP_STRICT_PLUGINS=1``); it stays unregistered."""
+        if self.strict:
+            raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
+        _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
 
     def need(self, hook: str) -> None:
         """Load every pending plugin that implements ``hook``, or whose offers are not known yet."""
