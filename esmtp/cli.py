@@ -102,27 +102,35 @@ def run(argv: list[str]) -> int:
     return _send(options)
 
 
+def _say(text: str) -> None:
+    """Report on stderr; a reader that has gone away must not change the exit code."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
+    from . import streams
+
+    streams.repair()
     argv = list(sys.argv if argv is None else argv)
     prog = _prog(argv)
     try:
         code = run(argv)
     except EsmtpError as error:
-        sys.stderr.write(f"{prog}: {error}\n")
+        _say(f"{prog}: {error}\n")
         code = error.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted; the message was not sent\n")
+        _say(f"{prog}: interrupted; the message was not sent\n")
         code = EX_TEMPFAIL
     except Exception as error:  # a bug: report it without a traceback (it could hold a secret)
-        sys.stderr.write(f"{prog}: internal error: {type(error).__name__}: {error}\n")
+        _say(f"{prog}: internal error: {type(error).__name__}: {error}\n")
         if os.environ.get("ESMTP_DEBUG") == "1":
             import traceback
 
             traceback.print_exc()
         code = EX_SOFTWARE
-    with contextlib.suppress(OSError):
-        sys.stdout.flush()
+    streams.settle()
     return code
 
 
