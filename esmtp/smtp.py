@@ -19,6 +19,7 @@ from aiosmtplib.response import SMTPResponse
 
 from .config import Identity
 from .errors import EX_NOUSER, EX_TEMPFAIL, DeliveryError, PermanentFailure, TemporaryFailure
+from .idn import ascii_form
 from .message import Message
 from .pipelining import PipeliningProtocol, adopt
 from .sasl import authenticate, choose_mechanisms
@@ -368,10 +369,17 @@ class SmtpSession:
             params.append(f"BODY={body}")
         elif body == "8BITMIME":
             self.trace.info(f"{self.server} does not offer 8BITMIME; sending 8-bit data as is")
-        if not (envelope.sender + "".join(envelope.recipients)).isascii():
-            if not smtp.supports_extension("smtputf8"):
-                raise PermanentFailure(f"{self.server} does not offer SMTPUTF8, needed for a non-ASCII address")
-            params.append("SMTPUTF8")
+        addresses = [envelope.sender, *envelope.recipients]
+        if not all(address.isascii() for address in addresses):
+            if smtp.supports_extension("smtputf8"):
+                params.append("SMTPUTF8")
+            else:  # internationalised domains can go in their IDNA form; a non-ASCII local part cannot
+                for address in addresses:
+                    if ascii_form(address) is None:
+                        raise PermanentFailure(
+                            f"{self.server} does not offer SMTPUTF8, needed for the address {address} (its local "
+                            "part is not ASCII); nothing was sent"
+                        )
         if smtp.supports_extension("dsn"):
             if envelope.ret:
                 params.append(f"RET={envelope.ret}")
@@ -383,9 +391,15 @@ class SmtpSession:
 
     def _transaction(self, envelope: Envelope, message: Message, recipients: list[str]) -> _Transaction:
         assert self._smtp is not None
-        mail = " ".join([f"MAIL FROM:<{envelope.sender}>", *self._mail_params(envelope, message)])
+        params = self._mail_params(envelope, message)
+
+        def wire(address: str) -> str:  # the IDNA form when the server cannot take UTF-8 (checked just above)
+            return address if "SMTPUTF8" in params else ascii_form(address) or address
+
+        mail = " ".join([f"MAIL FROM:<{wire(envelope.sender)}>", *params])
         notify = f" NOTIFY={envelope.notify}" if envelope.notify and self._smtp.supports_extension("dsn") else ""
-        return _Transaction(envelope, recipients, [mail, *(f"RCPT TO:<{rcpt}>{notify}" for rcpt in recipients), "DATA"])
+        rcpts = [f"RCPT TO:<{wire(rcpt)}>{notify}" for rcpt in recipients]
+        return _Transaction(envelope, recipients, [mail, *rcpts, "DATA"])
 
     def pipeline_next(self, envelope: Envelope, message: Message, recipients: list[str]) -> None:
         """Announce the transaction of the next :meth:`send` on this session (the queue knows what comes next).

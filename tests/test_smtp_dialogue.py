@@ -118,3 +118,23 @@ def test_helo_fallback_when_ehlo_is_refused(run: Runner, scripted: Scripted) -> 
     assert result.returncode == 0, result.stderr
     assert scripted.lines[:2] == ["EHLO client.example", "HELO client.example"]
     assert any(line == "RCPT TO:<b@example.net>" for line in scripted.lines)
+
+
+@pytest.mark.parametrize("scripted", [Scripted(["PIPELINING", "8BITMIME"])], indirect=True)
+def test_internationalised_domain_goes_in_idna_form_without_smtputf8(run: Runner, scripted: Scripted) -> None:
+    run.write_config(f"hostname 127.0.0.1:{scripted.port}\n")
+    result = run("-f", "me@bücher.example", "ann@bücher.example", "bob@example.net", input=MESSAGE)
+    assert result.returncode == 0, result.stderr
+    assert "MAIL FROM:<me@xn--bcher-kva.example>" in scripted.lines  # and no SMTPUTF8 parameter
+    assert [line for line in scripted.lines if line.startswith("RCPT")] == [
+        "RCPT TO:<ann@xn--bcher-kva.example>", "RCPT TO:<bob@example.net>"]
+
+
+@pytest.mark.parametrize("scripted", [Scripted(["PIPELINING", "8BITMIME"])], indirect=True)
+def test_non_ascii_local_part_needs_smtputf8(run: Runner, scripted: Scripted) -> None:
+    run.write_config(f"hostname 127.0.0.1:{scripted.port}\n")
+    result = run("jörg@bücher.example", input=MESSAGE)
+    assert result.returncode == 69
+    assert f"127.0.0.1:{scripted.port} does not offer SMTPUTF8, needed for the address jörg@bücher.example" in (
+        result.stderr)
+    assert not any(line.startswith(("MAIL", "RCPT")) for line in scripted.lines)
