@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .addresses import check_address, header_addresses
 from .config import Config, Identity
 from .errors import DataError
 from .message import Message
@@ -11,24 +12,6 @@ from .options import Options
 from .types import Envelope
 
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
-
-
-def header_addresses(message: Message, names: tuple[str, ...]) -> list[str]:
-    """Every address in the named fields, parsed as RFC 5322 address lists (groups, comments, encoded words)."""
-    from email.headerregistry import HeaderRegistry
-
-    registry = HeaderRegistry()
-    addresses = []
-    for name in names:
-        for value in message.get_all(name):
-            try:
-                header = registry(name, value)
-            except Exception as error:  # the email package reports odd input in many ways
-                raise DataError(f"cannot parse the {name.title()}: header: {error}") from error
-            for address in getattr(header, "addresses", ()):
-                if address.addr_spec and address.addr_spec != "<>":
-                    addresses.append(address.addr_spec)
-    return addresses
 
 
 def recipients_from_headers(message: Message) -> list[str]:
@@ -46,13 +29,6 @@ def _sender_fields(message: Message) -> tuple[str, ...]:
     if any(message.has(name) for name in resent):
         return ("resent-sender",) if message.has("resent-sender") else ("resent-from", "from")
     return ("from",)
-
-
-def check_address(address: str, what: str) -> str:
-    """Refuse addresses that would break or inject into the SMTP dialogue."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in address) or "<" in address or ">" in address:
-        raise DataError(f"{what} {address!r} contains a control character or angle bracket")
-    return address
 
 
 def login_name() -> str:

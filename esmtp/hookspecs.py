@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 from pluggy import HookspecMarker
 
 if TYPE_CHECKING:
-    from .config import Config, KeywordSpec
+    from .config import Config
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
-    from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
+    from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
 _hookspec = HookspecMarker("esmtp")
 

@@ -39,7 +39,7 @@ def choose_mechanisms(
             )
         candidates = [installed[name] for name in names]
     else:
-        candidates = sorted(installed.values(), key=lambda mech: (-mech.priority, mech.name.upper()))
+        candidates = sorted(installed.values(), key=lambda mech: (-mech.priority, mech.name))
     offered_names = list(dict.fromkeys(name.upper() for name in offered))  # the server's order, for messages
     offered_set = set(offered_names)
     if not offered_set:
@@ -47,7 +47,7 @@ def choose_mechanisms(
         raise AuthenticationError(
             f"{server} does not offer authentication (AUTH), but a username or password is set{hint}"
         )
-    common = [mech for mech in candidates if mech.name.upper() in offered_set]
+    common = [mech for mech in candidates if mech.name in offered_set]
     if not common:
         raise AuthenticationError(
             f"{server} offers AUTH {' '.join(offered_names)}, none of which is allowed and installed "
@@ -81,7 +81,7 @@ async def authenticate(
     There is no fallback to another mechanism: a refusal ends the session, so a wrong password is never followed by
     a weaker mechanism or by an unauthenticated MAIL FROM.
     """
-    name = mechanism.name.upper().encode("ascii")
+    name = mechanism.name.encode("ascii")
     try:
         client = mechanism.factory(credentials)
         initial = client.step(None)

@@ -8,10 +8,10 @@ local hunt: ``HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py`
 import os
 
 from hypothesis import HealthCheck, settings
-from support import auth_server, run, smtp_server
+from support import auth_server, run, scripted_server, smtp_server
 
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=50_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-__all__ = ["auth_server", "run", "smtp_server"]
+__all__ = ["auth_server", "run", "scripted_server", "smtp_server"]
