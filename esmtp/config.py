@@ -76,6 +76,8 @@ class Statement:
     value: str
     lineno: int
     identity: Identity
+    #: The secret keyword (``password``…) this statement follows on its line: its words may be the secret's.
+    after_secret: str = ""
 
 
 @dataclass(slots=True)
@@ -112,17 +114,26 @@ class Config:
         for statement in self.pending:
             spec = known.get(statement.keyword)
             where = f"{self.path or 'config'}:{statement.lineno}"
+            if statement.after_secret and (spec is None or statement.value not in (spec.choices or [statement.value])):
+                raise ConfigError(f"{where}: {secret_error(statement.after_secret)}")
             if spec is None:
                 hint = _UNKNOWN_HINTS.get(statement.keyword, "")
                 raise ConfigError(f"{where}: unknown keyword '{statement.keyword}'{hint}")
             if spec.choices is not None and statement.value not in spec.choices:
                 allowed = ", ".join(spec.choices)
-                raise ConfigError(
-                    f"{where}: '{statement.keyword}' takes one of {allowed}, not '{statement.value}'"
-                )
+                shown = "the value given (not shown: it is secret)" if spec.secret else f"'{statement.value}'"
+                raise ConfigError(f"{where}: '{statement.keyword}' takes one of {allowed}, not {shown}")
             target = self.options if spec.scope == "global" else statement.identity.options
             target[statement.keyword] = statement.value
         self.pending.clear()
+
+
+def secret_error(keyword: str) -> str:
+    """The error for a statement that holds a secret, or follows one on its line: it quotes none of the words."""
+    return (
+        f"cannot read the '{keyword}' statement or what follows it on its line (its words are not shown: they hold "
+        f"a secret); if the {keyword} contains a space, '#', ';', ',', '=' or a quote, put it in quotes"
+    )
 
 
 #: Extension keywords the core itself understands (plugins add more through ``esmtp_config_keywords``).
