@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 python=${1:-python3}
 spec=$("$python" -c 'import tomllib; print(next(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if d.startswith("aiosmtplib")))')
 lowest=$(sed -n 's/.*>=\([0-9.]*\).*/\1/p' <<<"$spec")
-tests=(tests/test_pipelining.py tests/test_hostile_server.py tests/test_smtp_dialogue.py tests/test_send.py
-       tests/test_tls.py tests/test_queue_pipelining.py)
+tests=(tests/test_pipelining.py tests/test_hostile_server.py tests/test_fault_matrix.py tests/test_smtp_dialogue.py
+       tests/test_send.py tests/test_tls.py tests/queue/test_queue_pipelining.py)
 for which in lowest newest; do
     venv=.venv-aiosmtplib-$which
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"

@@ -562,4 +562,6 @@ async def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
 def _describe(error: BaseException) -> str:
     if isinstance(error, asyncio.TimeoutError | aiosmtplib.SMTPTimeoutError):
         return f"timed out ({error})" if str(error) else "timed out"
+    if isinstance(error, aiosmtplib.SMTPServerDisconnected):
+        return f"the server closed the connection ({error})"
     return str(error) or type(error).__name__
