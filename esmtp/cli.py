@@ -18,6 +18,7 @@ USAGE = """\
 usage: sendmail [options] [--] recipient...
        mailq | sendmail -bp          list the queue
        sendmail -q | esmtp --flush   deliver the queue now
+       sendmail -bs                  an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
        esmtp --remove ID...          delete queue entries
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
@@ -89,6 +90,10 @@ def run(argv: list[str]) -> int:
         return 0
     if options.mode == "newaliases":
         return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
+    if options.mode == "smtp":
+        from .stdio_relay import serve
+
+        return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
         config, hooks = _load(options, need_config=False)
         code = hooks.queue_command(options, config)

@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Literal
 
-    Mode = Literal["deliver", "mailq", "newaliases", "flush", "remove", "version", "help"]
+    Mode = Literal["deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help"]
 
 
 @dataclass(slots=True)
@@ -198,7 +198,7 @@ def _operation_mode(argument: str) -> Mode:
     if first == "i":
         return "newaliases"
     if first == "s":
-        raise UsageError("-bs (SMTP on standard input) is not supported")
+        return "smtp"  # -bs: an SMTP dialogue on stdin/stdout (esmtp.stdio_server)
     if first and first in _UNSUPPORTED_B_MODES:
         raise UsageError(f"Unsupported operation mode -b{argument}")
     raise UsageError(f"Invalid operation mode -b{argument}")
