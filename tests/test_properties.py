@@ -1,6 +1,7 @@
-"""Property tests (hypothesis): for any input, the data encoder, the command line and the message reader either do
-their job or raise the project's own error; they never crash, never let ``<CRLF>.<CRLF>`` or a lone CR or LF into
-the data, and never put a control character into an address.
+"""Property tests (hypothesis): for any input, the data encoder, the command line, the message reader, address
+parsing and the esmtprc parser either do their job or raise the project's own error (the esmtprc one with file:line);
+they never crash, never let ``<CRLF>.<CRLF>`` or a lone CR or LF into the data, never put a control character or an
+angle bracket into an address, and never show a password in an error.
 
 Example counts come from the hypothesis profile (tests/conftest.py): bounded in CI, ``HYPOTHESIS_PROFILE=long`` for
 a long local run.
@@ -15,7 +16,9 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esmtp.errors import EsmtpError, UsageError
+from esmtp.addresses import check_address, header_addresses, parse_recipients, parse_sender
+from esmtp.config_parser import parse_config
+from esmtp.errors import ConfigError, EsmtpError, UsageError
 from esmtp.message import read_message
 from esmtp.options import parse_args
 from esmtp.wire import encode_data
@@ -120,3 +123,75 @@ def test_message_is_read_or_refused_with_the_projects_error(raw: bytes) -> None:
         return
     assert all(name == name.lower() for name in names)
     assert size == len(body) and body.startswith(header)
+
+
+# ---- addresses -------------------------------------------------------------------------------------------------------
+
+ADDRESS_TEXT = st.lists(st.sampled_from([
+    "a@example.org", "Bob <b@example.net>", '"Doe, J" <j@example.net>', "(comment)", ",", " ", "<", ">", "@", '"',
+    "\\", "\r", "\n", "\x00", "\t", "\x7f", "root", "x@y", "<>", ";", ":", "group:", "=?utf-8?q?x?=", "é",
+]), max_size=8).map("".join) | st.text(max_size=40)
+
+
+@given(ADDRESS_TEXT)
+def test_command_line_addresses_are_clean_or_a_usage_error(text: str) -> None:
+    try:
+        recipients = parse_recipients(text)
+    except UsageError as error:
+        assert str(error)
+    else:
+        assert all(_control_free(address) and "<" not in address and ">" not in address for address in recipients)
+    try:
+        sender = parse_sender(text, "f")
+    except UsageError as error:
+        assert str(error)
+    else:
+        assert _control_free(sender) and "<" not in sender and ">" not in sender
+
+
+@given(st.sampled_from(["To", "Cc", "Resent-To", "From"]), ADDRESS_TEXT)
+def test_header_addresses_reach_the_envelope_clean_or_as_a_data_error(name: str, value: str) -> None:
+    raw = f"{name}: {value}\n\nbody\n".encode("utf-8", "surrogateescape")
+    try:
+        with read_message(io.BytesIO(raw)) as message:
+            addresses = [check_address(address, "recipient") for address in header_addresses(message, (name.lower(),))]
+    except EsmtpError as error:
+        assert str(error)
+        return
+    assert all(_control_free(address) and "<" not in address and ">" not in address for address in addresses)
+
+
+# ---- the esmtprc parser ----------------------------------------------------------------------------------------------
+
+RC_WORDS = st.sampled_from([
+    "hostname", "host", "username", "password", "pass", "starttls", "tls", "identity", "default", "force",
+    "reverse_path", "sender", "message_id", "mda", "force_mda", "qualifydomain", "helo", "enabled", "disabled",
+    "required", "timeout", "smtps", "tls_min_version", "auth_mechanisms", "x_plugin", "=", "\"", "'", "#", "\\",
+    "\n", " ", ";", ",", "mail.example.org:587", "a@b", "1.3", "0", "-1", "\\0777", "\\x41", "\"quoted value\"",
+])
+RC_TEXT = st.lists(RC_WORDS | st.text(max_size=6), max_size=24).map(" ".join)
+
+
+@given(RC_TEXT)
+def test_esmtprc_parses_or_fails_with_file_and_line(text: str) -> None:
+    try:
+        config = parse_config(text, "/home/me/.esmtprc")
+    except ConfigError as error:
+        assert re.match(r"/home/me/\.esmtprc:\d+: \S", str(error)), str(error)
+        line = int(str(error).split(":")[1])
+        assert 1 <= line <= text.count("\n") + 1
+        return
+    assert config.identities and config.default in config.identities
+
+
+@given(st.text(st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\n"), min_size=1,
+               max_size=20))
+def test_esmtprc_error_never_shows_a_password(secret: str) -> None:
+    # (a line break ends a statement: what follows it is no longer the password)
+    text = f"hostname mail.example.org\npassword {secret}\n"
+    try:
+        config = parse_config(text, "rc")
+        config.resolve_extensions(())
+    except ConfigError as error:
+        words = [word for word in re.split(r"[\s;,=#'\"\\]+", secret) if len(word) >= 3]
+        assert not any(word in str(error).split(": ", 1)[1] for word in words), str(error)
