@@ -13,7 +13,7 @@ from support import auth_server, run, scripted_server, smtp_server
 # "ci": the same examples on every run (derandomized, no example database), so that CI never flakes on luck.
 settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=50_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 __all__ = ["auth_server", "run", "scripted_server", "smtp_server"]
