@@ -20,6 +20,8 @@ usage: sendmail [options] [--] recipient...
        sendmail -q | esmtp --flush   deliver the queue now
        sendmail -bs                  an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
        esmtp --remove ID...          delete queue entries
+       esmtp --store-password [--identity ADDR]         store a password in the keyring
+       esmtp --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
   -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
@@ -27,8 +29,9 @@ usage: sendmail [options] [--] recipient...
   -V ENVID  DSN envelope id                        -B TYPE  7BIT | 8BITMIME
   -C FILE   configuration file (default ~/.esmtprc, then /etc/esmtprc)
   -v        verbose: show the SMTP dialogue        -X FILE  append a protocol transcript to FILE
+  --import-msmtprc [FILE]   print an esmtprc converted from an msmtp configuration
   --version, --help
-See docs/cli.md for every flag.
+Every flag: man esmtp. Every configuration keyword: man esmtprc.
 """
 
 
@@ -88,6 +91,10 @@ def run(argv: list[str]) -> int:
     if options.mode == "help":
         sys.stdout.write(USAGE)
         return 0
+    if options.mode == "import-msmtprc":
+        from .import_msmtprc import import_command
+
+        return import_command(options.msmtprc)
     if options.mode == "newaliases":
         return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
     if options.mode == "smtp":
@@ -103,6 +110,13 @@ def run(argv: list[str]) -> int:
             elif options.mode == "remove":
                 raise ConfigError("no queue plugin is installed or enabled; nothing to remove")
             return 0
+        return code
+    if options.mode in ("store-password", "oauth2-login"):
+        config, hooks = _load(options, need_config=True)
+        assert config is not None
+        code = hooks.command(options, config)
+        if code is None:
+            raise ConfigError(f"no installed or enabled plugin handles --{options.mode}")
         return code
     return _send(options)
 

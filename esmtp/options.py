@@ -17,7 +17,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Literal
 
-    Mode = Literal["deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help"]
+    Mode = Literal[
+        "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "store-password",
+        "oauth2-login", "import-msmtprc",
+    ]
 
 
 @dataclass(slots=True)
@@ -49,6 +52,12 @@ class Options:
     transcript: str | None = None
     #: ``-q`` selection (``-qI<id>``, ``--flush ID``) or ``--remove ID`` arguments: queue entry ids.
     queue_ids: list[str] = field(default_factory=list)
+    #: ``--identity NAME`` for ``--store-password`` and ``--oauth2-login``: the identity's address (None: default).
+    identity: str | None = None
+    #: ``--device``: ``--oauth2-login`` with the device-code flow.
+    device: bool = False
+    #: ``--import-msmtprc FILE``: the msmtp configuration to convert (None: msmtp's default locations).
+    msmtprc: str | None = None
     #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
@@ -68,7 +77,11 @@ _IGNORED_WITHOUT_ARGUMENT = frozenset("cGmnsTUx")
 _UNSUPPORTED_B_MODES = frozenset("adDhHlPtv")
 _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 
-_LONG_OPTIONS: dict[str, Mode] = {"--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove"}
+_LONG_OPTIONS: dict[str, Mode] = {
+    "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove",
+    "--store-password": "store-password", "--oauth2-login": "oauth2-login",
+    "--import-msmtprc": "import-msmtprc",
+}
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -87,22 +100,40 @@ def parse_args(argv: list[str]) -> Options:
             operands.extend(argv[index:])
             break
         if word.startswith("--"):
-            _long_option(opts, word)
+            index = _long_option(opts, word, argv, index)
         elif word.startswith("-") and word != "-":
             index = _short_options(opts, word, argv, index)
         else:
             operands.append(word)  # GNU permutation: options may follow operands
     _place_operands(opts, operands)
+    if opts.mode not in ("store-password", "oauth2-login") and (opts.identity is not None or opts.device):
+        raise UsageError("--identity and --device go with --store-password or --oauth2-login")
+    if opts.device and opts.mode != "oauth2-login":
+        raise UsageError("--device goes with --oauth2-login")
     return opts
 
 
-def _long_option(opts: Options, word: str) -> None:
-    name, has_value, _ = word.partition("=")
+def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
+    """Handle one ``--name`` word; returns the index of the next unread word (``--identity`` takes one)."""
+    name, has_value, value = word.partition("=")
+    if name == "--identity":
+        if not has_value:
+            if index >= len(argv):
+                raise UsageError("option --identity requires an argument (the identity's address)")
+            value, index = argv[index], index + 1
+        opts.identity = value
+        return index
+    if name == "--device":
+        if has_value:
+            raise UsageError("option --device does not take an argument")
+        opts.device = True
+        return index
     if name not in _LONG_OPTIONS:
         raise UsageError(f"unknown option {name}")
     if has_value:
         raise UsageError(f"option {name} does not take an argument")
     opts.mode = _LONG_OPTIONS[name]
+    return index
 
 
 def _short_options(opts: Options, word: str, argv: list[str], index: int) -> int:
@@ -252,6 +283,10 @@ def _place_operands(opts: Options, operands: list[str]) -> None:
         opts.queue_ids.extend(_queue_id(word) for word in operands)
         if opts.mode == "remove" and not opts.queue_ids:
             raise UsageError("--remove requires at least one queue id")
+    elif opts.mode == "import-msmtprc":
+        if len(operands) > 1:
+            raise UsageError("--import-msmtprc takes at most one file name")
+        opts.msmtprc = _file_name(operands[0], "-import-msmtprc") if operands else None
     elif opts.mode == "deliver":
         for word in operands:
             opts.recipients.extend(parse_recipients(word))
