@@ -36,6 +36,15 @@ _ESMTP_WORDS = frozenset(
 _QUOTE_HINT = "if it belongs to the value before it, put that value in quotes"
 #: Keywords whose value is a secret: an error on their statement, or after it on its line, never shows a word of it.
 SECRET_KEYWORDS = frozenset(["password", "pass", "certificate_passphrase", "passphrase"])
+#: Parts of a plugin keyword's name that mark it secret for error messages, before plugins are loaded (a plugin
+#: declares its secret keywords with ``KeywordSpec(secret=True)`` and names them so: docs/plugins.md).
+_SECRET_NAME_PARTS = ("password", "passphrase", "secret", "token")
+
+
+def looks_secret(keyword: str) -> bool:
+    """Whether errors about ``keyword``'s statement must hide its words."""
+    return keyword in SECRET_KEYWORDS or any(part in keyword for part in _SECRET_NAME_PARTS)
+
 
 #: Characters that end an unquoted word (``;`` and ``,`` are plain separators, as in esmtp minus the echo).
 _WORD_END = " \t\r\n;,"
@@ -317,8 +326,14 @@ class _Parser:
             raise self.error(keyword.lineno, f"'{word}' is not a keyword ({_QUOTE_HINT})")
         # Extension statements, which esmtp 1.2 did not have, keep their value on the keyword's line: a misspelt
         # keyword then cannot swallow the next statement.
+        secret = looks_secret(word)
+        if secret:  # (plugins' specs are not known yet: the name tells)
+            self.lexer.secret, self.lexer.secret_from, self.lexer.secret_until = word, keyword.lineno, 0
         self.lexer.skip_eq()
         token = self.lexer.token(value=True, comma=True)
+        if secret:
+            same_line = token.kind != "eof" and not token.first_on_line
+            self.lexer.secret_until = self.lexer.lineno if same_line else keyword.lineno
         spec = _CORE.get(word)
         if token.kind == "eof" or token.first_on_line:
             if spec is not None:

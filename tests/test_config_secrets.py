@@ -35,6 +35,10 @@ SECRET_WORDS = ("Rt-S3c", "ret-pw", "S3c", "cr3t")
     "password\n  Rt-S3c ret-pw",
     "password Rt-S3c ret-pw\\",
     "password Rt-S3c 'ret-pw",
+    # plugin keywords: the built-in oauth2 and password_command plugins declare these secret
+    "oauth2_client_secret Rt-S3c ret-pw",
+    "oauth2_refresh_token = Rt-S3c ret-pw extra",
+    "password_command Rt-S3c ret-pw",
 ])
 def test_error_after_a_secret_masks_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, statement: str) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))  # the plugin index goes to the test's own cache
