@@ -158,6 +158,9 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("tls_fingerprint", help="pin the server certificate: SHA256:AB:CD:..."),
     KeywordSpec("timeout", help="the longest wait for the server, every step (see docs/configuration.md)"),
     KeywordSpec("disable_plugins", scope="global", help="comma or space separated plugin names not to load"),
+    KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
+                help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
+    KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),
 )
 
 #: Hints for keywords people expect from other mailers.

@@ -352,8 +352,8 @@ class _Parser:
             return
         if spec.choices is not None and value not in spec.choices:
             raise self.error(token.lineno, f"'{word}' takes one of {', '.join(spec.choices)}, not '{value}'")
-        if word == "timeout" and not _positive_number(value):
-            raise self.error(token.lineno, f"'timeout' takes a number of seconds greater than 0, not '{value}'")
+        if word in ("timeout", "relay_daemon_idle") and not _positive_number(value):
+            raise self.error(token.lineno, f"'{word}' takes a number of seconds greater than 0, not '{value}'")
         target = self.config.options if spec.scope == "global" else self.current.options
         target[word] = value
 

@@ -1,5 +1,8 @@
 """Standard streams a caller may have left unusable: closed, read-only, or a pipe nobody reads any more.
 
+For a process that runs the command itself (:func:`esmtp.front.main`'s fallback, ``python -m esmtp``); never inside
+the warm relay's resident process, whose descriptors 0-2 are its own and shared by every request.
+
 GNU mailutils' ``mail`` runs its MTA with stdout a read-only pipe and stderr closed; cron and daemons close what they
 like. A sendmail that has delivered must still exit 0 then, or the caller reports a failure and the user sends again
 (a duplicate). So each unusable descriptor is pointed at /dev/null before anything else runs. That also keeps a file
@@ -55,9 +58,8 @@ def settle() -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            with contextlib.suppress(OSError):
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, fd)
-                os.close(null)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()  # now into /dev/null

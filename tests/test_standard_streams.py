@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from relay_support import start_relay, stop_relays
 from support import Runner, SmtpServer, entry_point
 
 MESSAGE = b"From: a@example.org\nTo: b@example.net\nSubject: streams\n\nbody\n"
@@ -79,3 +82,30 @@ def test_gnu_mailutils_way(run: Runner, smtp_server: SmtpServer) -> None:
     assert process.returncode == 0
     [received] = smtp_server.sink.messages
     assert received.rcpt_tos == ["b@example.net"]
+
+
+@pytest.mark.parametrize("closed_fds", [(1,), (2,), (1, 2), (0, 1, 2)], ids=["stdout", "stderr", "both", "all"])
+def test_closed_streams_through_the_warm_relay(tmp_path: Path, smtp_server: SmtpServer,
+                                               closed_fds: tuple[int, ...]) -> None:
+    """The front end hands the run to a resident process: closed descriptors still give the true exit code, and
+    the spooled message never lands on a standard descriptor."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "run").mkdir(mode=0o700)
+    run = Runner(home, {"ESMTP_RELAY_DAEMON": "1"})
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    start_relay(run)
+    try:
+        def close() -> None:
+            for fd in closed_fds:
+                os.close(fd)
+
+        started = time.monotonic()
+        process = subprocess.run([entry_point("sendmail"), "b@example.net"], input=None if 0 in closed_fds else MESSAGE,
+                                 capture_output=False, env=run.env(), preexec_fn=close, timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        stop_relays(run.runtime)
+    assert process.returncode == 0
+    assert elapsed < 15  # (with descriptor 0 closed, the socket or spool once landed there and the run hung 30 s)
+    assert len(smtp_server.sink.messages) == 1
