@@ -109,12 +109,10 @@ class Config:
     pending: list[Statement] = field(default_factory=list)
 
     def identity_for(self, sender: str | None) -> Identity:
-        """The identity whose address equals ``sender`` exactly (last block wins), else the default identity."""
-        if sender is not None:
-            for identity in reversed(self.identities):
-                if identity.address is not None and identity.address == sender:
-                    return identity
-        return self.default
+        """The identity for mail from ``sender``; the rule is in :mod:`esmtp.identities`."""
+        from .identities import choose_identity
+
+        return choose_identity(self, sender).identity
 
     def resolve_extensions(self, specs: Iterable[KeywordSpec]) -> None:
         """Check pending extension statements against ``specs`` and store their values.

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Literal
 
-    Mode = Literal["deliver", "mailq", "newaliases", "flush", "remove", "version", "help"]
+    Mode = Literal["deliver", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check"]
 
 
 @dataclass(slots=True)
@@ -48,6 +48,16 @@ class Options:
     transcript: str | None = None
     #: ``-q`` selection (``-qI<id>``, ``--flush ID``) or ``--remove ID`` arguments: queue entry ids.
     queue_ids: list[str] = field(default_factory=list)
+    #: ``--identity NAME`` / ``-a NAME``: the identity block to use, whatever the sender.
+    identity: str | None = None
+    #: ``--pretend``: print what a send would do and send nothing.
+    pretend: bool = False
+    #: ``--serverinfo --login``: also authenticate.
+    login: bool = False
+    #: ``--check --secrets``: also run password commands (and other sources that cost or prompt).
+    secrets: bool = False
+    #: ``--json``: machine-readable output (``mailq``).
+    json: bool = False
     #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
@@ -58,7 +68,7 @@ _PROGRAM_MODES: dict[str, Mode] = {"mailq": "mailq", "newaliases": "newaliases",
 
 # esmtp 1.2's getopt string "A:B:b:C:cd:e:F:f:Gh:IiL:M:mN:nO:o:p:q:R:r:sTtV:vX:" plus Postfix's -U and -x.
 # -q is not listed: it takes an optional, glued-only argument and is handled on its own.
-_WITH_ARGUMENT = frozenset("ABbCdeFfhLMNOopRrVX")
+_WITH_ARGUMENT = frozenset("aABbCdeFfhLMNOopRrVX")
 _WITHOUT_ARGUMENT = frozenset("cGIimnsTtUvx")
 _IGNORED_WITH_ARGUMENT = frozenset("AdehLMOop")  # -o i is handled as -i before this set is consulted
 _IGNORED_WITHOUT_ARGUMENT = frozenset("cGmnsTUx")
@@ -67,7 +77,12 @@ _IGNORED_WITHOUT_ARGUMENT = frozenset("cGmnsTUx")
 _UNSUPPORTED_B_MODES = frozenset("adDhHlPtv")
 _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 
-_LONG_OPTIONS: dict[str, Mode] = {"--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove"}
+_LONG_OPTIONS: dict[str, Mode] = {
+    "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove", "--serverinfo": "serverinfo",
+    "--check": "check",
+}
+#: Long flags that modify a mode rather than select one (the Options attribute they set).
+_LONG_FLAGS = {"--pretend": "pretend", "--login": "login", "--secrets": "secrets", "--json": "json"}
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -86,7 +101,7 @@ def parse_args(argv: list[str]) -> Options:
             operands.extend(argv[index:])
             break
         if word.startswith("--"):
-            _long_option(opts, word)
+            index = _long_option(opts, word, argv, index)
         elif word.startswith("-") and word != "-":
             index = _short_options(opts, word, argv, index)
         else:
@@ -95,13 +110,32 @@ def parse_args(argv: list[str]) -> Options:
     return opts
 
 
-def _long_option(opts: Options, word: str) -> None:
-    name, has_value, _ = word.partition("=")
-    if name not in _LONG_OPTIONS:
+def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
+    """Handle one long option; returns the index of the next unread word."""
+    name, has_value, value = word.partition("=")
+    if name == "--identity":
+        if not has_value:
+            if index >= len(argv):
+                raise UsageError("option --identity requires an identity name")
+            value, index = argv[index], index + 1
+        opts.identity = _identity_name(value, name)
+        return index
+    if name not in _LONG_OPTIONS and name not in _LONG_FLAGS:
         raise UsageError(f"unknown option {name}")
     if has_value:
         raise UsageError(f"option {name} does not take an argument")
-    opts.mode = _LONG_OPTIONS[name]
+    if name in _LONG_FLAGS:
+        setattr(opts, _LONG_FLAGS[name], True)
+    else:
+        opts.mode = _LONG_OPTIONS[name]
+    return index
+
+
+def _identity_name(value: str, shown: str) -> str:
+    if not value:
+        raise UsageError(f"option {shown} requires an identity name")
+    _reject_controls(value, f"identity name ({shown})")
+    return value
 
 
 def _short_options(opts: Options, word: str, argv: list[str], index: int) -> int:
@@ -163,6 +197,8 @@ def _option_with_argument(opts: Options, letter: str, argument: str, shown: str)
         if body not in ("7BIT", "8BITMIME"):
             raise UsageError(f"Unsupported body type {argument}")
         opts.body_type = body
+    elif letter == "a":
+        opts.identity = _identity_name(argument, "-a")
     elif letter == "C":
         opts.config_file = _file_name(argument, letter)
     elif letter == "X":
@@ -254,7 +290,7 @@ def _place_operands(opts: Options, operands: list[str]) -> None:
     elif opts.mode == "deliver":
         for word in operands:
             opts.recipients.extend(_parse_recipients(word))
-        if not opts.recipients and not opts.read_recipients:
+        if not opts.recipients and not opts.read_recipients and not opts.pretend:
             raise UsageError("Recipient names must be specified")
     else:
         opts.ignored.extend(operands)  # esmtp 1.2 accepted and ignored them (mailq bob@x lists the queue)
