@@ -15,19 +15,25 @@ if TYPE_CHECKING:
     from .plugins import Hooks
 
 USAGE = """\
-usage: sendmail [options] [--] recipient...
-       mailq | sendmail -bp          list the queue
-       sendmail -q | esmtp --flush   deliver the queue now
-       esmtp --remove ID...          delete queue entries
+usage: {prog} [options] [--] recipient...       send the message on standard input
+       {prog} -bp | mailq [--json]              list the queue
+       {prog} -q | -qIID | --flush [ID...]      deliver the queue now (all of it, or these entries)
+       {prog} --remove ID...                    delete queue entries
+       {prog} -bs                               SMTP on standard input and output
+       {prog} --pretend [options] [recipient...]  show what a send would do; send nothing
+       {prog} --serverinfo [--login] [--identity NAME]  show what the server offers; send nothing
+       {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
   -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
   -N DSN    never | success,failure,delay          -R RET   full | hdrs
   -V ENVID  DSN envelope id                        -B TYPE  7BIT | 8BITMIME
   -C FILE   configuration file (default ~/.esmtprc, then /etc/esmtprc)
-  -v        verbose: show the SMTP dialogue        -X FILE  append a protocol transcript to FILE
+  -a NAME, --identity NAME   use this identity block, whatever the sender
+  -v        verbose: show the SMTP dialogue        -X FILE  append a time-stamped protocol transcript to FILE
   --version, --help
-See docs/cli.md for every flag.
+Exit codes: 0 delivered or queued, 75 temporary failure (try again), 64-78 other errors (see esmtp(1)).
+Manual pages: esmtp(1) for the command line, esmtprc(5) for the configuration file.
 """
 
 
@@ -61,6 +67,10 @@ def _send(options: Options) -> int:
 
     config, hooks = _load(options, need_config=True)
     assert config is not None
+    if options.pretend:
+        from .pretend import plan
+
+        return plan(options, config, hooks)
     trace = Trace(verbose=options.verbose, transcript_path=options.transcript)
     try:
         stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
@@ -85,7 +95,9 @@ def run(argv: list[str]) -> int:
         print(f"esmtp {__version__}")
         return 0
     if options.mode == "help":
-        sys.stdout.write(USAGE)
+        from .progname import name
+
+        sys.stdout.write(USAGE.format(prog=name()))
         return 0
     if options.mode == "newaliases":
         return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
@@ -99,13 +111,26 @@ def run(argv: list[str]) -> int:
                 raise ConfigError("no queue plugin is installed or enabled; nothing to remove")
             return 0
         return code
+    if options.mode in ("serverinfo", "check"):
+        config, hooks = _load(options, need_config=True)
+        assert config is not None
+        if options.mode == "check":
+            from .check import check
+
+            return check(options, config, hooks)
+        from .serverinfo import serverinfo
+
+        return serverinfo(options, config, hooks)
     return _send(options)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
+    from .progname import set_name
+
     argv = list(sys.argv if argv is None else argv)
     prog = _prog(argv)
+    set_name(prog)
     try:
         code = run(argv)
     except EsmtpError as error:

@@ -145,6 +145,12 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("tls_fingerprint", help="pin the server certificate: SHA256:AB:CD:..."),
     KeywordSpec("timeout", help="seconds to wait for the server at each step (default 60)"),
     KeywordSpec("disable_plugins", scope="global", help="comma or space separated plugin names not to load"),
+    KeywordSpec("logfile", help="append one line per delivery attempt to this file (global or per identity)"),
+    KeywordSpec("logfile_format", choices=("text", "json"), help="key=value words (text) or JSON lines"),
+    KeywordSpec("syslog", choices=(
+        "enabled", "disabled", "mail", "user", "daemon", *(f"local{n}" for n in range(8)),
+        "LOG_MAIL", "LOG_USER", "LOG_DAEMON", *(f"LOG_LOCAL{n}" for n in range(8)),
+    ), help="log delivery attempts to syslog: enabled (facility mail) or a facility"),
 )
 
 _CORE = {spec.name: spec for spec in CORE_KEYWORDS}

@@ -183,7 +183,9 @@ def _load(record: EntryPointRecord) -> object:
 
 
 def _warn(text: str) -> None:
-    sys.stderr.write(f"esmtp: {text}\n")
+    from .progname import warn
+
+    warn(text)
 
 
 def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:

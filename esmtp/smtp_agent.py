@@ -7,12 +7,12 @@ The identity's ``preconnect`` command runs before the connection is opened (an s
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import hookimpl
 from .errors import EX_OSERR, DeliveryError, TemporaryFailure
+from .progname import warn
 
 if TYPE_CHECKING:  # imported when a message is sent, not when the plugin is registered (mailq, --flush)
     from .message import Message
@@ -57,12 +57,10 @@ def postconnect(command: str, trace: Trace) -> None:
     try:
         status = run_command(command)
     except OSError as error:
-        sys.stderr.write(f"esmtp: warning: Error executing post-connect command: {error.strerror or error} "
-                         "(the message was sent)\n")
+        warn(f"warning: Error executing post-connect command: {error.strerror or error} (the message was sent)")
         return
     if status != 0:
-        sys.stderr.write(f'esmtp: warning: Post-connect command "{command}" {_outcome(status)} '
-                         "(the message was sent)\n")
+        warn(f'warning: Post-connect command "{command}" {_outcome(status)} (the message was sent)')
 
 
 class SmtpAgent:

@@ -155,7 +155,12 @@ def parse_fingerprint(text: str) -> bytes:
 
 def format_fingerprint(der: bytes) -> str:
     """The SHA-256 fingerprint of a DER certificate as ``tls_fingerprint`` takes it."""
-    return "SHA256:" + ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
+    return format_digest(hashlib.sha256(der).digest())
+
+
+def format_digest(digest: bytes) -> str:
+    """A SHA-256 digest written as ``tls_fingerprint`` takes it: ``SHA256:AB:CD:...``."""
+    return "SHA256:" + ":".join(f"{byte:02X}" for byte in digest)
 
 
 # ---- the policy ----------------------------------------------------------------------------------------------------
