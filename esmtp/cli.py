@@ -41,7 +41,9 @@ def _prog(argv: list[str]) -> str:
     return os.path.basename(argv[0]) if argv and argv[0] else "esmtp"
 
 
-def _load(options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
+def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
+    """The configuration and the plugins. ``tolerant`` (mailq): a broken file is a warning and the run goes on
+    without it, so that the queue can still be listed."""
     from .config import load_config
     from .plugins import load_hooks, resolve_config
 
@@ -52,10 +54,29 @@ def _load(options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]
         if need_config:
             raise
         config = None
+    except ConfigError as error:
+        if not tolerant:
+            raise
+        _ignore_broken(error)
+        config = None
     hooks = load_hooks(config)
     if config is not None:
-        resolve_config(config, hooks)
+        try:
+            resolve_config(config, hooks)
+        except ConfigError as error:
+            if not tolerant:
+                raise
+            _ignore_broken(error)
+            return None, load_hooks(None)
     return config, hooks
+
+
+def _ignore_broken(error: ConfigError) -> None:
+    from .progname import warn
+
+    warn(f"warning: {error}")
+    warn("warning: listing the queue without the configuration (a queue_dir it sets is not known: the default "
+         "queue directory, or ESMTP_QUEUE_DIR, is listed)")
 
 
 def _send(options: Options) -> int:
@@ -102,7 +123,7 @@ def run(argv: list[str]) -> int:
     if options.mode == "newaliases":
         return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
     if options.mode in ("mailq", "flush", "remove"):
-        config, hooks = _load(options, need_config=False)
+        config, hooks = _load(options, need_config=False, tolerant=options.mode == "mailq")
         code = hooks.queue_command(options, config)
         if code is None:
             if options.mode == "mailq":

@@ -227,3 +227,17 @@ def test_help_names_the_program_and_every_mode(run: Runner, program: str) -> Non
 def test_messages_carry_the_program_name(run: Runner) -> None:
     result = run("--bogus", program="mailq")
     assert result.stderr == "mailq: unknown option --bogus\n"
+
+
+# ---- mailq with a broken configuration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["hostname h\nstarttls sometimes\n", "hostname h\nfrobnicate yes\n"])
+def test_mailq_reports_a_broken_configuration_and_still_lists(run: Runner, text: str) -> None:
+    config = run.write_config(text)
+    result = run(program="mailq")
+    assert result.returncode == 0
+    assert result.stdout == "Mail queue is empty\n"
+    first, second = result.stderr.splitlines()
+    assert first.startswith(f"mailq: warning: {config}:2: ")
+    assert second.startswith("mailq: warning: listing the queue without the configuration")
