@@ -33,10 +33,11 @@ def trust(identity: Identity) -> str:
     if not uses_tls(identity):
         return "-"
     from . import tls
+    from .fingerprints import format_digest
 
     policy = tls.make_policy(identity, server(identity)[0])
     if policy.fingerprint is not None:
-        text = f"pinned: tls_fingerprint {tls.format_digest(policy.fingerprint)}"
+        text = f"pinned: tls_fingerprint {format_digest(policy.fingerprint)}"
     else:
         text = "the system store" + "".join(f", {where}" for where in policy.ca_locations)
     minimum = identity.options.get("tls_min_version")

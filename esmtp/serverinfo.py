@@ -179,7 +179,7 @@ def certificate_facts(der: bytes) -> list[tuple[str, str]]:
     """Subject, issuer, SANs, validity with days left, and the ``tls_fingerprint`` line for one certificate."""
     from cryptography import x509
 
-    from .tls import format_fingerprint
+    from .fingerprints import format_fingerprint
 
     cert = x509.load_der_x509_certificate(der)
     try:
