@@ -76,6 +76,11 @@ def _identity_lines(identity: Identity, reason: str, config: Config, hooks: Hook
 
 def _route_lines(envelope: Envelope, route: Route, config: Config) -> str:
     lines = [f"{'sender:':<17}<{envelope.sender}>\n"]
+    queue = config.options.get("queue", "disabled")
+    if queue != "disabled":
+        when = "stored first, then sent in the background" if queue == "always" else "stored if delivery fails " \
+            "temporarily"
+        lines.append(f"{'queue:':<17}{queue}: {when}\n")
     for agent, recipients in route.legs.items():
         if not recipients:
             continue
