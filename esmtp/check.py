@@ -45,6 +45,12 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
             warn(text if text.startswith(identity.source or "\0") else f"{where(identity)}: {text}")
             continue
         print(f"ok   {label}{default} at {where(identity)}: {summary}")
+    try:
+        hooks.check_config(config)  # the plugins' own settings (the queue's durations, say)
+    except EsmtpError as error:
+        problems += 1
+        print(f"FAIL plugin settings in {config.path}")
+        warn(str(error))
     if problems:
         return EX_CONFIG
     print(f"{config.path}: {len(config.identities)} identity block(s) checked; nothing was contacted")

@@ -140,3 +140,12 @@ def esmtp_after_deliver(envelope: Envelope, results: list[DeliveryResult], confi
 @_hookspec
 def esmtp_deliver_error(envelope: Envelope, error: EsmtpError, config: Config) -> None:
     """Observe a failed delivery leg (``error`` says which server and reply). The return value is ignored."""
+
+
+@_hookspec
+def esmtp_check_config(config: Config) -> None:
+    """Validate this plugin's settings in ``config`` as a run would use them, without contacting anything.
+
+    Called by ``esmtp --check``. Raise ConfigError naming the file and line (``config.where(keyword)``) for a value
+    that a run would refuse; keyword choices are already checked. The return value is ignored.
+    """

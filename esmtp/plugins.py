@@ -373,6 +373,9 @@ class Hooks:
     def deliver_error(self, envelope: Envelope, error: EsmtpError, config: Config) -> None:
         self._hook("esmtp_deliver_error")(envelope=envelope, error=error, config=config)
 
+    def check_config(self, config: Config) -> None:
+        self._hook("esmtp_check_config")(config=config)
+
 
 def resolve_config(config: Config, hooks: Hooks) -> None:
     """Validate the extension keywords of ``config`` against the core's and the plugins' declarations."""
