@@ -63,6 +63,8 @@ class Identity:
     #: Where the block starts, for error messages.
     source: str = ""
     lineno: int = 0
+    #: The line of each extension keyword set in this block (``where`` in messages).
+    lines: dict[str, int] = field(default_factory=dict)
 
     def server(self, default_port: int) -> tuple[str, int]:
         """The ``(host, port)`` to connect to.
@@ -107,6 +109,14 @@ class Config:
     options: dict[str, str] = field(default_factory=dict)
     #: Extension statements not yet checked against the registered keywords (see :meth:`resolve_extensions`).
     pending: list[Statement] = field(default_factory=list)
+    #: The line of each global extension keyword.
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, keyword: str, identity: Identity | None = None) -> str:
+        """``file:line`` of the statement that set ``keyword`` (globally, or in ``identity``), for messages."""
+        lines = self.lines if identity is None else identity.lines
+        line = lines.get(keyword) or (identity.lineno if identity is not None else 0)
+        return f"{self.path or 'config'}:{line}" if line else self.path or "config"
 
     def identity_for(self, sender: str | None) -> Identity:
         """The identity for mail from ``sender``; the rule is in :mod:`esmtp.identities`."""
@@ -133,6 +143,7 @@ class Config:
                 )
             target = self.options if spec.scope == "global" else statement.identity.options
             target[statement.keyword] = statement.value
+            (self.lines if spec.scope == "global" else statement.identity.lines)[statement.keyword] = statement.lineno
         self.pending.clear()
 
 
