@@ -165,11 +165,14 @@ class RegistryCache:
             pass  # a read-only home only costs a rescan next time
 
 
+def _names(text: str) -> set[str]:
+    return {name for name in text.replace(",", " ").split() if name}
+
+
 def blocked_names(config: Config | None) -> set[str]:
-    names = os.environ.get("ESMTP_DISABLE_PLUGINS", "")
-    if config is not None:
-        names += "," + config.options.get("disable_plugins", "")
-    return {name for name in names.replace(",", " ").split() if name}
+    """Plugins not to load: ``ESMTP_DISABLE_PLUGINS`` and the configuration's ``disable_plugins``."""
+    names = _names(os.environ.get("ESMTP_DISABLE_PLUGINS", ""))
+    return names | _names(config.options.get("disable_plugins", "")) if config is not None else names
 
 
 def _load(record: EntryPointRecord) -> object:
@@ -222,8 +225,11 @@ class PluginLoader:
             autoload = os.environ.get("ESMTP_PLUGIN_AUTOLOAD", "1") != "0"
         self.strict = os.environ.get("ESMTP_STRICT_PLUGINS", "") == "1"
         known = {record.name for record in records}
+        from_file = _names(config.options.get("disable_plugins", "")) if config is not None else set()
         for name in sorted(blocked - known):
-            _warn(f"disable_plugins names '{name}', but no such plugin is installed")
+            where = f"{config.where('disable_plugins')}: disable_plugins" if config is not None and name in from_file \
+                else "ESMTP_DISABLE_PLUGINS"
+            _warn(f"warning: {where} names '{name}', but no such plugin is installed")
         for name in sorted(blocked & known):
             pm.set_blocked(name)
         self.pending = [

@@ -240,3 +240,14 @@ def test_mailq_reports_a_broken_configuration_and_still_lists(run: Runner, text:
     first, second = result.stderr.splitlines()
     assert first.startswith(f"mailq: warning: {config}:2: ")
     assert second.startswith("mailq: warning: listing the queue without the configuration")
+
+
+def test_an_unknown_plugin_in_disable_plugins_is_named_with_its_file(run: Runner, smtp_server: SmtpServer) -> None:
+    config = run.write_config(f"hostname {smtp_server.hostport}\n\ndisable_plugins nosuch\n")
+    result = run("bob@example.net", input=MESSAGE)
+    assert result.returncode == 0
+    assert result.stderr.startswith(f"sendmail: warning: {config}")
+    assert "disable_plugins names 'nosuch', but no such plugin is installed" in result.stderr
+    env = run.env(ESMTP_DISABLE_PLUGINS="other")
+    result = run("bob@example.net", input=MESSAGE, env=env)
+    assert "sendmail: warning: ESMTP_DISABLE_PLUGINS names 'other', but no such plugin is installed" in result.stderr
