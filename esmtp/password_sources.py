@@ -33,6 +33,10 @@ class PasswordSource:
 
 Describer = Callable[["Identity"], "PasswordSource | None"]
 _DESCRIBERS: list[Describer] = []
+#: Modules that register a source when imported (``password_command``, keyring, netrc...): the one place to extend.
+#: They are imported on the first :func:`password_source` call, so that a plain send never pays for them.
+SOURCE_MODULES: tuple[str, ...] = ()
+_loaded = False
 
 
 def register(describer: Describer) -> Describer:
@@ -43,6 +47,13 @@ def register(describer: Describer) -> Describer:
 
 def password_source(identity: Identity) -> PasswordSource:
     """The source the identity's password would come from."""
+    global _loaded
+    if not _loaded:
+        import importlib
+
+        _loaded = True
+        for module in SOURCE_MODULES:
+            importlib.import_module(module)
     for describer in _DESCRIBERS:
         source = describer(identity)
         if source is not None:
