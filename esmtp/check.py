@@ -65,7 +65,7 @@ def _check_identity(identity: Identity, hooks: Hooks, secrets: bool) -> str:
     host, port = describe.server(identity)
     trust = describe.trust(identity)  # reads and checks the certificate files and the pin
     mechanisms = describe.mechanisms(identity, hooks)  # names no plugin offers are an error
-    source = password_source(identity)
+    source = password_source(identity, hooks)
     problem = source.check(secrets)
     if problem:
         raise EsmtpError(f"password ({source.description}): {problem}", exit_code=EX_CONFIG)

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 from pluggy import HookspecMarker
 
 if TYPE_CHECKING:
-    from .config import Config, KeywordSpec
+    from .config import Config, Identity, KeywordSpec
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
+    from .password_sources import PasswordSource
     from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
 
 _hookspec = HookspecMarker("esmtp")
@@ -148,4 +149,13 @@ def esmtp_check_config(config: Config) -> None:
 
     Called by ``esmtp --check``. Raise ConfigError naming the file and line (``config.where(keyword)``) for a value
     that a run would refuse; keyword choices are already checked. The return value is ignored.
+    """
+
+
+@_hookspec(firstresult=True)
+def esmtp_password_source(identity: Identity) -> PasswordSource | None:
+    """Describe where ``identity``'s password would come from, if this plugin supplies it (``password_command``,
+    keyring, netrc, OAuth2), for ``--pretend`` and ``--check``. Never fetch the secret here: the record's ``check``
+    does that, and only for ``--check --secrets``. Return None for identities this plugin does not serve.
+    Stops at first non-None result.
     """

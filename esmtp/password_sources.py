@@ -1,61 +1,47 @@
 """Where an identity's password comes from, described without revealing it (``--pretend``, ``--check``).
 
-Each kind of source registers a describer with :func:`register`: a function that returns a :class:`PasswordSource`
-for the identities it serves, or None. The first answer wins; the inline ``password`` keyword is the last resort.
-A source whose check costs something or may prompt (running ``password_command``, unlocking a keyring) does it only
-when ``--check --secrets`` asks for it.
+Secret sources are plugins (``password_command``, the keyring, ``~/.netrc``, OAuth2 tokens); each describes the
+identities it serves through the ``esmtp_password_source`` hook, returning a :class:`PasswordSource`. The inline
+``password`` keyword is the core's own answer when no plugin claims the identity. A source whose check costs
+something or may prompt (running ``password_command``, unlocking a keyring) does it only for ``--check --secrets``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import Identity
+    from .plugins import Hooks
 
 #: A masked password: never its length, never a character of it.
 MASK = "****"
 
 
+def _fine(secrets: bool) -> str:
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class PasswordSource:
-    """``kind``: "inline", "password_command", "keyring", "netrc"... or "none"; ``description``: for people, masked.
+    """``kind``: "inline", "password_command", "keyring", "netrc", "oauth2"... or "none"; ``description``: for
+    people, masked (``password_command `pass show mail```, ``inline in ~/.esmtprc (****)``).
 
-    ``check(secrets)`` returns a problem ("" when fine); with ``secrets`` it may fetch the password to prove it works.
+    ``check(secrets)`` returns a problem ("" when fine). Without ``secrets`` it must not run commands, prompt or use
+    the network; with it, it may fetch the secret to prove that it works (and must not show it).
     """
 
     kind: str
     description: str
-    check: Callable[[bool], str] = lambda secrets: ""
+    check: Callable[[bool], str] = field(default=_fine, repr=False)
 
 
-Describer = Callable[["Identity"], "PasswordSource | None"]
-_DESCRIBERS: list[Describer] = []
-#: Modules that register a source when imported (``password_command``, keyring, netrc...): the one place to extend.
-#: They are imported on the first :func:`password_source` call, so that a plain send never pays for them.
-SOURCE_MODULES: tuple[str, ...] = ()
-_loaded = False
-
-
-def register(describer: Describer) -> Describer:
-    """Add a source (usable as a decorator). Sources registered later are asked first."""
-    _DESCRIBERS.insert(0, describer)
-    return describer
-
-
-def password_source(identity: Identity) -> PasswordSource:
-    """The source the identity's password would come from."""
-    global _loaded
-    if not _loaded:
-        import importlib
-
-        _loaded = True
-        for module in SOURCE_MODULES:
-            importlib.import_module(module)
-    for describer in _DESCRIBERS:
-        source = describer(identity)
+def password_source(identity: Identity, hooks: Hooks | None = None) -> PasswordSource:
+    """The source the identity's password would come from: a plugin's answer, else ``password``, else none."""
+    if hooks is not None:
+        source = hooks.password_source(identity)
         if source is not None:
             return source
     if identity.password is not None:

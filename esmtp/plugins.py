@@ -26,10 +26,11 @@ from .errors import PluginError
 if TYPE_CHECKING:
     from pluggy import PluginManager
 
-    from .config import Config, KeywordSpec
+    from .config import Config, Identity, KeywordSpec
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
+    from .password_sources import PasswordSource
     from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
 
 GROUP = "esmtp.plugins"
@@ -381,6 +382,9 @@ class Hooks:
 
     def check_config(self, config: Config) -> None:
         self._hook("esmtp_check_config")(config=config)
+
+    def password_source(self, identity: Identity) -> PasswordSource | None:
+        return cast("PasswordSource | None", self._hook("esmtp_password_source")(identity=identity))
 
 
 def resolve_config(config: Config, hooks: Hooks) -> None:

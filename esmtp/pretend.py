@@ -66,7 +66,7 @@ def _identity_lines(identity: Identity, reason: str, config: Config, hooks: Hook
         ("trust", describe.trust(identity)),
         ("user", identity.username if identity.username is not None else "-"),
         ("auth mechanisms", describe.mechanisms(identity, hooks)),
-        ("password", password_source(identity).description),
+        ("password", password_source(identity, hooks).description),
         ("log", describe.log_targets(identity, config)),
     ]
     if identity.preconnect:
