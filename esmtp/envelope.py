@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .addresses import check_address, header_addresses
 from .config import Config, Identity
 from .errors import DataError
 from .message import Message
@@ -13,37 +14,12 @@ from .types import Envelope
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
 
 
-def header_addresses(message: Message, names: tuple[str, ...]) -> list[str]:
-    """Every address in the named fields, parsed as RFC 5322 address lists (groups, comments, encoded words)."""
-    from email.headerregistry import HeaderRegistry
-
-    registry = HeaderRegistry()
-    addresses = []
-    for name in names:
-        for value in message.get_all(name):
-            try:
-                header = registry(name, value)
-            except Exception as error:  # the email package reports odd input in many ways
-                raise DataError(f"cannot parse the {name.title()}: header: {error}") from error
-            for address in getattr(header, "addresses", ()):
-                if address.addr_spec and address.addr_spec != "<>":
-                    addresses.append(address.addr_spec)
-    return addresses
-
-
 def recipients_from_headers(message: Message) -> list[str]:
     """``-t``: To, Cc and Bcc; or only Resent-To/Cc/Bcc when the message has been resent (RFC 5322 3.6.6)."""
     resent = tuple(f"resent-{name}" for name in _RECIPIENT_FIELDS)
     if any(message.has(name) for name in resent):
         return header_addresses(message, resent)
     return header_addresses(message, _RECIPIENT_FIELDS)
-
-
-def check_address(address: str, what: str) -> str:
-    """Refuse addresses that would break or inject into the SMTP dialogue."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in address) or "<" in address or ">" in address:
-        raise DataError(f"{what} {address!r} contains a control character or angle bracket")
-    return address
 
 
 def login_name() -> str:

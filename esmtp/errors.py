@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # no `typing` import: every run, `esmtp --version` included, imports this module
+if TYPE_CHECKING:
+    from .types import DeliveryResult
+
 # sysexits.h values, spelled out so that importing this module costs nothing (os.EX_* is POSIX-only anyway).
 EX_OK = 0
 EX_USAGE = 64
@@ -93,7 +97,46 @@ class AuthenticationError(DeliveryError):
     exit_code = EX_NOPERM
 
 
+class RecipientsRejected(DeliveryError):
+    """Some RCPT TO commands were refused; no data was sent to anybody (all or nothing, as esmtp 1.2).
+
+    ``rejected`` maps each refused recipient to the server's reply.
+    """
+
+    def __init__(self, message: str, *, rejected: dict[str, str], exit_code: int) -> None:
+        super().__init__(message, exit_code=exit_code)
+        self.rejected = rejected
+
+
 class LocalDeliveryError(DeliveryError):
     """The MDA could not be run or reported failure."""
 
     exit_code = EX_OSERR
+
+
+class NoDeliveryAgent(LocalDeliveryError):
+    """A leg has no agent to deliver it: local recipients while no MDA is configured, or an agent name that no
+    installed plugin provides (EX_OSFILE, as esmtp 1.2 without an MDA)."""
+
+    exit_code = EX_OSFILE
+
+    def __init__(self, agent: str, recipients: list[str]) -> None:
+        if agent == "mda":
+            message = (f"Local delivery not possible without a MDA: {', '.join(recipients)} (no '@'); set 'mda' in "
+                       "the configuration, or 'qualifydomain' to send local names by SMTP")
+        else:
+            message = f"no delivery agent named '{agent}' is installed"
+        super().__init__(message)
+        self.agent = agent
+
+
+class DeliveryFailed(EsmtpError):
+    """One or more legs failed. The exit code is the most serious one; the text reports every leg."""
+
+    def __init__(self, errors: list[EsmtpError], results: list[DeliveryResult]) -> None:
+        lines = [str(error) for error in errors]
+        lines += [f"delivered by {r.agent} to {', '.join(r.recipients)}: {r.detail}".rstrip(": ") for r in results]
+        permanent = [e.exit_code for e in errors if e.exit_code != EX_TEMPFAIL]
+        super().__init__("\n".join(lines), exit_code=permanent[0] if permanent else EX_TEMPFAIL)
+        self.errors = errors
+        self.results = results

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from pluggy import HookspecMarker
 
 if TYPE_CHECKING:
-    from .config import Config, Identity, KeywordSpec
+    from .config import Config, Identity
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
     from .password_sources import PasswordSource
-    from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
+    from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
 _hookspec = HookspecMarker("esmtp")
 

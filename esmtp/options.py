@@ -9,6 +9,7 @@ from __future__ import annotations
 import os.path
 from dataclasses import dataclass, field
 
+from .addresses import parse_recipients, parse_sender, reject_unsafe
 from .errors import UsageError
 
 # `typing` costs milliseconds on the --version/-bp path: the alias exists for type checkers only.
@@ -134,7 +135,7 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
 def _identity_name(value: str, shown: str) -> str:
     if not value:
         raise UsageError(f"option {shown} requires an identity name")
-    _reject_controls(value, f"identity name ({shown})")
+    reject_unsafe(value, f"identity name ({shown})")
     return value
 
 
@@ -179,9 +180,9 @@ def _flag(opts: Options, letter: str) -> None:
 
 def _option_with_argument(opts: Options, letter: str, argument: str, shown: str) -> None:
     if letter in "fr":
-        opts.sender = _parse_sender(argument, letter)
+        opts.sender = parse_sender(argument, letter)
     elif letter == "F":
-        _reject_controls(argument, "full name (-F)")
+        reject_unsafe(argument, "full name (-F)")
         opts.full_name = argument
     elif letter == "N":
         opts.notify = _parse_notify(argument)
@@ -289,181 +290,8 @@ def _place_operands(opts: Options, operands: list[str]) -> None:
             raise UsageError("--remove requires at least one queue id")
     elif opts.mode == "deliver":
         for word in operands:
-            opts.recipients.extend(_parse_recipients(word))
+            opts.recipients.extend(parse_recipients(word))
         if not opts.recipients and not opts.read_recipients and not opts.pretend:
             raise UsageError("Recipient names must be specified")
     else:
         opts.ignored.extend(operands)  # esmtp 1.2 accepted and ignored them (mailq bob@x lists the queue)
-
-
-# --- addresses -------------------------------------------------------------------------------------------------
-
-_LINE_BREAKS = frozenset("\r\n")
-# Characters that str.splitlines() or a header writer could treat as a line break, and other controls.
-_CONTROLS = frozenset([chr(c) for c in range(0x20) if c != 0x09] + ["\x7f", "\u2028", "\u2029"]) | frozenset(
-    chr(c) for c in range(0x80, 0xA0)
-)
-
-
-def _reject_controls(value: str, what: str) -> None:
-    """Header and SMTP command injection guard for anything that ends up on the wire."""
-    if any(char in _LINE_BREAKS for char in value):
-        raise UsageError(f"{what} contains a line break: {value!r}")
-    if "\0" in value:
-        raise UsageError(f"{what} contains a NUL byte: {value!r}")
-    if any(char in _CONTROLS for char in value):
-        raise UsageError(f"{what} contains a control character: {value!r}")
-
-
-def _parse_recipients(word: str) -> list[str]:
-    """One command-line word as an address list: ``Bob <b@x>`` gives b@x, ``a@x,b@y`` gives two."""
-    what = "recipient address"
-    _reject_controls(word, what)
-    addresses = [address for piece in _split_list(word, what) if (address := _one_address(piece, what)) is not None]
-    if not addresses:
-        raise UsageError(f"empty {what} {word!r}")
-    return addresses
-
-
-def _parse_sender(argument: str, letter: str) -> str:
-    """``-f``/``-r``: one address; "" and "<>" mean the null sender; ``<a@b>`` and ``Name <a@b>`` give a@b."""
-    what = f"sender address (-{letter})"
-    _reject_controls(argument, what)
-    if _squeeze(argument, what)[0] in ("", "<>"):
-        return ""
-    addresses = [a for piece in _split_list(argument, what) if (a := _one_address(piece, what)) is not None]
-    if len(addresses) != 1:
-        raise UsageError(f"option -{letter} takes exactly one address, not {argument!r}")
-    return addresses[0]
-
-
-def _split_list(text: str, what: str) -> list[str]:
-    """Split an address list at top-level commas (not inside quotes, comments or angle brackets)."""
-    pieces: list[str] = []
-    start = 0
-    quoted = escaped = False
-    comment = angle = 0
-    for pos, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif (quoted or comment) and char == "\\":
-            escaped = True
-        elif quoted:
-            quoted = char != '"'
-        elif char == "(":
-            comment += 1
-        elif comment:
-            if char == ")":
-                comment -= 1
-        elif char == '"':
-            quoted = True
-        elif char in "<>":
-            angle = max(0, angle + (1 if char == "<" else -1))
-        elif char == "," and not angle:
-            pieces.append(text[start:pos])
-            start = pos + 1
-    if quoted or comment or escaped:
-        raise UsageError(f"invalid {what} {text!r}: unterminated quote or comment")
-    pieces.append(text[start:])
-    return pieces
-
-
-def _squeeze(text: str, what: str) -> tuple[str, str | None]:
-    """``text`` without comments and unquoted white space, and the content of its ``<...>`` if it has one.
-
-    Raises for unbalanced brackets and for anything after the closing ``>``.
-    """
-    out: list[str] = []
-    inner_start: int | None = None
-    inner: str | None = None
-    quoted = escaped = False
-    comment = 0
-    for char in text:
-        if escaped:
-            escaped = False
-            if not comment:
-                out.append(char)
-            continue
-        if comment:
-            if char == "\\":
-                escaped = True
-            elif char in "()":
-                comment += 1 if char == "(" else -1
-            continue
-        if quoted:
-            out.append(char)
-            if char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-            continue
-        if char.isspace():
-            continue
-        if char == "(":
-            comment = 1
-            continue
-        if inner is not None:  # only white space and comments may follow the closing ">"
-            raise UsageError(f"invalid {what} {text!r}")
-        if char == '"':
-            quoted = True
-        elif char == "<":
-            if inner_start is not None:
-                raise UsageError(f"invalid {what} {text!r}")
-            inner_start = len(out) + 1
-        elif char == ">":
-            if inner_start is None:
-                raise UsageError(f"invalid {what} {text!r}")
-            inner = "".join(out[inner_start:])
-        out.append(char)
-    if quoted or comment or escaped or (inner_start is not None and inner is None):
-        raise UsageError(f"invalid {what} {text!r}")
-    return "".join(out), inner
-
-
-# RFC 5322 atext: what a dot-atom may hold.
-_ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
-
-
-def _is_dot_atom(text: str) -> bool:
-    return all(part and _ATEXT.issuperset(part) for part in text.split("."))
-
-
-def _plain_address(piece: str) -> str | None:
-    """``piece`` if it is a bare ``local`` or ``local@domain`` of dot-atoms: nothing to parse.
-
-    Callers nearly always pass such addresses; recognising them spares every run the email package's import.
-    """
-    address = piece.strip()
-    local, at, domain = address.partition("@")
-    if _is_dot_atom(local) and (not at or _is_dot_atom(domain)):
-        return address
-    return None
-
-
-def _one_address(piece: str, what: str) -> str | None:
-    """The address in one list element, or None for a blank element (``a@x,`` is tolerated).
-
-    email.utils.getaddresses does the parsing; because it silently drops or rewrites what it cannot parse
-    (``a b`` gives ``a``), its result must match the text it came from, or the element is rejected.
-    """
-    plain = _plain_address(piece)
-    if plain is not None:
-        return plain
-    from email.utils import getaddresses
-
-    squeezed, inner = _squeeze(piece, what)
-    if not squeezed:
-        return None
-    expected = inner if inner is not None else squeezed
-    if not expected:
-        raise UsageError(f"empty {what} in {piece.strip()!r}")
-    found = [address for _, address in getaddresses([piece])]
-    if len(found) != 1 or not found[0]:
-        raise UsageError(f"invalid {what} {piece.strip()!r}")
-    address = found[0]
-    # Compare without quotes: the parser may drop needless ones ("a"@x gives a@x).
-    if _squeeze(address, what)[0].replace('"', "") != expected.replace('"', ""):
-        raise UsageError(f"invalid {what} {piece.strip()!r}")
-    if address.startswith("@") or address.endswith("@"):
-        raise UsageError(f"invalid {what} {piece.strip()!r}")
-    return address

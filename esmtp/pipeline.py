@@ -6,24 +6,12 @@ import time
 from typing import TYPE_CHECKING
 
 from .delivery_log import record
-from .errors import EX_TEMPFAIL, EsmtpError, LocalDeliveryError
+from .errors import EX_TEMPFAIL, DeliveryFailed, EsmtpError, NoDeliveryAgent
 from .types import DeliveryResult
 
 if TYPE_CHECKING:
     from .message import Message
     from .types import Envelope, Route, RunContext
-
-
-class DeliveryFailed(EsmtpError):
-    """One or more legs failed. The exit code is the most serious one; the text reports every leg."""
-
-    def __init__(self, errors: list[EsmtpError], results: list[DeliveryResult]) -> None:
-        lines = [str(error) for error in errors]
-        lines += [f"delivered by {r.agent} to {', '.join(r.recipients)}: {r.detail}".rstrip(": ") for r in results]
-        permanent = [e.exit_code for e in errors if e.exit_code != EX_TEMPFAIL]
-        super().__init__("\n".join(lines), exit_code=permanent[0] if permanent else EX_TEMPFAIL)
-        self.errors = errors
-        self.results = results
 
 
 def prepare(envelope: Envelope, message: Message, context: RunContext) -> Route:
@@ -53,7 +41,7 @@ def deliver_route(envelope: Envelope, message: Message, route: Route, context: R
         try:
             agent = agents.get(name)
             if agent is None:
-                raise _no_agent(name, recipients)
+                raise NoDeliveryAgent(name, recipients)
             context.trace.info(f"delivering to {', '.join(recipients)} by {name}")
             results.append(agent.factory(context).deliver(envelope, message, recipients))
             record(config, envelope, message.size, name, recipients, started, result=results[-1])
@@ -71,16 +59,6 @@ def deliver_route(envelope: Envelope, message: Message, route: Route, context: R
     if errors:
         raise DeliveryFailed(errors, results)
     return results
-
-
-def _no_agent(name: str, recipients: list[str]) -> EsmtpError:
-    if name == "mda":
-        return LocalDeliveryError(
-            f"Local delivery not possible without a MDA: {', '.join(recipients)} (no '@'); set 'mda' in the "
-            "configuration, or 'qualifydomain' to send local names by SMTP",
-            exit_code=72,
-        )
-    return LocalDeliveryError(f"no delivery agent named '{name}' is installed", exit_code=72)
 
 
 def submit(envelope: Envelope, message: Message, context: RunContext) -> list[DeliveryResult]:

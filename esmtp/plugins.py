@@ -26,12 +26,12 @@ from .errors import PluginError
 if TYPE_CHECKING:
     from pluggy import PluginManager
 
-    from .config import Config, Identity, KeywordSpec
+    from .config import Config, Identity
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
     from .password_sources import PasswordSource
-    from .types import DeliveryAgent, DeliveryResult, Envelope, Route, SaslMechanism
+    from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
 GROUP = "esmtp.plugins"
 CACHE_VERSION = 2
@@ -186,19 +186,35 @@ def _load(record: EntryPointRecord) -> object:
     return plugin
 
 
+#: Where a plugin that sets no ``PLUGIN_ORDER`` runs among the plugins of its tryfirst/plain/trylast tier.
+DEFAULT_ORDER = 100
+
+
+def plugin_order(plugin: object) -> int:
+    """The plugin's ``PLUGIN_ORDER`` (lower runs earlier within its tier), else :data:`DEFAULT_ORDER`."""
+    order = getattr(plugin, "PLUGIN_ORDER", DEFAULT_ORDER)
+    return order if isinstance(order, int) else DEFAULT_ORDER
+
+
 def _warn(text: str) -> None:
     from .progname import warn
 
     warn(text)
 
 
-def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
-    """The hooks a plugin implements (by pluggy's marker) and the keywords it declares, as cacheable data."""
+def _hooks(plugin: object) -> list[str]:
+    """The hooks a plugin implements, by pluggy's marker."""
     hooks = []
     for attribute in dir(plugin):
         options = getattr(getattr(plugin, attribute, None), "esmtp_impl", None)
         if isinstance(options, dict):
             hooks.append(options.get("specname") or attribute)
+    return hooks
+
+
+def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
+    """The hooks a plugin implements and the keywords it declares, as cacheable data."""
+    hooks = _hooks(plugin)
     keywords: list[dict[str, Any]] = []
     declare = getattr(plugin, "esmtp_config_keywords", None)
     if "esmtp_config_keywords" in hooks and callable(declare):
@@ -237,23 +253,41 @@ class PluginLoader:
             record for record in sorted(records, key=lambda r: r.name)
             if record.name not in blocked and (autoload or record.dist == "esmtp")
         ]
+        self.registered: list[tuple[EntryPointRecord, object]] = []
 
     def _register(self, records: list[EntryPointRecord]) -> None:
-        # Registered in reverse name order, so that pluggy (last registered, first called) calls them in name order.
-        for record in sorted(records, key=lambda r: r.name, reverse=True):
+        loaded = []
+        for record in records:
             self.pending.remove(record)
             if self.pm.has_plugin(record.name):
                 raise PluginError(f"two plugins are named '{record.name}' (one from {record.dist})")
             try:
-                plugin = _load(record)
+                loaded.append((record, _load(record)))
+            except Exception as error:
+                self._failed(record, error)
+        # The call order must not follow the names (renaming a plugin would reorder the headers it adds): within a
+        # tryfirst/plain/trylast tier, plugins run by PLUGIN_ORDER, then by name. pluggy calls the last registered
+        # first, so they are registered in reverse, together with those of earlier batches that share a hook.
+        shared = {hook for _, plugin in loaded for hook in _hooks(plugin)}
+        for record, plugin in list(self.registered):
+            if shared.intersection(_hooks(plugin)):
+                self.pm.unregister(plugin)
+                self.registered.remove((record, plugin))
+                loaded.append((record, plugin))
+        for record, plugin in sorted(loaded, key=lambda item: (plugin_order(item[1]), item[0].name), reverse=True):
+            try:
                 self.pm.register(plugin, name=record.name)
                 self.cache.learn(record, plugin, *_offers(plugin))
+                self.registered.append((record, plugin))
             except Exception as error:
-                if self.strict:
-                    raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
-                _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
+                self._failed(record, error)
         if self.cache.changed:
             self.cache.save()
+
+    def _failed(self, record: EntryPointRecord, error: Exception) -> None:
+        if self.strict:
+            raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
+        _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
 
     def need(self, hook: str) -> None:
         """Load every pending plugin that implements ``hook``, or whose offers are not known yet."""
@@ -269,7 +303,7 @@ class PluginLoader:
 
     def keyword_specs(self) -> list[KeywordSpec]:
         """The keywords of the plugins not imported yet, from the index (importing those not indexed)."""
-        from .config import KeywordSpec
+        from .types import KeywordSpec
 
         self._register([record for record in self.pending if self.cache.known(record) is None])
         specs = []
@@ -342,10 +376,9 @@ class Hooks:
         found: dict[str, Any] = {}
         for records in offers:
             for record in records:
-                name = record.name.upper() if what == "SASL mechanism" else record.name
-                if name in found:
-                    raise PluginError(f"two plugins offer the {what} '{name}'")
-                found[name] = record
+                if record.name in found:
+                    raise PluginError(f"two plugins offer the {what} '{record.name}'")
+                found[record.name] = record
         return found
 
     def rewrite_envelope(self, envelope: Envelope, message: Message, config: Config) -> None:

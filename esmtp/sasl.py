@@ -34,7 +34,7 @@ def choose_mechanisms(
         raise AuthenticationError(
             f"{server} does not offer authentication (AUTH), but a username or password is set{hint}"
         )
-    common = [mech for mech in candidates if mech.name.upper() in offered_set]
+    common = [mech for mech in candidates if mech.name in offered_set]
     if not common:
         raise AuthenticationError(
             f"{server} offers AUTH {' '.join(offered_names)}, none of which is allowed and installed "
@@ -57,7 +57,7 @@ def allowed_mechanisms(identity: Identity, installed: dict[str, SaslMechanism]) 
     offers is a ConfigError), else every installed one by priority, strongest first."""
     wanted = identity.options.get("auth_mechanisms")
     if not wanted:
-        return sorted(installed.values(), key=lambda mech: (-mech.priority, mech.name.upper()))
+        return sorted(installed.values(), key=lambda mech: (-mech.priority, mech.name))
     names = [name.upper() for name in wanted.replace(",", " ").split()]
     missing = [name for name in names if name not in installed]
     if missing:
@@ -87,7 +87,7 @@ async def authenticate(
     There is no fallback to another mechanism: a refusal ends the session, so a wrong password is never followed by
     a weaker mechanism or by an unauthenticated MAIL FROM.
     """
-    name = mechanism.name.upper().encode("ascii")
+    name = mechanism.name.encode("ascii")
     try:
         client = mechanism.factory(credentials)
         initial = client.step(None)

@@ -18,7 +18,7 @@ from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 from .config import Identity
-from .errors import EX_NOUSER, EX_TEMPFAIL, DeliveryError, PermanentFailure, TemporaryFailure
+from .errors import EX_NOUSER, EX_TEMPFAIL, DeliveryError, PermanentFailure, RecipientsRejected, TemporaryFailure
 from .message import Message
 from .sasl import authenticate, choose_mechanisms
 from .trace import Trace
@@ -83,14 +83,6 @@ def _failure(server: str, what: str, response: SMTPResponse) -> DeliveryError:
 def xtext(value: str) -> str:
     """RFC 3461 xtext: ``+XX`` for ``+``, ``=`` and anything outside printable ASCII."""
     return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}" for c in value)
-
-
-class RecipientsRejected(DeliveryError):
-    """Some RCPT TO commands were refused; no data was sent to anybody (all or nothing, as esmtp 1.2)."""
-
-    def __init__(self, message: str, *, rejected: dict[str, str], exit_code: int) -> None:
-        super().__init__(message, exit_code=exit_code)
-        self.rejected = rejected
 
 
 class _Transaction:

@@ -50,17 +50,18 @@ def preconnect(command: str, trace: Trace) -> None:
         raise TemporaryFailure(f'Pre-connect command "{command}" {_outcome(status)}; nothing was sent')
 
 
-def postconnect(command: str, trace: Trace) -> None:
-    """Run the ``postconnect`` command after a successful session. The mail is already sent, so a failure only
-    warns on stderr (esmtp 1.2 exited 70, which made callers retry a message that had been delivered)."""
+def postconnect(command: str, trace: Trace) -> str | None:
+    """Run the ``postconnect`` command after a session in which the server accepted mail; return a warning if it
+    failed. The mail is already sent, so a failure only warns (esmtp 1.2 exited 70, which made callers retry a
+    message that had been delivered); the caller says where the warning goes."""
     trace.info(f"Executing post-connect command: {command}")
     try:
         status = run_command(command)
     except OSError as error:
-        warn(f"warning: Error executing post-connect command: {error.strerror or error} (the message was sent)")
-        return
+        return f"Error executing post-connect command: {error.strerror or error}"
     if status != 0:
-        warn(f'warning: Post-connect command "{command}" {_outcome(status)} (the message was sent)')
+        return f'Post-connect command "{command}" {_outcome(status)}'
+    return None
 
 
 class SmtpAgent:
@@ -87,8 +88,8 @@ class SmtpAgent:
         if identity.preconnect:
             preconnect(identity.preconnect, trace)
         reply = asyncio.run(run())
-        if identity.postconnect:
-            postconnect(identity.postconnect, trace)
+        if identity.postconnect and (warning := postconnect(identity.postconnect, trace)):
+            warn(f"warning: {warning} (the message was sent)")
         from .types import DeliveryResult
 
         return DeliveryResult("smtp", recipients, reply)

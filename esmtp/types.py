@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from .config import Config, Identity
@@ -12,19 +12,15 @@ if TYPE_CHECKING:
     from .plugins import Hooks
     from .trace import Trace
 
+#: Where an extension keyword's value belongs: the identity block it appears in, or the whole file.
+Scope = Literal["identity", "global"]
 
-@dataclass(slots=True)
-class Envelope:
-    """The SMTP envelope of one message and the identity chosen for it.
 
-    ``sender`` is the reverse path ("" is the null sender ``<>``). ``recipients`` are bare addresses in order, without
-    duplicates. The DSN fields hold normalised values (``notify`` "NEVER" or e.g. "SUCCESS,FAILURE"; ``ret`` "FULL" or
-    "HDRS"); ``body_type`` is "7BIT", "8BITMIME" or None (then chosen from the data).
-    """
+@dataclass(slots=True, kw_only=True)
+class EnvelopeDetails:
+    """The optional parts of an envelope: what the sender asked for besides the addresses. A queue entry stores them
+    as they are (it derives its list of fields from this class), so a field added here is queued too."""
 
-    sender: str
-    recipients: list[str]
-    identity: Identity
     full_name: str | None = None
     notify: str | None = None
     ret: str | None = None
@@ -34,6 +30,21 @@ class Envelope:
     from_headers: bool = False
     #: The sender as given by ``-f`` or the ``-t`` From: header, before ``force reverse_path`` (the MDA's ``%F``).
     given_sender: str | None = None
+
+
+@dataclass(slots=True)
+class Envelope(EnvelopeDetails):
+    """The SMTP envelope of one message and the identity chosen for it.
+
+    ``sender`` is the reverse path ("" is the null sender ``<>``). ``recipients`` are bare addresses in order, without
+    duplicates. The DSN fields hold normalised values (``notify`` "NEVER" or e.g. "SUCCESS,FAILURE"; ``ret`` "FULL" or
+    "HDRS"); ``body_type`` is "7BIT", "8BITMIME" or None (then chosen from the data). The optional fields, keyword
+    only, are those of :class:`EnvelopeDetails`.
+    """
+
+    sender: str
+    recipients: list[str]
+    identity: Identity
 
 
 @dataclass(slots=True)
@@ -114,3 +125,22 @@ class SaslMechanism:
     priority: int
     factory: Callable[[Credentials], SaslClient]
     plaintext: bool = False
+
+    def __post_init__(self) -> None:
+        # SASL names are case-insensitive (RFC 4422 3.1); upper case is how servers list them and how users choose.
+        object.__setattr__(self, "name", self.name.upper())
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordSpec:
+    """An esmtprc extension keyword (core or plugin-registered, through ``esmtp_config_keywords``): ``name [=] value``.
+
+    ``choices`` restricts the value (compared case-sensitively, like esmtp's own keywords); ``scope`` says whether the
+    value belongs to the identity block it appears in or to the whole file (like ``mda``).
+    """
+
+    name: str
+    scope: Scope = "identity"
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+    secret: bool = False

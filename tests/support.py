@@ -1,13 +1,18 @@
-"""Test helpers: a real in-process SMTP server (aiosmtpd) and a runner for the installed ``sendmail`` command."""
+"""Test helpers: a real in-process SMTP server (aiosmtpd), a scripted one for faults and exact wire checks, and a
+runner for the installed ``sendmail`` command."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import socket
+import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +230,319 @@ def run(tmp_path: Path) -> Runner:
     home.mkdir()
     return Runner(home)
 
+
+
+# ---- a scripted SMTP server --------------------------------------------------------------------------------------
+
+#: Actions a stage can be scripted with instead of a reply (or after one, with ``Reply(then=...)``).
+DROP = "drop"  # close the connection (FIN) without a word
+SILENCE = "silence"  # stop answering; keep reading until the client gives up
+RESET = "reset"  # wait for the client's next bytes (a ClientHello, a command), then reset the connection (RST)
+_ACTIONS = (DROP, SILENCE, RESET)
+
+#: The stages a test can script: the greeting, each command verb, and ``"dot"``, the end of the message data.
+STAGES = ("greeting", "EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "dot", "RSET", "NOOP", "QUIT")
+
+
+@dataclass
+class Reply:
+    """A reply (``"250 ok"``; several lines joined with ``\\n``), how long to wait before it for more input (so a
+    pipelined command can arrive first), and what to do after it (:data:`DROP`, :data:`SILENCE`, :data:`RESET`)."""
+
+    text: str
+    wait_for_next: float = 0.0
+    then: str | None = None
+
+
+@dataclass
+class Command:
+    """One command line as received; ``early``: it had arrived before the server answered the command before it."""
+
+    line: str
+    early: bool
+
+    @property
+    def verb(self) -> str:
+        return self.line.split(" ", 1)[0].upper()
+
+
+@dataclass
+class Message:
+    """One message's data as it arrived (CRLF line ends, dot-stuffed, without the final dot) and the reply to it."""
+
+    data: bytes
+    reply: str = ""
+
+    @property
+    def subject(self) -> str:
+        for line in self.data.split(b"\r\n"):
+            if not line:
+                break
+            if line.lower().startswith(b"subject:"):
+                return line[8:].strip().decode()
+        return ""
+
+
+@dataclass
+class Connection:
+    """One connection, as the server saw it."""
+
+    commands: list[Command] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    tls: bool = False
+
+
+#: What a stage does: a reply line, a :class:`Reply`, an action, or a function of the connection and the command line
+#: (``"."`` for the dot, whose data is ``connection.messages[-1]``) returning one of those (None: the default).
+Action = str | Reply | Callable[[Connection, str], "str | Reply | None"]
+
+
+class ScriptedServer:
+    """A scripted SMTP server on loopback, for what aiosmtpd cannot do: exact replies per stage, drops, silence,
+    resets, TLS alerts, and a record of every command line and message exactly as it arrived.
+
+    ``replies`` maps a stage (:data:`STAGES`) to what it does; unscripted stages answer as a plain server would:
+    EHLO lists ``extensions`` (plus STARTTLS while a ``tls`` context is set and the connection is not encrypted), DATA
+    gets 354, or 554 when no RCPT was accepted in the transaction, the dot 250, QUIT 221 and a close, anything else
+    250. ``script(stage, action)`` changes a stage later. ``on_data`` is called with the connection when a message's
+    first data line arrives. Each connection is served on its own thread.
+    """
+
+    def __init__(
+        self, replies: dict[str, Action] | None = None, *, extensions: tuple[str, ...] = ("PIPELINING", "8BITMIME"),
+        tls: ssl.SSLContext | None = None, on_data: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.replies: dict[str, Action] = dict(replies or {})
+        unknown = set(self.replies) - set(STAGES)
+        assert not unknown, f"not SMTP stages: {unknown}"
+        self.extensions = extensions
+        self.tls = tls
+        self.on_data = on_data
+        self.connections: list[Connection] = []
+        self._open: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def hostport(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def script(self, stage: str, action: Action) -> None:
+        assert stage in STAGES, stage
+        self.replies[stage] = action
+
+    @property
+    def commands(self) -> list[str]:
+        """Every command line of every connection, in order."""
+        return [command.line for connection in self.connections for command in connection.commands]
+
+    @property
+    def messages(self) -> list[Message]:
+        return [message for connection in self.connections for message in connection.messages]
+
+    def hang_up(self) -> None:
+        """Close every open connection now, as a server that times out or shuts down does."""
+        for conn in list(self._open):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+        self.hang_up()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            connection = Connection()
+            self.connections.append(connection)
+            threading.Thread(target=self._serve, args=(conn, connection), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, connection: Connection) -> None:
+        wire = _Wire(conn)
+        self._open.append(conn)
+        try:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                _Dialogue(self, wire, connection).run()
+        finally:
+            if conn in self._open:
+                self._open.remove(conn)
+            with contextlib.suppress(OSError):
+                wire.conn.close()
+
+    def __enter__(self) -> ScriptedServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Wire:
+    """A connection read line by line, which can tell whether more input has already arrived."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.buffer = b""
+
+    def _pull(self, timeout: float | None) -> bool:
+        """Read what arrives within ``timeout`` (None: wait); False at end of input."""
+        pending = isinstance(self.conn, ssl.SSLSocket) and self.conn.pending()
+        if not pending and timeout is not None and not select.select([self.conn], [], [], timeout)[0]:
+            return True
+        chunk = self.conn.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def line(self) -> bytes | None:
+        while b"\n" not in self.buffer:
+            if not self._pull(None):
+                return None
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
+
+    def has_input(self, wait: float = 0.0) -> bool:
+        """Whether a whole line has arrived (waiting up to ``wait`` seconds for one)."""
+        deadline = time.monotonic() + wait
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if not self._pull(max(left, 0.0)) or left <= 0:
+                return b"\n" in self.buffer
+        return True
+
+    def send(self, text: str) -> None:
+        self.conn.sendall("".join(f"{line}\r\n" for line in text.split("\n")).encode())
+
+
+class _Dialogue:
+    def __init__(self, server: ScriptedServer, wire: _Wire, connection: Connection) -> None:
+        self.server, self.wire, self.connection = server, wire, connection
+        self.accepted_rcpt = False
+        #: A whole line had arrived before the last reply was sent: the next command is pipelined.
+        self.early = False
+
+    def run(self) -> None:
+        if not self.answer("greeting", "", "220 scripted ESMTP"):
+            return
+        while True:
+            raw = self.wire.line()
+            if raw is None:
+                return
+            command = Command(raw.decode("utf-8", "replace").rstrip("\r\n"), self.early)
+            self.connection.commands.append(command)
+            if not self.command(command):
+                return
+
+    def command(self, command: Command) -> bool:
+        verb = command.verb
+        default: str | Reply
+        stage = verb if verb in STAGES else "NOOP"
+        if verb == "EHLO":
+            offered = [*self.server.extensions]
+            if self.server.tls is not None and not self.connection.tls:
+                offered.append("STARTTLS")
+            default = "\n".join(f"250{'-' if i < len(offered) else ' '}{text}"
+                                for i, text in enumerate(["scripted", *offered]))
+        elif verb == "MAIL":
+            self.accepted_rcpt, default = False, "250 2.1.0 ok"
+        elif verb == "RCPT":
+            default = "250 2.1.5 ok"
+        elif verb == "DATA":
+            default = "354 go ahead" if self.accepted_rcpt else "554 5.5.1 no valid recipients"
+        elif verb == "STARTTLS":
+            default = "220 2.0.0 go ahead" if self.server.tls is not None else "454 4.7.0 TLS not available"
+        elif verb == "QUIT":
+            default = Reply("221 bye", then=DROP)
+        else:
+            default = "250 ok"
+        reply = self.answer(stage, command.line, default)
+        if reply is None:
+            return False
+        if verb == "RCPT" and reply.startswith("2"):
+            self.accepted_rcpt = True
+        elif verb == "STARTTLS" and reply.startswith("220") and self.server.tls is not None:
+            return self.start_tls()
+        elif verb == "DATA" and reply.startswith("354"):
+            return self.data()
+        return True
+
+    def data(self) -> bool:
+        lines: list[bytes] = []
+        while (line := self.wire.line()) not in (b".\r\n", b".\n"):
+            if line is None:
+                return False
+            if not lines and self.server.on_data is not None:
+                self.server.on_data(self.connection)
+            lines.append(line)
+        message = Message(b"".join(lines))
+        self.connection.messages.append(message)
+        reply = self.answer("dot", ".", "250 2.0.0 queued")
+        if reply is None:
+            return False
+        message.reply = reply
+        return True
+
+    def start_tls(self) -> bool:
+        assert self.server.tls is not None
+        conn = self.server.tls.wrap_socket(self.wire.conn, server_side=True, do_handshake_on_connect=False)
+        self.wire.conn = conn
+        try:
+            conn.do_handshake()
+        except ssl.SSLError:
+            # OpenSSL has sent its alert. Close as careful servers do: closing with the client's EHLO still unread
+            # would send a reset, which may destroy the alert before the client reads it.
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(5)
+            while conn.recv(4096):
+                pass
+            return False
+        self.connection.tls = True
+        return True
+
+    def answer(self, stage: str, line: str, default: str | Reply) -> str | None:
+        """Do what the stage is scripted to do; the reply text sent, or None when the connection is over."""
+        action = self.server.replies.get(stage)
+        if callable(action):
+            action = action(self.connection, line)
+        reply = default if action is None else action
+        if isinstance(reply, str):
+            reply = Reply(reply, then=None) if reply not in _ACTIONS else Reply("", then=reply)
+        self.early = self.wire.has_input(reply.wait_for_next)
+        if reply.text:
+            self.wire.send(reply.text)
+        if reply.then == DROP:
+            return None
+        if reply.then == SILENCE:
+            while self.wire.line() is not None:
+                pass
+            return None
+        if reply.then == RESET:
+            self.wire.conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                self.wire.conn.recv(512)
+            self.wire.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            return None
+        return reply.text
+
+
+#: The type of the :func:`scripted_server` fixture.
+StartScripted = Callable[..., ScriptedServer]
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[StartScripted]:
+    """Start :class:`ScriptedServer` instances (same arguments); each is closed when the test ends."""
+    servers: list[ScriptedServer] = []
+
+    def start(replies: dict[str, Action] | None = None, **options: Any) -> ScriptedServer:
+        servers.append(ScriptedServer(replies, **options))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 def transcript_lines(path: Path) -> list[str]:

@@ -13,13 +13,13 @@ from esmtp.config import (
     CORE_KEYWORDS,
     Config,
     Identity,
-    KeywordSpec,
     Statement,
     load_config,
-    parse_config,
     parse_hostname,
 )
+from esmtp.config_parser import parse_config
 from esmtp.errors import EX_CONFIG, ConfigError, ConfigNotFound
+from esmtp.types import KeywordSpec
 
 
 def parse(text: str) -> Config:

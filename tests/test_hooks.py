@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from esmtp import hookimpl, hookspecs
-from esmtp.config import Config, Identity, KeywordSpec, Statement
-from esmtp.errors import ConfigError, PluginError, TemporaryFailure
+from esmtp.config import Config, Identity, Statement
+from esmtp.errors import ConfigError, DeliveryFailed, PluginError, TemporaryFailure
 from esmtp.message import Message, read_message
 from esmtp.options import Options
-from esmtp.pipeline import DeliveryFailed, submit
+from esmtp.pipeline import submit
 from esmtp.plugins import Hooks, make_plugin_manager, resolve_config
 from esmtp.trace import Trace
-from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext, SaslMechanism
+from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, RunContext, SaslMechanism
 
 ROOT = Path(__file__).resolve().parent.parent
 

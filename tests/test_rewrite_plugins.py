@@ -8,7 +8,6 @@ import socket
 from pathlib import Path
 
 import pytest
-from esmtp_plugins import fixup_sender
 from esmtp_plugins.aliases import Aliases, read_aliases
 from esmtp_plugins.masquerade import Masquerade
 from support import Runner, SmtpServer
@@ -246,14 +245,7 @@ def _send_with_force_sender(raw: bytes, mask: str) -> bytes:
     identity = Identity(address=None, force_sender=mask)
     config = Config(path=None, identities=[identity], default=identity, mda="x", force_mda="me")
     hooks = Hooks(make_plugin_manager(config))
-    if not hooks.pm.has_plugin("fixup_sender"):
-        # Until its entry point is declared: register it where name order puts it, after fixup_message_id (pluggy
-        # calls the last registered first, so the later fixups are registered again after it).
-        later = ["fixup_message_id", "fixup_from", "fixup_date"]
-        plugins = [hooks.pm.unregister(name=name) for name in later]
-        hooks.pm.register(fixup_sender, name="fixup_sender")
-        for name, plugin in zip(later, plugins, strict=True):
-            hooks.pm.register(plugin, name=name)
+    assert hooks.pm.has_plugin("fixup_sender")
     hooks.pm.unregister(name="mda")
     keep = Keep()
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
-from support import Runner, SmtpServer, entry_point, free_port
+from support import SILENCE, Runner, SmtpServer, StartScripted, entry_point, free_port
 
 MESSAGE = b"From: Alice <alice@example.org>\nTo: Bob <bob@example.net>\nSubject: hello\n\nHi Bob.\n"
 
@@ -288,24 +287,10 @@ def test_disabled_plugin_is_not_used(run: Runner, smtp_server: SmtpServer) -> No
                env=run.env(ESMTP_DISABLE_PLUGINS="fixup_message_id")).returncode == 0
 
 
-def test_server_greeting_refusal_is_reported(run: Runner) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    import threading
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        conn.sendall(b"554 5.3.2 go away\r\n")
-        conn.recv(100)
-        conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    run.write_config(f"hostname 127.0.0.1:{port}\n")
+def test_server_greeting_refusal_is_reported(run: Runner, scripted_server: StartScripted) -> None:
+    server = scripted_server({"greeting": "554 5.3.2 go away"})
+    run.write_config(f"hostname {server.hostport}\n")
     result = run("x@example.net", input=MESSAGE)
-    listener.close()
     assert result.returncode == 69
     assert "554 5.3.2 go away" in result.stderr
 
@@ -323,13 +308,9 @@ def test_generated_date_and_message_id_parse_as_rfc5322() -> None:
     assert first != second and first.startswith("<") and first.endswith("@host.example>")
 
 
-def test_silent_server_times_out_as_a_temporary_failure(run: Runner) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)  # accepts the connection (backlog) and never greets
-    port = listener.getsockname()[1]
-    run.write_config(f"hostname 127.0.0.1:{port}\ntimeout 1\n")
+def test_silent_server_times_out_as_a_temporary_failure(run: Runner, scripted_server: StartScripted) -> None:
+    server = scripted_server({"greeting": SILENCE})  # accepts the connection and never greets
+    run.write_config(f"hostname {server.hostport}\ntimeout 1\n")
     result = run("x@example.net", input=MESSAGE, timeout=30)
-    listener.close()
     assert result.returncode == 75
-    assert f"127.0.0.1:{port}" in result.stderr and "timed out" in result.stderr.lower()
+    assert server.hostport in result.stderr and "timed out" in result.stderr.lower()

@@ -49,7 +49,7 @@ def test_mailq_loads_no_network_or_email_modules(run: Runner, tmp_path: Path) ->
     assert code == 0
     # Plugins are imported when a hook they implement is called: mailq needs only the queue.
     plugins = {m for m in modules if m.startswith("esmtp_plugins.")}
-    assert plugins <= {"esmtp_plugins.queue", "esmtp_plugins.queue_store"}
+    assert plugins <= {"esmtp_plugins.queue", *(f"esmtp_plugins.queue.{m}" for m in ("settings", "entry", "store", "commands"))}
     unwanted = {*HEAVY, "email.parser", "email.headerregistry", "importlib_metadata", "importlib.metadata"}
     assert not unwanted & modules, unwanted & modules
 
@@ -88,6 +88,9 @@ def test_enqueue_imports_no_asyncio_ssl_or_aiosmtplib(run: Runner, tmp_path: Pat
     )
     assert code == 0
     assert not set(HEAVY) & modules
+    # Only a flush imports the delivery part of the queue package.
+    queue_modules = {m for m in modules if m.startswith("esmtp_plugins.queue.")}
+    assert queue_modules <= {f"esmtp_plugins.queue.{m}" for m in ("settings", "entry", "store", "background")}, queue_modules
 
 
 def test_memory_stays_bounded_for_a_large_message(run: Runner, tmp_path: Path, smtp_server: SmtpServer) -> None:

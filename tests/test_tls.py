@@ -7,22 +7,32 @@ certificates, client certificates). Every failing case also checks that nothing 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from support import BIN, Runner, Sink, _Authenticator, _Handler, _Server, free_port, transcript_lines
+from support import (
+    BIN,
+    RESET,
+    Reply,
+    Runner,
+    ScriptedServer,
+    Sink,
+    StartScripted,
+    _Authenticator,
+    _Handler,
+    _Server,
+    free_port,
+    transcript_lines,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "interop"))
 from interop_tls import TLSFiles, generate_tls_files
@@ -112,96 +122,6 @@ def tls_server() -> Iterator[Callable[..., TlsServer]]:
     yield start
     for controller in started:
         controller.stop()
-
-
-@dataclass
-class RawServer:
-    """A scripted SMTP server on a blocking socket, for what aiosmtpd cannot do; it records every command it reads.
-
-    Modes: ``reset`` drops the connection (RST) in the middle of the TLS handshake; ``454`` refuses STARTTLS;
-    ``tls`` does STARTTLS with ``context`` like any OpenSSL server, which (unlike asyncio's) sends its TLS alerts.
-    """
-
-    mode: str
-    context: ssl.SSLContext | None = None
-    commands: list[str] = field(default_factory=list)
-    delivered: list[bytes] = field(default_factory=list)
-    port: int = 0
-
-    def __post_init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            # A failed handshake ends the session (OpenSSL has sent its alert).
-            with conn, contextlib.suppress(ssl.SSLError, OSError):
-                self._session(conn)
-
-    def _session(self, conn: socket.socket) -> None:
-        conn.sendall(b"220 raw.test ESMTP\r\n")
-        secure = False
-        reader = conn.makefile("rb")
-        while raw := reader.readline():
-            line = raw.decode("ascii", "replace").strip()
-            self.commands.append(line)
-            verb = line.split(" ", 1)[0].upper()
-            if verb == "EHLO":
-                conn.sendall(b"250-raw.test\r\n" + (b"250 8BITMIME\r\n" if secure else b"250 STARTTLS\r\n"))
-            elif verb == "STARTTLS" and self.mode == "454":
-                conn.sendall(b"454 4.7.0 TLS not available due to local problem\r\n")
-            elif verb == "STARTTLS" and self.mode == "reset":
-                conn.sendall(b"220 2.0.0 go ahead\r\n")
-                conn.recv(512)  # the ClientHello
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                return
-            elif verb == "STARTTLS":
-                assert self.context is not None
-                conn.sendall(b"220 2.0.0 go ahead\r\n")
-                conn = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-                try:
-                    conn.do_handshake()
-                except ssl.SSLError:
-                    # OpenSSL has sent its alert. Close as careful servers do: closing with the client's EHLO still
-                    # unread would send a reset, which may destroy the alert before the client reads it.
-                    conn.shutdown(socket.SHUT_WR)
-                    conn.settimeout(5)
-                    while conn.recv(4096):
-                        pass
-                    return
-                reader, secure = conn.makefile("rb"), True
-            elif verb == "DATA":
-                conn.sendall(b"354 go ahead\r\n")
-                data = b"".join(iter(reader.readline, b".\r\n"))
-                self.delivered.append(data)
-                conn.sendall(b"250 2.0.0 queued\r\n")
-            elif verb == "QUIT":
-                conn.sendall(b"221 bye\r\n")
-                return
-            else:
-                conn.sendall(b"250 ok\r\n")
-
-    def close(self) -> None:
-        self._listener.close()
-
-
-@pytest.fixture
-def raw_server() -> Iterator[Callable[..., RawServer]]:
-    servers: list[RawServer] = []
-
-    def start(mode: str, context: ssl.SSLContext | None = None) -> RawServer:
-        servers.append(RawServer(mode, context))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
@@ -352,8 +272,8 @@ def test_untrusted_ca_without_esmtp_files_fails(run: Runner, pki: TLSFiles,
     assert delivered(server) == []
 
 
-def test_refused_starttls_is_an_error_not_a_downgrade(run: Runner, raw_server: Callable[..., RawServer]) -> None:
-    server = raw_server("454")
+def test_refused_starttls_is_an_error_not_a_downgrade(run: Runner, scripted_server: StartScripted) -> None:
+    server = scripted_server({"STARTTLS": "454 4.7.0 TLS not available due to local problem"}, extensions=("STARTTLS",))
     result = send(run, f"127.0.0.1:{server.port}", "starttls enabled", "username alice", "password s3cret")
     assert result.returncode == EX_TEMPFAIL
     assert f"127.0.0.1:{server.port} refused STARTTLS: 454 4.7.0 TLS not available" in result.stderr
@@ -361,8 +281,9 @@ def test_refused_starttls_is_an_error_not_a_downgrade(run: Runner, raw_server: C
 
 
 def test_handshake_reset_is_temporary_and_sends_nothing(run: Runner, pki: TLSFiles,
-                                                        raw_server: Callable[..., RawServer]) -> None:
-    server = raw_server("reset")
+                                                        scripted_server: StartScripted) -> None:
+    # The connection is reset (RST) in the middle of the handshake, once the ClientHello has arrived.
+    server = scripted_server({"STARTTLS": Reply("220 2.0.0 go ahead", then=RESET)}, extensions=("STARTTLS",))
     trust(run, pki)
     result = send(run, f"127.0.0.1:{server.port}", "starttls required", "username alice", "password s3cret")
     assert result.returncode == EX_TEMPFAIL, result.stderr
@@ -486,31 +407,31 @@ def test_client_certificate_accepted(run: Runner, pki: TLSFiles, tls_server: Cal
     assert delivered(server)[0].tls
 
 
-def requiring_client_cert(raw_server: Callable[..., RawServer], pki: TLSFiles,
-                          max_version: ssl.TLSVersion | None = None) -> RawServer:
+def requiring_client_cert(scripted_server: StartScripted, pki: TLSFiles,
+                          max_version: ssl.TLSVersion | None = None) -> ScriptedServer:
     """An OpenSSL server (it sends TLS alerts, unlike asyncio's) that requires a client cert from the test CA."""
-    return raw_server("tls", server_context(pki, client_ca=pki.ca_pem, max_version=max_version))
+    return scripted_server(tls=server_context(pki, client_ca=pki.ca_pem, max_version=max_version))
 
 
 def test_client_certificate_missing_is_refused(run: Runner, pki: TLSFiles,
-                                               raw_server: Callable[..., RawServer]) -> None:
-    server = requiring_client_cert(raw_server, pki)
+                                               scripted_server: StartScripted) -> None:
+    server = requiring_client_cert(scripted_server, pki)
     trust(run, pki)
     result = send(run, f"localhost:{server.port}", "starttls required")
     assert result.returncode == EX_NOPERM
     assert f"localhost:{server.port} requires a TLS client certificate and none is configured" in result.stderr
     assert str(run.home / ".authenticate" / "private" / "smtp-starttls.pem") in result.stderr
-    assert [c.split()[0] for c in server.commands] == ["EHLO", "STARTTLS"] and server.delivered == []
+    assert [c.split()[0] for c in server.commands] == ["EHLO", "STARTTLS"] and server.messages == []
 
 
 def test_client_certificate_missing_tls12_server(run: Runner, pki: TLSFiles,
-                                                 raw_server: Callable[..., RawServer]) -> None:
-    server = requiring_client_cert(raw_server, pki, max_version=ssl.TLSVersion.TLSv1_2)
+                                                 scripted_server: StartScripted) -> None:
+    server = requiring_client_cert(scripted_server, pki, max_version=ssl.TLSVersion.TLSv1_2)
     trust(run, pki)
     result = send(run, f"localhost:{server.port}", "starttls required")
     assert result.returncode == EX_UNAVAILABLE
     assert "handshake failure; if the server requires a TLS client certificate, see docs/tls.md" in result.stderr
-    assert server.delivered == []
+    assert server.messages == []
 
 
 def test_server_hanging_up_after_the_handshake_hints_at_the_client_certificate(
@@ -527,21 +448,21 @@ def test_server_hanging_up_after_the_handshake_hints_at_the_client_certificate(
     assert delivered(server) == []
 
 
-def test_per_host_client_certificate_wins(run: Runner, pki: TLSFiles, raw_server: Callable[..., RawServer]) -> None:
-    server = requiring_client_cert(raw_server, pki)
+def test_per_host_client_certificate_wins(run: Runner, pki: TLSFiles, scripted_server: StartScripted) -> None:
+    server = requiring_client_cert(scripted_server, pki)
     trust(run, pki)
     authenticate = run.home / ".authenticate"
     general = install(authenticate / "private" / "smtp-starttls.pem", pki.rogue_client_combined_pem)
     install(authenticate / "localhost" / "private" / "smtp-starttls.pem", pki.client_combined_pem)
     result = send(run, f"localhost:{server.port}", "starttls required")
     assert result.returncode == 0, result.stderr
-    assert len(server.delivered) == 1
+    assert len(server.messages) == 1
 
     (authenticate / "localhost" / "private" / "smtp-starttls.pem").unlink()
     result = send(run, f"localhost:{server.port}", "starttls required")
     assert result.returncode == EX_NOPERM
     assert f"refused the TLS client certificate {general} (tlsv1 alert unknown ca)" in result.stderr
-    assert len(server.delivered) == 1
+    assert len(server.messages) == 1
 
 
 @pytest.mark.parametrize(
@@ -623,18 +544,18 @@ def test_untrusted_message_offers_the_fingerprint_to_pin(run: Runner, pki: TLSFi
 
 
 def test_minimum_version_refuses_an_older_server(run: Runner, pki: TLSFiles,
-                                                 raw_server: Callable[..., RawServer]) -> None:
-    server = raw_server("tls", server_context(pki, max_version=ssl.TLSVersion.TLSv1_2))
+                                                 scripted_server: StartScripted) -> None:
+    server = scripted_server(tls=server_context(pki, max_version=ssl.TLSVersion.TLSv1_2))
     trust(run, pki)
     result = send(run, f"localhost:{server.port}", "starttls required", "tls_min_version 1.3")
     assert result.returncode == EX_UNAVAILABLE
     assert "share no TLS version at or above 1.3 (tlsv1 alert protocol version)" in result.stderr
-    assert server.delivered == []
+    assert server.messages == []
 
     result = send(run, f"localhost:{server.port}", "starttls required", "tls_min_version 1.2")
     assert result.returncode == 0, result.stderr
     assert "TLSv1.2" in result.stderr
-    assert len(server.delivered) == 1
+    assert len(server.messages) == 1
 
 
 # ---- tls.py on its own -------------------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from esmtp import hookimpl
-from esmtp.config import Config, KeywordSpec
+from esmtp.config import Config
 from esmtp.errors import ConfigError
 from esmtp.message import Message
-from esmtp.types import Envelope
+from esmtp.types import Envelope, KeywordSpec
 
 #: Give up on alias files whose expansion explodes (a diamond of lists that multiply), rather than run for ever.
 MAX_EXPANSION = 10_000

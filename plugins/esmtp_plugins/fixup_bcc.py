@@ -5,6 +5,10 @@ from __future__ import annotations
 from esmtp import hookimpl
 from esmtp.message import Message
 
+#: Header fix-ups append in esmtp 1.2's order (Date, From, Message-ID, then Sender), whatever their names: see
+#: esmtp.plugins.plugin_order. Bcc goes first of all, and is also tryfirst.
+PLUGIN_ORDER = 10
+
 
 @hookimpl(tryfirst=True)
 def esmtp_fixup_headers(message: Message) -> None:

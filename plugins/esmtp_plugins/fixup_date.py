@@ -24,6 +24,11 @@ def rfc5322_date(now: float | None = None) -> str:
     return time.strftime("%a, %d %b %Y %H:%M:%S ", local) + f"{sign}{hours:02d}{minutes:02d}"
 
 
+#: Header fix-ups append in esmtp 1.2's order (Date, From, Message-ID, then Sender), whatever their names: see
+#: esmtp.plugins.plugin_order.
+PLUGIN_ORDER = 20
+
+
 @hookimpl
 def esmtp_fixup_headers(message: Message) -> None:
     """Add ``Date:`` if missing. Local delivery gets it too (esmtp 1.2 left cron mail without a Date)."""

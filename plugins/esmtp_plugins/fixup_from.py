@@ -6,6 +6,10 @@ from esmtp import hookimpl
 from esmtp.message import Message
 from esmtp.types import Envelope
 
+#: Header fix-ups append in esmtp 1.2's order (Date, From, Message-ID, then Sender), whatever their names: see
+#: esmtp.plugins.plugin_order.
+PLUGIN_ORDER = 30
+
 
 @hookimpl
 def esmtp_fixup_headers(envelope: Envelope, message: Message) -> None:

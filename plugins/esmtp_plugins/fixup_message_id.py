@@ -18,6 +18,11 @@ def new_message_id(domain: str) -> str:
     return f"<{time.time_ns()}.{os.getpid()}.{os.urandom(8).hex()}@{domain}>"
 
 
+#: Header fix-ups append in esmtp 1.2's order (Date, From, Message-ID, then Sender), whatever their names: see
+#: esmtp.plugins.plugin_order.
+PLUGIN_ORDER = 40
+
+
 @hookimpl
 def esmtp_fixup_headers(envelope: Envelope, message: Message) -> None:
     """Add ``Message-ID: <unique@helo-or-hostname>`` if missing and the identity allows it.

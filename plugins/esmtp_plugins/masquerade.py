@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from esmtp import hookimpl
-from esmtp.config import KeywordSpec
 from esmtp.message import Message
-from esmtp.types import Envelope
+from esmtp.types import Envelope, KeywordSpec
 
 
 @hookimpl

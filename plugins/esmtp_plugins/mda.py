@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from esmtp import hookimpl
-from esmtp.errors import EX_OSERR, EX_OSFILE, EX_TEMPFAIL, ConfigError, DataError, LocalDeliveryError
+from esmtp.addresses import check_argument
+from esmtp.errors import EX_OSERR, EX_TEMPFAIL, ConfigError, LocalDeliveryError, NoDeliveryAgent
 from esmtp.message import Message
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, RunContext
 
@@ -273,18 +274,6 @@ def lf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield b"\r"
 
 
-def no_mda_error(recipients: list[str]) -> LocalDeliveryError:
-    return LocalDeliveryError(
-        f"Local delivery not possible without a MDA: {', '.join(recipients)} (no '@'); set 'mda' in the "
-        "configuration, or 'qualifydomain' to send local names by SMTP",
-        exit_code=EX_OSFILE,
-    )
-
-
-def _check_argument(value: str, what: str) -> None:
-    # Without a shell a value is one argument, but one that starts with "-" would still be read as an MDA option.
-    if value.startswith("-"):
-        raise DataError(f"{what} {value!r} starts with '-' and could be taken as an option by the MDA; refused")
 
 
 class MdaAgent:
@@ -296,12 +285,12 @@ class MdaAgent:
     def deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult:
         template = self.context.config.mda
         if not template:
-            raise no_mda_error(recipients)
+            raise NoDeliveryAgent("mda", recipients)
         command = MdaCommand.parse(template)
         sender = envelope.given_sender or ""
         for recipient in recipients:
-            _check_argument(recipient, "local recipient")
-        _check_argument(sender, "sender")
+            check_argument(recipient, "local recipient")
+        check_argument(sender, "sender")
         argv = command.argv(recipients, sender)
         self.context.trace.info(f"running the MDA: {command.display(recipients, sender)}")
         status = run_mda(argv, message, template)
@@ -355,4 +344,4 @@ def esmtp_delivery_agents() -> Iterable[DeliveryAgent]:
     return [DeliveryAgent("mda", MdaAgent)]
 
 
-__all__ = ["MdaAgent", "MdaCommand", "lf_chunks", "no_mda_error"]
+__all__ = ["MdaAgent", "MdaCommand", "lf_chunks"]

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from esmtp import hookimpl
-from esmtp.config import KeywordSpec
-from esmtp.types import Credentials, SaslMechanism
+from esmtp.types import Credentials, KeywordSpec, SaslMechanism
 
 KEYWORD = "auth_login_initial_response"
 

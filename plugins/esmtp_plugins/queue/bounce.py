@@ -11,7 +11,7 @@ import socket
 import time
 from email.utils import formatdate, make_msgid
 
-from .queue_store import Entry, new_id
+from .entry import Entry, new_id
 
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 #: A server reply in a reason such as "mx.example:587: 550 5.1.1 no such user".

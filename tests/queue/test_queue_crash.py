@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from esmtp_plugins.queue_store import GARBAGE_AGE, Entry, QueueStore, new_id
+from esmtp_plugins.queue.entry import Entry, new_id
+from esmtp_plugins.queue.store import GARBAGE_AGE, QueueStore
 from support import Runner, Sink, SmtpServer, _Controller, _Handler, entry_point, free_port
 from test_queue import entries, qdir, subjects, wait_for_runner
 

@@ -1,6 +1,7 @@
 """Delivering the queue: entries grouped by identity and smarthost, one SMTP session (one login) per group.
 
-Loaded only when a flush runs; it is the one queue module that imports asyncio and the SMTP client.
+Loaded only when a flush runs (in the foreground, or the background run); with the modules it uses (sessions,
+message, tidier, bounce), it is the part of the queue that imports asyncio and the SMTP client.
 
 Per entry: lock it, re-route its stored envelope (the stored message is final: no header fix-ups run again), send
 each leg, then record the outcome in one state change: delivered (the entry is marked, then removed), deferred
@@ -20,97 +21,32 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from esmtp.config import Config, Identity
-from esmtp.errors import EX_NOINPUT, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EsmtpError
-from esmtp.message import CHUNK, Message
+from esmtp.errors import (
+    EX_NOINPUT,
+    EX_OK,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    EsmtpError,
+    NoDeliveryAgent,
+    RecipientsRejected,
+)
+from esmtp.message import Message
 from esmtp.plugins import Hooks
-from esmtp.smtp import RecipientsRejected, SmtpSession
 from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
-from .queue_bounce import EXPIRED, make_bounce, wants_bounce
-from .queue_store import Claim, Delivered, Entry, ErrorKind, QueueStore, Settings, crashpoint, is_due
-
-#: How many times a connection may break during a transaction before a run defers the rest of that group.
-MAX_BREAKS_PER_GROUP = 3
-#: The background run waits this long for more mail (a burst from one script shares the connection).
-LINGER = 0.5
-_POLL = 0.2
-#: Delivered ids are handed to the removal worker this many at a time (each id is ~20 bytes: one atomic pipe write).
-TIDY_BATCH = 64
-
-
-class QueuedMessage(Message):
-    """A message read back from ``<id>.eml``, streamed from the entry's locked file descriptor.
-
-    The header fields are parsed for hooks and agents that look at them; while nobody changes them, the file is sent
-    as stored, header block included, in as few reads and writes as possible: a message of up to 64 KiB is read
-    with one system call, when the entry is prepared.
-    """
-
-    __slots__ = ("_end", "_fd", "_start", "_stored", "body_offset")
-
-    def __init__(self, fd: int, entry: Entry, path: str) -> None:
-        newline = entry.newline.encode("ascii")
-        self._start = os.pread(fd, max(min(entry.size, CHUNK), entry.header_size), 0) if entry.size else b""
-        block = self._start[: entry.header_size]
-        super().__init__(
-            split_fields(block[: len(block) - len(newline)] if block else b""),
-            path,
-            entry.size - entry.header_size,
-            eight_bit=entry.eight_bit,
-            newline=newline,
-        )
-        self.detach_spool()  # the queue owns the file: closing this message must never delete it
-        self._fd = fd
-        self._end = entry.size
-        self._stored = tuple(self.headers)
-        self.body_offset = entry.header_size
-
-    def chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
-        start = self._start
-        if tuple(self.headers) == self._stored:
-            first = start  # the header block as stored: sent with the body
-        else:
-            head = self.header_bytes()
-            if head:
-                yield head + self.newline
-            first = start[self.body_offset :]
-        if first:
-            yield first
-        offset = max(len(start), self.body_offset)
-        while offset < self._end and (chunk := os.pread(self._fd, min(chunk_size, self._end - offset), offset)):
-            offset += len(chunk)
-            yield chunk
-
-
-def split_fields(block: bytes) -> list[bytes]:
-    """A header block as raw fields (continuation lines kept with their field)."""
-    fields: list[bytes] = []
-    start = 0
-    while start < len(block):
-        end = block.find(b"\n", start)
-        end = len(block) if end < 0 else end + 1
-        line = block[start:end]
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        else:
-            fields.append(line)
-        start = end
-    return fields
-
-
-def connection_key(identity: Identity) -> tuple[object, ...]:
-    """What a session depends on: entries whose identities agree on all of it share one connection and login."""
-    return (
-        identity.hostname, identity.username, identity.password, identity.starttls, identity.helo,
-        identity.certificate_passphrase, identity.preconnect, identity.postconnect,
-        tuple(sorted(identity.options.items())),
-    )
+from .bounce import EXPIRED, make_bounce, wants_bounce
+from .entry import Entry, ErrorKind, error_kind, is_due
+from .message import QueuedMessage
+from .sessions import GroupSession, connection_key
+from .settings import Settings, format_duration
+from .store import Claim, QueueStore, crashpoint
+from .tidier import Tidier
 
 
 @dataclass(slots=True)
@@ -176,186 +112,6 @@ class Progress:
             self.stream.flush()
 
 
-class GroupSession:
-    """The connection of one group, opened on first use and opened again when the session drops it (after a refusal
-    that followed a pipelined DATA, or a broken connection).
-
-    Each connection is bracketed by the identity's commands, as in direct delivery (and esmtp 1.2): ``preconnect``
-    runs before it is opened (an ssh tunnel, a VPN, a dial-up link; its failure defers the rest of the group, nothing
-    sent), ``postconnect`` after it ends if the server accepted at least one message over it (its failure is only a
-    warning: the mail is sent).
-    """
-
-    def __init__(self, identity: Identity, flusher: Flusher) -> None:
-        self.identity = identity
-        self.flusher = flusher
-        self.session: SmtpSession | None = None
-        self.error: EsmtpError | None = None
-        self.breaks = 0
-        #: Messages the server accepted over the current connection (postconnect runs only after one at least).
-        self.accepted = 0
-        #: A transaction announced while no session was open, for the next one.
-        self.upcoming: tuple[Envelope, Message, list[str]] | None = None
-        self.lock = asyncio.Lock()
-
-    def announce(self, envelope: Envelope, message: Message, recipients: list[str]) -> None:
-        """The transaction that comes next (:meth:`SmtpSession.pipeline_next`), for the session that is open or,
-        before the first message, for the one about to be opened."""
-        if self.session is not None and self.session.is_open:
-            self.session.pipeline_next(envelope, message, recipients)
-            self.upcoming = None
-        else:
-            self.upcoming = (envelope, message, recipients)
-
-    def broke(self, error: EsmtpError) -> None:
-        """The connection failed during a transaction; after a few times, give up on this server for the run."""
-        self.breaks += 1
-        if self.breaks >= MAX_BREAKS_PER_GROUP:
-            self.error = error
-
-    async def get(self) -> SmtpSession:
-        """The open session. Raises the connection error (for this and every later entry of the run)."""
-        if self.session is not None:
-            if self.session.is_open:
-                return self.session
-            await self.session.abort()  # dropped by us or hung up by the server: free what is left of it
-            self.session = None
-            await self._ended()  # the session dropped the connection
-        if self.error is not None:
-            raise self.error
-        try:
-            if self.identity.preconnect:
-                from esmtp.smtp_agent import preconnect
-
-                # In a thread: the command may take seconds (a tunnel, a link) while other groups are sending.
-                await asyncio.to_thread(preconnect, self.identity.preconnect, self.flusher.trace)
-            session = SmtpSession(self.identity, self.flusher.mechanisms, self.flusher.trace)
-            await session.open()
-        except EsmtpError as error:
-            self.error = error
-            raise
-        self.session = session
-        if self.upcoming is not None:
-            session.pipeline_next(*self.upcoming)
-            self.upcoming = None
-        return session
-
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
-            await self._ended()
-
-    async def _ended(self) -> None:
-        """A connection is over: run ``postconnect`` if the server accepted mail over it."""
-        accepted, self.accepted = self.accepted, 0
-        command = self.identity.postconnect
-        if not accepted or not command:
-            return
-        warning = await asyncio.to_thread(_postconnect, command, self.flusher.trace)
-        if warning:
-            self.flusher.errors.write(f"esmtp: queue: warning: {warning} (the mail was sent)\n")
-
-
-def _postconnect(command: str, trace: Trace) -> str | None:
-    """Run ``postconnect`` (as :func:`esmtp.smtp_agent.postconnect` does); return a warning if it failed.
-
-    The warning goes where the flush reports its errors (``flush.log`` for the background run), not to our stderr.
-    """
-    from esmtp.smtp_agent import run_command
-
-    trace.info(f"Executing post-connect command: {command}")
-    try:
-        status = run_command(command)
-    except OSError as error:
-        return f"Error executing post-connect command: {error.strerror or error}"
-    if status == 0:
-        return None
-    how = f"received signal {-status}" if status < 0 else f"exited with non-zero status {status}"
-    return f'Post-connect command "{command}" {how}'
-
-
-class Tidier:
-    """Removes the files of delivered entries in a worker process, with one directory fsync per batch.
-
-    A delivery's commit point (the delivered mark, :meth:`QueueStore.forget`) happens in the flusher, before the next
-    message is sent: after a kill, nothing delivered is sent again. Removing the files costs more than sending the
-    message on most file systems (a journal transaction each, then a disk flush for the fsync), so a child process
-    does it in parallel: the flusher writes the delivered ids to a pipe, a batch at a time, and the child removes
-    what it has read and syncs the directory once for all of it (group commit). :meth:`finish` waits for the
-    child, so when a flush ends its removals are durable. A power failure before that can bring back delivered
-    entries (to be sent again), and lose none. Without the child (fork failed) the flusher removes the files
-    itself.
-    """
-
-    def __init__(self, store: QueueStore, errors: TextIO) -> None:
-        self.store = store
-        self.errors = errors
-        self.pid = 0
-        self.pipe = -1
-        self.pending: list[str] = []
-        try:
-            read, write = os.pipe()
-            pid = os.fork()
-        except OSError:
-            return
-        if pid == 0:  # the child: only the pipe stays open (not the runner lock, not the caller's files)
-            code = 1
-            try:
-                os.closerange(3, read)
-                os.closerange(read + 1, os.sysconf("SC_OPEN_MAX"))
-                os.nice(10)  # housekeeping: the sending process (and a local server) come first
-                _tidy_worker(store, read)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(read)
-        self.pid, self.pipe = pid, write
-
-    def add(self, entry_id: str) -> None:
-        """A delivered (marked) entry, whose files are to go (handed to the worker in batches)."""
-        self.pending.append(entry_id)
-        if len(self.pending) >= TIDY_BATCH:
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        ids, self.pending = self.pending, []
-        if self.pipe >= 0:
-            try:
-                os.write(self.pipe, "".join(f"{entry_id}\n" for entry_id in ids).encode("ascii"))  # < PIPE_BUF
-                return
-            except OSError:
-                self._stop()
-        try:
-            self.store.tidy(ids)
-        except OSError as error:
-            self.errors.write(f"esmtp: queue: could not remove delivered entries {', '.join(ids)}: {error}\n")
-
-    def finish(self) -> None:
-        """Wait until every removal is done and durable."""
-        if self.pending:
-            self._hand_over()
-        self._stop()
-
-    def _stop(self) -> None:
-        if self.pipe >= 0:
-            os.close(self.pipe)
-            self.pipe = -1
-        if self.pid:
-            _, status = os.waitpid(self.pid, 0)
-            self.pid = 0
-            if status != 0:
-                self.errors.write("esmtp: queue: could not remove some delivered entries (the next flush will)\n")
-
-
-def _tidy_worker(store: QueueStore, pipe: int) -> None:
-    dir_fd = os.open(store.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    pending = b""
-    while data := os.read(pipe, 1 << 16):
-        *lines, pending = (pending + data).split(b"\n")
-        store.tidy([line.decode("ascii") for line in lines], dir_fd)
-
-
 class Flusher:
     """Delivers entries of one queue with one configuration. One instance per run; sessions live for the run."""
 
@@ -389,11 +145,7 @@ class Flusher:
         return self.config.identity_for(entry.identity) if entry.identity is not None else self.config.default
 
     def envelope(self, entry: Entry) -> Envelope:
-        return Envelope(
-            sender=entry.sender, recipients=list(entry.recipients), identity=self.identity(entry),
-            full_name=entry.full_name, notify=entry.notify, ret=entry.ret, envid=entry.envid,
-            body_type=entry.body_type, from_headers=entry.from_headers, given_sender=entry.given_sender,
-        )
+        return entry.to_envelope(self.identity(entry))
 
     # ---- running -------------------------------------------------------------------------------------------------
 
@@ -573,10 +325,10 @@ class Flusher:
             except EsmtpError as error:
                 self.hooks.deliver_error(envelope, error, self.config)
                 if error.exit_code == EX_TEMPFAIL:
-                    answered = getattr(error, "code", None) is not None
-                    if not answered:
+                    kind = error_kind(error)
+                    if kind != "reply":
                         group.broke(error)
-                    attempt.temporary(pending, error, "reply" if answered else "connect")
+                    attempt.temporary(pending, error, kind)
                 else:
                     attempt.permanent(pending, str(error))
                 return
@@ -587,13 +339,11 @@ class Flusher:
 
     def _agent_leg(self, name: str, envelope: Envelope, message: Message, pairs: list[tuple[str, str]],
                    attempt: Attempt) -> None:
-        from esmtp.pipeline import _no_agent
-
         recipients = _routed(pairs)
         try:
             agent = self.agents.get(name)
             if agent is None:
-                raise _no_agent(name, recipients)
+                raise NoDeliveryAgent(name, recipients)
             result = agent.factory(self.context).deliver(envelope, message, recipients)
         except EsmtpError as error:
             self.hooks.deliver_error(envelope, error, self.config)
@@ -630,7 +380,7 @@ class Flusher:
                 self.report.deferred += 1
                 self.trace.info(f"queue: {entry.id} deferred until {time.ctime(entry.next_retry)}: {entry.last_error}")
                 return False
-            lifetime = _duration(self.settings.max_age)
+            lifetime = format_duration(self.settings.max_age)
             for recipient in entry.recipients:
                 entry.failed[recipient] = f"{EXPIRED}not delivered within {lifetime}; last error: {entry.last_error}"
             entry.recipients = []
@@ -704,32 +454,14 @@ def _routed(pairs: list[tuple[str, str]]) -> list[str]:
     return list(dict.fromkeys(routed for routed, _ in pairs))
 
 
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
 # ---- the runs ------------------------------------------------------------------------------------------------------
-
-
-def _prepare(store: QueueStore, delivered: list[str]) -> list[Entry]:
-    """Clean up after crashes, then list the entries: finish interrupted moves to failed/, remove the files of
-    entries that were delivered by a run killed before it removed them, collect old left-overs."""
-    store.repair()
-    entries = list(store.scan(delivered=delivered))
-    if delivered:
-        store.tidy(delivered)
-    store.collect_garbage()
-    return entries
 
 
 async def _flush(flusher: Flusher) -> None:
     store = flusher.store
     now = time.time()
     delivered: list[str] = []
-    entries = [entry for entry in _prepare(store, delivered) if flusher.wanted(entry, now)]
+    entries = [entry for entry in store.recover(delivered) if flusher.wanted(entry, now)]
     if flusher.selected is not None:
         present = {entry.id for entry in entries}
         flusher.report.missing = [i for i in sorted(flusher.selected) if i not in present]
@@ -754,102 +486,3 @@ def flush(store: QueueStore, settings: Settings, config: Config, hooks: Hooks, t
     return flusher.report
 
 
-# ---- the background run --------------------------------------------------------------------------------------------
-
-
-def try_lock(path: str) -> int | None:
-    """Take the runner lock without waiting; the fd holds it (None: another run holds it)."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-async def _background(flusher: Flusher, lock_fd: int) -> None:
-    """Deliver what is due, wait ``LINGER`` for more, release the runner lock, and look once more.
-
-    Whoever queues a message either gets the runner lock (and starts a run) or finds it held; in the second case
-    the holder's look after releasing sees the new entry. So no new entry is left waiting for the next flush.
-    """
-    store = flusher.store
-    _prepare(store, [])
-    seen: set[str] = set()
-    fd: int | None = lock_fd
-    try:
-        while fd is not None:
-            idle_since = time.monotonic()
-            while True:
-                now = time.time()
-                batch = [e for e in _new_entries(store, seen) if flusher.wanted(e, now)]
-                seen.update(e.id for e in batch)
-                if batch:
-                    await flusher.deliver(batch)
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since >= LINGER:
-                    break
-                else:
-                    await asyncio.sleep(_POLL)
-            await flusher.close()
-            os.close(fd)
-            fd = None
-            if any(e.attempts == 0 for e in _new_entries(store, seen)):
-                fd = try_lock(os.path.join(store.path, "runner.lock"))
-    finally:
-        await flusher.close()
-        if fd is not None:
-            os.close(fd)
-
-
-def _new_entries(store: QueueStore, seen: set[str]) -> list[Entry]:
-    entries = []
-    for entry_id in store.ids():
-        if entry_id in seen:
-            continue
-        try:
-            entry = store.load(entry_id)
-        except (Delivered, OSError, ValueError, TypeError):
-            continue
-        if entry is not None:
-            entries.append(entry)
-    return entries
-
-
-def background_main(argv: list[str]) -> int:
-    """The detached run started after a message is queued: ``CONFIG-PATH QUEUE-DIR LOCK-FD`` (the lock is held).
-
-    Its output goes to ``flush.log`` in the queue directory, never to the terminal of whoever queued the mail.
-    """
-    config_path, queue_dir, lock_fd = argv
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    # Line by line: whoever waits for the runner lock to be released finds every line in the log by then.
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    try:
-        from esmtp.config import load_config
-        from esmtp.plugins import Hooks, make_plugin_manager, resolve_config
-
-        config = load_config(config_path or None)
-        hooks = Hooks(make_plugin_manager(config))
-        resolve_config(config, hooks)
-        settings = Settings.from_options(config.options)
-        store = QueueStore(queue_dir)
-        flusher = Flusher(store, settings, config, hooks, Trace(), errors=sys.stdout)
-        flusher.start()
-        try:
-            asyncio.run(_background(flusher, int(lock_fd)))
-        finally:
-            flusher.finish()
-    except EsmtpError as error:
-        print(f"{stamp} [{os.getpid()}] background run failed: {error}", flush=True)
-        return error.exit_code
-    except Exception as error:  # the log is the only place anybody will see it
-        print(f"{stamp} [{os.getpid()}] background run failed: {type(error).__name__}: {error}", flush=True)
-        return 70
-    report = flusher.report
-    if report.delivered or report.deferred or report.failed:
-        print(f"{stamp} [{os.getpid()}] {report.summary()}", flush=True)
-    return report.exit_code

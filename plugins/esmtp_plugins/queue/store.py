@@ -25,103 +25,25 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-FORMAT_VERSION = 1
+from .entry import DELIVERED_MARK, Delivered, Entry
+
+if TYPE_CHECKING:
+    pass
+
 #: Files in tmp/ and orphan messages older than this are left-overs of a crash, never work in progress.
 GARBAGE_AGE = 3600.0
 _COPY_CHUNK = 1 << 20
 _READ_CHUNK = 1 << 16
 
-ErrorKind = Literal["connect", "reply", "local"]
-
-
-@dataclass(slots=True)
-class Entry:
-    """One queued message: its envelope (as data, never a command line) and its delivery state."""
-
-    id: str
-    sender: str
-    #: Recipients still to deliver to (as they were queued: after aliases, before routing).
-    recipients: list[str]
-    #: The address of the identity block chosen at submission (None: the default identity).
-    identity: str | None
-    created: float
-    #: Size of ``<id>.eml``; ``header_size`` bytes of it are the header block and the blank line.
-    size: int
-    header_size: int
-    newline: str = "\n"
-    eight_bit: bool = False
-    full_name: str | None = None
-    notify: str | None = None
-    ret: str | None = None
-    envid: str | None = None
-    body_type: str | None = None
-    from_headers: bool = False
-    given_sender: str | None = None
-    attempts: int = 0
-    next_retry: float = 0.0
-    last_attempt: float | None = None
-    last_error: str | None = None
-    #: "connect": the server was never reached (offline, refused, TLS or login failure); "reply": it answered 4xx.
-    last_error_kind: ErrorKind | None = None
-    delivered: list[str] = field(default_factory=list)
-    #: Recipient → why it failed permanently (kept for the bounce and for mailq's failed list).
-    failed: dict[str, str] = field(default_factory=dict)
-    #: Set on bounces (the id of the message they report on): a bounce is never bounced.
-    bounce_of: str | None = None
-    #: Why the entry is in the failed area ("" while queued).
-    failure: str = ""
-    #: A random token renewed by every write: the first field of the file, so that a flusher can tell from its
-    #: first bytes whether the envelope changed since it read it.
-    rev: str = field(default="", compare=False)
-
-    def to_json(self) -> bytes:
-        data = {"rev": self.rev, "version": FORMAT_VERSION, **asdict(self)}
-        return json.dumps(data, separators=(",", ":")).encode("ascii")
-
-    def prefix(self) -> bytes:
-        """How the stored file starts while it holds this revision."""
-        return f'{{"rev":"{self.rev}"'.encode("ascii")
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Entry:
-        """Parse a stored envelope. Raises :class:`Delivered` for the mark of a delivered entry."""
-        if raw[:1] == DELIVERED_MARK:
-            raise Delivered(raw)
-        data: dict[str, Any] = json.loads(raw)
-        if data.pop("version", None) != FORMAT_VERSION:
-            raise ValueError("unknown queue entry format")
-        names = cls.__dataclass_fields__.keys()
-        return cls(**{key: value for key, value in data.items() if key in names})
-
-
-#: A delivered entry's .json has its first byte (``{``) overwritten with this until its files are removed.
-DELIVERED_MARK = b"D"
-
-
-class Delivered(Exception):
-    """The entry was delivered; only its files remain, waiting to be removed."""
-
-
-def is_due(entry: Entry, now: float) -> bool:
-    """Whether a flush without ids sends ``entry``: its retry time has come, or its last try never reached the
-    server (so the first flush after you are back online sends everything at once)."""
-    return entry.next_retry <= now or entry.last_error_kind == "connect"
-
 
 class QueueError(OSError):
     """A queue file operation failed (the message says which and why)."""
-
-
-def new_id() -> str:
-    """A unique, time-sortable queue id: microseconds since the epoch and 24 random bits, in hex (19 characters)."""
-    return f"{time.time_ns() // 1000:013x}{os.urandom(3).hex()}"
 
 
 def _fsync_dir(path: str) -> None:
@@ -239,7 +161,7 @@ class QueueStore:
                     else:
                         _write_all(fd, part)
                         size += len(part)
-                _crashpoint("enqueue-written")
+                crashpoint("enqueue-written")
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -248,10 +170,10 @@ class QueueStore:
             created.append(tmp_json)
             os.rename(tmp_eml, final_eml)
             created[0] = final_eml
-            _crashpoint("enqueue-message-renamed")
+            crashpoint("enqueue-message-renamed")
             os.rename(tmp_json, self.json_path(entry.id))  # the commit point
             created.pop()
-            _crashpoint("enqueue-committed")
+            crashpoint("enqueue-committed")
             _fsync_dir(self.path)
         except BaseException:
             # Once the .json is in place the entry exists: only the directory fsync failed, and removing the entry
@@ -360,7 +282,7 @@ class QueueStore:
         """Replace the entry's state (a fsynced file renamed over the old one)."""
         tmp = os.path.join(self.tmp, f"{entry.id}.json")
         self._write_json(tmp, entry)
-        _crashpoint("save-before-rename")
+        crashpoint("save-before-rename")
         os.rename(tmp, self.json_path(entry.id))
 
     def delete(self, entry_id: str) -> None:
@@ -383,7 +305,7 @@ class QueueStore:
                 os.pwrite(fd, DELIVERED_MARK, 0)
             finally:
                 os.close(fd)
-        _crashpoint("delivered-marked")
+        crashpoint("delivered-marked")
 
     def tidy(self, entry_ids: Iterable[str], dir_fd: int | None = None, *, fsync: bool = True) -> None:
         """Remove the files of delivered entries (envelope first), then one directory fsync for all of them
@@ -410,7 +332,7 @@ class QueueStore:
         tmp = os.path.join(self.tmp, f"{entry.id}.json")
         self._write_json(tmp, entry)
         os.rename(tmp, self.json_path(entry.id, failed=True))
-        _crashpoint("fail-committed")
+        crashpoint("fail-committed")
         self._finish_move(entry.id)
 
     def _finish_move(self, entry_id: str) -> None:
@@ -448,6 +370,17 @@ class QueueStore:
         return "missing"
 
     # ---- recovery ------------------------------------------------------------------------------------------------
+
+    def recover(self, delivered: list[str]) -> list[Entry]:
+        """Clean up after crashes, then list the entries: finish interrupted moves to failed/, remove the files of
+        entries that were delivered by a run killed before it removed them (their ids are appended to
+        ``delivered``), collect old left-overs."""
+        self.repair()
+        entries = list(self.scan(delivered=delivered))
+        if delivered:
+            self.tidy(delivered)
+        self.collect_garbage()
+        return entries
 
     def repair(self) -> None:
         """Finish moves to the failed area that a crash interrupted (the entry is then in both places)."""
@@ -500,87 +433,14 @@ class QueueStore:
         return 1
 
 
-# ---- settings -----------------------------------------------------------------------------------------------------
-
-QueueMode = Literal["disabled", "fallback", "always"]
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str, keyword: str) -> float:
-    """``90``, ``30s``, ``5m``, ``2h``, ``5d``, ``1w`` (also combined: ``1h30m``) in seconds."""
-    import re
-
-    from esmtp.errors import ConfigError
-
-    value = text.strip().lower()
-    parts = re.fullmatch(r"(?:\d+(?:\.\d+)?[smhdw]?)+", value) and re.findall(r"(\d+(?:\.\d+)?)([smhdw]?)", value)
-    if not parts:
-        raise ConfigError(f"'{keyword}' takes a duration such as 30s, 5m, 2h or 5d, not '{text}'")
-    return sum(float(number) * _UNITS[unit or "s"] for number, unit in parts)
-
-
-def default_queue_dir() -> str:
-    """``$XDG_STATE_HOME/esmtp/queue``, else ``~/.local/state/esmtp/queue``."""
-    state = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(state):  # the XDG rule: a relative value is invalid and ignored
-        state = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "esmtp", "queue")
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The queue keywords of the configuration, with their defaults."""
-
-    mode: QueueMode = "disabled"
-    path: str = ""
-    max_age: float = 5 * 86400.0
-    retry: float = 300.0
-    retry_max: float = 4 * 3600.0
-    bounce: bool = False
-    concurrency: int = 4
-
-    @classmethod
-    def from_options(cls, options: dict[str, str] | None) -> Settings:
-        """From the global options of a configuration (None: no configuration file). ``ESMTP_QUEUE_DIR`` wins."""
-        from esmtp.errors import ConfigError
-
-        options = options or {}
-        path = os.environ.get("ESMTP_QUEUE_DIR") or options.get("queue_dir") or default_queue_dir()
-        path = os.path.expanduser(path)
-        if not os.path.isabs(path):
-            path = os.path.join(os.path.expanduser("~"), path)
-        concurrency = options.get("queue_concurrency", "4")
-        if not concurrency.isdigit() or int(concurrency) < 1:
-            raise ConfigError(f"'queue_concurrency' takes a positive number, not '{concurrency}'")
-        mode = options.get("queue", "disabled")
-        return cls(
-            mode=mode if mode in ("fallback", "always") else "disabled",  # type: ignore[arg-type]
-            path=path,
-            max_age=parse_duration(options.get("queue_max_age", "5d"), "queue_max_age"),
-            retry=parse_duration(options.get("queue_retry", "5m"), "queue_retry"),
-            retry_max=parse_duration(options.get("queue_retry_max", "4h"), "queue_retry_max"),
-            bounce=options.get("bounce", "disabled") == "enabled",
-            concurrency=int(concurrency),
-        )
-
-    def backoff(self, attempts: int) -> float:
-        """Delay before try number ``attempts + 1``: ``retry`` doubled per failed try, at most ``retry_max``."""
-        return float(min(self.retry * 2 ** min(max(attempts - 1, 0), 60), self.retry_max))
-
-
 # ---- crash points (tests only) -------------------------------------------------------------------------------------
 
 _CRASH_AT = frozenset(filter(None, os.environ.get("ESMTP_QUEUE_CRASH_AT", "").split(",")))
 
 
-def _crashpoint(name: str) -> None:
+def crashpoint(name: str) -> None:
     """Die here with SIGKILL when ``ESMTP_QUEUE_CRASH_AT`` names this point (the crash tests set it)."""
     if name in _CRASH_AT:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def crashpoint(name: str) -> None:
-    """Public alias for the other queue modules."""
-    _crashpoint(name)

@@ -7,9 +7,12 @@ import os
 import time
 from pathlib import Path
 
-from esmtp_plugins.queue_flush import QueuedMessage, Report, connection_key, split_fields
-from esmtp_plugins.queue_store import Entry, QueueStore, new_id
-from support import SmtpServer
+from esmtp_plugins.queue.entry import Entry, new_id
+from esmtp_plugins.queue.flush import Report
+from esmtp_plugins.queue.message import QueuedMessage, split_fields
+from esmtp_plugins.queue.sessions import connection_key
+from esmtp_plugins.queue.store import QueueStore
+from support import SmtpServer, StartScripted
 
 from esmtp.config import Identity
 from esmtp.smtp import SmtpSession
@@ -92,31 +95,21 @@ def test_session_is_open_follows_the_connection(tmp_path: Path, smtp_server: Smt
     assert got.data == HEAD + BODY
 
 
-def test_session_is_not_open_once_the_server_hung_up() -> None:
+def test_session_is_not_open_once_the_server_hung_up(scripted_server: StartScripted) -> None:
     """A session whose server hung up (a 421 and close, an idle timeout) is not reused: the flush opens a new one."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 hello\r\n")
-        await reader.readline()
-        writer.write(b"250 ok\r\n")
-        writers.append(writer)
+    server = scripted_server()
 
     async def scenario() -> tuple[bool, bool]:
-        server = await asyncio.start_server(greet, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        session = SmtpSession(Identity("a@example.org", hostname=f"127.0.0.1:{port}"), {}, Trace())
+        session = SmtpSession(Identity("a@example.org", hostname=server.hostport), {}, Trace())
         await session.open()
         opened = session.is_open
-        writers[0].close()  # the server hangs up
+        server.hang_up()
         for _ in range(200):
             if not session.is_open:
                 break
             await asyncio.sleep(0.01)
         hung_up = session.is_open
         await session.close()
-        server.close()
-        await server.wait_closed()
         return opened, hung_up
 
     assert asyncio.run(scenario()) == (True, False)

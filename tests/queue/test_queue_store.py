@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from esmtp_plugins.queue_bounce import EXPIRED, make_bounce, wants_bounce
-from esmtp_plugins.queue_store import GARBAGE_AGE, Entry, QueueStore, Settings, new_id, parse_duration
+from esmtp_plugins.queue.bounce import EXPIRED, make_bounce, wants_bounce
+from esmtp_plugins.queue.entry import Entry, new_id
+from esmtp_plugins.queue.settings import Settings, parse_duration
+from esmtp_plugins.queue.store import GARBAGE_AGE, QueueStore
 
 from esmtp.errors import ConfigError
 
@@ -81,7 +83,8 @@ def test_file_size_limit_during_enqueue_leaves_nothing(tmp_path: Path) -> None:
     big.write_bytes(b"x" * 300_000)
     script = (
         "import resource, sys, time\n"
-        "from esmtp_plugins.queue_store import Entry, QueueStore, new_id\n"
+        "from esmtp_plugins.queue.entry import Entry, new_id\n"
+        "from esmtp_plugins.queue.store import QueueStore\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
         "entry = Entry(id=new_id(), sender='a@x', recipients=['b@y'], identity=None, created=time.time(), size=0,"
         " header_size=0)\n"

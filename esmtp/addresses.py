@@ -1,0 +1,240 @@
+"""Addresses: splitting and validating command-line address lists, reading address headers, and the one check
+that keeps a value from breaking or injecting into an SMTP command, a header or an MDA's command line.
+
+Start-up path: nothing but :mod:`esmtp.errors`; ``email`` is imported only for an address that is not a plain
+``local@domain`` and for ``-t``.
+"""
+
+from __future__ import annotations
+
+from .errors import DataError, UsageError
+
+# `typing` costs milliseconds on the --version path (options imports this module): for type checkers only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .message import Message
+
+# --- the injection check --------------------------------------------------------------------------------------
+
+_LINE_BREAKS = frozenset("\r\n")
+# Characters that str.splitlines() or a header writer could treat as a line break, and other controls (TAB aside).
+_CONTROLS = frozenset([chr(c) for c in range(0x20) if c != 0x09] + ["\x7f", "\u2028", "\u2029"]) | frozenset(
+    chr(c) for c in range(0x80, 0xA0)
+)
+
+
+def unsafe_character(value: str) -> str | None:
+    """What in ``value`` could break or inject into an SMTP command, a header or a command line, or None.
+
+    The answer reads in a sentence: "a line break", "a NUL byte" or "a control character" (TAB is allowed).
+    """
+    if any(char in _LINE_BREAKS for char in value):
+        return "a line break"
+    if "\0" in value:
+        return "a NUL byte"
+    if any(char in _CONTROLS for char in value):
+        return "a control character"
+    return None
+
+
+def reject_unsafe(value: str, what: str) -> None:
+    """A command-line value (an address, ``-F``): UsageError naming ``what`` when :func:`unsafe_character` objects."""
+    problem = unsafe_character(value)
+    if problem is not None:
+        raise UsageError(f"{what} contains {problem}: {value!r}")
+
+
+def check_address(address: str, what: str) -> str:
+    """An envelope address, refused if it would break or inject into the SMTP dialogue (controls, TAB, ``<>``)."""
+    if "\t" in address or "<" in address or ">" in address or unsafe_character(address) is not None:
+        raise DataError(f"{what} {address!r} contains a control character or angle bracket")
+    return address
+
+
+def check_argument(value: str, what: str) -> str:
+    """An address passed to a local command (the MDA's ``%T``/``%F``): safe as an address, and not an option.
+
+    Without a shell a value is one argument, but one that starts with "-" would still be read as an option.
+    """
+    check_address(value, what)
+    if value.startswith("-"):
+        raise DataError(f"{what} {value!r} starts with '-' and could be taken as an option by the MDA; refused")
+    return value
+
+
+# --- headers ----------------------------------------------------------------------------------------------------
+
+
+def header_addresses(message: Message, names: tuple[str, ...]) -> list[str]:
+    """Every address in the named fields, parsed as RFC 5322 address lists (groups, comments, encoded words)."""
+    from email.headerregistry import HeaderRegistry
+
+    registry = HeaderRegistry()
+    addresses = []
+    for name in names:
+        for value in message.get_all(name):
+            try:
+                header = registry(name, value)
+            except Exception as error:  # the email package reports odd input in many ways
+                raise DataError(f"cannot parse the {name.title()}: header: {error}") from error
+            for address in getattr(header, "addresses", ()):
+                if address.addr_spec and address.addr_spec != "<>":
+                    addresses.append(address.addr_spec)
+    return addresses
+
+
+# --- the command line -------------------------------------------------------------------------------------------
+
+
+def parse_recipients(word: str) -> list[str]:
+    """One command-line word as an address list: ``Bob <b@x>`` gives b@x, ``a@x,b@y`` gives two."""
+    what = "recipient address"
+    reject_unsafe(word, what)
+    addresses = [address for piece in _split_list(word, what) if (address := _one_address(piece, what)) is not None]
+    if not addresses:
+        raise UsageError(f"empty {what} {word!r}")
+    return addresses
+
+
+def parse_sender(argument: str, letter: str) -> str:
+    """``-f``/``-r``: one address; "" and "<>" mean the null sender; ``<a@b>`` and ``Name <a@b>`` give a@b."""
+    what = f"sender address (-{letter})"
+    reject_unsafe(argument, what)
+    if _squeeze(argument, what)[0] in ("", "<>"):
+        return ""
+    addresses = [a for piece in _split_list(argument, what) if (a := _one_address(piece, what)) is not None]
+    if len(addresses) != 1:
+        raise UsageError(f"option -{letter} takes exactly one address, not {argument!r}")
+    return addresses[0]
+
+
+def _split_list(text: str, what: str) -> list[str]:
+    """Split an address list at top-level commas (not inside quotes, comments or angle brackets)."""
+    pieces: list[str] = []
+    start = 0
+    quoted = escaped = False
+    comment = angle = 0
+    for pos, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif (quoted or comment) and char == "\\":
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == "(":
+            comment += 1
+        elif comment:
+            if char == ")":
+                comment -= 1
+        elif char == '"':
+            quoted = True
+        elif char in "<>":
+            angle = max(0, angle + (1 if char == "<" else -1))
+        elif char == "," and not angle:
+            pieces.append(text[start:pos])
+            start = pos + 1
+    if quoted or comment or escaped:
+        raise UsageError(f"invalid {what} {text!r}: unterminated quote or comment")
+    pieces.append(text[start:])
+    return pieces
+
+
+def _squeeze(text: str, what: str) -> tuple[str, str | None]:
+    """``text`` without comments and unquoted white space, and the content of its ``<...>`` if it has one.
+
+    Raises for unbalanced brackets and for anything after the closing ``>``.
+    """
+    out: list[str] = []
+    inner_start: int | None = None
+    inner: str | None = None
+    quoted = escaped = False
+    comment = 0
+    for char in text:
+        if escaped:
+            escaped = False
+            if not comment:
+                out.append(char)
+            continue
+        if comment:
+            if char == "\\":
+                escaped = True
+            elif char in "()":
+                comment += 1 if char == "(" else -1
+            continue
+        if quoted:
+            out.append(char)
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+            continue
+        if char.isspace():
+            continue
+        if char == "(":
+            comment = 1
+            continue
+        if inner is not None:  # only white space and comments may follow the closing ">"
+            raise UsageError(f"invalid {what} {text!r}")
+        if char == '"':
+            quoted = True
+        elif char == "<":
+            if inner_start is not None:
+                raise UsageError(f"invalid {what} {text!r}")
+            inner_start = len(out) + 1
+        elif char == ">":
+            if inner_start is None:
+                raise UsageError(f"invalid {what} {text!r}")
+            inner = "".join(out[inner_start:])
+        out.append(char)
+    if quoted or comment or escaped or (inner_start is not None and inner is None):
+        raise UsageError(f"invalid {what} {text!r}")
+    return "".join(out), inner
+
+
+# RFC 5322 atext: what a dot-atom may hold.
+_ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
+
+
+def _is_dot_atom(text: str) -> bool:
+    return all(part and _ATEXT.issuperset(part) for part in text.split("."))
+
+
+def _plain_address(piece: str) -> str | None:
+    """``piece`` if it is a bare ``local`` or ``local@domain`` of dot-atoms: nothing to parse.
+
+    Callers nearly always pass such addresses; recognising them spares every run the email package's import.
+    """
+    address = piece.strip()
+    local, at, domain = address.partition("@")
+    if _is_dot_atom(local) and (not at or _is_dot_atom(domain)):
+        return address
+    return None
+
+
+def _one_address(piece: str, what: str) -> str | None:
+    """The address in one list element, or None for a blank element (``a@x,`` is tolerated).
+
+    email.utils.getaddresses does the parsing; because it silently drops or rewrites what it cannot parse
+    (``a b`` gives ``a``), its result must match the text it came from, or the element is rejected.
+    """
+    plain = _plain_address(piece)
+    if plain is not None:
+        return plain
+    from email.utils import getaddresses
+
+    squeezed, inner = _squeeze(piece, what)
+    if not squeezed:
+        return None
+    expected = inner if inner is not None else squeezed
+    if not expected:
+        raise UsageError(f"empty {what} in {piece.strip()!r}")
+    found = [address for _, address in getaddresses([piece])]
+    if len(found) != 1 or not found[0]:
+        raise UsageError(f"invalid {what} {piece.strip()!r}")
+    address = found[0]
+    # Compare without quotes: the parser may drop needless ones ("a"@x gives a@x).
+    if _squeeze(address, what)[0].replace('"', "") != expected.replace('"', ""):
+        raise UsageError(f"invalid {what} {piece.strip()!r}")
+    if address.startswith("@") or address.endswith("@"):
+        raise UsageError(f"invalid {what} {piece.strip()!r}")
+    return address
