@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from esmtp.errors import EX_NOINPUT, EX_OK, EX_TEMPFAIL, ConfigError
+from esmtp.progname import name as program_name
 
 from .entry import Entry, is_due
 from .settings import Settings, settings_for
@@ -41,10 +42,10 @@ def remove(store: QueueStore, ids: list[str]) -> int:
         if outcome == "removed":
             print(f"{entry_id}: removed")
         elif outcome == "busy":
-            sys.stderr.write(f"esmtp: {entry_id}: being delivered right now; not removed\n")
+            sys.stderr.write(f"{program_name()}: {entry_id}: being delivered right now; not removed\n")
             code = EX_TEMPFAIL
         else:
-            sys.stderr.write(f"esmtp: no queue entry {entry_id}\n")
+            sys.stderr.write(f"{program_name()}: no queue entry {entry_id}\n")
             code = code or EX_NOINPUT
     return code
 
@@ -72,9 +73,9 @@ def flush_command(store: QueueStore, settings: Settings, options: Options, confi
     finally:
         trace.close()
     for entry_id in report.missing:
-        sys.stderr.write(f"esmtp: no queue entry {entry_id}\n")
+        sys.stderr.write(f"{program_name()}: no queue entry {entry_id}\n")
     if options.verbose or (sys.stderr.isatty() and report.delivered + report.deferred + report.failed):
-        sys.stderr.write(f"esmtp: queue: {report.summary()}\n")
+        sys.stderr.write(f"{program_name()}: queue: {report.summary()}\n")
     return report.exit_code
 
 

@@ -37,6 +37,7 @@ from esmtp.errors import (
 )
 from esmtp.message import Message
 from esmtp.plugins import Hooks
+from esmtp.progname import name as program_name
 from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
@@ -255,7 +256,7 @@ class Flusher:
                 delivered = self._record(claim, attempt, job.now, work)
             except OSError as error:  # a full disk, say: the entry stays as it was and is tried again later
                 why = error.strerror or str(error)
-                self.errors.write(f"esmtp: queue entry {claim.entry.id}: could not record this try: {why}\n")
+                self.errors.write(f"{program_name()}: queue entry {claim.entry.id}: could not record this try: {why}\n")
                 self.report.deferred += 1
                 delivered = False
             if delivered:
@@ -409,7 +410,7 @@ class Flusher:
             note = f"; bounce {bounce.id} queued to <{entry.sender}>"
         self.store.move_to_failed(entry)
         self.report.failed += 1
-        self.errors.write(f"esmtp: queue entry {entry.id} failed: {reasons}{note}\n")
+        self.errors.write(f"{program_name()}: queue entry {entry.id} failed: {reasons}{note}\n")
 
 
 @dataclass(slots=True)
