@@ -91,7 +91,8 @@ def test_enqueue_imports_no_asyncio_ssl_or_aiosmtplib(run: Runner, tmp_path: Pat
     assert not set(HEAVY) & modules
     # Only a flush imports the delivery part of the queue package.
     queue_modules = {m for m in modules if m.startswith("esmtp_plugins.queue.")}
-    assert queue_modules <= {f"esmtp_plugins.queue.{m}" for m in ("settings", "entry", "store", "background")}, queue_modules
+    queueing = ("settings", "entry", "store", "background")
+    assert queue_modules <= {f"esmtp_plugins.queue.{m}" for m in queueing}, queue_modules
 
 
 def test_memory_stays_bounded_for_a_large_message(run: Runner, tmp_path: Path, smtp_server: SmtpServer) -> None:
