@@ -88,8 +88,8 @@ def _server_reply(agent: str, result: DeliveryResult | None, error: EsmtpError |
 
 
 def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str], duration: float, *,
-           result: DeliveryResult | None = None, error: EsmtpError | None = None,
-           queue_id: str | None = None) -> dict[str, object]:
+           result: DeliveryResult | None = None, error: EsmtpError | None = None, queue_id: str | None = None,
+           bounce_id: str | None = None) -> dict[str, object]:
     """The fields of one attempt, in msmtp's order, then ours. None values are left out of the line."""
     identity = envelope.identity
     status, message = _server_reply(agent, result, error)
@@ -109,6 +109,7 @@ def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str],
         "errormsg": " ".join(str(error).split()) if error is not None else None,
         "exitcode": _EXIT_NAMES.get(error.exit_code if error is not None else EX_OK, "EX_SOFTWARE"),
         "identity": identity.address or "(global)", "queue_id": queue_id, "duration": round(duration, 3),
+        "bounce_id": bounce_id,
     }
 
 
@@ -151,16 +152,20 @@ def write(settings: LogSettings, values: dict[str, object]) -> None:
 
 
 def record(config: Config, envelope: Envelope, mailsize: int, agent: str, recipients: list[str], started: float, *,
-           result: DeliveryResult | None = None, error: EsmtpError | None = None, queue_id: str | None = None) -> None:
+           result: DeliveryResult | None = None, error: EsmtpError | None = None, queue_id: str | None = None,
+           bounce_id: str | None = None) -> None:
     """Log one delivery attempt (``result`` or ``error``) that began at ``started`` (``time.monotonic()``), when
-    logging is configured for the envelope's identity. Never raises."""
+    logging is configured for the envelope's identity. Never raises.
+
+    ``agent`` "queue" with ``bounce_id`` is the queue giving up on an entry (``duration``: the time it was queued).
+    """
     settings = settings_for(envelope.identity, config)
     if not settings.active:
         return
     try:
         duration = time.monotonic() - started
         write(settings, fields(envelope, mailsize, agent, recipients, duration, result=result, error=error,
-                               queue_id=queue_id))
+                               queue_id=queue_id, bounce_id=bounce_id))
     except Exception as failure:  # the log must never cost a delivery
         from .progname import warn
 

@@ -148,3 +148,33 @@ def test_the_transcript_has_a_header_per_session_and_a_stamp_per_line(run: Runne
     assert all(f"session with {smtp_server.hostport}" in line and " pid " in line for line in headers)
     assert all(line[2] == ":" and line[12] == " " for line in text if not line.startswith("=== "))
     assert stat.S_IMODE(os.stat(transcript).st_mode) == 0o600
+
+
+def test_a_flush_logs_each_try_with_the_queue_id_and_a_bounce_the_same_way(run: Runner,
+                                                                           smtp_server: SmtpServer) -> None:
+    log = run.home / "mail.log"
+    run.write_config(f"hostname 127.0.0.1:{free_port()}\nqueue fallback\nbounce enabled\nlogfile {log}\n")
+    assert run("-f", "alice@example.org", "bob@example.net", input=MESSAGE).returncode == 0
+    assert run("-f", "alice@example.org", "nobody@example.net", input=MESSAGE).returncode == 0
+    queued = [parse(line) for line in log.read_text().splitlines()]
+    assert [fields["exitcode"] for fields in queued] == ["EX_TEMPFAIL", "EX_TEMPFAIL"]
+    ids = {fields["recipients"]: fields["queue_id"] for fields in queued}
+
+    smtp_server.sink.rcpt_replies["nobody@example.net"] = "550 5.1.1 no such user"
+    run.write_config(f"hostname {smtp_server.hostport}\nqueue fallback\nbounce enabled\nlogfile {log}\n")
+    result = run("--flush", program="esmtp")
+    assert result.returncode != 0  # one entry failed for good
+    lines = [parse(line) for line in log.read_text().splitlines()[2:]]
+    by_queue_id: dict[str, list[dict[str, str]]] = {}
+    for fields in lines:
+        by_queue_id.setdefault(fields["queue_id"], []).append(fields)
+    [delivered] = by_queue_id.pop(ids["bob@example.net"])
+    assert (delivered["exitcode"], delivered["smtpstatus"], delivered["host"]) == ("EX_OK", "250", "127.0.0.1")
+    refused, given_up = by_queue_id.pop(ids["nobody@example.net"])
+    assert (refused["exitcode"], refused["smtpstatus"]) == ("EX_NOUSER", "550")
+    assert (given_up["host"], given_up["exitcode"], given_up["recipients"]) == ("queue", "EX_UNAVAILABLE",
+                                                                                "nobody@example.net")
+    assert "550 5.1.1 no such user" in given_up["errormsg"]
+    [bounce] = by_queue_id.pop(given_up["bounce_id"])
+    assert (bounce["from"], bounce["recipients"], bounce["exitcode"]) == ("<>", "alice@example.org", "EX_OK")
+    assert by_queue_id == {}
