@@ -19,7 +19,7 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
        {prog} -bp | mailq [--json]              list the queue
        {prog} -q | -qIID | --flush [ID...]      deliver the queue now (all of it, or these entries)
        {prog} --remove ID...                    delete queue entries
-       {prog} -bs                               SMTP on standard input and output
+       {prog} -bs                               an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
        {prog} --pretend [options] [recipient...]  show what a send would do; send nothing
        {prog} --serverinfo [--login] [--identity NAME]  show what the server offers; send nothing
        {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
@@ -122,6 +122,10 @@ def run(argv: list[str]) -> int:
         return 0
     if options.mode == "newaliases":
         return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
+    if options.mode == "smtp":
+        from .stdio_relay import serve
+
+        return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
         config, hooks = _load(options, need_config=False, tolerant=options.mode == "mailq")
         code = hooks.queue_command(options, config)

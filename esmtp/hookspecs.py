@@ -71,7 +71,8 @@ def esmtp_rewrite_envelope(envelope: Envelope, message: Message, config: Config)
     """Rewrite the envelope in place: sender and recipients (aliases, masquerading).
 
     Runs after parsing and before routing, once per message. ``message`` may be changed too, for rewrites that must
-    match in the headers (a masqueraded From:). The return value is ignored.
+    match in the headers (a masqueraded From:). The return value is ignored. With ``sendmail -bs`` it also runs
+    (then ``esmtp_route``) for each RCPT TO, on a throw-away envelope with that one recipient and an empty message.
     """
 
 

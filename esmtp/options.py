@@ -17,7 +17,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Literal
 
-    Mode = Literal["deliver", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check"]
+    Mode = Literal[
+        "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check"
+    ]
 
 
 @dataclass(slots=True)
@@ -234,7 +236,7 @@ def _operation_mode(argument: str) -> Mode:
     if first == "i":
         return "newaliases"
     if first == "s":
-        raise UsageError("-bs (SMTP on standard input) is not supported")
+        return "smtp"  # -bs: an SMTP dialogue on stdin/stdout (esmtp.stdio_server)
     if first and first in _UNSUPPORTED_B_MODES:
         raise UsageError(f"Unsupported operation mode -b{argument}")
     raise UsageError(f"Invalid operation mode -b{argument}")

@@ -500,9 +500,12 @@ def test_b_modes(argv: list[str], mode: str) -> None:
     assert parse(*argv).mode == mode
 
 
-def test_bs_is_refused_clearly() -> None:
-    assert usage_error("-bs") == "-bs (SMTP on standard input) is not supported"
-    assert usage_error("-b", "s") == "-bs (SMTP on standard input) is not supported"
+def test_bs_is_an_smtp_dialogue_that_needs_no_recipients() -> None:
+    assert parse("-bs").mode == "smtp"
+    assert parse("-b", "s").mode == "smtp"
+    # Symfony Mailer may add -f; words that are not options mean nothing: the dialogue gives the envelope.
+    options = parse("-bs", "-f", "a@example.org", "b@example.net")
+    assert (options.mode, options.recipients, options.ignored) == ("smtp", [], ["b@example.net"])
 
 
 @pytest.mark.parametrize("letter", list("adDhHlPtv"))

@@ -49,8 +49,8 @@ def test_mailq_loads_no_network_or_email_modules(run: Runner, tmp_path: Path) ->
     assert code == 0
     # Plugins are imported when a hook they implement is called: mailq needs only the queue.
     plugins = {m for m in modules if m.startswith("esmtp_plugins.")}
-    listing = ("settings", "entry", "store", "commands", "listing")
-    assert plugins <= {"esmtp_plugins.queue", *(f"esmtp_plugins.queue.{m}" for m in listing)}
+    allowed = ("settings", "entry", "store", "commands", "listing")
+    assert plugins <= {"esmtp_plugins.queue", *(f"esmtp_plugins.queue.{m}" for m in allowed)}
     unwanted = {*HEAVY, "email.parser", "email.headerregistry", "importlib_metadata", "importlib.metadata"}
     assert not unwanted & modules, unwanted & modules
 
@@ -79,6 +79,15 @@ def test_direct_send_loads_no_spnego_or_cryptography(run: Runner, tmp_path: Path
     assert code == 0
     assert "aiosmtplib" in modules  # it did talk SMTP
     assert not {"spnego", "cryptography"} & modules
+    assert not {m for m in modules if m.startswith("esmtp.stdio")}  # the -bs server is imported by -bs only
+
+
+def test_bs_session_without_mail_makes_no_smtp_connection(run: Runner, tmp_path: Path) -> None:
+    run.write_config("hostname 127.0.0.1:1\n")
+    code, modules = run_in_process(run, tmp_path, "sendmail", "-bs", input=b"EHLO c\r\nNOOP\r\nQUIT\r\n")
+    assert code == 0
+    assert "esmtp.stdio_server" in modules
+    assert not {"asyncio", "ssl", "aiosmtplib"} & modules  # the smarthost is contacted for a message, not before
 
 
 def test_enqueue_imports_no_asyncio_ssl_or_aiosmtplib(run: Runner, tmp_path: Path) -> None:
@@ -91,8 +100,8 @@ def test_enqueue_imports_no_asyncio_ssl_or_aiosmtplib(run: Runner, tmp_path: Pat
     assert not set(HEAVY) & modules
     # Only a flush imports the delivery part of the queue package.
     queue_modules = {m for m in modules if m.startswith("esmtp_plugins.queue.")}
-    queueing = ("settings", "entry", "store", "background")
-    assert queue_modules <= {f"esmtp_plugins.queue.{m}" for m in queueing}, queue_modules
+    allowed = ("settings", "entry", "store", "background")
+    assert queue_modules <= {f"esmtp_plugins.queue.{m}" for m in allowed}, queue_modules
 
 
 def test_memory_stays_bounded_for_a_large_message(run: Runner, tmp_path: Path, smtp_server: SmtpServer) -> None:
