@@ -109,8 +109,20 @@ def parse_args(argv: list[str]) -> Options:
             index = _short_options(opts, word, argv, index)
         else:
             operands.append(word)  # GNU permutation: options may follow operands
+    _check_modifiers(opts)
     _place_operands(opts, operands)
     return opts
+
+
+#: Flags that only mean something in one mode, and the mode's option.
+_MODIFIERS = (("login", "serverinfo", "--login", "--serverinfo"), ("secrets", "check", "--secrets", "--check"),
+              ("json", "mailq", "--json", "mailq or -bp"), ("pretend", "deliver", "--pretend", "a send"))
+
+
+def _check_modifiers(opts: Options) -> None:
+    for attribute, mode, flag, wanted in _MODIFIERS:
+        if getattr(opts, attribute) and opts.mode != mode and opts.mode not in ("help", "version"):
+            raise UsageError(f"{flag} only goes with {wanted}")
 
 
 def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:

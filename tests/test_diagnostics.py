@@ -269,3 +269,15 @@ def test_configuration_errors_name_file_and_line(run: Runner, text: str, line: i
         result = run(*args, input=MESSAGE, program=program)
         assert result.returncode == EX_CONFIG
         assert result.stderr == f"{program}: {config}:{line}: {message}\n"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--login", "bob@example.net"), "--login only goes with --serverinfo"),
+    (("--check", "--login"), "--login only goes with --serverinfo"),
+    (("--secrets",), "--secrets only goes with --check"),
+    (("--json", "-q"), "--json only goes with mailq or -bp"),
+    (("--pretend", "-bp"), "--pretend only goes with a send"),
+])
+def test_a_modifier_without_its_mode_is_a_usage_error(run: Runner, args: tuple[str, ...], message: str) -> None:
+    result = run(*args, program="esmtp")
+    assert (result.returncode, result.stderr) == (EX_USAGE, f"esmtp: {message}\n")
