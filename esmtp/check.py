@@ -27,11 +27,12 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
     """Print ``ok``/``FAIL`` per identity; return 0, or 78 when any identity cannot be used."""
     from .progname import warn
 
-    problems = 0
+    problems = checked = 0
     exposed = _exposed(config)
     for identity in config.identities:
         if identity.address is None and identity is not config.default and not _has_settings(identity):
             continue  # an empty global section before the first identity: nothing a send would use
+        checked += 1
         label = identity.address or "(global section)"
         default = " (default)" if identity is config.default else ""
         try:
@@ -53,7 +54,7 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
         warn(str(error))
     if problems:
         return EX_CONFIG
-    print(f"{config.path}: {len(config.identities)} identity block(s) checked; nothing was contacted")
+    print(f"{config.path}: {checked} identity block(s) checked; nothing was contacted")
     return EX_OK
 
 

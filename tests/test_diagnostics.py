@@ -281,3 +281,13 @@ def test_configuration_errors_name_file_and_line(run: Runner, text: str, line: i
 def test_a_modifier_without_its_mode_is_a_usage_error(run: Runner, args: tuple[str, ...], message: str) -> None:
     result = run(*args, program="esmtp")
     assert (result.returncode, result.stderr) == (EX_USAGE, f"esmtp: {message}\n")
+
+
+def test_check_skips_an_empty_global_section(run: Runner) -> None:
+    config = run.write_config("identity a@example.org\n  hostname mail.example.org\n")
+    result = run("--check", program="esmtp")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"ok   a@example.org (default) at {config}:1: mail.example.org:587, none (starttls disabled), password none\n"
+        f"{config}: 1 identity block(s) checked; nothing was contacted\n"
+    )
