@@ -23,6 +23,8 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
        {prog} --pretend [options] [recipient...]  show what a send would do; send nothing
        {prog} --serverinfo [--login] [--identity NAME]  show what the server offers; send nothing
        {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
+       {prog} --store-password [--identity ADDR]         store a password in the keyring
+       {prog} --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
   -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
@@ -146,6 +148,13 @@ def run(argv: list[str]) -> int:
         from .serverinfo import serverinfo
 
         return serverinfo(options, config, hooks)
+    if options.mode in ("store-password", "oauth2-login"):
+        config, hooks = _load(options, need_config=True)
+        assert config is not None
+        code = hooks.command(options, config)
+        if code is None:
+            raise ConfigError(f"no installed or enabled plugin handles --{options.mode}")
+        return code
     return _send(options)
 
 

@@ -50,7 +50,7 @@ class Identity:
     #: Where the block starts, for error messages.
     source: str = ""
     lineno: int = 0
-    #: The line of each extension keyword set in this block (``where`` in messages).
+    #: The line of each keyword set in this block (esmtp field names such as ``password``, extension keywords).
     lines: dict[str, int] = field(default_factory=dict)
 
     def server(self, default_port: int) -> tuple[str, int]:
@@ -131,6 +131,16 @@ class Config:
             target = self.options if spec.scope == "global" else statement.identity.options
             target[statement.keyword] = statement.value
             (self.lines if spec.scope == "global" else statement.identity.lines)[statement.keyword] = statement.lineno
+        for statement in self.pending:
+            spec = known[statement.keyword]
+            for other in spec.conflicts:
+                line = statement.identity.lines.get(other)
+                if line is not None and other != statement.keyword:
+                    first, second = sorted(((line, other), (statement.lineno, statement.keyword)))
+                    raise ConfigError(
+                        f"{self.path or 'config'}:{second[0]}: '{second[1]}' cannot be used together with "
+                        f"'{first[1]}' (line {first[0]}) in one identity: keep one of them"
+                    )
         self.pending.clear()
 
 

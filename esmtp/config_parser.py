@@ -253,6 +253,7 @@ class _Parser:
                 except ValueError as error:
                     raise self.error(token.lineno, str(error)) from None
             setattr(identity, name, token.text)
+            identity.lines[name] = keyword.lineno
             self.per_identity()
         elif word in ("starttls", "tls"):
             identity.starttls = cast(StartTLS, self.choice(keyword, _STARTTLS))

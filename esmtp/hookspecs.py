@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .message import Message
     from .options import Options
     from .password_sources import PasswordSource
+    from .trace import Trace
     from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
 _hookspec = HookspecMarker("esmtp")
@@ -50,6 +51,31 @@ def esmtp_sasl_mechanisms() -> Iterable[SaslMechanism]:
     Runs in the authenticate stage, only when the identity has a username or password and the server offers AUTH.
     The core picks the mechanism: those the server offers, the user allows (``auth_mechanisms``) and TLS permits,
     in the user's order or else by ``priority``. Two plugins offering the same name is a PluginError.
+    """
+
+
+@_hookspec(firstresult=True)
+def esmtp_secret(
+    identity: Identity, host: str, mechanism: SaslMechanism, rejected: str | None, trace: Trace
+) -> str | None:
+    """Supply the password (or, for a ``bearer`` mechanism, the OAuth2 token) when the identity has no ``password``.
+
+    Runs in the authenticate stage, only once the server has offered AUTH and ``mechanism`` has been chosen, so a
+    source that costs something (a command, a keyring, a token endpoint) runs only when a secret is needed. ``host``
+    is the server's host name. ``rejected`` is None on the first call; after the server refused a bearer token it is
+    that token, and a source may return a fresh one (the core retries once) or None. Raise an EsmtpError naming the
+    cause (ConfigError, TemporaryFailure, AuthenticationError) when the source is set up but fails. Never write the
+    secret to ``trace``. Built-in sources, in order: OAuth2 refresh (``tryfirst``), ``password_command``, the
+    keyring, ``~/.netrc`` (``trylast``). Stops at first non-None result.
+    """
+
+
+@_hookspec(firstresult=True)
+def esmtp_command(options: Options, config: Config) -> int | None:
+    """Run a command-line mode that a plugin owns: ``--store-password`` (mode "store-password") and
+    ``--oauth2-login`` (mode "oauth2-login"; ``options.device`` for ``--device``); ``options.identity`` is the
+    ``--identity NAME`` argument or None. Return the exit code, or None when the mode is not this plugin's.
+    Stops at first non-None result.
     """
 
 

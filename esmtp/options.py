@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from typing import Literal
 
     Mode = Literal[
-        "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check"
+        "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check",
+        "store-password", "oauth2-login",
     ]
 
 
@@ -51,7 +52,8 @@ class Options:
     transcript: str | None = None
     #: ``-q`` selection (``-qI<id>``, ``--flush ID``) or ``--remove ID`` arguments: queue entry ids.
     queue_ids: list[str] = field(default_factory=list)
-    #: ``--identity NAME`` / ``-a NAME``: the identity block to use, whatever the sender.
+    #: ``--identity NAME`` / ``-a NAME``: the identity block to use, whatever the sender (a send, ``--pretend``,
+    #: ``--serverinfo``, ``--store-password``, ``--oauth2-login``).
     identity: str | None = None
     #: ``--pretend``: print what a send would do and send nothing.
     pretend: bool = False
@@ -61,6 +63,8 @@ class Options:
     secrets: bool = False
     #: ``--json``: machine-readable output (``mailq``).
     json: bool = False
+    #: ``--device``: ``--oauth2-login`` with the device-code flow.
+    device: bool = False
     #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
@@ -82,10 +86,12 @@ _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 
 _LONG_OPTIONS: dict[str, Mode] = {
     "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove", "--serverinfo": "serverinfo",
-    "--check": "check",
+    "--check": "check", "--store-password": "store-password", "--oauth2-login": "oauth2-login",
 }
 #: Long flags that modify a mode rather than select one (the Options attribute they set).
-_LONG_FLAGS = {"--pretend": "pretend", "--login": "login", "--secrets": "secrets", "--json": "json"}
+_LONG_FLAGS = {
+    "--pretend": "pretend", "--login": "login", "--secrets": "secrets", "--json": "json", "--device": "device",
+}
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -116,22 +122,27 @@ def parse_args(argv: list[str]) -> Options:
 
 #: Flags that only mean something in one mode, and the mode's option.
 _MODIFIERS = (("login", "serverinfo", "--login", "--serverinfo"), ("secrets", "check", "--secrets", "--check"),
-              ("json", "mailq", "--json", "mailq or -bp"), ("pretend", "deliver", "--pretend", "a send"))
+              ("json", "mailq", "--json", "mailq or -bp"), ("pretend", "deliver", "--pretend", "a send"),
+              ("device", "oauth2-login", "--device", "--oauth2-login"))
+#: The modes in which ``--identity`` means something.
+_IDENTITY_MODES = ("deliver", "serverinfo", "store-password", "oauth2-login", "help", "version")
 
 
 def _check_modifiers(opts: Options) -> None:
     for attribute, mode, flag, wanted in _MODIFIERS:
         if getattr(opts, attribute) and opts.mode != mode and opts.mode not in ("help", "version"):
-            raise UsageError(f"{flag} only goes with {wanted}")
+            raise UsageError(f"{flag} goes with {wanted}")
+    if opts.identity is not None and opts.mode not in _IDENTITY_MODES:
+        raise UsageError("--identity goes with a send, --pretend, --serverinfo, --store-password or --oauth2-login")
 
 
 def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
-    """Handle one long option; returns the index of the next unread word."""
+    """Handle one ``--name`` word; returns the index of the next unread word (``--identity`` takes one)."""
     name, has_value, value = word.partition("=")
     if name == "--identity":
         if not has_value:
             if index >= len(argv):
-                raise UsageError("option --identity requires an identity name")
+                raise UsageError("option --identity requires an argument (an identity's address)")
             value, index = argv[index], index + 1
         opts.identity = _identity_name(value, name)
         return index
@@ -148,7 +159,7 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
 
 def _identity_name(value: str, shown: str) -> str:
     if not value:
-        raise UsageError(f"option {shown} requires an identity name")
+        raise UsageError(f"option {shown} requires an argument (an identity's address)")
     reject_unsafe(value, f"identity name ({shown})")
     return value
 

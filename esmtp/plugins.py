@@ -31,17 +31,19 @@ if TYPE_CHECKING:
     from .message import Message
     from .options import Options
     from .password_sources import PasswordSource
+    from .trace import Trace
     from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
 GROUP = "esmtp.plugins"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 #: Used when esmtp's own distribution metadata cannot be read (a bare source checkout).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
     (name, f"esmtp_plugins.{name}")
     for name in (
         "aliases", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "fixup_sender", "masquerade", "mda",
-        "queue", "sasl_crammd5", "sasl_login", "sasl_ntlm", "sasl_plain",
+        "oauth2", "password_command", "password_keyring", "password_netrc", "queue", "sasl_crammd5", "sasl_login",
+        "sasl_ntlm", "sasl_oauthbearer", "sasl_plain", "sasl_xoauth2",
     )
 )
 
@@ -221,7 +223,8 @@ def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
         for spec in declare() or ():
             choices = list(spec.choices) if spec.choices is not None else None
             keywords.append(
-                {"name": spec.name, "scope": spec.scope, "choices": choices, "help": spec.help, "secret": spec.secret}
+                {"name": spec.name, "scope": spec.scope, "choices": choices, "help": spec.help, "secret": spec.secret,
+                 "conflicts": list(spec.conflicts)}
             )
     return sorted(hooks), keywords
 
@@ -313,7 +316,8 @@ class PluginLoader:
                 choices = keyword.get("choices")
                 specs.append(
                     KeywordSpec(keyword["name"], keyword["scope"], tuple(choices) if choices is not None else None,
-                                keyword.get("help", ""), bool(keyword.get("secret")))
+                                keyword.get("help", ""), bool(keyword.get("secret")),
+                                tuple(keyword.get("conflicts", ())))
                 )
         return specs
 
@@ -368,6 +372,17 @@ class Hooks:
 
     def sasl_mechanisms(self) -> dict[str, SaslMechanism]:
         return self._by_name(self._hook("esmtp_sasl_mechanisms")(), "SASL mechanism")
+
+    def secret(
+        self, identity: Identity, host: str, mechanism: SaslMechanism, rejected: str | None, trace: Trace
+    ) -> str | None:
+        hook = self._hook("esmtp_secret")
+        return cast(
+            "str | None", hook(identity=identity, host=host, mechanism=mechanism, rejected=rejected, trace=trace)
+        )
+
+    def command(self, options: Options, config: Config) -> int | None:
+        return cast("int | None", self._hook("esmtp_command")(options=options, config=config))
 
     def delivery_agents(self) -> dict[str, DeliveryAgent]:
         return self._by_name(self._hook("esmtp_delivery_agents")(), "delivery agent")

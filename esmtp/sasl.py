@@ -23,8 +23,9 @@ def choose_mechanisms(
     """The usable mechanisms, best first: offered by the server and by a plugin, allowed and safe on this connection.
 
     The order is ``auth_mechanisms`` when set (a name no plugin offers is a ConfigError), else by priority, strongest
-    first. Mechanisms marked ``plaintext`` need TLS unless ``auth_plaintext enabled``. Raises AuthenticationError
-    saying why none is usable.
+    first; without ``auth_mechanisms``, bearer (OAuth2) mechanisms are the candidates exactly when the identity has
+    OAuth2 settings. Mechanisms marked ``plaintext`` need TLS unless ``auth_plaintext enabled``. Raises
+    AuthenticationError saying why none is usable.
     """
     candidates = allowed_mechanisms(identity, installed)
     offered_names = list(dict.fromkeys(name.upper() for name in offered))  # the server's order, for messages
@@ -43,8 +44,9 @@ def choose_mechanisms(
     plaintext_ok = encrypted or identity.options.get("auth_plaintext") == "enabled"
     usable = [mech for mech in common if plaintext_ok or not mech.plaintext]
     if not usable:
+        secret_word = "token" if common[0].bearer else "password"
         raise AuthenticationError(
-            f"refusing to send the password in clear to {server}: the connection is not encrypted, and "
+            f"refusing to send the {secret_word} in clear to {server}: the connection is not encrypted, and "
             f"{' and '.join(mech.name for mech in common)} would reveal it (the server offers AUTH "
             f"{' '.join(offered_names)}). Use 'starttls required' or 'smtps enabled', or set "
             "'auth_plaintext enabled' in the configuration to allow it"
@@ -54,21 +56,30 @@ def choose_mechanisms(
 
 def allowed_mechanisms(identity: Identity, installed: dict[str, SaslMechanism]) -> list[SaslMechanism]:
     """The mechanisms the identity allows, in the order they are tried: ``auth_mechanisms`` when set (a name no plugin
-    offers is a ConfigError), else every installed one by priority, strongest first."""
+    offers is a ConfigError), else by priority, strongest first, the bearer (OAuth2) mechanisms exactly when the
+    identity has OAuth2 settings."""
     wanted = identity.options.get("auth_mechanisms")
     if not wanted:
-        return sorted(installed.values(), key=lambda mech: (-mech.priority, mech.name))
+        oauth2 = uses_oauth2(identity)
+        usable = (mech for mech in installed.values() if mech.bearer == oauth2)
+        return sorted(usable, key=lambda mech: (-mech.priority, mech.name))
     names = [name.upper() for name in wanted.replace(",", " ").split()]
     missing = [name for name in names if name not in installed]
     if missing:
         from .errors import ConfigError
 
-        where = f"{identity.source}:{identity.lineno}: " if identity.source else ""
+        where = f"{identity.source}:{identity.lines.get('auth_mechanisms', identity.lineno)}: " if identity.source \
+            else ""
         raise ConfigError(
             f"{where}auth_mechanisms names {', '.join(missing)}, which no installed plugin offers "
             f"(installed: {', '.join(sorted(installed)) or 'none'})"
         )
     return [installed[name] for name in names]
+
+
+def uses_oauth2(identity: Identity) -> bool:
+    """True when the identity has OAuth2 settings (``oauth2_*`` keywords): its secret is a bearer token."""
+    return any(key.startswith("oauth2_") for key in identity.options)
 
 
 def _b64(data: bytes) -> bytes:
@@ -114,6 +125,10 @@ async def authenticate(
     if code == 235:
         return
     reply = f"{code} {text}".strip()
+    # A mechanism may have decoded an error the server sent (RFC 7628 3.2.2: status and scope of a bearer failure).
+    detail = getattr(client, "failure", None)
+    if detail:
+        reply = f"{reply} ({detail})"
     if 400 <= code < 500:
         raise TemporaryFailure(f"{server} refused AUTH {mechanism.name} (try again later): {reply}", code=code,
                                reply=reply)

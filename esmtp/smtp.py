@@ -18,11 +18,21 @@ from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 from .config import Identity
-from .errors import EX_NOUSER, EX_TEMPFAIL, DeliveryError, PermanentFailure, RecipientsRejected, TemporaryFailure
+from .errors import (
+    EX_NOUSER,
+    EX_TEMPFAIL,
+    AuthenticationError,
+    ConfigError,
+    DeliveryError,
+    EsmtpError,
+    PermanentFailure,
+    RecipientsRejected,
+    TemporaryFailure,
+)
 from .message import Message
-from .sasl import authenticate, choose_mechanisms
+from .sasl import authenticate, choose_mechanisms, uses_oauth2
 from .trace import Trace
-from .types import Credentials, Envelope, SaslMechanism
+from .types import Credentials, Envelope, SaslMechanism, SecretSource
 from .wire import encode_data
 
 if TYPE_CHECKING:
@@ -85,6 +95,10 @@ def xtext(value: str) -> str:
     return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}" for c in value)
 
 
+class _Reconnect(Exception):
+    """The server dropped the connection after refusing a bearer token; a fresh token is ready for a new one."""
+
+
 class _Transaction:
     """MAIL, RCPT and DATA of one message, as written to the server (and, once written, waiting for replies)."""
 
@@ -103,10 +117,17 @@ class _Transaction:
 class SmtpSession:
     """One connection to the identity's server, usable for several messages (the queue sends many per session)."""
 
-    def __init__(self, identity: Identity, mechanisms: dict[str, SaslMechanism], trace: Trace) -> None:
+    def __init__(
+        self, identity: Identity, mechanisms: dict[str, SaslMechanism], trace: Trace,
+        secrets: SecretSource | None = None,
+    ) -> None:
         self.identity = identity
         self.mechanisms = mechanisms
         self.trace = trace
+        #: Asked for the password or token when the configuration has no ``password`` (the plugins' sources).
+        self.secrets = secrets
+        self._secret: str | None = None
+        self._refreshed = False
         smtps = identity.options.get("smtps") == "enabled"
         self.host, self.port = identity.server(SMTPS_PORT if smtps else SUBMISSION_PORT)
         self.server = f"{self.host}:{self.port}"
@@ -175,7 +196,11 @@ class SmtpSession:
         the certificate checked; with ``starttls enabled`` a STARTTLS that fails is an error, never a downgrade.
         """
         try:
-            await self._open()
+            try:
+                await self._open()
+            except _Reconnect:
+                await self.abort()
+                await self._open()  # once: _refreshed is set, so a second refusal is final
         except aiosmtplib.SMTPResponseException as error:
             await self.abort()
             response = SMTPResponse(error.code, error.message)
@@ -233,7 +258,8 @@ class SmtpSession:
                     f"warning: {self.server} does not offer STARTTLS; continuing WITHOUT encryption "
                     "('starttls enabled'; use 'starttls required' to refuse this)"
                 )
-        if self.identity.username is not None or self.identity.password is not None:
+        identity = self.identity
+        if identity.username is not None or identity.password is not None or uses_oauth2(identity):
             await self._authenticate()
 
     async def _starttls(self) -> None:
@@ -304,16 +330,64 @@ class SmtpSession:
                                    server=self.server)
         mechanism = chosen[0]
         self.trace.info(f"server offers AUTH {' '.join(offered) or '(none)'}; using {mechanism.name}")
-        credentials = Credentials(
-            self.identity.username or "", self.identity.password or "", self.host, dict(self.identity.options)
-        )
-        try:
-            await authenticate(self._command, mechanism, credentials, server=self.server)
-        except DeliveryError:
-            with contextlib.suppress(TimeoutError, aiosmtplib.SMTPException, OSError):
-                await self._command(b"QUIT")  # say goodbye; the caller then drops the connection
-            raise
+        username = self.identity.username or ""
+        secret = self._secret if self._secret is not None else self._lookup_secret(mechanism)
+        retrying = False  # a fresh token is being tried on this connection, after the server refused the old one
+        while True:
+            credentials = Credentials(username, secret, self.host, dict(self.identity.options))
+            try:
+                await authenticate(self._command, mechanism, credentials, server=self.server)
+                break
+            except AuthenticationError:
+                try:
+                    fresh = self._fresh_token(mechanism, secret)
+                except EsmtpError:  # the refresh itself failed (invalid_grant, endpoint down): that is the news
+                    await self._quit_quietly()
+                    raise
+                if fresh is None:
+                    await self._quit_quietly()
+                    raise
+                secret = self._secret = fresh
+                if not self._smtp.is_connected:
+                    raise _Reconnect from None
+                self.trace.info(f"trying {mechanism.name} again with a fresh token")
+                retrying = True
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                if not retrying:
+                    raise
+                raise _Reconnect from None  # dropped after refusing the old token: a new connection, once
+            except DeliveryError:
+                await self._quit_quietly()
+                raise
         self.trace.info(f"authenticated as {credentials.username} with {mechanism.name}")
+
+    def _lookup_secret(self, mechanism: SaslMechanism) -> str:
+        """The password (or token) from the configuration, else from the plugins' secret sources."""
+        if self.identity.password is not None:
+            return self.identity.password
+        secret = None
+        if self.secrets is not None:
+            secret = self.secrets(self.identity, self.host, mechanism, None, self.trace)
+        if secret is None:
+            where = f"{self.identity.source}:{self.identity.lineno}: " if self.identity.source else ""
+            raise ConfigError(
+                f"{where}no password for {self.identity.username or '(no username)'} at {self.host}: set 'password' "
+                "or 'password_command', store one with 'esmtp --store-password', or add it to ~/.netrc"
+            )
+        self._secret = secret
+        return secret
+
+    def _fresh_token(self, mechanism: SaslMechanism, rejected: str) -> str | None:
+        """After a refused bearer token: a fresh one from the sources (once per session), else None."""
+        if not mechanism.bearer or self._refreshed or self.identity.password is not None or self.secrets is None:
+            return None
+        self._refreshed = True
+        fresh = self.secrets(self.identity, self.host, mechanism, rejected, self.trace)
+        return fresh if fresh is not None and fresh != rejected else None
+
+    async def _quit_quietly(self) -> None:
+        with contextlib.suppress(TimeoutError, aiosmtplib.SMTPException, OSError):
+            await self._command(b"QUIT")  # say goodbye; the caller then drops the connection
 
     async def close(self) -> None:
         """Say QUIT (errors ignored: the mail is already accepted or refused)."""

@@ -107,10 +107,19 @@ class SaslClient(Protocol):
 
     ``step(None)`` is called first and returns the initial response (``None`` for none; ``b""`` is sent as ``=``).
     Each ``334`` challenge (base64-decoded) is then passed to ``step``, which returns the decoded answer. Raising
-    aborts the exchange (the driver sends ``*``).
+    aborts the exchange (the driver sends ``*``). A client may set a ``failure`` attribute (str) explaining an error
+    the server sent in a challenge; the driver adds it to the refusal it reports.
     """
 
     def step(self, challenge: bytes | None) -> bytes | None: ...
+
+
+class SecretSource(Protocol):
+    """Where the SMTP session gets a secret the configuration does not hold (``Hooks.secret``, ``esmtp_secret``)."""
+
+    def __call__(
+        self, identity: Identity, host: str, mechanism: SaslMechanism, rejected: str | None, trace: Trace
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +127,17 @@ class SaslMechanism:
     """A SASL mechanism offered by a plugin through ``esmtp_sasl_mechanisms``.
 
     ``priority``: higher is stronger and is preferred. ``plaintext``: the password crosses the wire recoverably, so
-    the core refuses the mechanism without TLS unless ``auth_plaintext enabled``.
+    the core refuses the mechanism without TLS unless ``auth_plaintext enabled``. ``bearer``: the secret is an OAuth2
+    access token, not a password; the core chooses such a mechanism only when ``auth_mechanisms`` names it or the
+    identity has ``oauth2_*`` settings (and then no password mechanism), and after a rejection it asks the secret
+    sources once for a fresh token and tries again.
     """
 
     name: str
     priority: int
     factory: Callable[[Credentials], SaslClient]
     plaintext: bool = False
+    bearer: bool = False
 
     def __post_init__(self) -> None:
         # SASL names are case-insensitive (RFC 4422 3.1); upper case is how servers list them and how users choose.
@@ -144,3 +157,5 @@ class KeywordSpec:
     choices: tuple[str, ...] | None = None
     help: str = ""
     secret: bool = False
+    #: Keywords (core or extension) that may not be set in the same identity block; the error names both lines.
+    conflicts: tuple[str, ...] = ()

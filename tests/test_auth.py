@@ -462,10 +462,10 @@ def test_permanent_reply_to_the_auth_command_exits_77(run: Runner, server: AuthS
 
 
 def test_unknown_mechanism_in_auth_mechanisms_exits_78(run: Runner, server: AuthServer) -> None:
-    write_config(run, server, "auth_mechanisms XOAUTH2")
+    write_config(run, server, "auth_mechanisms SCRAM-SHA-1")
     result = send(run)
     assert result.returncode == 78
-    assert "XOAUTH2" in result.stderr
+    assert "SCRAM-SHA-1" in result.stderr
     assert server.sink.messages == []
 
 

@@ -118,7 +118,8 @@ def test_unknown_identity_is_a_configuration_error(run: Runner, auth_server: Smt
 
 def test_identity_needs_a_name(run: Runner) -> None:
     result = run("bob@example.net", "--identity")
-    assert (result.returncode, result.stderr) == (EX_USAGE, "sendmail: option --identity requires an identity name\n")
+    assert result.returncode == EX_USAGE
+    assert result.stderr == "sendmail: option --identity requires an argument (an identity's address)\n"
 
 
 # ---- --check -------------------------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def test_check_names_file_and_line_of_a_bad_identity(run: Runner, auth_server: S
     result = run("--check", program="esmtp")
     assert result.returncode == EX_CONFIG
     assert f"FAIL boss@example.org at {config}:10" in result.stdout
-    assert result.stderr.startswith(f"esmtp: {config}:10: auth_mechanisms names SCRAM-SHA-1, which no installed")
+    assert result.stderr.startswith(f"esmtp: {config}:13: auth_mechanisms names SCRAM-SHA-1, which no installed")
 
 
 def test_check_reports_a_grammar_error_with_its_line(run: Runner) -> None:
@@ -272,11 +273,13 @@ def test_configuration_errors_name_file_and_line(run: Runner, text: str, line: i
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--login", "bob@example.net"), "--login only goes with --serverinfo"),
-    (("--check", "--login"), "--login only goes with --serverinfo"),
-    (("--secrets",), "--secrets only goes with --check"),
-    (("--json", "-q"), "--json only goes with mailq or -bp"),
-    (("--pretend", "-bp"), "--pretend only goes with a send"),
+    (("--login", "bob@example.net"), "--login goes with --serverinfo"),
+    (("--check", "--login"), "--login goes with --serverinfo"),
+    (("--secrets",), "--secrets goes with --check"),
+    (("--json", "-q"), "--json goes with mailq or -bp"),
+    (("--pretend", "-bp"), "--pretend goes with a send"),
+    (("--identity", "a@example.org", "-q"), "--identity goes with a send, --pretend, --serverinfo, --store-password "
+                                            "or --oauth2-login"),
 ])
 def test_a_modifier_without_its_mode_is_a_usage_error(run: Runner, args: tuple[str, ...], message: str) -> None:
     result = run(*args, program="esmtp")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import SmtpServer
 
 from esmtp import hookimpl, hookspecs
 from esmtp.config import Config, Identity, Statement
@@ -291,3 +292,38 @@ def test_hook_esmtp_password_source(hooks: Hooks, config: Config) -> None:
     hooks.pm.register(Vault())
     assert password_source(config.default, hooks).description == "vault secret/mail"
     assert password_source(Identity("a@x"), hooks).kind == "none"
+
+
+def test_hook_esmtp_secret(config: Config, auth_server: SmtpServer) -> None:
+    """A plugin supplies the password when the configuration has none, only once AUTH is under way."""
+    identity = config.default
+    identity.hostname, identity.username = auth_server.hostport, "alice"
+    identity.options["auth_plaintext"] = "enabled"
+    hooks = Hooks(make_plugin_manager(config))
+    asked: list[tuple[str, str, str | None]] = []
+
+    class Vault:
+        @hookimpl(tryfirst=True)
+        def esmtp_secret(self, identity: Identity, host: str, mechanism: SaslMechanism,
+                         rejected: str | None) -> str | None:
+            asked.append((host, mechanism.name, rejected))
+            return "s3cret"
+
+    hooks.pm.register(Vault())
+    [result] = send(hooks, config)
+    assert result.agent == "smtp"
+    assert asked == [("127.0.0.1", "PLAIN", None)]
+    assert auth_server.sink.auths == [("PLAIN", "alice")]
+
+
+def test_hook_esmtp_command(hooks: Hooks, config: Config) -> None:
+    class Login:
+        @hookimpl
+        def esmtp_command(self, options: Options, config: Config) -> int | None:
+            return 5 if options.mode == "oauth2-login" and options.identity == "me@example.org" else None
+
+    hooks.pm.register(Login(), name="login")
+    hooks.pm.unregister(name="oauth2")
+    assert hooks.command(Options(mode="oauth2-login", identity="me@example.org"), config) == 5
+    hooks.pm.unregister(name="password_keyring")
+    assert hooks.command(Options(mode="store-password"), config) is None

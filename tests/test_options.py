@@ -618,3 +618,31 @@ def test_unknown_options(argv: list[str], message: str) -> None:
 def test_missing_argument(letter: str) -> None:
     assert usage_error("b@x.example", f"-{letter}") == f"option -{letter} requires an argument"
     assert usage_error("b@x.example", f"-t{letter}") == f"option -{letter} requires an argument"
+
+
+@pytest.mark.parametrize(
+    ("argv", "mode", "identity", "device"),
+    [
+        (["esmtp", "--store-password"], "store-password", None, False),
+        (["esmtp", "--store-password", "--identity", "me@example.org"], "store-password", "me@example.org", False),
+        (["esmtp", "--oauth2-login", "--identity=me@example.org"], "oauth2-login", "me@example.org", False),
+        (["esmtp", "--device", "--oauth2-login"], "oauth2-login", None, True),
+    ],
+)
+def test_credential_commands(argv: list[str], mode: str, identity: str | None, device: bool) -> None:
+    opts = parse_args(argv)
+    assert (opts.mode, opts.identity, opts.device) == (mode, identity, device)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["esmtp", "--oauth2-login", "--identity"], "option --identity requires an argument"),
+        (["esmtp", "--identity", "x@example.org", "-bp"], "--identity goes with a send"),
+        (["esmtp", "--store-password", "--device"], "--device goes with --oauth2-login"),
+        (["esmtp", "--oauth2-login", "--device=yes"], "option --device does not take an argument"),
+    ],
+)
+def test_credential_command_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_args(argv)

@@ -1,55 +1,211 @@
-"""Where a password comes from, as --pretend and --check report it: the core's inline answer and the
-``esmtp_password_source`` hook that secret-source plugins (issue 11) implement."""
+"""Passwords that are not in the configuration: ``password_command``/``passwordeval``, the keyring (a real
+``keyrings.alt`` file backend, no desktop needed) and ``~/.netrc``, through the installed ``sendmail``."""
 
 from __future__ import annotations
 
+import base64
+import sys
 from pathlib import Path
 
 import pytest
+from support import Result, Runner, SmtpServer, free_port
 
-from esmtp import hookimpl
-from esmtp.config import Config, Identity
-from esmtp.password_sources import MASK, PasswordSource, password_source
-from esmtp.plugins import Hooks, make_plugin_manager
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+PASSWORD = "s3cret"  # auth_server's password for alice
+MESSAGE = b"Subject: sources\n\nbody\n"
+FILE_KEYRING = "keyrings.alt.file.PlaintextKeyring"
+NO_KEYRING = "keyring.backends.fail.Keyring"
 
 
-def test_inline_password_is_masked_and_none_is_none() -> None:
-    inline = password_source(Identity("a@x", password="hunter2", source="/rc"))
-    assert (inline.kind, inline.description) == ("inline", f"inline in /rc ({MASK})")
-    assert "hunter2" not in repr(inline)
-    assert password_source(Identity("a@x")).kind == "none"
+def configure(run: Runner, server: SmtpServer, *lines: str) -> Path:
+    return run.write_config("\n".join([f"hostname {server.hostport}", "username alice", "auth_plaintext enabled",
+                                       *lines]) + "\n")
 
 
-class CommandSource:
-    """A plugin like issue 11's password_command: it claims identities with the keyword, checks only with secrets."""
-
-    def __init__(self) -> None:
-        self.ran: list[bool] = []
-
-    def check(self, secrets: bool) -> str:
-        self.ran.append(secrets)
-        return "exited with status 1" if secrets else ""
-
-    @hookimpl
-    def esmtp_password_source(self, identity: Identity) -> PasswordSource | None:
-        command = identity.options.get("password_command")
-        return PasswordSource("password_command", f"password_command `{command}`", self.check) if command else None
+def send(run: Runner, *args: str, keyring: str = NO_KEYRING, **env: str) -> Result:
+    return run(*args, "bob@example.net", input=MESSAGE, env=run.env(PYTHON_KEYRING_BACKEND=keyring, **env),
+               timeout=30)
 
 
-def test_a_plugin_source_wins_and_checks_secrets_only_when_asked() -> None:
-    identity = Identity("a@x", password="inline-too", options={"password_command": "pass show mail"})
-    config = Config(path="rc", identities=[identity], default=identity)
-    pm = make_plugin_manager(config)
-    plugin = CommandSource()
-    pm.register(plugin, name="command-source")
-    hooks = Hooks(pm)
-    source = password_source(identity, hooks)
-    assert source.description == "password_command `pass show mail`"
-    assert (source.check(False), source.check(True)) == ("", "exited with status 1")
-    assert plugin.ran == [False, True]
-    assert password_source(Identity("b@x", password="p"), hooks).kind == "inline"
+def write_netrc(run: Runner, text: str, mode: int = 0o600) -> Path:
+    netrc = run.home / ".netrc"
+    netrc.write_text(text)
+    netrc.chmod(mode)
+    return netrc
+
+
+def assert_no_secret(text: str, *secrets: str) -> None:
+    for secret in secrets:
+        for form in (secret, base64.b64encode(secret.encode()).decode(),
+                     base64.b64encode(f"\0alice\0{secret}".encode()).decode()):
+            assert form not in text
+
+
+# ---- password_command ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keyword", ["password_command", "passwordeval"])
+def test_password_command_supplies_the_password(run: Runner, auth_server: SmtpServer, tmp_path: Path,
+                                                keyword: str) -> None:
+    counter = tmp_path / "runs"
+    configure(run, auth_server, f"{keyword} \"echo run >> {counter}; printf '{PASSWORD}\\r\\nsecond line\\n'\"")
+    transcript = tmp_path / "transcript"
+    result = send(run, "-v", "-X", str(transcript))
+    assert result.returncode == 0, result.stderr
+    assert auth_server.sink.auths == [("PLAIN", "alice")]
+    assert counter.read_text() == "run\n"
+    assert f"running {keyword}" in result.stderr
+    assert_no_secret(result.stderr + transcript.read_text(), PASSWORD)
+
+
+def test_password_command_not_run_when_no_auth_is_offered(run: Runner, smtp_server: SmtpServer,
+                                                          tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    configure(run, smtp_server, f'password_command "touch {marker}; echo x"')
+    result = send(run)
+    assert result.returncode == 77  # a username but no AUTH offered
+    assert not marker.exists()
+
+
+def test_password_command_failing_exits_75_quoting_stderr(run: Runner, auth_server: SmtpServer) -> None:
+    config = configure(run, auth_server, f"password_command \"echo {PASSWORD}; echo 'agent locked' >&2; exit 3\"")
+    result = send(run)
+    assert result.returncode == 75
+    assert f"{config}:4: password_command failed with exit status 3: agent locked" in result.stderr
+    assert_no_secret(result.stderr, PASSWORD)
+    assert auth_server.sink.messages == []
+
+
+def test_password_command_not_found_exits_78_naming_the_line(run: Runner, auth_server: SmtpServer) -> None:
+    config = configure(run, auth_server, "", "passwordeval \"/no/such/helper --get smtp\"")
+    result = send(run)
+    assert result.returncode == 78
+    assert f"{config}:5: passwordeval was not found (exit 127)" in result.stderr
+    assert auth_server.sink.messages == []
+
+
+def test_slow_password_command_is_bounded_by_the_timeout(run: Runner, auth_server: SmtpServer) -> None:
+    configure(run, auth_server, "timeout 1", 'password_command "sleep 20; echo late"')
+    result = send(run)
+    assert result.returncode == 75
+    assert "password_command did not finish within 1 s" in result.stderr
+    assert auth_server.sink.messages == []
+
+
+def test_password_command_output_is_the_bearer_token_for_xoauth2(run: Runner, auth_server: SmtpServer) -> None:
+    """msmtp style: an external helper prints the token; auth_mechanisms picks the bearer mechanism."""
+    configure(run, auth_server, "auth_mechanisms XOAUTH2", 'password_command "echo tok"')
+    result = send(run)
+    assert result.returncode == 77  # the server does not offer XOAUTH2
+    assert "allowed: XOAUTH2" in result.stderr
+
+
+def test_password_and_password_command_conflict(run: Runner, auth_server: SmtpServer) -> None:
+    config = configure(run, auth_server, f"password {PASSWORD}", 'password_command "echo x"')
+    for _ in range(2):  # the second run reads the keyword declarations from the plugin index
+        result = send(run)
+        assert result.returncode == 78
+        assert f"{config}:5: 'password_command' cannot be used together with 'password' (line 4)" in result.stderr
+        assert_no_secret(result.stderr, PASSWORD)
+
+
+# ---- keyring ---------------------------------------------------------------------------------------------------------
+
+
+def test_store_password_then_send_from_the_keyring(run: Runner, auth_server: SmtpServer, tmp_path: Path) -> None:
+    configure(run, auth_server)
+    env = run.env(PYTHON_KEYRING_BACKEND=FILE_KEYRING, XDG_DATA_HOME=str(tmp_path / "data"))
+    stored = run("--store-password", input=f"{PASSWORD}\n".encode(), program="esmtp", env=env)
+    assert stored.returncode == 0, stored.stderr
+    assert "service esmtp:127.0.0.1" in stored.stdout
+    assert_no_secret(stored.stdout + stored.stderr, PASSWORD)
+    result = run("-v", "bob@example.net", input=MESSAGE, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "from the keyring (esmtp:127.0.0.1)" in result.stderr
+    assert auth_server.sink.auths == [("PLAIN", "alice")]
+
+
+def test_store_password_for_an_unknown_identity(run: Runner, auth_server: SmtpServer, tmp_path: Path) -> None:
+    configure(run, auth_server)
+    env = run.env(PYTHON_KEYRING_BACKEND=FILE_KEYRING, XDG_DATA_HOME=str(tmp_path / "data"))
+    result = run("--store-password", "--identity", "x@example.org", input=b"pw\n", program="esmtp", env=env)
+    assert result.returncode == 64
+    assert "no identity 'x@example.org'" in result.stderr
+
+
+def test_keyring_not_installed_is_skipped_quietly(run: Runner, auth_server: SmtpServer, tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow" / "keyring"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('keyring is not installed')\n")
+    configure(run, auth_server)
+    netrc = write_netrc(run, f"machine 127.0.0.1 login alice password {PASSWORD}\n")
+    result = send(run, "-v", PYTHONPATH=str(shadow.parent))
+    assert result.returncode == 0, result.stderr
+    assert "from " + str(netrc) in result.stderr
+    assert "the keyring" not in result.stderr and "ImportError" not in result.stderr
+
+
+# ---- ~/.netrc --------------------------------------------------------------------------------------------------------
+
+
+def test_netrc_supplies_the_password(run: Runner, auth_server: SmtpServer) -> None:
+    configure(run, auth_server)
+    write_netrc(run, f"machine other.example login alice password nope\nmachine 127.0.0.1 login alice "
+                f"password {PASSWORD}\n")
+    result = send(run, "-v")
+    assert result.returncode == 0, result.stderr
+    assert auth_server.sink.auths == [("PLAIN", "alice")]
+    assert_no_secret(result.stderr, PASSWORD)
+
+
+def test_netrc_readable_by_others_is_refused(run: Runner, auth_server: SmtpServer) -> None:
+    configure(run, auth_server)
+    netrc = write_netrc(run, f"machine 127.0.0.1 login alice password {PASSWORD}\n", 0o644)
+    result = send(run)
+    assert result.returncode == 78
+    assert f"chmod 600 {netrc}" in result.stderr
+    assert auth_server.sink.messages == []
+
+
+def test_netrc_entry_for_another_login_is_not_used(run: Runner, auth_server: SmtpServer) -> None:
+    configure(run, auth_server)
+    write_netrc(run, f"machine 127.0.0.1 login bob password {PASSWORD}\n")
+    result = send(run)
+    assert result.returncode == 78
+    assert "no password for alice at 127.0.0.1" in result.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="POSIX shell quoting")
+def test_password_command_runs_once_per_identity_in_a_queue_flush(run: Runner, auth_server: SmtpServer,
+                                                                  tmp_path: Path) -> None:
+    counter = tmp_path / "runs"
+    command = f"password_command \"echo run >> {counter}; echo {PASSWORD}\""
+    queue_env = {"ESMTP_QUEUE_DIR": str(tmp_path / "queue")}
+    down = SmtpServer("127.0.0.1", free_port(), auth_server.sink, auth_server.controller)  # nobody listens there
+    configure(run, down, command, "queue fallback")
+    for _ in range(3):
+        assert send(run, **queue_env).returncode == 0  # queued: the server is unreachable
+    assert not counter.exists()  # no AUTH, so no secret was needed
+    configure(run, auth_server, command, "queue fallback")
+    flushed = run("-q", env=run.env(PYTHON_KEYRING_BACKEND=NO_KEYRING, **queue_env), timeout=60)
+    assert flushed.returncode == 0, flushed.stderr
+    assert len(auth_server.sink.messages) == 3
+    assert counter.read_text() == "run\n"  # once for the identity, in the whole flush
+
+
+def test_no_secret_in_the_queue_log(run: Runner, auth_server: SmtpServer, tmp_path: Path) -> None:
+    """A background delivery whose password_command fails records its stderr, never its output (log, entry, mailq)."""
+    import time
+
+    configure(run, auth_server, f"password_command \"echo {PASSWORD}; echo 'agent locked' >&2; exit 1\"",
+              "queue always")
+    queue_dir = tmp_path / "queue"
+    assert send(run, ESMTP_QUEUE_DIR=str(queue_dir)).returncode == 0
+    log = queue_dir / "flush.log"
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "1 deferred" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    listing = run(program="mailq", env=run.env(ESMTP_QUEUE_DIR=str(queue_dir)))
+    assert "password_command failed with exit status 1: agent locked" in listing.stdout
+    stored = "".join(path.read_text(errors="replace") for path in queue_dir.rglob("*") if path.is_file())
+    assert_no_secret(listing.stdout + listing.stderr + stored, PASSWORD)
+    assert auth_server.sink.messages == []

@@ -128,3 +128,18 @@ def test_memory_stays_bounded_for_a_large_message(run: Runner, tmp_path: Path, s
     peak_mb = maxrss_kb / 1024
     assert peak_mb < 50, f"peak RSS {peak_mb:.1f} MB for a 50 MB message"
     assert len(smtp_server.sink.messages[0].data) > size
+
+
+def test_password_send_loads_no_oauth2_http_or_keyring(run: Runner, tmp_path: Path, auth_server: SmtpServer) -> None:
+    """Secret sources cost nothing when the configuration holds the password: no urllib, http or keyring."""
+    run.write_config(f"hostname {auth_server.hostport}\nusername alice\npassword s3cret\nauth_plaintext enabled\n")
+    run_in_process(run, tmp_path, "sendmail", "x@example.net", input=b"Subject: x\n\nbody\n")  # fills the index
+    code, modules = run_in_process(run, tmp_path, "sendmail", "x@example.net", input=b"Subject: x\n\nbody\n")
+    assert code == 0
+    assert auth_server.sink.auths[-1] == ("PLAIN", "alice")
+    unwanted = {"urllib.request", "http.client", "http.server", "keyring", "netrc",
+                *(f"esmtp_plugins.{name}" for name in ("oauth2", "oauth2_tokens", "oauth2_http", "oauth2_store",
+                                                       "password_command", "password_keyring", "password_netrc"))}
+    assert not unwanted & modules, unwanted & modules
+    # (urllib.parse is aiosmtplib's own import; nothing that speaks HTTP is loaded)
+    assert not {m for m in modules if m.startswith("http") or m.startswith("urllib.re")}

@@ -137,7 +137,9 @@ def test_installed_mechanism_is_discovered_and_used(run: Runner, xoauth2_server:
     target = tmp_path / "site"
     target.mkdir()
     env = run.env(PYTHONPATH=str(target))
-    run.write_config(f"hostname {xoauth2_server.hostport}\nusername alice\npassword {TOKEN}\nauth_plaintext enabled\n")
+    # The toy replaces esmtp's own XOAUTH2 (sasl_xoauth2): two plugins offering one mechanism would be an error.
+    run.write_config(f"disable_plugins sasl_xoauth2\nhostname {xoauth2_server.hostport}\nusername alice\n"
+                     f"password {TOKEN}\nauth_plaintext enabled\n")
 
     def send() -> Any:
         return run("-f", "alice@example.org", "bob@example.net", input=MESSAGE, env=env)
@@ -156,7 +158,8 @@ def test_installed_mechanism_is_discovered_and_used(run: Runner, xoauth2_server:
     assert "toy_xoauth2" in cached_plugin_names(run)  # the cache noticed the new distribution
 
     # Wrong token: the server's 334 JSON error gets an empty answer, then 535 → 77, nothing delivered.
-    run.write_config(f"hostname {xoauth2_server.hostport}\nusername alice\npassword expired\nauth_plaintext enabled\n")
+    run.write_config(f"disable_plugins sasl_xoauth2\nhostname {xoauth2_server.hostport}\nusername alice\n"
+                     "password expired\nauth_plaintext enabled\n")
     failed = send()
     assert failed.returncode == 77
     assert "535" in failed.stderr

@@ -84,7 +84,7 @@ class GroupSession:
             if self.identity.preconnect:
                 # In a thread: the command may take seconds (a tunnel, a link) while other groups are sending.
                 await asyncio.to_thread(preconnect, self.identity.preconnect, self.flusher.trace)
-            session = SmtpSession(self.identity, self.flusher.mechanisms, self.flusher.trace)
+            session = SmtpSession(self.identity, self.flusher.mechanisms, self.flusher.trace, self.flusher.hooks.secret)
             await session.open()
         except EsmtpError as error:
             self.error = error

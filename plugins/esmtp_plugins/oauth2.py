@@ -1,0 +1,56 @@
+"""OAuth2 for SMTP AUTH: access tokens for XOAUTH2/OAUTHBEARER, refreshed and cached by esmtp itself, and
+``esmtp --oauth2-login [--device] [--identity NAME]`` to get the refresh token once.
+
+An identity with any ``oauth2_*`` keyword is an OAuth2 identity: its secret is an access token, and only bearer
+mechanisms are chosen for it. The token, HTTP and login code lives in ``oauth2_*`` helper modules imported only when
+a token is needed, so this module costs nothing on other runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from esmtp import hookimpl
+from esmtp.types import KeywordSpec
+
+from .oauth2_settings import KEYWORDS, PROVIDERS, SECRET_KEYWORDS
+
+if TYPE_CHECKING:
+    from esmtp.config import Config, Identity
+    from esmtp.options import Options
+    from esmtp.trace import Trace
+    from esmtp.types import SaslMechanism
+
+
+@hookimpl
+def esmtp_config_keywords() -> Iterable[KeywordSpec]:
+    """The ``oauth2_*`` keywords (per identity)."""
+    return [
+        KeywordSpec(name, help=text, secret=name in SECRET_KEYWORDS,
+                    choices=tuple(PROVIDERS) if name == "oauth2_provider" else None)
+        for name, text in KEYWORDS.items()
+    ]
+
+
+@hookimpl(tryfirst=True)
+def esmtp_secret(identity: Identity, mechanism: SaslMechanism, rejected: str | None, trace: Trace) -> str | None:
+    """The access token of an OAuth2 identity for a bearer mechanism: cached, or refreshed (again if ``rejected``)."""
+    if not mechanism.bearer or not any(key.startswith("oauth2_") for key in identity.options):
+        return None
+    from .oauth2_settings import resolve
+    from .oauth2_tokens import access_token
+
+    return access_token(resolve(identity), rejected, trace)
+
+
+@hookimpl
+def esmtp_command(options: Options, config: Config) -> int | None:
+    """``--oauth2-login``: log the identity in and store its refresh token."""
+    if options.mode != "oauth2-login":
+        return None
+    from .credentials import find_identity
+    from .oauth2_login import login
+    from .oauth2_settings import resolve
+
+    return login(resolve(find_identity(config, options.identity)), device=options.device)

@@ -1,0 +1,85 @@
+"""``password_command "CMD"`` (alias ``passwordeval``, as in msmtp): the secret is the first line CMD prints.
+
+CMD runs through ``/bin/sh -c`` only when a secret is needed (the server offered AUTH and a mechanism was chosen),
+once per process and identity (a queue flush reuses it), bounded by the identity's ``timeout``. Its output is never
+logged. Failures: a command that cannot start (or that the shell cannot find) is a configuration error (78, naming
+the file and line); a non-zero exit or a time-out is temporary (75: a locked agent or keyring), quoting its stderr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from esmtp import hookimpl
+from esmtp.errors import ConfigError, TemporaryFailure
+from esmtp.types import KeywordSpec
+
+from .credentials import COMMAND_KEYWORDS, where
+
+if TYPE_CHECKING:
+    from esmtp.config import Identity
+    from esmtp.trace import Trace
+    from esmtp.types import SaslMechanism
+
+DEFAULT_TIMEOUT = 60.0
+#: The shell's exit codes for "found but not executable" and "not found" (POSIX 2.8.2).
+_NOT_STARTED = {126: "could not be executed", 127: "was not found"}
+_STDERR_LIMIT = 500
+
+#: Secrets already fetched in this process, per identity block (a queue flush sends many messages per identity).
+_fetched: dict[tuple[str, int, str | None], str] = {}
+
+
+def run_secret_command(command: str, *, keyword: str, location: str, timeout: float) -> str:
+    """Run ``command`` through /bin/sh and return the first line of its output, CR/LF stripped.
+
+    Errors name ``keyword`` and ``location`` (file:line) and quote stderr, never stdout.
+    """
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise TemporaryFailure(f"{location}: {keyword} did not finish within {timeout:g} s (see 'timeout')") from None
+    except OSError as error:
+        raise ConfigError(f"{location}: {keyword} could not be started: {error.strerror or error}") from None
+    stderr = proc.stderr.decode("utf-8", "replace").strip()
+    said = f": {stderr[:_STDERR_LIMIT]}" if stderr else " (it wrote nothing to stderr)"
+    if proc.returncode in _NOT_STARTED:
+        raise ConfigError(f"{location}: {keyword} {_NOT_STARTED[proc.returncode]} (exit {proc.returncode}){said}")
+    if proc.returncode != 0:
+        status = f"exit status {proc.returncode}" if proc.returncode > 0 else f"signal {-proc.returncode}"
+        raise TemporaryFailure(f"{location}: {keyword} failed with {status}{said}")
+    first = proc.stdout.split(b"\n", 1)[0].rstrip(b"\r\n")
+    if not first:
+        raise TemporaryFailure(f"{location}: {keyword} printed no secret (its first line of output is empty)")
+    return first.decode("utf-8", "surrogateescape")
+
+
+@hookimpl
+def esmtp_config_keywords() -> Iterable[KeywordSpec]:
+    """``password_command`` and its msmtp spelling ``passwordeval``; neither goes with ``password`` or the other."""
+    return [
+        KeywordSpec(keyword, secret=True, conflicts=("password", *COMMAND_KEYWORDS),
+                    help="a shell command whose first line of output is the password or token")
+        for keyword in COMMAND_KEYWORDS
+    ]
+
+
+@hookimpl
+def esmtp_secret(identity: Identity, mechanism: SaslMechanism, trace: Trace) -> str | None:
+    """The command's output, when the identity has ``password_command``/``passwordeval`` (run once per identity)."""
+    keyword = next((name for name in COMMAND_KEYWORDS if name in identity.options), None)
+    if keyword is None:
+        return None
+    key = (identity.source, identity.lineno, identity.address)
+    if key not in _fetched:
+        location = where(identity, keyword)
+        trace.info(f"running {keyword} ({location}) for the {mechanism.name} secret")
+        timeout = float(identity.options.get("timeout") or DEFAULT_TIMEOUT)
+        _fetched[key] = run_secret_command(identity.options[keyword], keyword=keyword, location=location,
+                                           timeout=timeout)
+    return _fetched[key]

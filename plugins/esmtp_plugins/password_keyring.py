@@ -1,0 +1,87 @@
+"""The desktop keyring (the optional ``keyring`` library, ``pip install 'esmtp[keyring]'``) as a password source.
+
+An identity with a ``username`` and no ``password``, ``password_command`` or OAuth2 settings is looked up under
+service ``esmtp:HOST``, user ``username``. ``keyring`` is imported only for that lookup; when it is not installed, or
+has no usable backend, the lookup is skipped quietly (``~/.netrc`` comes next). ``esmtp --store-password`` stores the
+secret there: it prompts on a terminal and reads one line from stdin otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from esmtp import hookimpl
+from esmtp.errors import ConfigError, TemporaryFailure, UsageError
+
+from .credentials import find_identity, has_other_source, identity_name, load_keyring
+
+if TYPE_CHECKING:
+    from esmtp.config import Config, Identity
+    from esmtp.options import Options
+    from esmtp.trace import Trace
+
+SERVICE_PREFIX = "esmtp:"
+
+
+def service(host: str) -> str:
+    """The keyring service name for a server host (without the port)."""
+    return SERVICE_PREFIX + host
+
+
+@hookimpl
+def esmtp_secret(identity: Identity, host: str, trace: Trace) -> str | None:
+    """The keyring entry ``esmtp:HOST``/``username``, for an identity with no other secret source."""
+    if identity.username is None or has_other_source(identity):
+        return None
+    keyring = load_keyring()
+    if keyring is None:
+        return None
+    try:
+        secret = keyring.get_password(service(host), identity.username)
+    except Exception as error:  # a locked or unreachable keyring: the caller or the queue should try again
+        raise TemporaryFailure(
+            f"the keyring could not be read for {service(host)} ({type(error).__name__}: {error})"
+        ) from None
+    if secret is not None:
+        trace.info(f"password for {identity.username} from the keyring ({service(host)})")
+    return secret if isinstance(secret, str) else None
+
+
+def _read_secret(prompt: str) -> str:
+    """One line: from the terminal without echo, else from stdin."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(prompt)
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    return line.rstrip("\r\n")
+
+
+@hookimpl
+def esmtp_command(options: Options, config: Config) -> int | None:
+    """``esmtp --store-password [--identity NAME]``: store the identity's password in the keyring."""
+    if options.mode != "store-password":
+        return None
+    identity = find_identity(config, options.identity)
+    name = identity_name(identity)
+    if identity.username is None:
+        raise UsageError(f"identity {name} has no username: set 'username' in {config.path} first")
+    host = identity.server(587)[0]
+    keyring = load_keyring()
+    if keyring is None:
+        raise ConfigError(
+            "no keyring is available: install it with pip install 'esmtp[keyring]' (and a backend for this system), "
+            "or use password_command or ~/.netrc"
+        )
+    secret = _read_secret(f"Password for {identity.username} at {host}: ")
+    if not secret:
+        raise UsageError("no password given; nothing stored")
+    try:
+        keyring.set_password(service(host), identity.username, secret)
+    except Exception as error:
+        raise TemporaryFailure(f"the keyring could not store the password ({type(error).__name__})") from None
+    backend = keyring.get_keyring()
+    print(f"Stored the password for {identity.username} at {host} (identity {name}) in the keyring "
+          f"{type(backend).__module__}.{type(backend).__name__}, service {service(host)}.")
+    return 0
