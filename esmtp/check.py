@@ -69,7 +69,8 @@ def _check_identity(identity: Identity, hooks: Hooks, secrets: bool) -> str:
     source = password_source(identity, hooks)
     problem = source.check(secrets)
     if problem:
-        raise EsmtpError(f"password ({source.description}): {problem}", exit_code=EX_CONFIG)
+        located = identity.source and problem.startswith(identity.source)
+        raise EsmtpError(problem if located else f"password ({source.description}): {problem}", exit_code=EX_CONFIG)
     parts = [f"{host}:{port}", describe.tls_mode(identity).split(":")[0]]
     if trust != "-":
         parts.append(f"trust {trust}")

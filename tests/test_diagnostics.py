@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support import Runner, SmtpServer, start_server
@@ -294,3 +295,48 @@ def test_check_skips_an_empty_global_section(run: Runner) -> None:
         f"ok   a@example.org (default) at {config}:1: mail.example.org:587, none (starttls disabled), password none\n"
         f"{config}: 1 identity block(s) checked; nothing was contacted\n"
     )
+
+
+# ---- password sources (issue 11's plugins describe themselves) -----------------------------------------------------
+
+
+def test_pretend_and_check_name_password_command_and_run_it_only_with_secrets(run: Runner, tmp_path: Path,
+                                                                               auth_server: SmtpServer) -> None:
+    marker = tmp_path / "ran"
+    command = f"touch {marker}; echo {PASSWORD}"
+    config = run.write_config(f"hostname {auth_server.hostport}\nusername alice\n"
+                              f"password_command \"{command}\"\n")
+    pretend = run("--pretend", "bob@example.net", input=MESSAGE)
+    assert pretend.returncode == 0, pretend.stderr
+    assert f"password:        password_command `{command}` ({config}:3)" in pretend.stdout
+    check = run("--check", program="esmtp")
+    assert check.returncode == 0, check.stderr
+    assert f"password password_command `{command}` ({config}:3)" in check.stdout
+    assert not marker.exists()  # nothing ran without --secrets
+    secrets = run("--check", "--secrets", program="esmtp")
+    assert secrets.returncode == 0, secrets.stderr
+    assert marker.exists()
+    for result in (pretend, check, secrets):
+        assert PASSWORD not in result.stdout.replace(command, "") + result.stderr
+
+
+def test_check_secrets_reports_a_failing_password_command_with_its_line(run: Runner) -> None:
+    config = run.write_config("hostname h\nusername alice\n\npassword_command \"echo nope >&2; exit 3\"\n")
+    assert run("--check", program="esmtp").returncode == 0
+    result = run("--check", "--secrets", program="esmtp")
+    assert result.returncode == EX_CONFIG
+    assert result.stderr == f"esmtp: {config}:4: password_command failed with exit status 3: nope\n"
+
+
+def test_pretend_names_the_netrc_entry(run: Runner) -> None:
+    run.write_config("hostname mail.example.org\nusername alice\n")
+    netrc = run.home / ".netrc"
+    netrc.write_text(f"machine mail.example.org login alice password {PASSWORD}\n")
+    netrc.chmod(0o600)
+    env = run.env(PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    result = run("--pretend", "bob@example.net", input=MESSAGE, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"password:        {netrc} (machine mail.example.org, login alice)" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
+    netrc.unlink()
+    assert "password:        none" in run("--pretend", "bob@example.net", input=MESSAGE, env=env).stdout
