@@ -33,9 +33,10 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
   -C FILE   configuration file (default ~/.esmtprc, then /etc/esmtprc)
   -a NAME, --identity NAME   use this identity block, whatever the sender
   -v        verbose: show the SMTP dialogue        -X FILE  append a time-stamped protocol transcript to FILE
+  --import-msmtprc [FILE]   print an esmtprc converted from an msmtp configuration
   --version, --help
 Exit codes: 0 delivered or queued, 75 temporary failure (try again), 64-78 other errors (see esmtp(1)).
-Manual pages: esmtp(1) for the command line, esmtprc(5) for the configuration file.
+Every flag: man esmtp (esmtp(1)). Every configuration keyword: man esmtprc (esmtprc(5)).
 """
 
 
@@ -122,6 +123,10 @@ def run(argv: list[str]) -> int:
 
         sys.stdout.write(USAGE.format(prog=name()))
         return 0
+    if options.mode == "import-msmtprc":
+        from .import_msmtprc import import_command
+
+        return import_command(options.msmtprc)
     if options.mode == "newaliases":
         return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
     if options.mode == "smtp":

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     Mode = Literal[
         "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check",
-        "store-password", "oauth2-login",
+        "store-password", "oauth2-login", "import-msmtprc",
     ]
 
 
@@ -65,6 +65,8 @@ class Options:
     json: bool = False
     #: ``--device``: ``--oauth2-login`` with the device-code flow.
     device: bool = False
+    #: ``--import-msmtprc FILE``: the msmtp configuration to convert (None: msmtp's default locations).
+    msmtprc: str | None = None
     #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
@@ -87,6 +89,7 @@ _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 _LONG_OPTIONS: dict[str, Mode] = {
     "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove", "--serverinfo": "serverinfo",
     "--check": "check", "--store-password": "store-password", "--oauth2-login": "oauth2-login",
+    "--import-msmtprc": "import-msmtprc",
 }
 #: Long flags that modify a mode rather than select one (the Options attribute they set).
 _LONG_FLAGS = {
@@ -313,6 +316,10 @@ def _place_operands(opts: Options, operands: list[str]) -> None:
         opts.queue_ids.extend(_queue_id(word) for word in operands)
         if opts.mode == "remove" and not opts.queue_ids:
             raise UsageError("--remove requires at least one queue id")
+    elif opts.mode == "import-msmtprc":
+        if len(operands) > 1:
+            raise UsageError("--import-msmtprc takes at most one file name")
+        opts.msmtprc = _file_name(operands[0], "-import-msmtprc") if operands else None
     elif opts.mode == "deliver":
         for word in operands:
             opts.recipients.extend(parse_recipients(word))

@@ -1,0 +1,182 @@
+"""``esmtp --import-msmtprc``: real msmtp files (tests/data/msmtprc) in, an esmtprc that esmtp reads out.
+
+The expected account values were checked against msmtp 1.8.23's own reading of the same files (``msmtp --pretend``,
+see docs/migrating.md); the output is parsed back with esmtp's configuration parser, as the user's esmtp will.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from support import Result, Runner
+
+from esmtp.config import Config, Identity
+from esmtp.config_parser import parse_config
+from esmtp.errors import EX_CONFIG, EX_USAGE
+
+DATA = Path(__file__).parent / "data" / "msmtprc"
+
+
+def convert(run: Runner, name: str) -> tuple[Result, Config]:
+    result = run("--import-msmtprc", str(DATA / name), program="esmtp")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result, parse_config(result.stdout, "converted")
+
+
+def identity(config: Config, address: str) -> Identity:
+    [found] = [block for block in config.identities if block.address == address]
+    return found
+
+
+def pending(config: Config, block: Identity) -> dict[str, str]:
+    """Extension keywords of ``block`` that wait for the plugins (password_command, logfile...)."""
+    return {s.keyword: s.value for s in config.pending if s.identity is block}
+
+
+def test_arch_wiki_file_defaults_and_default_account(run: Runner) -> None:
+    result, config = convert(run, "arch-wiki.msmtprc")
+    gmail = identity(config, "username@gmail.com")
+    assert config.default is gmail  # account default : gmail
+    assert (gmail.hostname, gmail.starttls, gmail.username) == ("smtp.gmail.com:587", "required", "username")
+    assert pending(config, gmail) == {
+        "password_command": "gpg --quiet --for-your-eyes-only --no-tty --decrypt ~/.msmtp-gmail.gpg",
+        "logfile": "~/.msmtp.log",
+    }
+    freemail = identity(config, "joe_smith@freemail.example")
+    # msmtp's port without "port": 25 (STARTTLS), written out because esmtp's default is 587.
+    assert (freemail.hostname, freemail.password) == ("smtp.freemail.example:25", "secret passwd#1")
+    # freemail-2 : freemail copies everything and changes the address.
+    second = identity(config, "joe.smith@freemail.example")
+    assert (second.hostname, second.username) == ("smtp.freemail.example:25", "joe.smith")
+    assert second.password == "secret passwd#1"
+    # The gmail account is the default account's copy: one block, not two.
+    assert [block.address for block in config.identities] == [
+        None, "username@gmail.com", "joe_smith@freemail.example", "joe.smith@freemail.example"
+    ]
+    assert "cp /etc/ssl/certs/ca-certificates.crt ~/.authenticate/ca.pem" in result.stdout
+
+
+def test_inheritance_follows_msmtp(run: Runner) -> None:
+    result, config = convert(run, "inheritance.msmtprc")
+    base = identity(config, "alice@example.org")
+    assert (base.hostname, base.username, base.helo) == ("mail.example.org:587", "  alice  ", "laptop.example.org")
+    assert base.password == 'p\\w \\"quoted\\"'  # msmtp has no escapes: its backslashes are part of the password
+    assert base.options == {"auth_mechanisms": "PLAIN"}
+    # relay : base, defined after the second "defaults": port 2525 from the new defaults, the rest from base.
+    relays = [block for block in config.identities if block.address == "relay@example.org"]
+    assert len(relays) == 2  # the default account (a copy of relay with auth login) first, relay itself last
+    default, relay = relays
+    assert config.default is default
+    assert config.identity_for("relay@example.org") is relay  # msmtp -f takes the first account: relay
+    assert (relay.hostname, relay.force_reverse_path) == ("mail.example.org:2525", "relay@example.org")
+    assert relay.options == {"auth_mechanisms": "PLAIN", "timeout": "30"}
+    assert default.options == {"auth_mechanisms": "LOGIN", "timeout": "30"}
+    assert default.force_reverse_path is None  # msmtp does not copy allow_from_override
+    assert config.pending[0].keyword == "aliases_file"
+    # implicit : base, relay: its own port 465 and tls_starttls off mean implicit TLS.
+    implicit = identity(config, "tls@example.org")
+    assert implicit.hostname == "mail.example.org:465"
+    assert implicit.options["smtps"] == "enabled"
+    half = "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF"
+    assert implicit.options["tls_fingerprint"] == f"SHA256:{half}:{half}"
+    assert "# msmtp line 32: tls_certcheck off -- esmtp always verifies certificates" in result.stdout
+    sha1 = identity(config, "sha1@example.org")
+    assert sha1.message_id is False  # set_msgid_header off
+    assert "tls_fingerprint" not in sha1.options
+    for comment in (
+        "# msmtp line 18: dsn_notify failure,delay -- no configuration keyword: callers pass -N",
+        "# msmtp line 36: tls_fingerprint 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33 -- only SHA-256",
+        "# msmtp line 37: tls_cert_file ~/.certs/me.crt -- esmtp reads the client certificate and its key",
+        "# msmtp line 41: proxy_host 127.0.0.1 -- no equivalent",
+        "# msmtp account 'pattern' (",
+        "not converted: 'from *@lists.example.org' is a pattern",
+        "not converted: it has no 'from' address",
+        "# msmtp line 50: user nobody -- not converted: msmtp does not authenticate without 'auth on'",
+    ):
+        assert comment in result.stdout
+    assert "unused" not in result.stdout  # a password that is not converted is not printed either
+
+
+def test_default_account_without_from_becomes_the_global_section(run: Runner) -> None:
+    result, config = convert(run, "global-default.msmtprc")
+    assert config.default is config.identities[0]
+    assert config.default.address is None
+    assert (config.default.hostname, config.default.options) == ("[2001:db8::25]:465", {"smtps": "enabled"})
+    assert config.default.password == "hunter2"
+    work = identity(config, "me@work.example")
+    assert pending(config, work) == {"password_command": "pass show work/smtp"}
+    assert "# msmtp line 3: eval echo user me -- an eval line, not converted" in result.stdout
+    assert "# msmtp line 20: bogus_keyword 1 -- unknown msmtp command, not converted" in result.stdout
+
+
+def test_default_locations(run: Runner) -> None:
+    missing = run("--import-msmtprc", program="esmtp")
+    assert missing.returncode == EX_CONFIG
+    assert f"no msmtp configuration at {run.home}/.msmtprc or {run.home}/.config/msmtp/config" in missing.stderr
+    xdg = run.home / ".config" / "msmtp"
+    xdg.mkdir(parents=True)
+    shutil.copy(DATA / "global-default.msmtprc", xdg / "config")
+    assert "identity me@work.example" in run("--import-msmtprc", program="esmtp").stdout
+    shutil.copy(DATA / "arch-wiki.msmtprc", run.home / ".msmtprc")  # msmtp tries ~/.msmtprc first
+    assert "identity username@gmail.com" in run("--import-msmtprc", program="esmtp").stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("account a\nhost x\naccount a\nhost y\n", "msmtprc:3: account a was already defined (line 1)"),
+        ("account a : b\nhost x\n", "msmtprc:1: account b is not defined before account a"),
+        ("account\n", "msmtprc:1: 'account' needs a name"),
+    ],
+)
+def test_errors_name_the_file_and_line(run: Runner, text: str, message: str) -> None:
+    path = run.home / "msmtprc"
+    path.write_text(text)
+    result = run("--import-msmtprc", str(path), program="esmtp")
+    assert (result.returncode, result.stdout) == (EX_CONFIG, "")
+    assert result.stderr == f"esmtp: {run.home}/{message}\n"
+
+
+def test_unreadable_file_and_usage(run: Runner) -> None:
+    result = run("--import-msmtprc", str(run.home / "nope"), program="esmtp")
+    assert result.returncode == EX_CONFIG
+    assert result.stderr == f"esmtp: open: {run.home}/nope: No such file or directory\n"
+    two = run("--import-msmtprc", "a", "b", program="esmtp")
+    assert (two.returncode, two.stderr) == (EX_USAGE, "esmtp: --import-msmtprc takes at most one file name\n")
+
+
+def test_standard_input(run: Runner) -> None:
+    result = run("--import-msmtprc", "-", input=b"account default\nhost h\nfrom me@example.org\n", program="esmtp")
+    assert result.returncode == 0
+    config = parse_config(result.stdout, "converted")
+    assert (config.default.address, config.default.hostname) == ("me@example.org", "h:25")
+    assert "converted from standard input" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "value", ["plain", "a b", 'x"y', "x'y", "both\"and'q \\ z", "#x", "", "a=b", "DOM\\user", "pa;ss,word", "é ü"]
+)
+def test_values_are_written_so_that_esmtp_reads_them_back(value: str) -> None:
+    from esmtp.import_msmtprc import quote
+
+    assert parse_config(f"password {quote(value)}\n", "t").identities[0].password == value
+
+
+def test_mechanisms_and_logfile_to_standard_output(run: Runner) -> None:
+    path = run.home / "msmtprc"
+    path.write_text("account default\nhost h\nfrom me@example.org\nauth scram-sha-256\nuser me\nlogfile -\n")
+    result = run("--import-msmtprc", str(path), program="esmtp")
+    assert "  auth_mechanisms SCRAM-SHA-256\n" in result.stdout
+    assert "SCRAM-SHA-256 needs a plugin" in result.stdout
+    assert "# msmtp line 6: logfile - -- no equivalent for '-' (standard output)" in result.stdout
+
+
+def test_without_a_default_account_the_first_identity_is_used(run: Runner) -> None:
+    path = run.home / "msmtprc"
+    path.write_text("account a\nhost h\nfrom a@example.org\n\naccount b\nhost h\nfrom b@example.org\n")
+    result = run("--import-msmtprc", str(path), program="esmtp")
+    assert "without -f, esmtp uses the first identity below" in result.stdout
+    assert parse_config(result.stdout, "converted").default.address == "a@example.org"
