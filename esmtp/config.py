@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from .delivery_log import SYSLOG_CHOICES
 from .errors import ConfigError, ConfigNotFound
 from .types import KeywordSpec as KeywordSpec  # re-exported: plugins written before it moved import it from here
 
@@ -155,10 +156,8 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("disable_plugins", scope="global", help="comma or space separated plugin names not to load"),
     KeywordSpec("logfile", help="append one line per delivery attempt to this file (global or per identity)"),
     KeywordSpec("logfile_format", choices=("text", "json"), help="key=value words (text) or JSON lines"),
-    KeywordSpec("syslog", choices=(
-        "enabled", "disabled", "mail", "user", "daemon", *(f"local{n}" for n in range(8)),
-        "LOG_MAIL", "LOG_USER", "LOG_DAEMON", *(f"LOG_LOCAL{n}" for n in range(8)),
-    ), help="log delivery attempts to syslog: enabled (facility mail) or a facility"),
+    KeywordSpec("syslog", choices=SYSLOG_CHOICES,
+                help="log delivery attempts to syslog: enabled (facility mail) or a facility"),
 )
 
 #: Hints for keywords people expect from other mailers.

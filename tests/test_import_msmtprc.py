@@ -180,3 +180,14 @@ def test_without_a_default_account_the_first_identity_is_used(run: Runner) -> No
     result = run("--import-msmtprc", str(path), program="esmtp")
     assert "without -f, esmtp uses the first identity below" in result.stdout
     assert parse_config(result.stdout, "converted").default.address == "a@example.org"
+
+
+def test_syslog_is_converted(run: Runner) -> None:
+    path = run.home / "syslog.msmtprc"
+    path.write_text("account default\nhost h\nfrom me@example.org\nsyslog on\n"
+                    "account other\nhost h\nfrom o@example.org\nsyslog LOG_LOCAL3\n")
+    result = run("--import-msmtprc", str(path), program="esmtp")
+    assert result.returncode == 0, result.stderr
+    config = parse_config(result.stdout, "converted")
+    assert identity(config, "me@example.org").options["syslog"] == "user"  # msmtp's "on" is LOG_USER
+    assert identity(config, "o@example.org").options["syslog"] == "LOG_LOCAL3"
