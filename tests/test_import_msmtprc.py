@@ -72,8 +72,10 @@ def test_inheritance_follows_msmtp(run: Runner) -> None:
     assert config.default is default
     assert config.identity_for("relay@example.org") is relay  # msmtp -f takes the first account: relay
     assert (relay.hostname, relay.force_reverse_path) == ("mail.example.org:2525", "relay@example.org")
-    assert relay.options == {"auth_mechanisms": "PLAIN", "timeout": "30"}
-    assert default.options == {"auth_mechanisms": "LOGIN", "timeout": "30"}
+    # syslog comes from the second "defaults" too (msmtp's LOG_MAIL is esmtp's).
+    assert relay.options == {"auth_mechanisms": "PLAIN", "timeout": "30", "syslog": "LOG_MAIL"}
+    assert default.options == {"auth_mechanisms": "LOGIN", "timeout": "30", "syslog": "LOG_MAIL"}
+    assert "syslog" not in base.options
     assert default.force_reverse_path is None  # msmtp does not copy allow_from_override
     assert config.pending[0].keyword == "aliases_file"
     # implicit : base, relay: its own port 465 and tls_starttls off mean implicit TLS.
