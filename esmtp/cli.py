@@ -10,9 +10,14 @@ from .errors import EX_SOFTWARE, EX_TEMPFAIL, ConfigError, ConfigNotFound, Esmtp
 
 TYPE_CHECKING = False  # no `typing` import: start-up is the hot path
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .config import Config
     from .options import Options
     from .plugins import Hooks
+    from .relay_sessions import SessionPool
+
+    Loader = Callable[..., tuple[Config | None, Hooks]]
 
 USAGE = """\
 usage: {prog} [options] [--] recipient...       send the message on standard input
@@ -82,14 +87,14 @@ def _ignore_broken(error: ConfigError) -> None:
          "queue directory, or ESMTP_QUEUE_DIR, is listed)")
 
 
-def _send(options: Options) -> int:
+def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
     from .envelope import build_envelope
     from .message import read_message
     from .pipeline import submit
     from .trace import Trace
     from .types import RunContext
 
-    config, hooks = _load(options, need_config=True)
+    config, hooks = load(options, need_config=True)
     assert config is not None
     if options.pretend:
         from .pretend import plan
@@ -100,7 +105,7 @@ def _send(options: Options) -> int:
         stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
         with read_message(stdin) as message:
             envelope = build_envelope(options, message, config)
-            results = submit(envelope, message, RunContext(config, hooks, trace))
+            results = submit(envelope, message, RunContext(config, hooks, trace, sessions))
             for result in results:
                 trace.info(f"{result.agent}: {', '.join(result.recipients)}: {result.detail}")
     finally:
@@ -108,11 +113,19 @@ def _send(options: Options) -> int:
     return 0
 
 
-def run(argv: list[str]) -> int:
-    """Run the command for ``argv``; return the exit code."""
+def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None = None, cwd: str | None = None) -> int:
+    """Run the command for ``argv``; return the exit code.
+
+    The warm relay (:mod:`esmtp.relay_daemon`) passes its cached configuration ``load``-er, its kept SMTP
+    ``sessions`` and the caller's working directory ``cwd`` (relative file names on the command line are the
+    caller's).
+    """
     from .options import parse_args
 
     options = parse_args(argv)
+    if cwd is not None:
+        options.config_file = options.config_file and os.path.join(cwd, options.config_file)
+        options.transcript = options.transcript and os.path.join(cwd, options.transcript)
     if options.mode == "version":
         from . import __version__
 
@@ -134,7 +147,10 @@ def run(argv: list[str]) -> int:
 
         return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
-        config, hooks = _load(options, need_config=False, tolerant=options.mode == "mailq")
+        if options.mode == "mailq" and load is _load:
+            config, hooks = _load(options, need_config=False, tolerant=True)  # a broken file must not stop a listing
+        else:
+            config, hooks = load(options, need_config=False)
         code = hooks.queue_command(options, config)
         if code is None:
             if options.mode == "mailq":
@@ -144,7 +160,7 @@ def run(argv: list[str]) -> int:
             return 0
         return code
     if options.mode in ("serverinfo", "check"):
-        config, hooks = _load(options, need_config=True)
+        config, hooks = load(options, need_config=True)
         assert config is not None
         if options.mode == "check":
             from .check import check
@@ -154,24 +170,25 @@ def run(argv: list[str]) -> int:
 
         return serverinfo(options, config, hooks)
     if options.mode in ("store-password", "oauth2-login"):
-        config, hooks = _load(options, need_config=True)
+        config, hooks = load(options, need_config=True)
         assert config is not None
         code = hooks.command(options, config)
         if code is None:
             raise ConfigError(f"no installed or enabled plugin handles --{options.mode}")
         return code
-    return _send(options)
+    return _send(options, load, sessions)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: SessionPool | None = None,
+         cwd: str | None = None) -> int:
+    """Entry point of a run (the keyword arguments are the warm relay's: see :func:`run`)."""
     from .progname import set_name
 
     argv = list(sys.argv if argv is None else argv)
     prog = _prog(argv)
     set_name(prog)
     try:
-        code = run(argv)
+        code = run(argv, load=load, sessions=sessions, cwd=cwd)
     except EsmtpError as error:
         sys.stderr.write(f"{prog}: {error}\n")
         code = error.exit_code

@@ -158,6 +158,9 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("logfile_format", choices=("text", "json"), help="key=value words (text) or JSON lines"),
     KeywordSpec("syslog", choices=SYSLOG_CHOICES,
                 help="log delivery attempts to syslog: enabled (facility mail) or a facility"),
+    KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
+                help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
+    KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),
 )
 
 #: Hints for keywords people expect from other mailers.

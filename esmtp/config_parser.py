@@ -325,8 +325,8 @@ class _Parser:
             return
         if spec.choices is not None and value not in spec.choices:
             raise self.error(token.lineno, f"'{word}' takes one of {', '.join(spec.choices)}, not '{value}'")
-        if word == "timeout" and not _positive_number(value):
-            raise self.error(token.lineno, f"'timeout' takes a number of seconds greater than 0, not '{value}'"
+        if word in ("timeout", "relay_daemon_idle") and not _positive_number(value):
+            raise self.error(token.lineno, f"'{word}' takes a number of seconds greater than 0, not '{value}'"
                                            f"{hint(value, seconds_only=True)}")
         if word == "tls_fingerprint":
             from .fingerprints import parse_fingerprint
@@ -346,7 +346,7 @@ class _Parser:
         found = spelled_out(value, keyword.raw) if previous else None
         if found is not None:
             short, seconds = found
-            written = f"{seconds:g}" if previous == "timeout" else short
+            written = f"{seconds:g}" if previous in ("timeout", "relay_daemon_idle") else short
             raise self.error(keyword.lineno, f"'{previous} {value} {keyword.raw}': a duration is one word here: "
                                              f"write '{previous} {written}'")
 

@@ -404,6 +404,20 @@ class SmtpSession:
         finally:
             await self.abort()
 
+    async def reset(self) -> bool:
+        """RSET before another transaction on a kept connection; False (connection dropped) if the server does not
+        answer 250, so that the caller opens a new one: nothing of a message has been sent yet."""
+        if not self.is_open or self._written is not None:
+            await self.abort()
+            return False
+        try:
+            code, _ = await self._command(b"RSET")
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            code = 0
+        if code != 250:
+            await self.abort()
+        return code == 250
+
     async def abort(self) -> None:
         """Drop the connection (a transaction in progress is abandoned: the server never got its final dot)."""
         self._next = self._written = None

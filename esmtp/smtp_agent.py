@@ -85,6 +85,13 @@ class SmtpAgent:
             finally:
                 await session.close()
 
+        sessions = self.context.sessions
+        if sessions is not None and not (identity.preconnect or identity.postconnect):
+            # The warm relay: the identity's kept connection (pre/postconnect commands keep a session per message).
+            reply = sessions.send(identity, self.context.hooks.sasl_mechanisms(), trace, envelope, message, recipients)
+            from .types import DeliveryResult
+
+            return DeliveryResult("smtp", recipients, reply)
         if identity.preconnect:
             preconnect(identity.preconnect, trace)
         reply = asyncio.run(run())
