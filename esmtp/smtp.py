@@ -101,6 +101,8 @@ class SmtpSession:
         self.timeouts = Timeouts.of(identity)
         self.timeout = self.timeouts.command
         self.encrypted = False
+        #: The server's greeting ("220 ..."), once connected.
+        self.greeting = ""
         #: The TLS policy (context, pin, certificate files) once one is needed.
         self.tls: TlsPolicy | None = None
         self._tls_phase = False  # inside the TLS handshake or the first exchange after it
@@ -187,6 +189,7 @@ class SmtpSession:
             if self.tls.client_cert:
                 self.trace.info(f"client certificate: {self.tls.client_cert}")
         context = self.tls.context if self.tls is not None else None
+        self.trace.session(self.server)
         self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}")
         sock = await _open_socket(self.host, self.port, self.timeouts.connect)
         self._smtp = aiosmtplib.SMTP(
@@ -199,6 +202,7 @@ class SmtpSession:
         )
         self._tls_phase = self.smtps
         greeting = await self._greet(sock)
+        self.greeting = f"{greeting.code} {greeting.message}"
         if self.smtps:
             self._check_tls()
         self.trace.server(greeting.code, greeting.message)

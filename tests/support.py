@@ -560,3 +560,14 @@ def scripted_server() -> Iterator[StartScripted]:
     yield start
     for server in servers:
         server.close()
+
+
+def transcript_lines(path: Path) -> list[str]:
+    """The protocol lines of a ``-X`` transcript without their time stamps and session header lines."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("=== "):
+            stamp, _, rest = line.partition(" ")
+            assert len(stamp) == 12 and stamp[2] == ":" and stamp[8] == ".", f"no time stamp in {line!r}"
+            lines.append(rest)
+    return lines
