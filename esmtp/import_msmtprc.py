@@ -130,6 +130,10 @@ def _convert(account: Account, block: _Block) -> None:
             block.set("hostname", hostname)
         except ValueError as error:
             block.note(settings["host"], f"not converted: {error}")
+    for command in ("tls", "tls_starttls"):
+        setting = settings.get(command)
+        if setting is not None and setting.argument not in ("on", "off", ""):
+            block.note(setting, "not converted: msmtp takes on or off (it refuses this file)")
     if account.get("tls") in ("on", ""):
         if account.get("tls_starttls") == "off":
             block.set("smtps", "enabled")

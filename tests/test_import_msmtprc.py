@@ -213,3 +213,10 @@ def test_password_and_inherited_passwordeval_send_with_the_password_as_msmtp_doe
     assert (sent.returncode, sent.stderr) == (0, "")
     assert auth_server.sink.auths == [("PLAIN", "alice")]
     assert [m.mail_from for m in auth_server.sink.messages] == ["me@example.org"]
+
+
+def test_a_tls_value_msmtp_refuses_is_kept_as_a_comment(run: Runner) -> None:
+    result = run("--import-msmtprc", "-", input=b"account default\nhost h\nfrom me@example.org\ntls maybe\n",
+                 program="esmtp")
+    assert "# msmtp line 4: tls maybe -- not converted: msmtp takes on or off" in result.stdout
+    assert "starttls" not in result.stdout.split("identity")[1]
