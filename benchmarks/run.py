@@ -30,6 +30,8 @@ from subjects import (
     SENDER,
     Esmtp12,
     EsmtpPy,
+    EsmtpRelay,
+    Floor,
     Msmtp,
     NotApplicable,
     Nullmailer,
@@ -41,7 +43,7 @@ from subjects import (
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-WORKLOADS = ["cold", "cold-quickack", "start", "enqueue", "flush", "big"]
+WORKLOADS = ["cold", "cold-quickack", "start", "enqueue", "burst", "flush", "big"]
 
 
 @dataclass
@@ -56,12 +58,14 @@ class Settings:
     cap_s: float  # stop repeating a subject in a per-process workload once it has used this much time
     flush_cap_s: float  # same for the flush rounds
     prep_cap_s: float  # how long esmtp-py may take to enqueue the flush backlog
+    burst_count: int = 200  # sendmail processes one after the other in the burst workload
+    burst_rounds: int = 2
 
 
 FULL = Settings(runs=20, flush_count=1000, flush_rounds=3, big_mb=100, big_rounds=3, cap_s=45, flush_cap_s=150,
-                prep_cap_s=120)
+                prep_cap_s=120, burst_count=200, burst_rounds=1)
 QUICK = Settings(runs=5, flush_count=200, flush_rounds=1, big_mb=100, big_rounds=1, cap_s=10, flush_cap_s=40,
-                 prep_cap_s=40)
+                 prep_cap_s=40, burst_count=50, burst_rounds=1)
 
 
 def log(text: str) -> None:
@@ -144,7 +148,11 @@ class Bench:
         self.nm = Nullmailer(self.peers["nullmailer"], self.work, self.env)
         self.aio = RawClient("aiosmtplib", self.env)
         self.smtplib = RawClient("smtplib", self.env)
-        self.all: list[Subject] = [self.py, self.e12, self.msmtp, self.nm, self.aio, self.smtplib]
+        self.warm = EsmtpRelay(esmtp, self.work, self.env, "warm")
+        self.first = EsmtpRelay(esmtp, self.work, self.env, "first")
+        self.floor = Floor(esmtp, self.env)
+        self.all: list[Subject] = [self.py, self.warm, self.first, self.e12, self.msmtp, self.nm, self.aio,
+                                   self.smtplib, self.floor]
         self.msg2k = write_message(self.work / "msg-2k.txt", 2048)
         self.notes: list[str] = []
 
@@ -158,6 +166,8 @@ class Bench:
                 subject.configure(port)
 
     def close(self) -> None:
+        for relay in (self.warm, self.first):
+            relay.stop()
         if not self.keep:
             shutil.rmtree(self.work, ignore_errors=True)
 
@@ -238,7 +248,8 @@ class Bench:
 
     @staticmethod
     def _one_message(subject: Subject, sample: Sample, d: dict[str, float], grown: int) -> str | None:
-        if d.get("messages") != 1 or d.get("auths", 0) < 1:
+        logged_in = d.get("auths", 0) >= 1 or subject.key == "esmtp-warm"  # the warm relay's connection is kept
+        if d.get("messages") != 1 or not logged_in:
             return f"exit 0 but the sink got {d.get('messages', 0):g} message(s), {d.get('auths', 0):g} AUTH"
         return None
 
@@ -246,7 +257,7 @@ class Bench:
         """Cold relay; ``modes`` lists the sink set-ups (False: default ACKs, True: quickack). With both, the two
         run interleaved in one loop (two sinks, a second set of peer configurations), so that load changes on the
         machine cannot favour either row."""
-        plain = [self.py, self.e12, self.msmtp, self.nm, self.aio, self.smtplib]
+        plain = [self.py, self.warm, self.first, self.e12, self.msmtp, self.nm, self.aio, self.smtplib]
         qa_work = self.work / "quickack"
         quick = [EsmtpPy(self.py.exe, qa_work, self.env), Esmtp12(self.peers["esmtp"], qa_work, self.env),
                  Msmtp(self.peers["msmtp"], qa_work, self.env), Nullmailer(self.peers["nullmailer"], qa_work, self.env)]
@@ -282,6 +293,12 @@ class Bench:
                     view.verdicts.append(Verdict(budget, measured, "PASS" if r <= 2.0 else "FAIL"))
                 else:
                     view.verdicts.append(Verdict(budget, self._why(part), "n/a"))
+                self._ratio_budget(view, "esmtp-warm", "esmtp-1.2", 0.6, "cold relay with the warm relay running")
+                self._ratio_budget(view, "esmtp-first", "aiosmtplib", 1.1,
+                                   "first message, no resident process (spawning included)")
+                view.notes.append("esmtp (warm relay): the resident process was up and had served a `-bp` before "
+                                  "each run; esmtp (first message): none was up, so the command sent the message "
+                                  "itself and started one for the next message (killed, untimed, before each run).")
                 view.notes.append("nullmailer: `sendmail` (→ nullmailer-inject → nullmailer-queue) plus one "
                                   "`nullmailer-send` pass, timed together; its daemon would normally send later.")
             elif len(modes) == 2:
@@ -290,9 +307,19 @@ class Bench:
             views.append(view)
         return views
 
+    def _ratio_budget(self, view: View, key: str, ref: str, limit: float, what: str) -> None:
+        """A budget of the form: ``key``'s time at most ``limit`` times ``ref``'s."""
+        budget = f"{what} ≤ {limit}{X} {self.labels.get(ref, ref)}"
+        a, b = view.med(key), view.med(ref)
+        if a is None or b is None:
+            view.verdicts.append(Verdict(budget, self._why(view.series, key if a is None else ref), "n/a"))
+            return
+        measured = f"{fmt(a * view.scale, view.unit)} = {a / b:.2f}{X} ({fmt(b * view.scale, view.unit)})"
+        view.verdicts.append(Verdict(budget, measured, "PASS" if a <= limit * b else "FAIL"))
+
     @staticmethod
-    def _why(series: dict[str, Series]) -> str:
-        s = series.get("esmtp-py")
+    def _why(series: dict[str, Series], key: str = "esmtp-py") -> str:
+        s = series.get(key)
         if s is None:
             return "not measured"
         return "n/a (error: " + (s.error or (s.failures[0] if s.failures else "no result"))[:120] + ")"
@@ -303,6 +330,8 @@ class Bench:
         views = []
         for mode, title in (("bp", "start only: `-bp` on an empty queue"), ("version", "start only: `--version`")):
             subjects = [self.py, self.e12, self.msmtp, self.nm]
+            if mode == "bp":
+                subjects[1:1] = [self.warm, self.floor]
 
             def make(subj: Subject, mode: str = mode) -> list[Step]:
                 return subj.start_bp() if mode == "bp" else subj.start_version()
@@ -310,6 +339,8 @@ class Bench:
             series = self.measure(f"start {mode}", subjects, make, runs=runs)
             view = View(f"start-{mode}", title, "ms", 1000, series=series)
             self._absolute_budget(view, f"start only ({'-bp' if mode == 'bp' else '--version'}) ≤ 40 ms", 0.040)
+            if mode == "bp":
+                self._ratio_budget(view, "esmtp-warm", "floor", 1.5, "`-bp` through the warm relay")
             views.append(view)
         views[0].notes.append("nullmailer: `mailq`; esmtp 1.2: `esmtp -bp` only prints \"Mail queue is empty\".")
         return views
@@ -329,23 +360,33 @@ class Bench:
         qdir = self.py.work / "enqueue-queue"
         reset_dir(qdir)
         rc = self.py.queue_rc(port, qdir, "enqueue.rc") if self.py.error is None else None
+        warm_qdir = self.warm.work / "enqueue-queue"
+        reset_dir(warm_qdir)
+        warm_rc = self.warm.queue_rc(port, warm_qdir, "enqueue.rc") if self.warm.error is None else None
+        queues = {self.py.key: qdir, self.warm.key: warm_qdir, self.nm.key: self.nm.queue}
 
         def make(subj: Subject) -> list[Step]:
             if subj is self.py:
                 assert rc is not None
                 return self.py.enqueue_with(rc, self.msg2k)
+            if subj is self.warm:
+                assert warm_rc is not None
+                return self.warm.enqueue_with(warm_rc, self.msg2k)
             return subj.enqueue(self.msg2k)
 
         def probe(subj: Subject) -> int:
-            return count_files(qdir) if subj is self.py else count_files(self.nm.queue)
+            return count_files(queues[subj.key]) if subj.key in queues else 0
 
         def check(subj: Subject, sample: Sample, d: dict[str, float], grown: int) -> str | None:
+            if subj is self.floor:
+                return None
             return None if grown >= 1 else "exit 0 but no file appeared in the queue directory"
 
-        series = self.measure("enqueue", [self.py, self.e12, self.msmtp, self.nm], make, runs=self.settings.runs,
-                              check=check, probe=probe)
+        subjects = [self.py, self.warm, self.floor, self.e12, self.msmtp, self.nm]
+        series = self.measure("enqueue", subjects, make, runs=self.settings.runs, check=check, probe=probe)
         view = View("enqueue", "enqueue one 2 KB message in queued mode, new process", "ms", 1000, series=series)
         self._absolute_budget(view, "enqueue in queued mode ≤ 40 ms per message", 0.040)
+        self._ratio_budget(view, "esmtp-warm", "floor", 1.5, "enqueue through the warm relay")
         view.notes.append("esmtp-py: `queue always` with the smarthost down; each enqueue also starts esmtp's "
                           "detached background delivery run (unless one is running), which fails and competes for "
                           "the CPU with the next measurements, as it would on a real machine. nullmailer: "
@@ -354,6 +395,50 @@ class Bench:
             self.nm.clear_queue()
         if self.py.error is None and not self.py.wait_idle(qdir):
             view.notes.append("esmtp-py's background delivery run was still busy 60 s after the last enqueue.")
+        if self.warm.error is None:
+            self.warm.wait_idle(warm_qdir)
+        return [view]
+
+    def burst(self) -> list[View]:
+        """``burst_count`` sendmail processes one after the other (a cron job mailing a report per host, a mailing
+        script): messages per second, and the connections and AUTHs all of them needed."""
+        st = self.settings
+        n = st.burst_count
+        subjects = [self.py, self.warm, self.e12, self.msmtp, self.nm, self.aio]
+
+        def make(subj: Subject) -> list[Step]:
+            return subj.send(self.msg2k) * n
+
+        def check(subj: Subject, sample: Sample, d: dict[str, float], grown: int) -> str | None:
+            got = d.get("messages", 0)
+            return None if got == n else f"the sink got {got:g} of {n} messages"
+
+        with sink() as s:
+            self.configure(s.port)
+            self.warm.cold_start = True  # each round starts with no resident process: its first message starts one
+            try:
+                series = self.measure("burst", subjects, make, runs=st.burst_rounds, s=s, check=check, warmup=False,
+                                      cap=st.cap_s * 4)
+            finally:
+                self.warm.cold_start = False
+        for ser in series.values():
+            ser.values = [n / wall for wall in ser.values]
+        view = View("burst", f"burst: {n} sendmail processes one after the other", "msg/s", higher_is_better=True,
+                    series=series, columns={"conn": "connections", "AUTH": "auths"})
+        budget = f"burst ≥ 2{X} esmtp 1.2's msg/s, ≤ 2 connections and 2 AUTHs for all {n}"
+        warm, ref = view.med("esmtp-warm"), view.med("esmtp-1.2")
+        if warm is None or ref is None:
+            view.verdicts.append(Verdict(budget, self._why(series, "esmtp-warm" if warm is None else "esmtp-1.2"),
+                                         "n/a"))
+        else:
+            ws = series["esmtp-warm"]
+            conns, auths = max(ws.extra.get("connections", [0])), max(ws.extra.get("auths", [0]))
+            ok = warm >= 2 * ref and conns <= 2 and auths <= 2
+            measured = (f"{warm:.1f} msg/s = {warm / ref:.2f}{X} esmtp 1.2 ({ref:.1f}); {conns:g} connections, "
+                        f"{auths:g} AUTHs")
+            view.verdicts.append(Verdict(budget, measured, "PASS" if ok else "FAIL"))
+        view.notes.append("esmtp (warm relay): each round starts with no resident process; the first message "
+                          "starts it. esmtp-py: the relay off (a process, connection and AUTH per message).")
         return [view]
 
     def _prepare_esmtp_py_backlog(self, port: int, count: int) -> tuple[Path, int, str | None]:
@@ -391,8 +476,10 @@ class Bench:
         per_process = math.ceil(n / rounds)
         port = free_port()
         self.configure(port)
-        series = {subj.key: Series(subj.key) for subj in self.all}
-        for subj in self.all:
+        # The warm relay does not take part: a flush is one process already (`esmtp --flush` runs in the command).
+        flushing = [subj for subj in self.all if subj not in (self.warm, self.first, self.floor)]
+        series = {subj.key: Series(subj.key) for subj in flushing}
+        for subj in flushing:
             if subj.error:
                 series[subj.key].error = subj.error
         plans: dict[str, tuple[Callable[[], None], list[Step], int]] = {}
@@ -506,7 +593,7 @@ class Bench:
         st = self.settings
         size = st.big_mb * 1_000_000
         path = write_message(self.work / "msg-big.txt", size)
-        subjects = [self.py, self.e12, self.msmtp, self.nm, self.aio, self.smtplib]
+        subjects = [self.py, self.warm, self.e12, self.msmtp, self.nm, self.aio, self.smtplib]
 
         def check(subj: Subject, sample: Sample, d: dict[str, float], grown: int) -> str | None:
             if d.get("messages") != 1 or d.get("data_bytes", 0) < 0.99 * size:
@@ -518,10 +605,13 @@ class Bench:
             series = self.measure("big", subjects, lambda subj: subj.send(path, timeout=600), runs=st.big_rounds,
                                   s=s, check=check, warmup=False, cap=600, rss=self.gnu_time is not None)
         path.unlink()
+        resident = self.warm.resident_peak_mb() if self.warm.error is None else 0.0
         rss_series = {}
         for key, ser in series.items():
-            r = Series(key, values=list(ser.extra.get("maxrss_mb", [])), error=ser.error, skipped=ser.skipped,
-                       failures=ser.failures)
+            values = list(ser.extra.get("maxrss_mb", []))
+            if key == self.warm.key:
+                values = [front + resident for front in values]  # all processes: the command and the relay
+            r = Series(key, values=values, error=ser.error, skipped=ser.skipped, failures=ser.failures)
             rss_series[key] = r
         rss = View("big-rss", f"one {st.big_mb} MB message: peak RSS", "MB", series=rss_series)
         wall = View("big-wall", f"one {st.big_mb} MB message: wall time", "s", series=series)
@@ -542,7 +632,9 @@ class Bench:
             floor = run_steps([Step(["/bin/true"], self.env)], self.scratch, self.gnu_time).maxrss_kb / 1024
             rss.notes.append(f"Peak RSS is GNU time's `%M` (`ru_maxrss` of the child, which covers the descendants "
                              f"it reaped; `/bin/true` measures {floor:.1f} MB this way). nullmailer: the larger of "
-                             f"sendmail→inject→queue and nullmailer-send→smtp.")
+                             f"sendmail→inject→queue and nullmailer-send→smtp. esmtp (warm relay): the command's "
+                             f"peak plus the resident process's (`VmHWM`, {resident:.1f} MB, its peak since it "
+                             f"started, earlier workloads included).")
         else:
             rss.notes.append("GNU time is unavailable: peak RSS is `ru_maxrss` from `wait4()`, which cannot be lower "
                              "than the harness's own RSS (a spawned child inherits its high-water mark).")
@@ -611,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
                     views += bench.start()
                 elif workload == "enqueue":
                     views += bench.enqueue()
+                elif workload == "burst":
+                    views += bench.burst()
                 elif workload == "flush":
                     views += bench.flush()
                 elif workload == "big":

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from harness import Step
@@ -144,6 +145,112 @@ class EsmtpPy(Subject):
 
     def flush_with(self, rc: Path, timeout: float) -> list[Step]:
         return [Step([str(self.exe), "-C", str(rc), "--flush"], self.env_for(self.queue_dirs[rc]), timeout=timeout)]
+
+
+class EsmtpRelay(EsmtpPy):
+    """This project with the warm relay on (``relay_daemon auto``). ``warm``: its resident process is up (started,
+    untimed, before each run); ``first``: none is up (each run sends the message itself and starts the process for
+    the next, spawning included; the process is killed, untimed, before the next run)."""
+
+    def __init__(self, exe: Path, work: Path, env: dict[str, str], kind: str) -> None:
+        self.kind = kind
+        self.runtime = work / f"esmtp-{kind}-runtime"
+        self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        super().__init__(exe, work / f"esmtp-{kind}", {**env, "XDG_RUNTIME_DIR": str(self.runtime)})
+        self.key = f"esmtp-{kind}"
+        self.label = self.label.replace("esmtp-py", f"esmtp ({'warm relay' if kind == 'warm' else 'first message'})")
+        #: The configuration and environment of the steps made last (each has its own resident process).
+        self.target: tuple[Path, dict[str, str]] | None = None
+        #: Start every run with no resident process (the burst: its first message starts one).
+        self.cold_start = kind == "first"
+
+    def _rc_text(self, port: int) -> str:
+        return super()._rc_text(port) + "relay_daemon auto\nrelay_daemon_idle 900\n"
+
+    def _aim(self, rc: Path, env: dict[str, str], steps: list[Step]) -> list[Step]:
+        self.target = (rc, env)
+        return steps
+
+    def send(self, message: Path, timeout: float = 60.0) -> list[Step]:
+        return self._aim(self.direct_rc, self.env, super().send(message, timeout))
+
+    def start_bp(self) -> list[Step]:
+        return self._aim(self.direct_rc, self.bp_env, super().start_bp())
+
+    def enqueue_with(self, rc: Path, message: Path) -> list[Step]:
+        return self._aim(rc, self.env_for(self.queue_dirs[rc]), super().enqueue_with(rc, message))
+
+    def pids(self) -> list[int]:
+        found = []
+        for lock in (self.runtime / "esmtp").glob("*.lock"):
+            try:
+                pid = int(lock.read_text())
+                os.kill(pid, 0)
+            except (OSError, ValueError):
+                continue
+            found.append(pid)
+        return found
+
+    def resident_peak_mb(self) -> float:
+        """The largest peak RSS (``VmHWM``) of this subject's resident processes, in MB."""
+        peak = 0
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        return peak / 1024
+
+    def before_run(self) -> None:
+        if self.cold_start:
+            self.stop()
+        elif self.target is not None:
+            rc, env = self.target
+            # The first -bp starts the process if none is up; the second returns once it is serving.
+            for _ in range(2):
+                subprocess.run([str(self.exe), "-C", str(rc), "-bp"], env=env, capture_output=True, timeout=60)
+                wait_until(lambda: bool(self.pids()))
+
+    def stop(self) -> None:
+        """End this subject's resident processes (they are the benchmark's own, found by their lock files)."""
+        import signal
+
+        for _ in range(2):  # one may still have been starting
+            for pid in self.pids():
+                os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not self.pids())
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+class Floor(Subject):
+    """``python -I -c pass`` with the interpreter esmtp runs on: what any Python command costs at least."""
+
+    key = "floor"
+
+    def __init__(self, exe: Path, env: dict[str, str]) -> None:
+        try:
+            self.python = open(exe).readline()[2:].strip()  # noqa: SIM115 (the console script's #! line)
+        except OSError as exc:
+            self.error = f"cannot read {exe}: {exc.strerror}"
+            self.python = sys.executable
+        self.env = env
+        self.label = "`python -I -c pass`"
+
+    def start_bp(self) -> list[Step]:
+        return [Step([self.python, "-I", "-c", "pass"], self.env)]
+
+    def enqueue(self, message: Path) -> list[Step]:
+        return [Step([self.python, "-I", "-c", "pass"], self.env, stdin=message)]
 
 
 class Esmtp12(Subject):

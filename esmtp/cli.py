@@ -10,28 +10,38 @@ from .errors import EX_SOFTWARE, EX_TEMPFAIL, ConfigError, ConfigNotFound, Esmtp
 
 TYPE_CHECKING = False  # no `typing` import: start-up is the hot path
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .config import Config
     from .options import Options
     from .plugins import Hooks
+    from .relay_sessions import SessionPool
+
+    Loader = Callable[..., tuple[Config | None, Hooks]]
 
 USAGE = """\
-usage: sendmail [options] [--] recipient...
-       mailq | sendmail -bp          list the queue
-       sendmail -q | esmtp --flush   deliver the queue now
-       sendmail -bs                  an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
-       esmtp --remove ID...          delete queue entries
-       esmtp --store-password [--identity ADDR]         store a password in the keyring
-       esmtp --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
+usage: {prog} [options] [--] recipient...       send the message on standard input
+       {prog} -bp | mailq [--json]              list the queue
+       {prog} -q | -qIID | --flush [ID...]      deliver the queue now (all of it, or these entries)
+       {prog} --remove ID...                    delete queue entries
+       {prog} -bs                               an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
+       {prog} --pretend [options] [recipient...]  show what a send would do; send nothing
+       {prog} --serverinfo [--login] [--identity NAME]  show what the server offers; send nothing
+       {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
+       {prog} --store-password [--identity ADDR]         store a password in the keyring
+       {prog} --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
   -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
   -N DSN    never | success,failure,delay          -R RET   full | hdrs
   -V ENVID  DSN envelope id                        -B TYPE  7BIT | 8BITMIME
   -C FILE   configuration file (default ~/.esmtprc, then /etc/esmtprc)
-  -v        verbose: show the SMTP dialogue        -X FILE  append a protocol transcript to FILE
+  -a NAME, --identity NAME   use this identity block, whatever the sender
+  -v        verbose: show the SMTP dialogue        -X FILE  append a time-stamped protocol transcript to FILE
   --import-msmtprc [FILE]   print an esmtprc converted from an msmtp configuration
   --version, --help
-Every flag: man esmtp. Every configuration keyword: man esmtprc.
+Exit codes: 0 delivered or queued, 75 temporary failure (try again), 64-78 other errors (see esmtp(1)).
+Every flag: man esmtp (esmtp(1)). Every configuration keyword: man esmtprc (esmtprc(5)).
 """
 
 
@@ -39,7 +49,9 @@ def _prog(argv: list[str]) -> str:
     return os.path.basename(argv[0]) if argv and argv[0] else "esmtp"
 
 
-def _load(options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
+def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
+    """The configuration and the plugins. ``tolerant`` (mailq): a broken file is a warning and the run goes on
+    without it, so that the queue can still be listed."""
     from .config import load_config
     from .plugins import load_hooks, resolve_config
 
@@ -50,27 +62,50 @@ def _load(options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]
         if need_config:
             raise
         config = None
+    except ConfigError as error:
+        if not tolerant:
+            raise
+        _ignore_broken(error)
+        config = None
     hooks = load_hooks(config)
     if config is not None:
-        resolve_config(config, hooks)
+        try:
+            resolve_config(config, hooks)
+        except ConfigError as error:
+            if not tolerant:
+                raise
+            _ignore_broken(error)
+            return None, load_hooks(None)
     return config, hooks
 
 
-def _send(options: Options) -> int:
+def _ignore_broken(error: ConfigError) -> None:
+    from .progname import warn
+
+    warn(f"warning: {error}")
+    warn("warning: listing the queue without the configuration (a queue_dir it sets is not known: the default "
+         "queue directory, or ESMTP_QUEUE_DIR, is listed)")
+
+
+def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
     from .envelope import build_envelope
     from .message import read_message
     from .pipeline import submit
     from .trace import Trace
     from .types import RunContext
 
-    config, hooks = _load(options, need_config=True)
+    config, hooks = load(options, need_config=True)
     assert config is not None
+    if options.pretend:
+        from .pretend import plan
+
+        return plan(options, config, hooks)
     trace = Trace(verbose=options.verbose, transcript_path=options.transcript)
     try:
         stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
         with read_message(stdin) as message:
             envelope = build_envelope(options, message, config)
-            results = submit(envelope, message, RunContext(config, hooks, trace))
+            results = submit(envelope, message, RunContext(config, hooks, trace, sessions))
             for result in results:
                 trace.info(f"{result.agent}: {', '.join(result.recipients)}: {result.detail}")
     finally:
@@ -78,18 +113,28 @@ def _send(options: Options) -> int:
     return 0
 
 
-def run(argv: list[str]) -> int:
-    """Run the command for ``argv``; return the exit code."""
+def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None = None, cwd: str | None = None) -> int:
+    """Run the command for ``argv``; return the exit code.
+
+    The warm relay (:mod:`esmtp.relay_daemon`) passes its cached configuration ``load``-er, its kept SMTP
+    ``sessions`` and the caller's working directory ``cwd`` (relative file names on the command line are the
+    caller's).
+    """
     from .options import parse_args
 
     options = parse_args(argv)
+    if cwd is not None:
+        options.config_file = options.config_file and os.path.join(cwd, options.config_file)
+        options.transcript = options.transcript and os.path.join(cwd, options.transcript)
     if options.mode == "version":
         from . import __version__
 
         print(f"esmtp {__version__}")
         return 0
     if options.mode == "help":
-        sys.stdout.write(USAGE)
+        from .progname import name
+
+        sys.stdout.write(USAGE.format(prog=name()))
         return 0
     if options.mode == "import-msmtprc":
         from .import_msmtprc import import_command
@@ -102,7 +147,10 @@ def run(argv: list[str]) -> int:
 
         return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
-        config, hooks = _load(options, need_config=False)
+        if options.mode == "mailq" and load is _load:
+            config, hooks = _load(options, need_config=False, tolerant=True)  # a broken file must not stop a listing
+        else:
+            config, hooks = load(options, need_config=False)
         code = hooks.queue_command(options, config)
         if code is None:
             if options.mode == "mailq":
@@ -111,22 +159,36 @@ def run(argv: list[str]) -> int:
                 raise ConfigError("no queue plugin is installed or enabled; nothing to remove")
             return 0
         return code
+    if options.mode in ("serverinfo", "check"):
+        config, hooks = load(options, need_config=True)
+        assert config is not None
+        if options.mode == "check":
+            from .check import check
+
+            return check(options, config, hooks)
+        from .serverinfo import serverinfo
+
+        return serverinfo(options, config, hooks)
     if options.mode in ("store-password", "oauth2-login"):
-        config, hooks = _load(options, need_config=True)
+        config, hooks = load(options, need_config=True)
         assert config is not None
         code = hooks.command(options, config)
         if code is None:
             raise ConfigError(f"no installed or enabled plugin handles --{options.mode}")
         return code
-    return _send(options)
+    return _send(options, load, sessions)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: SessionPool | None = None,
+         cwd: str | None = None) -> int:
+    """Entry point of a run (the keyword arguments are the warm relay's: see :func:`run`)."""
+    from .progname import set_name
+
     argv = list(sys.argv if argv is None else argv)
     prog = _prog(argv)
+    set_name(prog)
     try:
-        code = run(argv)
+        code = run(argv, load=load, sessions=sessions, cwd=cwd)
     except EsmtpError as error:
         sys.stderr.write(f"{prog}: {error}\n")
         code = error.exit_code

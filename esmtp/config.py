@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from .delivery_log import SYSLOG_CHOICES
 from .errors import ConfigError, ConfigNotFound
 from .types import KeywordSpec as KeywordSpec  # re-exported: plugins written before it moved import it from here
 
@@ -96,14 +97,20 @@ class Config:
     options: dict[str, str] = field(default_factory=dict)
     #: Extension statements not yet checked against the registered keywords (see :meth:`resolve_extensions`).
     pending: list[Statement] = field(default_factory=list)
+    #: The line of each global extension keyword.
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, keyword: str, identity: Identity | None = None) -> str:
+        """``file:line`` of the statement that set ``keyword`` (globally, or in ``identity``), for messages."""
+        lines = self.lines if identity is None else identity.lines
+        line = lines.get(keyword) or (identity.lineno if identity is not None else 0)
+        return f"{self.path or 'config'}:{line}" if line else self.path or "config"
 
     def identity_for(self, sender: str | None) -> Identity:
-        """The identity whose address equals ``sender`` exactly (last block wins), else the default identity."""
-        if sender is not None:
-            for identity in reversed(self.identities):
-                if identity.address is not None and identity.address == sender:
-                    return identity
-        return self.default
+        """The identity for mail from ``sender``; the rule is in :mod:`esmtp.identities`."""
+        from .identities import choose_identity
+
+        return choose_identity(self, sender).identity
 
     def resolve_extensions(self, specs: Iterable[KeywordSpec]) -> None:
         """Check pending extension statements against ``specs`` and store their values.
@@ -124,7 +131,7 @@ class Config:
                 )
             target = self.options if spec.scope == "global" else statement.identity.options
             target[statement.keyword] = statement.value
-            statement.identity.lines[statement.keyword] = statement.lineno
+            (self.lines if spec.scope == "global" else statement.identity.lines)[statement.keyword] = statement.lineno
         for statement in self.pending:
             spec = known[statement.keyword]
             for other in spec.conflicts:
@@ -147,6 +154,13 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("tls_fingerprint", help="pin the server certificate: SHA256:AB:CD:..."),
     KeywordSpec("timeout", help="seconds to wait for the server at each step (default 60)"),
     KeywordSpec("disable_plugins", scope="global", help="comma or space separated plugin names not to load"),
+    KeywordSpec("logfile", help="append one line per delivery attempt to this file (global or per identity)"),
+    KeywordSpec("logfile_format", choices=("text", "json"), help="key=value words (text) or JSON lines"),
+    KeywordSpec("syslog", choices=SYSLOG_CHOICES,
+                help="log delivery attempts to syslog: enabled (facility mail) or a facility"),
+    KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
+                help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
+    KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),
 )
 
 #: Hints for keywords people expect from other mailers.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from .config import CORE_KEYWORDS, Config, Identity, StartTLS, Statement, parse_hostname
+from .durations import hint, spelled_out
 from .errors import ConfigError
 
 _CORE = {spec.name: spec for spec in CORE_KEYWORDS}
@@ -200,6 +201,8 @@ class _Parser:
         self.current = Identity(address=None, source=self.where, lineno=1)
         self.config = Config(path=path, identities=[self.current], default=self.current)
         self.default: Identity | None = None
+        #: The last extension statement (keyword, value), to explain a duration written in two words.
+        self.previous: tuple[str, str] = ("", "")
 
     def error(self, lineno: int, message: str) -> ConfigError:
         return self.lexer.error(lineno, message)
@@ -287,6 +290,8 @@ class _Parser:
 
     def extension(self, keyword: _Token) -> None:
         word = keyword.raw
+        if not keyword.first_on_line:
+            self.two_word_duration(keyword)
         if word in ("reverse_path", "sender"):
             raise self.error(keyword.lineno, f"'{word}' only comes after 'force' (force {word} ADDRESS)")
         if word in ("force_reverse_path", "force_sender"):
@@ -316,13 +321,34 @@ class _Parser:
         value = token.text
         if spec is None:
             self.config.pending.append(Statement(word, value, keyword.lineno, self.current))
+            self.previous = (word, value)
             return
         if spec.choices is not None and value not in spec.choices:
             raise self.error(token.lineno, f"'{word}' takes one of {', '.join(spec.choices)}, not '{value}'")
-        if word == "timeout" and not _positive_number(value):
-            raise self.error(token.lineno, f"'timeout' takes a number of seconds greater than 0, not '{value}'")
+        if word in ("timeout", "relay_daemon_idle") and not _positive_number(value):
+            raise self.error(token.lineno, f"'{word}' takes a number of seconds greater than 0, not '{value}'"
+                                           f"{hint(value, seconds_only=True)}")
+        if word == "tls_fingerprint":
+            from .fingerprints import parse_fingerprint
+
+            try:
+                parse_fingerprint(value)
+            except ConfigError as error:
+                raise self.error(token.lineno, str(error)) from None
+        self.previous = (word, value)
         target = self.config.options if spec.scope == "global" else self.current.options
         target[word] = value
+        (self.config.lines if spec.scope == "global" else self.current.lines)[word] = keyword.lineno
+
+    def two_word_duration(self, keyword: _Token) -> None:
+        """``timeout 5 minutes``: the unit is read as the next keyword; say how to write the duration."""
+        previous, value = self.previous
+        found = spelled_out(value, keyword.raw) if previous else None
+        if found is not None:
+            short, seconds = found
+            written = f"{seconds:g}" if previous in ("timeout", "relay_daemon_idle") else short
+            raise self.error(keyword.lineno, f"'{previous} {value} {keyword.raw}': a duration is one word here: "
+                                             f"write '{previous} {written}'")
 
 
 def _positive_number(value: str) -> bool:

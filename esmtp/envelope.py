@@ -75,7 +75,9 @@ def build_envelope(options: Options, message: Message, config: Config) -> Envelo
     unique = list(dict.fromkeys(check_address(r, "recipient") for r in recipients))
     if not unique:
         raise DataError("No recipients found" if options.read_recipients else "Recipient names must be specified")
-    identity: Identity = config.identity_for(given)
+    from .identities import choose_identity
+
+    identity: Identity = choose_identity(config, given, options.identity).identity
     if identity.force_reverse_path:
         sender = expand_mask(identity.force_reverse_path)
     elif given is not None:

@@ -59,7 +59,7 @@ _NO_EQUIVALENT = {
     "undisclosed_recipients": "no equivalent",
     "logfile": "no equivalent for '-' (standard output)",
     "logfile_time_format": "no equivalent",
-    "syslog": "no equivalent",
+    "syslog": "not a facility esmtp accepts (user, mail, daemon, local0...local7)",
     "auto_from": "no equivalent: give the identity's address, or force reverse_path with %u",
     "maildomain": "no equivalent: see qualifydomain for local recipients",
     "ntlmdomain": "write the domain in the user name: username \"DOMAIN\\\\user\"",
@@ -183,6 +183,8 @@ def _convert_other(setting: Setting, block: _Block) -> None:
         block.set("timeout", value)
     elif command == "logfile" and value != "-":
         block.set("logfile", value)
+    elif command == "syslog" and _syslog(value) is not None:
+        block.set("syslog", _syslog(value) or "")
     elif command == "aliases":
         block.set("aliases_file", value)
         block.lines.append("  # (aliases_file is global; msmtp's special 'default' alias has no equivalent)")
@@ -301,3 +303,15 @@ def import_command(path: str | None) -> int:
     rc = parse_msmtprc(_read(path), "standard input" if path == "-" else path)
     sys.stdout.write(convert(rc))
     return 0
+
+
+def _syslog(value: str) -> str | None:
+    """msmtp's ``syslog`` value as esmtp's: ``on`` is msmtp's default facility, LOG_USER; None if it has none."""
+    from .delivery_log import SYSLOG_CHOICES
+
+    lowered = value.lower()
+    if lowered in ("", "on"):
+        return "user"
+    if lowered == "off":
+        return "disabled"
+    return value if value in SYSLOG_CHOICES else None

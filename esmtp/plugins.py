@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
+    from .password_sources import PasswordSource
     from .trace import Trace
     from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
@@ -167,11 +168,14 @@ class RegistryCache:
             pass  # a read-only home only costs a rescan next time
 
 
+def _names(text: str) -> set[str]:
+    return {name for name in text.replace(",", " ").split() if name}
+
+
 def blocked_names(config: Config | None) -> set[str]:
-    names = os.environ.get("ESMTP_DISABLE_PLUGINS", "")
-    if config is not None:
-        names += "," + config.options.get("disable_plugins", "")
-    return {name for name in names.replace(",", " ").split() if name}
+    """Plugins not to load: ``ESMTP_DISABLE_PLUGINS`` and the configuration's ``disable_plugins``."""
+    names = _names(os.environ.get("ESMTP_DISABLE_PLUGINS", ""))
+    return names | _names(config.options.get("disable_plugins", "")) if config is not None else names
 
 
 def _load(record: EntryPointRecord) -> object:
@@ -195,7 +199,9 @@ def plugin_order(plugin: object) -> int:
 
 
 def _warn(text: str) -> None:
-    sys.stderr.write(f"esmtp: {text}\n")
+    from .progname import warn
+
+    warn(text)
 
 
 def _hooks(plugin: object) -> list[str]:
@@ -239,8 +245,11 @@ class PluginLoader:
             autoload = os.environ.get("ESMTP_PLUGIN_AUTOLOAD", "1") != "0"
         self.strict = os.environ.get("ESMTP_STRICT_PLUGINS", "") == "1"
         known = {record.name for record in records}
+        from_file = _names(config.options.get("disable_plugins", "")) if config is not None else set()
         for name in sorted(blocked - known):
-            _warn(f"disable_plugins names '{name}', but no such plugin is installed")
+            where = f"{config.where('disable_plugins')}: disable_plugins" if config is not None and name in from_file \
+                else "ESMTP_DISABLE_PLUGINS"
+            _warn(f"warning: {where} names '{name}', but no such plugin is installed")
         for name in sorted(blocked & known):
             pm.set_blocked(name)
         self.pending = [
@@ -418,6 +427,12 @@ class Hooks:
 
     def deliver_error(self, envelope: Envelope, error: EsmtpError, config: Config) -> None:
         self._hook("esmtp_deliver_error")(envelope=envelope, error=error, config=config)
+
+    def check_config(self, config: Config) -> None:
+        self._hook("esmtp_check_config")(config=config)
+
+    def password_source(self, identity: Identity) -> PasswordSource | None:
+        return cast("PasswordSource | None", self._hook("esmtp_password_source")(identity=identity))
 
 
 def resolve_config(config: Config, hooks: Hooks) -> None:

@@ -134,6 +134,8 @@ class SmtpSession:
         self.smtps = smtps
         self.timeout = float(identity.options.get("timeout") or DEFAULT_TIMEOUT)
         self.encrypted = False
+        #: The server's greeting ("220 ..."), once connected.
+        self.greeting = ""
         #: The TLS policy (context, pin, certificate files) once one is needed.
         self.tls: TlsPolicy | None = None
         self._tls_phase = False  # inside the TLS handshake or the first exchange after it
@@ -233,9 +235,11 @@ class SmtpSession:
             timeout=self.timeout,
             local_hostname=self.identity.helo or socket.gethostname(),
         )
+        self.trace.session(self.server)
         self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}")
         self._tls_phase = self.smtps
         greeting = await self._smtp.connect()
+        self.greeting = f"{greeting.code} {greeting.message}"
         if self.smtps:
             self._check_tls()
         self.trace.server(greeting.code, greeting.message)
@@ -399,6 +403,20 @@ class SmtpSession:
             pass
         finally:
             await self.abort()
+
+    async def reset(self) -> bool:
+        """RSET before another transaction on a kept connection; False (connection dropped) if the server does not
+        answer 250, so that the caller opens a new one: nothing of a message has been sent yet."""
+        if not self.is_open or self._written is not None:
+            await self.abort()
+            return False
+        try:
+            code, _ = await self._command(b"RSET")
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            code = 0
+        if code != 250:
+            await self.abort()
+        return code == 250
 
     async def abort(self) -> None:
         """Drop the connection (a transaction in progress is abandoned: the server never got its final dot)."""

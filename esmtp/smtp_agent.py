@@ -7,12 +7,12 @@ The identity's ``preconnect`` command runs before the connection is opened (an s
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import hookimpl
 from .errors import EX_OSERR, DeliveryError, TemporaryFailure
+from .progname import warn
 
 if TYPE_CHECKING:  # imported when a message is sent, not when the plugin is registered (mailq, --flush)
     from .message import Message
@@ -85,11 +85,18 @@ class SmtpAgent:
             finally:
                 await session.close()
 
+        sessions = self.context.sessions
+        if sessions is not None and not (identity.preconnect or identity.postconnect):
+            # The warm relay: the identity's kept connection (pre/postconnect commands keep a session per message).
+            reply = sessions.send(identity, self.context.hooks.sasl_mechanisms(), trace, envelope, message, recipients)
+            from .types import DeliveryResult
+
+            return DeliveryResult("smtp", recipients, reply)
         if identity.preconnect:
             preconnect(identity.preconnect, trace)
         reply = asyncio.run(run())
         if identity.postconnect and (warning := postconnect(identity.postconnect, trace)):
-            sys.stderr.write(f"esmtp: warning: {warning} (the message was sent)\n")
+            warn(f"warning: {warning} (the message was sent)")
         from .types import DeliveryResult
 
         return DeliveryResult("smtp", recipients, reply)

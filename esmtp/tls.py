@@ -15,12 +15,15 @@ import hashlib
 import os
 import ssl
 import stat
-import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .config import Identity
 from .errors import EX_NOPERM, ConfigError, DeliveryError, PermanentFailure, TemporaryFailure
+
+# Re-exported: callers and tests know them as tls.format_fingerprint and tls.parse_fingerprint.
+from .fingerprints import format_fingerprint as format_fingerprint
+from .fingerprints import parse_fingerprint as parse_fingerprint
 
 _VERSIONS = {
     "1.0": ssl.TLSVersion.TLSv1,
@@ -131,31 +134,6 @@ def _check_owner(path: str, info: os.stat_result) -> None:
 
 
 # ---- fingerprints --------------------------------------------------------------------------------------------------
-
-
-def parse_fingerprint(text: str) -> bytes:
-    """``SHA256:AB:CD:...`` (prefix optional, any case, colons optional) → the 32-byte digest."""
-    value = text.strip()
-    algorithm, sep, rest = value.partition(":")
-    if sep and not all(c in string.hexdigits for c in algorithm):  # a prefix such as SHA256: (not a hex pair)
-        if algorithm.upper().replace("-", "") != "SHA256":
-            raise ConfigError(f"tls_fingerprint: only SHA256 fingerprints are supported, not {algorithm}")
-        value = rest
-    digits = value.replace(":", "").replace(" ", "")
-    try:
-        digest = bytes.fromhex(digits)
-    except ValueError:
-        digest = b""
-    if len(digest) != 32:
-        raise ConfigError(
-            f"tls_fingerprint '{text}' is not a SHA-256 fingerprint (32 bytes in hex, e.g. SHA256:AB:CD:...)"
-        )
-    return digest
-
-
-def format_fingerprint(der: bytes) -> str:
-    """The SHA-256 fingerprint of a DER certificate as ``tls_fingerprint`` takes it."""
-    return "SHA256:" + ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
 
 
 # ---- the policy ----------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .config import Config, Identity
     from .message import Message
     from .plugins import Hooks
+    from .relay_sessions import SessionPool
     from .trace import Trace
 
 #: Where an extension keyword's value belongs: the identity block it appears in, or the whole file.
@@ -73,6 +74,8 @@ class RunContext:
     config: Config
     hooks: Hooks
     trace: Trace
+    #: The warm relay's kept SMTP sessions (None in a run of its own: one session per message).
+    sessions: SessionPool | None = None
 
 
 class DeliveryAgentImpl(Protocol):

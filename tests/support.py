@@ -196,6 +196,12 @@ class Runner:
     """Runs the installed command in a fresh process, with its own HOME, as mutt or cron would."""
 
     home: Path
+    #: ``ESMTP_RELAY_DAEMON`` for the run's mode (see :mod:`relay_support`).
+    mode_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def runtime(self) -> Path:
+        return self.home.parent / "run"
 
     def write_config(self, text: str, name: str = ".esmtprc") -> Path:
         path = self.home / name
@@ -209,7 +215,10 @@ class Runner:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "XDG_CACHE_HOME": str(self.home / ".cache"),
             "XDG_STATE_HOME": str(self.home / ".local/state"),
+            # The warm relay's sockets: private to the test, so that its resident processes can be found and ended.
+            "XDG_RUNTIME_DIR": str(self.runtime),
             "LANG": "C.UTF-8",
+            **self.mode_env,
         }
         env.update(extra)
         return env
@@ -225,10 +234,15 @@ class Runner:
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> Runner:
+def run(tmp_path: Path) -> Iterator[Runner]:
     home = tmp_path / "home"
     home.mkdir()
-    return Runner(home)
+    (tmp_path / "run").mkdir(mode=0o700)
+    runner = Runner(home)
+    yield runner
+    from relay_support import stop_relays
+
+    stop_relays(runner.runtime)
 
 
 
@@ -543,3 +557,14 @@ def scripted_server() -> Iterator[StartScripted]:
     yield start
     for server in servers:
         server.close()
+
+
+def transcript_lines(path: Path) -> list[str]:
+    """The protocol lines of a ``-X`` transcript without their time stamps and session header lines."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("=== "):
+            stamp, _, rest = line.partition(" ")
+            assert len(stamp) == 12 and stamp[2] == ":" and stamp[8] == ".", f"no time stamp in {line!r}"
+            lines.append(rest)
+    return lines

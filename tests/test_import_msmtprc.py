@@ -32,7 +32,7 @@ def identity(config: Config, address: str) -> Identity:
 
 
 def pending(config: Config, block: Identity) -> dict[str, str]:
-    """Extension keywords of ``block`` that wait for the plugins (password_command, logfile...)."""
+    """Extension keywords of ``block`` that wait for the plugins (password_command...)."""
     return {s.keyword: s.value for s in config.pending if s.identity is block}
 
 
@@ -43,8 +43,8 @@ def test_arch_wiki_file_defaults_and_default_account(run: Runner) -> None:
     assert (gmail.hostname, gmail.starttls, gmail.username) == ("smtp.gmail.com:587", "required", "username")
     assert pending(config, gmail) == {
         "password_command": "gpg --quiet --for-your-eyes-only --no-tty --decrypt ~/.msmtp-gmail.gpg",
-        "logfile": "~/.msmtp.log",
     }
+    assert gmail.options["logfile"] == "~/.msmtp.log"  # a core keyword (the delivery log), checked when read
     freemail = identity(config, "joe_smith@freemail.example")
     # msmtp's port without "port": 25 (STARTTLS), written out because esmtp's default is 587.
     assert (freemail.hostname, freemail.password) == ("smtp.freemail.example:25", "secret passwd#1")
@@ -73,8 +73,10 @@ def test_inheritance_follows_msmtp(run: Runner) -> None:
     assert config.default is default
     assert config.identity_for("relay@example.org") is relay  # msmtp -f takes the first account: relay
     assert (relay.hostname, relay.force_reverse_path) == ("mail.example.org:2525", "relay@example.org")
-    assert relay.options == {"auth_mechanisms": "PLAIN", "timeout": "30"}
-    assert default.options == {"auth_mechanisms": "LOGIN", "timeout": "30"}
+    # syslog comes from the second "defaults" too (msmtp's LOG_MAIL is esmtp's).
+    assert relay.options == {"auth_mechanisms": "PLAIN", "timeout": "30", "syslog": "LOG_MAIL"}
+    assert default.options == {"auth_mechanisms": "LOGIN", "timeout": "30", "syslog": "LOG_MAIL"}
+    assert "syslog" not in base.options
     assert default.force_reverse_path is None  # msmtp does not copy allow_from_override
     assert config.pending[0].keyword == "aliases_file"
     # implicit : base, relay: its own port 465 and tls_starttls off mean implicit TLS.
@@ -220,3 +222,14 @@ def test_a_tls_value_msmtp_refuses_is_kept_as_a_comment(run: Runner) -> None:
                  program="esmtp")
     assert "# msmtp line 4: tls maybe -- not converted: msmtp takes on or off" in result.stdout
     assert "starttls" not in result.stdout.split("identity")[1]
+
+
+def test_syslog_is_converted(run: Runner) -> None:
+    path = run.home / "syslog.msmtprc"
+    path.write_text("account default\nhost h\nfrom me@example.org\nsyslog on\n"
+                    "account other\nhost h\nfrom o@example.org\nsyslog LOG_LOCAL3\n")
+    result = run("--import-msmtprc", str(path), program="esmtp")
+    assert result.returncode == 0, result.stderr
+    config = parse_config(result.stdout, "converted")
+    assert identity(config, "me@example.org").options["syslog"] == "user"  # msmtp's "on" is LOG_USER
+    assert identity(config, "o@example.org").options["syslog"] == "LOG_LOCAL3"

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from relay_support import run_in_both_modes  # noqa: F401  (the `run` fixture: every test here runs in both modes)
 from support import SILENCE, Runner, SmtpServer, StartScripted, entry_point, free_port
 
 MESSAGE = b"From: Alice <alice@example.org>\nTo: Bob <bob@example.net>\nSubject: hello\n\nHi Bob.\n"

@@ -31,6 +31,7 @@ from support import (
     _Handler,
     _Server,
     free_port,
+    transcript_lines,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "interop"))
@@ -175,7 +176,7 @@ def test_starttls_required_authenticates_only_inside_tls(
                   args=("-X", str(transcript)))
     assert result.returncode == 0, result.stderr
     assert server.sink.auths == [("PLAIN", "alice")]
-    lines = transcript.read_text().splitlines()
+    lines = transcript_lines(transcript)
     starttls = lines.index("C: STARTTLS")
     assert any(line.startswith("C: AUTH") for line in lines[starttls:])
     assert not any(line.startswith(("C: AUTH", "C: MAIL")) for line in lines[:starttls])

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
+from esmtp.password_sources import PasswordSource
 from esmtp.types import KeywordSpec
 
 from .oauth2_settings import KEYWORDS, PROVIDERS, SECRET_KEYWORDS
@@ -69,3 +70,13 @@ def esmtp_command(options: Options, config: Config) -> int | None:
 
 def _is_oauth2(identity: Identity) -> bool:
     return any(key.startswith("oauth2_") for key in identity.options)
+
+
+@hookimpl(tryfirst=True)
+def esmtp_password_source(identity: Identity) -> PasswordSource | None:
+    """``--pretend``/``--check``: an OAuth2 identity authenticates with an access token, not a password."""
+    if not _is_oauth2(identity):
+        return None
+    provider = identity.options.get("oauth2_provider", "custom")
+    return PasswordSource("oauth2", f"an OAuth2 access token ({provider}), refreshed with the refresh token that "
+                                    "esmtp --oauth2-login stored")

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.errors import ConfigError, TemporaryFailure
+from esmtp.errors import ConfigError, EsmtpError, TemporaryFailure
+from esmtp.password_sources import PasswordSource
 from esmtp.types import KeywordSpec
 
 from .credentials import COMMAND_KEYWORDS, where
@@ -83,3 +84,25 @@ def esmtp_secret(identity: Identity, mechanism: SaslMechanism, trace: Trace) -> 
         _fetched[key] = run_secret_command(identity.options[keyword], keyword=keyword, location=location,
                                            timeout=timeout)
     return _fetched[key]
+
+
+@hookimpl
+def esmtp_password_source(identity: Identity) -> PasswordSource | None:
+    """``--pretend``/``--check``: the command that would supply the secret; only ``--check --secrets`` runs it (its
+    output is thrown away)."""
+    keyword = next((name for name in COMMAND_KEYWORDS if name in identity.options), None)
+    if keyword is None:
+        return None
+    command, location = identity.options[keyword], where(identity, keyword)
+
+    def check(secrets: bool) -> str:
+        if not secrets:
+            return ""
+        try:
+            run_secret_command(command, keyword=keyword, location=location,
+                               timeout=float(identity.options.get("timeout") or DEFAULT_TIMEOUT))
+        except EsmtpError as error:
+            return str(error)
+        return ""
+
+    return PasswordSource(keyword, f"{keyword} `{command}` ({location})", check)

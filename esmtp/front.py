@@ -1,0 +1,356 @@
+"""The ``sendmail``/``mailq`` entry point: hand the run to the warm relay (:mod:`esmtp.relay_daemon`), else run it here.
+
+This module is the whole start-up cost of a warm run, so it imports ``os``, ``sys`` and ``socket`` (its C half,
+``_socket``) and nothing else: no pluggy, no dataclasses, no ``typing``, no other module of the package until it
+falls back.
+
+A message run spools standard input to an unlinked private file first, so nothing can be lost later. The file's
+descriptor, the caller's stdout and stderr, argv and the working directory go over a Unix socket to the resident
+process of this user and configuration (SCM_RIGHTS); it runs the command exactly as :mod:`esmtp.cli` would, writing
+to the caller's own stdout/stderr, and answers with the exit code. If no resident process answers, this process
+starts one for the next message (``relay_daemon auto``) and runs the command itself, reading the message back from
+its spool file. See docs/performance.md ("The warm relay").
+"""
+
+from __future__ import annotations
+
+# The C half of `socket`: the same calls without the module's enums (a few milliseconds of every start).
+import _socket as socket
+import os
+import sys
+
+#: Letters that take an argument (esmtp 1.2's getopt string plus Postfix's), as in :mod:`esmtp.options`.
+_WITH_ARGUMENT = "ABbCdeFfhLMNOopRrVX"
+#: Environment that changes what a run does: a resident process serves only callers that agree on all of it.
+FINGERPRINT_VARS = ("HOME", "TZ", "PATH", "TMPDIR", "LANG", "LC_ALL", "PYTHONPATH", "XDG_CACHE_HOME",
+                    "XDG_STATE_HOME", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD", "ESMTP_STRICT_PLUGINS",
+                    "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON", "ESMTP_RELAY_TEST_CRASH")
+PROTOCOL = b"esmtp-relay-1"
+CHUNK = 1 << 16
+#: How long a front end waits for a resident process that another front end has just started.
+STARTING_WAIT = 3.0
+
+
+def scan_argv(argv: list[str]) -> tuple[str, str | None] | None:
+    """``(mode, -C file)`` for a run the relay can take ("deliver" or "mailq"); None for every other command.
+
+    Only what decides the hand-over is looked at; :mod:`esmtp.options` parses the command line for real (in the
+    resident process or here) and reports its errors.
+    """
+    program = os.path.basename(argv[0]) if argv else ""
+    if program in ("newaliases", "deliver"):
+        return None
+    mode = "mailq" if program == "mailq" else "deliver"
+    config = None
+    index = 1
+    while index < len(argv):
+        word = argv[index]
+        index += 1
+        if word == "--":
+            break
+        if word.startswith("--"):
+            return None  # --version, --help, --flush, --remove (or a usage error): run here
+        if not word.startswith("-") or word == "-":
+            continue
+        for pos in range(1, len(word)):
+            letter = word[pos]
+            if letter in "qI":
+                return None
+            if letter in _WITH_ARGUMENT:
+                argument = word[pos + 1:]
+                if not argument and index < len(argv):
+                    argument = argv[index]
+                    index += 1
+                if letter == "b":
+                    mode = {"m": "deliver", "p": "mailq"}.get(argument[:1], "")
+                    if not mode:
+                        return None
+                elif letter == "C":
+                    config = argument
+                break
+    return mode, config
+
+
+def fingerprint(config: str | None) -> str:
+    """What a resident process must share with this caller: the interpreter, the configuration and environment."""
+    parts = [sys.prefix, sys.version, str(os.getuid()), config or ""]
+    parts += [f"{name}={os.environ.get(name, '')}" for name in FINGERPRINT_VARS]
+    return "\x1f".join(parts)  # not NUL: that separates the fields of a request
+
+
+def _hash(text: str) -> str:
+    value = 0xCBF29CE484222325  # FNV-1a, 64 bits: hashlib would cost an import
+    for byte in text.encode("utf-8", "surrogateescape"):
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{value:016x}"
+
+
+def runtime_dir() -> str:
+    """The private directory for the sockets: ``$XDG_RUNTIME_DIR/esmtp`` when that directory is ours (not the one
+    ``sudo -E`` passes on from another user), else ``/tmp/esmtp-<uid>``."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isabs(base):
+        try:
+            info = os.stat(base)
+        except OSError:
+            pass
+        else:
+            if info.st_uid == os.getuid() and (info.st_mode & 0o170000) == 0o040000:
+                return os.path.join(base, "esmtp")
+    return f"/tmp/esmtp-{os.getuid()}"
+
+
+def absolute(config: str | None) -> str | None:
+    """A ``-C`` file name as the resident process must see it (it does not share our working directory)."""
+    return os.path.join(os.getcwd(), config) if config and not os.path.isabs(config) else config
+
+
+def socket_path(config: str | None) -> str:
+    """The socket of the resident process for ``-C config`` (absolute: see :func:`absolute`) or the default."""
+    return os.path.join(runtime_dir(), f"relay-{_hash(fingerprint(config))}.sock")
+
+
+def private_dir(path: str, *, create: bool) -> bool:
+    """Whether ``path`` is a real directory owned by us with mode 0700 (made so if missing and ``create``)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return False
+        try:
+            os.mkdir(path, 0o700)
+            info = os.lstat(path)
+        except OSError:
+            return False
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and (info.st_mode & 0o170777) == 0o040700
+
+
+def config_setting(config: str | None) -> str:
+    """``relay_daemon`` as the configuration file says (``disabled`` when it says nothing): a line scan only."""
+    if config is None:
+        home = os.environ.get("HOME")
+        candidates = [os.path.join(home, ".esmtprc")] if home else []
+        candidates.append("/etc/esmtprc")
+    else:
+        candidates = [config]
+    for path in candidates:
+        try:
+            with open(path, "rb") as handle:
+                text = handle.read(1 << 20)
+        except OSError:
+            continue
+        setting = "disabled"
+        for line in text.splitlines():
+            words = line.split(b"#", 1)[0].replace(b"=", b" ").split()
+            if len(words) >= 2 and words[0] == b"relay_daemon":
+                setting = words[1].strip(b"\"'").decode("ascii", "replace")
+        return setting
+    return "disabled"
+
+
+def wanted(config: str | None) -> bool:
+    """Whether the warm relay is on: ``ESMTP_RELAY_DAEMON`` (0 or 1) wins over ``relay_daemon``."""
+    forced = os.environ.get("ESMTP_RELAY_DAEMON")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return config_setting(config) == "auto"
+
+
+def spawn(path: str) -> None:
+    """Start the resident process for ``path``, fully detached: new session, stdio on /dev/null, no other
+    descriptor inherited, working directory ``/``. Returns at once (a failure to start only costs the warm path).
+
+    ``path.starting`` holds its pid while it is on its way (it removes the file once it listens), so that the next
+    front end waits for it instead of sending its message itself and starting another.
+    """
+    try:
+        pid = os.fork()
+    except OSError:
+        return
+    if pid:
+        os.waitpid(pid, 0)  # the middle process exits at once: the daemon is nobody's child to reap
+        return
+    try:
+        os.setsid()
+        child = os.fork()
+        if child:
+            marker = os.open(path + ".starting", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            os.write(marker, str(child).encode())
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, 1 << 16)
+        os.chdir("/")
+        code = "import sys; from esmtp.relay_daemon import main; sys.exit(main(sys.argv[1:]))"
+        os.execv(sys.executable, [sys.executable, "-P", "-c", code, path])
+    finally:
+        os._exit(127)
+
+
+def _starting(path: str) -> bool:
+    """Whether a front end started the resident process for ``path`` moments ago and it is still alive."""
+    import time  # built in: no file to import, and only on this path
+
+    try:
+        with open(path + ".starting", "rb") as marker:
+            started = os.fstat(marker.fileno()).st_mtime
+            pid = int(marker.read(32) or b"0")
+        if pid <= 0 or time.time() - started >= STARTING_WAIT:
+            return False
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False  # no marker, or its process is gone (killed before it could listen)
+    return True
+
+
+def _wait_for(path: str) -> socket.socket | None:
+    """Connect to a resident process that is starting, once it listens (None if it never does)."""
+    import time
+
+    while _starting(path):
+        time.sleep(0.005)
+        sock = _connect(path)
+        if sock is not None:
+            return sock
+    return None
+
+
+def _connect(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _spool_stdin() -> int:
+    """Copy standard input to a private unlinked file in the spool directory; its descriptor, at offset 0."""
+    directory = os.environ.get("TMPDIR") or "/tmp"
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    while True:
+        path = os.path.join(directory, f"esmtp-{os.getpid()}-{os.urandom(6).hex()}.in")
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            continue
+        break
+    os.unlink(path)
+    try:
+        while True:
+            data = os.read(0, CHUNK)
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+    except OSError as error:
+        if error.errno != 9:  # EBADF: no standard input at all reads as an empty message, as in the CLI
+            os.close(fd)
+            raise
+    os.lseek(fd, 0, 0)
+    return fd
+
+
+def _stdio_fd(fd: int) -> tuple[int, bool]:
+    """``fd`` if the caller opened it, else a new /dev/null descriptor (True: ours to close)."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return os.open(os.devnull, os.O_WRONLY), True
+    return fd, False
+
+
+def _request(sock: socket.socket, argv: list[str], spool: int | None, config: str | None) -> int | None:
+    """Send the run to the resident process and wait for its exit code (None: it did not answer or declined)."""
+    fields = [PROTOCOL, os.getcwd().encode("utf-8", "surrogateescape"),
+              fingerprint(config).encode("utf-8", "surrogateescape")]
+    fields += [word.encode("utf-8", "surrogateescape") for word in argv]
+    payload = b"\0".join(fields)
+    out, close_out = _stdio_fd(1)
+    err, close_err = _stdio_fd(2)
+    fds = [out, err] if spool is None else [out, err, spool]
+    try:
+        header = len(payload).to_bytes(4, "big")
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))]
+        sock.sendmsg([header + payload], ancillary)
+    finally:
+        if close_out:
+            os.close(out)
+        if close_err:
+            os.close(err)
+    reply = b""
+    while not reply.endswith(b"\n"):
+        data = sock.recv(64)
+        if not data:
+            return None  # it died before answering: the spool file still holds the message
+        reply += data
+    if not reply[:-1].isdigit():
+        return None  # "local": it declined (relay disabled, another environment); run here
+    return int(reply)
+
+
+def relay(argv: list[str]) -> tuple[int | None, str | None]:
+    """Run ``argv`` through the resident process. Returns its exit code, or None when this process must run the
+    command itself, and then the socket path of a resident process to start afterwards (None: none wanted).
+
+    Standard input, once read, is left on descriptor 0 as the spool file, so that the fallback reads the same bytes.
+    """
+    scanned = scan_argv(argv)
+    if scanned is None or os.environ.get("ESMTP_RELAY_DAEMON") == "0":
+        return None, None
+    mode, config = scanned[0], absolute(scanned[1])
+    path = socket_path(config)
+    directory = os.path.dirname(path)
+    sock = None
+    if private_dir(directory, create=False):  # never a socket in a directory someone else controls
+        sock = _connect(path) or _wait_for(path)
+    if sock is None:
+        start = wanted(config) and private_dir(directory, create=True)
+        return None, path if start else None
+    spool = None
+    try:
+        if mode == "deliver":
+            spool = _spool_stdin()
+        code = _request(sock, argv, spool, config)
+    except OSError:
+        code = None
+    except KeyboardInterrupt:
+        # As a run of its own reports it (75: try again), but the resident process may finish the work.
+        sys.stderr.write(f"{os.path.basename(argv[0]) if argv else 'esmtp'}: interrupted; the message may or may not "
+                         "have been sent\n")
+        code = 75
+    finally:
+        sock.close()
+        if spool is not None:
+            os.lseek(spool, 0, 0)
+            os.dup2(spool, 0)  # the fallback reads the spooled message as its standard input
+            os.close(spool)
+    return code, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sendmail``, ``mailq`` and the other program names (scripts/)."""
+    argv = list(sys.argv if argv is None else argv)
+    code, start = relay(argv)
+    if code is not None:
+        return code
+    from .cli import main as run_here
+
+    try:
+        return run_here(argv)
+    finally:
+        if start is not None:
+            # Afterwards: its start-up would compete with this run for the CPU. The next message waits for it.
+            spawn(start)
+
+
+if __name__ == "__main__":
+    # `python -m esmtp.front --socket-path [-C FILE]`: where this environment's resident process listens (for the
+    # systemd units in contrib/).
+    found = scan_argv(["sendmail", *sys.argv[2:]])
+    print(socket_path(absolute(found[1]) if found else None))

@@ -1,0 +1,388 @@
+"""The warm relay's resident process: runs ``sendmail``/``mailq`` commands handed over by :mod:`esmtp.front`.
+
+One process per user and configuration (and environment: see ``front.fingerprint``), listening on a Unix socket in
+a 0700 directory, serving only its own uid (SO_PEERCRED). It keeps what every run would otherwise pay for: the
+interpreter, asyncio and aiosmtplib, the parsed configuration and the plugins (reloaded when the file's inode, mtime
+or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.relay_sessions`). Each request
+runs :func:`esmtp.cli.main` in a thread of its own, with the caller's stdout, stderr and spooled standard input in
+place of the process's, so the caller sees what a run of its own would give. It exits after ``relay_daemon_idle``
+seconds without a request. Started by the front end (or by systemd socket activation: contrib/).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TextIO
+
+from .front import PROTOCOL, fingerprint
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .options import Options
+    from .plugins import Hooks
+    from .relay_sessions import SessionPool
+
+DEFAULT_IDLE = 300.0
+_MAX_REQUEST = 1 << 20
+_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def crash_point(name: str) -> None:
+    """Test instrumentation: die here (SIGKILL) when ``ESMTP_RELAY_TEST_CRASH`` names this point."""
+    if os.environ.get("ESMTP_RELAY_TEST_CRASH") == name:
+        os.kill(os.getpid(), 9)
+
+
+# ---- the caller's standard streams, per request thread ---------------------------------------------------------------
+
+
+class _Routed:
+    """Stands in for ``sys.stdin``/``stdout``/``stderr``: the current request's stream, else the process's own."""
+
+    def __init__(self, name: str, default: TextIO) -> None:
+        self._name = name
+        self._default = default
+
+    def _current(self) -> TextIO:
+        streams = _streams.get()
+        return streams[self._name] if streams is not None else self._default
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._current(), attribute)
+
+
+#: The request's streams: a context variable, so that the SMTP session's event loop thread sees the caller's too.
+_streams: ContextVar[dict[str, TextIO] | None] = ContextVar("streams", default=None)
+#: Held while a request has moved its streams and directory onto the process's (for commands it runs: MDA, hooks).
+_process_wide = threading.Lock()
+
+
+def _install_routing() -> None:
+    sys.stdin = _Routed("stdin", sys.stdin)
+    sys.stdout = _Routed("stdout", sys.stdout)
+    sys.stderr = _Routed("stderr", sys.stderr)
+
+
+# ---- configuration, cached and reloaded on change --------------------------------------------------------------------
+
+
+def _signature(paths: list[str]) -> tuple[tuple[int, ...] | None, ...]:
+    found: list[tuple[int, ...] | None] = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            found.append(None)
+            continue
+        found.append((info.st_ino, info.st_mtime_ns, info.st_size, info.st_mode, info.st_uid))
+    return tuple(found)
+
+
+class Configs:
+    """The parsed configuration and loaded plugins for each ``-C`` value; loaded again when a file changes."""
+
+    def __init__(self, sessions: SessionPool) -> None:
+        self.sessions = sessions
+        self._lock = threading.Lock()
+        self._cache: dict[str | None, tuple[tuple[Any, ...], Config | None, Hooks]] = {}
+
+    @staticmethod
+    def _candidates(config_file: str | None) -> list[str]:
+        if config_file is not None:
+            return [config_file]
+        home = os.environ.get("HOME")
+        return ([os.path.join(home, ".esmtprc")] if home else []) + ["/etc/esmtprc"]
+
+    def load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
+        """:func:`esmtp.cli._load`, from the cache while the file is unchanged (same errors otherwise)."""
+        from .config import load_config
+
+        key = options.config_file
+        signature = _signature(self._candidates(key))
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is None or cached[0] != signature:
+                if cached is not None:
+                    self.sessions.reset()  # identities are new objects: their kept sessions go
+                config, hooks = self._fresh(key)
+                cached = self._cache[key] = (signature, config, hooks)
+        _, config, hooks = cached
+        if config is None and need_config:
+            load_config(key)  # raises the ConfigNotFound a run of its own reports
+        return config, hooks
+
+    @staticmethod
+    def _fresh(key: str | None) -> tuple[Config | None, Hooks]:
+        from .config import load_config
+        from .errors import ConfigNotFound
+        from .plugins import load_hooks, resolve_config
+
+        config: Config | None
+        try:
+            config = load_config(key)
+        except ConfigNotFound:
+            config = None
+        hooks = load_hooks(config)
+        if hooks.loader is not None:
+            hooks.loader.load_all()  # now, not lazily from concurrent request threads
+        if config is not None:
+            resolve_config(config, hooks)
+        return config, hooks
+
+    def setting(self, config_file: str | None) -> tuple[bool, float]:
+        """Whether the configuration lets the relay run (``relay_daemon``, ``ESMTP_RELAY_DAEMON``), and its idle
+        time. A configuration that cannot be read leaves the answer to the front end's own scan."""
+        from .options import Options
+
+        try:
+            config, _ = self.load(Options(config_file=config_file), need_config=False)
+        except Exception:
+            return True, DEFAULT_IDLE
+        options = config.options if config is not None else {}
+        forced = os.environ.get("ESMTP_RELAY_DAEMON")
+        enabled = forced == "1" or (forced != "0" and options.get("relay_daemon") == "auto")
+        return enabled, float(options.get("relay_daemon_idle") or DEFAULT_IDLE)
+
+
+# ---- the server ------------------------------------------------------------------------------------------------------
+
+
+class RelayServer:
+    """Accepts requests on ``listener`` until idle; each in its own thread."""
+
+    def __init__(self, listener: socket.socket, path: str, adopt_environment: bool) -> None:
+        from .relay_sessions import SessionPool
+
+        self.listener = listener
+        self.path = path
+        self.adopt_environment = adopt_environment
+        #: Socket activation: the socket file is systemd's, not ours to remove.
+        self.activated = adopt_environment
+        self.sessions = SessionPool()
+        self.configs = Configs(self.sessions)
+        self.idle = DEFAULT_IDLE
+        self.active = 0
+        self.last_request = time.monotonic()
+        self.stopping = False
+        self._lock = threading.Lock()
+        try:
+            self.inode = os.stat(path).st_ino
+        except OSError:
+            self.inode = -1
+
+    def serve(self) -> int:
+        self.listener.settimeout(1.0)
+        while True:
+            with self._lock:
+                idle = self.active == 0 and time.monotonic() - self.last_request > self.idle
+                if idle or self.stopping:
+                    break
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                self.sessions.sweep()
+                continue
+            with self._lock:
+                self.active += 1
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+        self._shut_down()
+        return 0
+
+    def _shut_down(self) -> None:
+        with contextlib.suppress(OSError):
+            if not self.activated and os.stat(self.path).st_ino == self.inode:  # still ours, not a successor's
+                os.unlink(self.path)
+        with self._lock:
+            self.listener.close()
+        deadline = time.monotonic() + 30
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.sessions.close()
+
+    def _client(self, conn: socket.socket) -> None:
+        fds: list[int] = []
+        try:
+            with conn:
+                uid = _CREDENTIALS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size))[1]
+                if uid != os.getuid():
+                    return  # never serve another user (root's process serves only root)
+                fields, fds = _receive(conn)
+                conn.sendall(self._answer(fields, fds))
+        except OSError:
+            pass
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            with self._lock:
+                self.active -= 1
+                self.last_request = time.monotonic()
+
+    def _answer(self, fields: list[bytes], fds: list[int]) -> bytes:
+        if len(fields) < 4 or fields[0] != PROTOCOL or len(fds) not in (2, 3):
+            return b"local\n"
+        cwd, theirs = (field.decode("utf-8", "surrogateescape") for field in fields[1:3])
+        argv = [field.decode("utf-8", "surrogateescape") for field in fields[3:]]
+        if self.adopt_environment:
+            _adopt(theirs)
+            self.adopt_environment = False
+        config_file = _config_file(argv, cwd)
+        if theirs != fingerprint(config_file):
+            return b"local\n"  # another environment: a run of its own gives what the caller expects
+        enabled, self.idle = self.configs.setting(config_file)
+        if not enabled:
+            self.stopping = True
+            return b"local\n"
+        crash_point("handover")
+        code = self._run(argv, cwd, fds)
+        crash_point("reply")
+        return f"{code}\n".encode()
+
+    def _run(self, argv: list[str], cwd: str, fds: list[int]) -> int:
+        """Run the command with the caller's streams: stdout, stderr and (for a message) the spool file."""
+        from .cli import main as run_command
+
+        out = open(os.dup(fds[0]), "w", encoding="utf-8", errors="strict")  # noqa: SIM115
+        err = open(os.dup(fds[1]), "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+        spool = open(os.dup(fds[2]) if len(fds) == 3 else os.open(os.devnull, os.O_RDONLY), encoding="utf-8")  # noqa: SIM115
+        token = _streams.set({"stdin": spool, "stdout": out, "stderr": err})
+        exclusive = self._runs_commands(argv, cwd)
+        if exclusive:
+            _process_wide.acquire()
+            saved = _redirect_process(fds[0], fds[1], cwd)
+        try:
+            return run_command(argv, load=self.configs.load, sessions=self.sessions, cwd=cwd)
+        finally:
+            if exclusive:
+                _restore_process(saved)
+                _process_wide.release()
+            _streams.reset(token)
+            for stream in (out, err, spool):
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def _runs_commands(self, argv: list[str], cwd: str) -> bool:
+        """Whether the configuration names commands (MDA, pre/postconnect) that inherit stdout, stderr and the
+        working directory: such runs move the caller's onto the process for their duration, one at a time."""
+        from .options import Options
+
+        try:
+            config, _ = self.configs.load(Options(config_file=_config_file(argv, cwd)), need_config=False)
+        except Exception:
+            return False
+        if config is None:
+            return False
+        return bool(config.mda or config.force_mda
+                    or any(identity.preconnect or identity.postconnect for identity in config.identities))
+
+
+def _redirect_process(out: int, err: int, cwd: str) -> tuple[int, int, int]:
+    saved = (os.dup(1), os.dup(2), os.open(".", os.O_RDONLY))
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    with contextlib.suppress(OSError):
+        os.chdir(cwd)
+    return saved
+
+
+def _restore_process(saved: tuple[int, int, int]) -> None:
+    out, err, directory = saved
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.fchdir(directory)
+    for fd in saved:
+        os.close(fd)
+
+
+def _config_file(argv: list[str], cwd: str) -> str | None:
+    from .front import scan_argv
+
+    scanned = scan_argv(argv)
+    config = scanned[1] if scanned is not None else None
+    return os.path.join(cwd, config) if config else config
+
+
+def _adopt(theirs: str) -> None:
+    """Socket activation: take the first caller's environment (systemd's is not the user's shell's)."""
+    from .front import FINGERPRINT_VARS
+
+    for part in theirs.split("\x1f"):
+        name, _, value = part.partition("=")
+        if name in FINGERPRINT_VARS:
+            if value:
+                os.environ[name] = value
+            else:
+                os.environ.pop(name, None)
+
+
+def _receive(conn: socket.socket) -> tuple[list[bytes], list[int]]:
+    """One request: a 4-byte length, the NUL-separated fields, and the descriptors that came with them."""
+    conn.settimeout(30)
+    data, ancillary, _, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(3 * 4))
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, usable, 4)]
+    if len(data) < 4:
+        return [], fds
+    size = int.from_bytes(data[:4], "big")
+    body = bytearray(data[4:])
+    while len(body) < min(size, _MAX_REQUEST):
+        more = conn.recv(size - len(body))
+        if not more:
+            break
+        body += more
+    conn.settimeout(None)  # the run takes as long as delivery takes (the SMTP layer has its own time-outs)
+    if len(body) != size:
+        return [], fds
+    return bytes(body).split(b"\0"), fds
+
+
+# ---- start-up --------------------------------------------------------------------------------------------------------
+
+
+def _listen(path: str) -> tuple[socket.socket, bool]:
+    """The listening socket: systemd's (socket activation), else ours at ``path`` (a stale file is replaced)."""
+    if os.environ.get("LISTEN_PID") == str(os.getpid()) and int(os.environ.get("LISTEN_FDS", "0")) >= 1:
+        return socket.socket(fileno=3), True
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # we hold the lock: a file here is a dead process's
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_mask = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old_mask)
+    listener.listen(128)
+    return listener, False
+
+
+def main(args: list[str]) -> int:
+    """``python -c ... SOCKET_PATH``: serve until idle. Exits at once if another process already serves the path."""
+    if len(args) != 1:
+        sys.stderr.write("usage: relay_daemon SOCKET_PATH\n")
+        return 64
+    path = args[0]
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return 0  # another front end started it first
+    listener, activated = _listen(path)  # listening now: front ends wait in the backlog while the rest loads
+    with contextlib.suppress(OSError):
+        os.unlink(path + ".starting")
+    os.ftruncate(lock, 0)
+    os.write(lock, f"{os.getpid()}\n".encode())
+    _install_routing()
+    from . import cli, smtp  # noqa: F401  (what every message needs, loaded once)
+
+    return RelayServer(listener, path, adopt_environment=activated).serve()
