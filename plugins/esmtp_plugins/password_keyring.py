@@ -67,7 +67,8 @@ def esmtp_command(options: Options, config: Config) -> int | None:
     identity = find_identity(config, options.identity)
     name = identity_name(identity)
     if identity.username is None:
-        raise UsageError(f"identity {name} has no username: set 'username' in {config.path} first")
+        where = f"{identity.source or config.path}:{identity.lineno}"
+        raise ConfigError(f"{where}: identity {name} has no username: set 'username' in it first")
     host = identity.server(587)[0]
     keyring = load_keyring()
     if keyring is None:
