@@ -179,6 +179,12 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
     return _send(options, load, sessions)
 
 
+def _say(text: str) -> None:
+    """Report on stderr; a reader that has gone away must not change the exit code."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(text)
+
+
 def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: SessionPool | None = None,
          cwd: str | None = None) -> int:
     """Entry point of a run (the keyword arguments are the warm relay's: see :func:`run`)."""
@@ -190,20 +196,21 @@ def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: Sessi
     try:
         code = run(argv, load=load, sessions=sessions, cwd=cwd)
     except EsmtpError as error:
-        sys.stderr.write(f"{prog}: {error}\n")
+        _say(f"{prog}: {error}\n")
         code = error.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted; the message was not sent\n")
+        _say(f"{prog}: interrupted; the message was not sent\n")
         code = EX_TEMPFAIL
     except Exception as error:  # a bug: report it without a traceback (it could hold a secret)
-        sys.stderr.write(f"{prog}: internal error: {type(error).__name__}: {error}\n")
+        _say(f"{prog}: internal error: {type(error).__name__}: {error}\n")
         if os.environ.get("ESMTP_DEBUG") == "1":
             import traceback
 
             traceback.print_exc()
         code = EX_SOFTWARE
-    with contextlib.suppress(OSError):
-        sys.stdout.flush()
+    if sys.stdout is not None:  # (the process's own streams are settled by its entry point: esmtp.front)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
     return code
 
 

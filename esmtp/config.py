@@ -79,6 +79,8 @@ class Statement:
     value: str
     lineno: int
     identity: Identity
+    #: The secret keyword (``password``…) this statement follows on its line: its words may be the secret's.
+    after_secret: str = ""
 
 
 @dataclass(slots=True)
@@ -121,14 +123,15 @@ class Config:
         for statement in self.pending:
             spec = known.get(statement.keyword)
             where = f"{self.path or 'config'}:{statement.lineno}"
+            if statement.after_secret and (spec is None or statement.value not in (spec.choices or [statement.value])):
+                raise ConfigError(f"{where}: {secret_error(statement.after_secret)}")
             if spec is None:
                 hint = _UNKNOWN_HINTS.get(statement.keyword, "")
                 raise ConfigError(f"{where}: unknown keyword '{statement.keyword}'{hint}")
             if spec.choices is not None and statement.value not in spec.choices:
                 allowed = ", ".join(spec.choices)
-                raise ConfigError(
-                    f"{where}: '{statement.keyword}' takes one of {allowed}, not '{statement.value}'"
-                )
+                shown = "the value given (not shown: it is secret)" if spec.secret else f"'{statement.value}'"
+                raise ConfigError(f"{where}: '{statement.keyword}' takes one of {allowed}, not {shown}")
             target = self.options if spec.scope == "global" else statement.identity.options
             target[statement.keyword] = statement.value
             (self.lines if spec.scope == "global" else statement.identity.lines)[statement.keyword] = statement.lineno
@@ -145,6 +148,14 @@ class Config:
         self.pending.clear()
 
 
+def secret_error(keyword: str) -> str:
+    """The error for a statement that holds a secret, or follows one on its line: it quotes none of the words."""
+    return (
+        f"cannot read the '{keyword}' statement or what follows it on its line (its words are not shown: they hold "
+        f"a secret); if the {keyword} contains a space, '#', ';', ',', '=' or a quote, put it in quotes"
+    )
+
+
 #: Extension keywords the core itself understands (plugins add more through ``esmtp_config_keywords``).
 CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("auth_mechanisms", help="allowed SASL mechanisms in order of preference"),
@@ -152,7 +163,7 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("smtps", choices=("enabled", "disabled"), help="implicit TLS from the first byte (port 465)"),
     KeywordSpec("tls_min_version", choices=("1.0", "1.1", "1.2", "1.3"), help="lowest TLS version accepted"),
     KeywordSpec("tls_fingerprint", help="pin the server certificate: SHA256:AB:CD:..."),
-    KeywordSpec("timeout", help="seconds to wait for the server at each step (default 60)"),
+    KeywordSpec("timeout", help="the longest wait for the server, every step (see docs/configuration.md)"),
     KeywordSpec("disable_plugins", scope="global", help="comma or space separated plugin names not to load"),
     KeywordSpec("logfile", help="append one line per delivery attempt to this file (global or per identity)"),
     KeywordSpec("logfile_format", choices=("text", "json"), help="key=value words (text) or JSON lines"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from .config import CORE_KEYWORDS, Config, Identity, StartTLS, Statement, parse_hostname
+from .config import CORE_KEYWORDS, Config, Identity, StartTLS, Statement, parse_hostname, secret_error
 from .durations import hint, spelled_out
 from .errors import ConfigError
 
@@ -35,6 +35,17 @@ _ESMTP_WORDS = frozenset(
      "force_mda", "disabled", "enabled", "required", "default"]
 )
 _QUOTE_HINT = "if it belongs to the value before it, put that value in quotes"
+#: Keywords whose value is a secret: an error on their statement, or after it on its line, never shows a word of it.
+SECRET_KEYWORDS = frozenset(["password", "pass", "certificate_passphrase", "passphrase"])
+#: Parts of a plugin keyword's name that mark it secret for error messages, before plugins are loaded (a plugin
+#: declares its secret keywords with ``KeywordSpec(secret=True)`` and names them so: docs/plugins.md).
+_SECRET_NAME_PARTS = ("password", "passphrase", "secret", "token")
+
+
+def looks_secret(keyword: str) -> bool:
+    """Whether errors about ``keyword``'s statement must hide its words."""
+    return keyword in SECRET_KEYWORDS or any(part in keyword for part in _SECRET_NAME_PARTS)
+
 
 #: Characters that end an unquoted word (``;`` and ``,`` are plain separators, as in esmtp minus the echo).
 _WORD_END = " \t\r\n;,"
@@ -66,9 +77,19 @@ class _Lexer:
         self.pos = 0
         self.lineno = 1
         self.new_line = True
+        #: The last secret statement's keyword, and the lines from its keyword to the end of its value (0: not yet
+        #: read). Errors there are masked (:meth:`error`), whichever part of the text they are about.
+        self.secret = ""
+        self.secret_from = self.secret_until = 0
 
     def error(self, lineno: int, message: str) -> ConfigError:
+        if self.masks(lineno):
+            return ConfigError(f"{self.where}:{lineno}: {secret_error(self.secret)}")
         return ConfigError(f"{self.where}:{lineno}: {message}")
+
+    def masks(self, lineno: int) -> bool:
+        """Whether ``lineno`` holds (part of) the last secret value: the line or lines of its statement."""
+        return bool(self.secret) and self.secret_from <= lineno and (self.secret_until or lineno) >= lineno
 
     def _skip(self) -> None:
         """Skip whitespace, ``;``, ``,``, comments and backslash-newlines."""
@@ -209,8 +230,13 @@ class _Parser:
 
     def value(self, keyword: _Token, what: str = "a value") -> _Token:
         """The value after ``keyword [=]``: any token, even one that spells a keyword."""
+        secret = keyword.raw in SECRET_KEYWORDS
+        if secret:
+            self.lexer.secret, self.lexer.secret_from, self.lexer.secret_until = keyword.raw, keyword.lineno, 0
         self.lexer.skip_eq()
         token = self.lexer.token(value=True)
+        if secret:
+            self.lexer.secret_until = self.lexer.lineno
         if token.kind == "eof":
             raise self.error(keyword.lineno, f"'{keyword.raw}' needs {what}")
         if token.kind == "eq":
@@ -305,8 +331,14 @@ class _Parser:
             raise self.error(keyword.lineno, f"'{word}' is not a keyword ({_QUOTE_HINT})")
         # Extension statements, which esmtp 1.2 did not have, keep their value on the keyword's line: a misspelt
         # keyword then cannot swallow the next statement.
+        secret = looks_secret(word)
+        if secret:  # (plugins' specs are not known yet: the name tells)
+            self.lexer.secret, self.lexer.secret_from, self.lexer.secret_until = word, keyword.lineno, 0
         self.lexer.skip_eq()
         token = self.lexer.token(value=True, comma=True)
+        if secret:
+            same_line = token.kind != "eof" and not token.first_on_line
+            self.lexer.secret_until = self.lexer.lineno if same_line else keyword.lineno
         spec = _CORE.get(word)
         if token.kind == "eof" or token.first_on_line:
             if spec is not None:
@@ -320,7 +352,8 @@ class _Parser:
             raise self.error(token.lineno, f"unexpected second '=' after '{word}'")
         value = token.text
         if spec is None:
-            self.config.pending.append(Statement(word, value, keyword.lineno, self.current))
+            after_secret = self.lexer.secret if self.lexer.masks(keyword.lineno) else ""
+            self.config.pending.append(Statement(word, value, keyword.lineno, self.current, after_secret))
             self.previous = (word, value)
             return
         if spec.choices is not None and value not in spec.choices:

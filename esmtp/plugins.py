@@ -204,19 +204,20 @@ def _warn(text: str) -> None:
     warn(text)
 
 
-def _hooks(plugin: object) -> list[str]:
-    """The hooks a plugin implements, by pluggy's marker."""
+def _hooks(pm: PluginManager, plugin: object) -> list[str]:
+    """The hooks a plugin not registered yet implements, as pluggy's public parser reads its attributes."""
     hooks = []
     for attribute in dir(plugin):
-        options = getattr(getattr(plugin, attribute, None), "esmtp_impl", None)
-        if isinstance(options, dict):
+        options = pm.parse_hookimpl_opts(plugin, attribute)
+        if options is not None:
             hooks.append(options.get("specname") or attribute)
     return hooks
 
 
-def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
-    """The hooks a plugin implements and the keywords it declares, as cacheable data."""
-    hooks = _hooks(plugin)
+def _offers(pm: PluginManager, plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
+    """The hooks a registered plugin implements (as pluggy sees them) and the keywords it declares, as cacheable
+    data. Its keyword declaration runs here: whatever it raises is the plugin's failure to load."""
+    hooks = [caller.name for caller in pm.get_hookcallers(plugin) or ()]
     keywords: list[dict[str, Any]] = []
     declare = getattr(plugin, "esmtp_config_keywords", None)
     if "esmtp_config_keywords" in hooks and callable(declare):
@@ -271,23 +272,27 @@ class PluginLoader:
         # The call order must not follow the names (renaming a plugin would reorder the headers it adds): within a
         # tryfirst/plain/trylast tier, plugins run by PLUGIN_ORDER, then by name. pluggy calls the last registered
         # first, so they are registered in reverse, together with those of earlier batches that share a hook.
-        shared = {hook for _, plugin in loaded for hook in _hooks(plugin)}
+        shared = {hook for _, plugin in loaded for hook in _hooks(self.pm, plugin)}
         for record, plugin in list(self.registered):
-            if shared.intersection(_hooks(plugin)):
+            if shared.intersection(_hooks(self.pm, plugin)):
                 self.pm.unregister(plugin)
                 self.registered.remove((record, plugin))
                 loaded.append((record, plugin))
         for record, plugin in sorted(loaded, key=lambda item: (plugin_order(item[1]), item[0].name), reverse=True):
             try:
                 self.pm.register(plugin, name=record.name)
-                self.cache.learn(record, plugin, *_offers(plugin))
-                self.registered.append((record, plugin))
+                self.cache.learn(record, plugin, *_offers(self.pm, plugin))
             except Exception as error:
+                if self.pm.is_registered(plugin):
+                    self.pm.unregister(plugin)  # registered (perhaps in part) but broken: none of its hooks may run
                 self._failed(record, error)
+            else:
+                self.registered.append((record, plugin))
         if self.cache.changed:
             self.cache.save()
 
     def _failed(self, record: EntryPointRecord, error: Exception) -> None:
+        """Report a plugin that failed to load (fatal with ``ESMTP_STRICT_PLUGINS=1``); it is not registered."""
         if self.strict:
             raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
         _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")

@@ -424,6 +424,31 @@ def _certificate_facts(der: bytes) -> _Facts | None:
         return None
 
 
+def below_minimum_context(policy: TlsPolicy) -> ssl.SSLContext | None:
+    """A probe context offering TLS 1.2 when ``tls_min_version`` is above it (else None).
+
+    A server that shares no version with us may just close the connection, with no alert to say so, which looks
+    like a temporary failure (or a missing client certificate). A handshake that succeeds below our minimum tells
+    the two apart.
+    """
+    if policy.context.minimum_version <= ssl.TLSVersion.TLSv1_2:
+        return None  # the default floor: what lies below it is not worth a second connection
+    context = unverified_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def version_too_old(server: str, policy: TlsPolicy, spoken: str) -> DeliveryError:
+    """The server's best TLS version (``spoken``, e.g. "TLSv1.2") is under ``tls_min_version``: permanent."""
+    floor = {v: k for k, v in _VERSIONS.items()}[policy.context.minimum_version]
+    number = spoken.removeprefix("TLSv")
+    return PermanentFailure(
+        f"{server} speaks TLS {number} at most, below 'tls_min_version {floor}' (it closed the connection without "
+        f"saying why); lower tls_min_version to {number} if that server is to be trusted with it; nothing was sent"
+    )
+
+
 def unverified_context() -> ssl.SSLContext:
     """A context that accepts any certificate: only to fetch a refused certificate and explain the refusal."""
     context = ssl.create_default_context()
