@@ -2,6 +2,10 @@
 
 import sys
 
+from . import streams
 from .cli import main
 
-raise SystemExit(main(["esmtp", *sys.argv[1:]]))
+streams.repair()
+code = main(["esmtp", *sys.argv[1:]])
+streams.settle()
+raise SystemExit(code)

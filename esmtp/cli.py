@@ -20,23 +20,28 @@ if TYPE_CHECKING:
     Loader = Callable[..., tuple[Config | None, Hooks]]
 
 USAGE = """\
-usage: sendmail [options] [--] recipient...
-       mailq | sendmail -bp          list the queue
-       sendmail -q | esmtp --flush   deliver the queue now
-       sendmail -bs                  an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
-       esmtp --remove ID...          delete queue entries
-       esmtp --store-password [--identity ADDR]         store a password in the keyring
-       esmtp --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
+usage: {prog} [options] [--] recipient...       send the message on standard input
+       {prog} -bp | mailq [--json]              list the queue
+       {prog} -q | -qIID | --flush [ID...]      deliver the queue now (all of it, or these entries)
+       {prog} --remove ID...                    delete queue entries
+       {prog} -bs                               an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
+       {prog} --pretend [options] [recipient...]  show what a send would do; send nothing
+       {prog} --serverinfo [--login] [--identity NAME]  show what the server offers; send nothing
+       {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
+       {prog} --store-password [--identity ADDR]         store a password in the keyring
+       {prog} --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
   -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
   -N DSN    never | success,failure,delay          -R RET   full | hdrs
   -V ENVID  DSN envelope id                        -B TYPE  7BIT | 8BITMIME
   -C FILE   configuration file (default ~/.esmtprc, then /etc/esmtprc)
-  -v        verbose: show the SMTP dialogue        -X FILE  append a protocol transcript to FILE
+  -a NAME, --identity NAME   use this identity block, whatever the sender
+  -v        verbose: show the SMTP dialogue        -X FILE  append a time-stamped protocol transcript to FILE
   --import-msmtprc [FILE]   print an esmtprc converted from an msmtp configuration
   --version, --help
-Every flag: man esmtp. Every configuration keyword: man esmtprc.
+Exit codes: 0 delivered or queued, 75 temporary failure (try again), 64-78 other errors (see esmtp(1)).
+Every flag: man esmtp (esmtp(1)). Every configuration keyword: man esmtprc (esmtprc(5)).
 """
 
 
@@ -44,7 +49,9 @@ def _prog(argv: list[str]) -> str:
     return os.path.basename(argv[0]) if argv and argv[0] else "esmtp"
 
 
-def _load(options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
+def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
+    """The configuration and the plugins. ``tolerant`` (mailq): a broken file is a warning and the run goes on
+    without it, so that the queue can still be listed."""
     from .config import load_config
     from .plugins import load_hooks, resolve_config
 
@@ -55,10 +62,29 @@ def _load(options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]
         if need_config:
             raise
         config = None
+    except ConfigError as error:
+        if not tolerant:
+            raise
+        _ignore_broken(error)
+        config = None
     hooks = load_hooks(config)
     if config is not None:
-        resolve_config(config, hooks)
+        try:
+            resolve_config(config, hooks)
+        except ConfigError as error:
+            if not tolerant:
+                raise
+            _ignore_broken(error)
+            return None, load_hooks(None)
     return config, hooks
+
+
+def _ignore_broken(error: ConfigError) -> None:
+    from .progname import warn
+
+    warn(f"warning: {error}")
+    warn("warning: listing the queue without the configuration (a queue_dir it sets is not known: the default "
+         "queue directory, or ESMTP_QUEUE_DIR, is listed)")
 
 
 def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
@@ -70,6 +96,10 @@ def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
 
     config, hooks = load(options, need_config=True)
     assert config is not None
+    if options.pretend:
+        from .pretend import plan
+
+        return plan(options, config, hooks)
     trace = Trace(verbose=options.verbose, transcript_path=options.transcript)
     try:
         stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
@@ -102,7 +132,9 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
         print(f"esmtp {__version__}")
         return 0
     if options.mode == "help":
-        sys.stdout.write(USAGE)
+        from .progname import name
+
+        sys.stdout.write(USAGE.format(prog=name()))
         return 0
     if options.mode == "import-msmtprc":
         from .import_msmtprc import import_command
@@ -115,7 +147,10 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
 
         return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
-        config, hooks = load(options, need_config=False)
+        if options.mode == "mailq" and load is _load:
+            config, hooks = _load(options, need_config=False, tolerant=True)  # a broken file must not stop a listing
+        else:
+            config, hooks = load(options, need_config=False)
         code = hooks.queue_command(options, config)
         if code is None:
             if options.mode == "mailq":
@@ -124,6 +159,16 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
                 raise ConfigError("no queue plugin is installed or enabled; nothing to remove")
             return 0
         return code
+    if options.mode in ("serverinfo", "check"):
+        config, hooks = load(options, need_config=True)
+        assert config is not None
+        if options.mode == "check":
+            from .check import check
+
+            return check(options, config, hooks)
+        from .serverinfo import serverinfo
+
+        return serverinfo(options, config, hooks)
     if options.mode in ("store-password", "oauth2-login"):
         config, hooks = load(options, need_config=True)
         assert config is not None
@@ -134,28 +179,38 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
     return _send(options, load, sessions)
 
 
+def _say(text: str) -> None:
+    """Report on stderr; a reader that has gone away must not change the exit code."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(text)
+
+
 def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: SessionPool | None = None,
          cwd: str | None = None) -> int:
     """Entry point of a run (the keyword arguments are the warm relay's: see :func:`run`)."""
+    from .progname import set_name
+
     argv = list(sys.argv if argv is None else argv)
     prog = _prog(argv)
+    set_name(prog)
     try:
         code = run(argv, load=load, sessions=sessions, cwd=cwd)
     except EsmtpError as error:
-        sys.stderr.write(f"{prog}: {error}\n")
+        _say(f"{prog}: {error}\n")
         code = error.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted; the message was not sent\n")
+        _say(f"{prog}: interrupted; the message was not sent\n")
         code = EX_TEMPFAIL
     except Exception as error:  # a bug: report it without a traceback (it could hold a secret)
-        sys.stderr.write(f"{prog}: internal error: {type(error).__name__}: {error}\n")
+        _say(f"{prog}: internal error: {type(error).__name__}: {error}\n")
         if os.environ.get("ESMTP_DEBUG") == "1":
             import traceback
 
             traceback.print_exc()
         code = EX_SOFTWARE
-    with contextlib.suppress(OSError):
-        sys.stdout.flush()
+    if sys.stdout is not None:  # (the process's own streams are settled by its entry point: esmtp.front)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
     return code
 
 

@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from .delivery_log import SYSLOG_CHOICES
 from .errors import ConfigError, ConfigNotFound
 from .types import KeywordSpec as KeywordSpec  # re-exported: plugins written before it moved import it from here
 
@@ -78,6 +79,8 @@ class Statement:
     value: str
     lineno: int
     identity: Identity
+    #: The secret keyword (``password``…) this statement follows on its line: its words may be the secret's.
+    after_secret: str = ""
 
 
 @dataclass(slots=True)
@@ -96,14 +99,20 @@ class Config:
     options: dict[str, str] = field(default_factory=dict)
     #: Extension statements not yet checked against the registered keywords (see :meth:`resolve_extensions`).
     pending: list[Statement] = field(default_factory=list)
+    #: The line of each global extension keyword.
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, keyword: str, identity: Identity | None = None) -> str:
+        """``file:line`` of the statement that set ``keyword`` (globally, or in ``identity``), for messages."""
+        lines = self.lines if identity is None else identity.lines
+        line = lines.get(keyword) or (identity.lineno if identity is not None else 0)
+        return f"{self.path or 'config'}:{line}" if line else self.path or "config"
 
     def identity_for(self, sender: str | None) -> Identity:
-        """The identity whose address equals ``sender`` exactly (last block wins), else the default identity."""
-        if sender is not None:
-            for identity in reversed(self.identities):
-                if identity.address is not None and identity.address == sender:
-                    return identity
-        return self.default
+        """The identity for mail from ``sender``; the rule is in :mod:`esmtp.identities`."""
+        from .identities import choose_identity
+
+        return choose_identity(self, sender).identity
 
     def resolve_extensions(self, specs: Iterable[KeywordSpec]) -> None:
         """Check pending extension statements against ``specs`` and store their values.
@@ -114,17 +123,18 @@ class Config:
         for statement in self.pending:
             spec = known.get(statement.keyword)
             where = f"{self.path or 'config'}:{statement.lineno}"
+            if statement.after_secret and (spec is None or statement.value not in (spec.choices or [statement.value])):
+                raise ConfigError(f"{where}: {secret_error(statement.after_secret)}")
             if spec is None:
                 hint = _UNKNOWN_HINTS.get(statement.keyword, "")
                 raise ConfigError(f"{where}: unknown keyword '{statement.keyword}'{hint}")
             if spec.choices is not None and statement.value not in spec.choices:
                 allowed = ", ".join(spec.choices)
-                raise ConfigError(
-                    f"{where}: '{statement.keyword}' takes one of {allowed}, not '{statement.value}'"
-                )
+                shown = "the value given (not shown: it is secret)" if spec.secret else f"'{statement.value}'"
+                raise ConfigError(f"{where}: '{statement.keyword}' takes one of {allowed}, not {shown}")
             target = self.options if spec.scope == "global" else statement.identity.options
             target[statement.keyword] = statement.value
-            statement.identity.lines[statement.keyword] = statement.lineno
+            (self.lines if spec.scope == "global" else statement.identity.lines)[statement.keyword] = statement.lineno
         for statement in self.pending:
             spec = known[statement.keyword]
             for other in spec.conflicts:
@@ -138,6 +148,14 @@ class Config:
         self.pending.clear()
 
 
+def secret_error(keyword: str) -> str:
+    """The error for a statement that holds a secret, or follows one on its line: it quotes none of the words."""
+    return (
+        f"cannot read the '{keyword}' statement or what follows it on its line (its words are not shown: they hold "
+        f"a secret); if the {keyword} contains a space, '#', ';', ',', '=' or a quote, put it in quotes"
+    )
+
+
 #: Extension keywords the core itself understands (plugins add more through ``esmtp_config_keywords``).
 CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("auth_mechanisms", help="allowed SASL mechanisms in order of preference"),
@@ -145,8 +163,12 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("smtps", choices=("enabled", "disabled"), help="implicit TLS from the first byte (port 465)"),
     KeywordSpec("tls_min_version", choices=("1.0", "1.1", "1.2", "1.3"), help="lowest TLS version accepted"),
     KeywordSpec("tls_fingerprint", help="pin the server certificate: SHA256:AB:CD:..."),
-    KeywordSpec("timeout", help="seconds to wait for the server at each step (default 60)"),
+    KeywordSpec("timeout", help="the longest wait for the server, every step (see docs/configuration.md)"),
     KeywordSpec("disable_plugins", scope="global", help="comma or space separated plugin names not to load"),
+    KeywordSpec("logfile", help="append one line per delivery attempt to this file (global or per identity)"),
+    KeywordSpec("logfile_format", choices=("text", "json"), help="key=value words (text) or JSON lines"),
+    KeywordSpec("syslog", choices=SYSLOG_CHOICES,
+                help="log delivery attempts to syslog: enabled (facility mail) or a facility"),
     KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
                 help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
     KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),

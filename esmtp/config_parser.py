@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from .config import CORE_KEYWORDS, Config, Identity, StartTLS, Statement, parse_hostname
+from .config import CORE_KEYWORDS, Config, Identity, StartTLS, Statement, parse_hostname, secret_error
+from .durations import hint, spelled_out
 from .errors import ConfigError
 
 _CORE = {spec.name: spec for spec in CORE_KEYWORDS}
@@ -34,6 +35,17 @@ _ESMTP_WORDS = frozenset(
      "force_mda", "disabled", "enabled", "required", "default"]
 )
 _QUOTE_HINT = "if it belongs to the value before it, put that value in quotes"
+#: Keywords whose value is a secret: an error on their statement, or after it on its line, never shows a word of it.
+SECRET_KEYWORDS = frozenset(["password", "pass", "certificate_passphrase", "passphrase"])
+#: Parts of a plugin keyword's name that mark it secret for error messages, before plugins are loaded (a plugin
+#: declares its secret keywords with ``KeywordSpec(secret=True)`` and names them so: docs/plugins.md).
+_SECRET_NAME_PARTS = ("password", "passphrase", "secret", "token")
+
+
+def looks_secret(keyword: str) -> bool:
+    """Whether errors about ``keyword``'s statement must hide its words."""
+    return keyword in SECRET_KEYWORDS or any(part in keyword for part in _SECRET_NAME_PARTS)
+
 
 #: Characters that end an unquoted word (``;`` and ``,`` are plain separators, as in esmtp minus the echo).
 _WORD_END = " \t\r\n;,"
@@ -65,9 +77,19 @@ class _Lexer:
         self.pos = 0
         self.lineno = 1
         self.new_line = True
+        #: The last secret statement's keyword, and the lines from its keyword to the end of its value (0: not yet
+        #: read). Errors there are masked (:meth:`error`), whichever part of the text they are about.
+        self.secret = ""
+        self.secret_from = self.secret_until = 0
 
     def error(self, lineno: int, message: str) -> ConfigError:
+        if self.masks(lineno):
+            return ConfigError(f"{self.where}:{lineno}: {secret_error(self.secret)}")
         return ConfigError(f"{self.where}:{lineno}: {message}")
+
+    def masks(self, lineno: int) -> bool:
+        """Whether ``lineno`` holds (part of) the last secret value: the line or lines of its statement."""
+        return bool(self.secret) and self.secret_from <= lineno and (self.secret_until or lineno) >= lineno
 
     def _skip(self) -> None:
         """Skip whitespace, ``;``, ``,``, comments and backslash-newlines."""
@@ -200,14 +222,21 @@ class _Parser:
         self.current = Identity(address=None, source=self.where, lineno=1)
         self.config = Config(path=path, identities=[self.current], default=self.current)
         self.default: Identity | None = None
+        #: The last extension statement (keyword, value), to explain a duration written in two words.
+        self.previous: tuple[str, str] = ("", "")
 
     def error(self, lineno: int, message: str) -> ConfigError:
         return self.lexer.error(lineno, message)
 
     def value(self, keyword: _Token, what: str = "a value") -> _Token:
         """The value after ``keyword [=]``: any token, even one that spells a keyword."""
+        secret = keyword.raw in SECRET_KEYWORDS
+        if secret:
+            self.lexer.secret, self.lexer.secret_from, self.lexer.secret_until = keyword.raw, keyword.lineno, 0
         self.lexer.skip_eq()
         token = self.lexer.token(value=True)
+        if secret:
+            self.lexer.secret_until = self.lexer.lineno
         if token.kind == "eof":
             raise self.error(keyword.lineno, f"'{keyword.raw}' needs {what}")
         if token.kind == "eq":
@@ -287,6 +316,8 @@ class _Parser:
 
     def extension(self, keyword: _Token) -> None:
         word = keyword.raw
+        if not keyword.first_on_line:
+            self.two_word_duration(keyword)
         if word in ("reverse_path", "sender"):
             raise self.error(keyword.lineno, f"'{word}' only comes after 'force' (force {word} ADDRESS)")
         if word in ("force_reverse_path", "force_sender"):
@@ -300,8 +331,14 @@ class _Parser:
             raise self.error(keyword.lineno, f"'{word}' is not a keyword ({_QUOTE_HINT})")
         # Extension statements, which esmtp 1.2 did not have, keep their value on the keyword's line: a misspelt
         # keyword then cannot swallow the next statement.
+        secret = looks_secret(word)
+        if secret:  # (plugins' specs are not known yet: the name tells)
+            self.lexer.secret, self.lexer.secret_from, self.lexer.secret_until = word, keyword.lineno, 0
         self.lexer.skip_eq()
         token = self.lexer.token(value=True, comma=True)
+        if secret:
+            same_line = token.kind != "eof" and not token.first_on_line
+            self.lexer.secret_until = self.lexer.lineno if same_line else keyword.lineno
         spec = _CORE.get(word)
         if token.kind == "eof" or token.first_on_line:
             if spec is not None:
@@ -315,14 +352,36 @@ class _Parser:
             raise self.error(token.lineno, f"unexpected second '=' after '{word}'")
         value = token.text
         if spec is None:
-            self.config.pending.append(Statement(word, value, keyword.lineno, self.current))
+            after_secret = self.lexer.secret if self.lexer.masks(keyword.lineno) else ""
+            self.config.pending.append(Statement(word, value, keyword.lineno, self.current, after_secret))
+            self.previous = (word, value)
             return
         if spec.choices is not None and value not in spec.choices:
             raise self.error(token.lineno, f"'{word}' takes one of {', '.join(spec.choices)}, not '{value}'")
         if word in ("timeout", "relay_daemon_idle") and not _positive_number(value):
-            raise self.error(token.lineno, f"'{word}' takes a number of seconds greater than 0, not '{value}'")
+            raise self.error(token.lineno, f"'{word}' takes a number of seconds greater than 0, not '{value}'"
+                                           f"{hint(value, seconds_only=True)}")
+        if word == "tls_fingerprint":
+            from .fingerprints import parse_fingerprint
+
+            try:
+                parse_fingerprint(value)
+            except ConfigError as error:
+                raise self.error(token.lineno, str(error)) from None
+        self.previous = (word, value)
         target = self.config.options if spec.scope == "global" else self.current.options
         target[word] = value
+        (self.config.lines if spec.scope == "global" else self.current.lines)[word] = keyword.lineno
+
+    def two_word_duration(self, keyword: _Token) -> None:
+        """``timeout 5 minutes``: the unit is read as the next keyword; say how to write the duration."""
+        previous, value = self.previous
+        found = spelled_out(value, keyword.raw) if previous else None
+        if found is not None:
+            short, seconds = found
+            written = f"{seconds:g}" if previous in ("timeout", "relay_daemon_idle") else short
+            raise self.error(keyword.lineno, f"'{previous} {value} {keyword.raw}': a duration is one word here: "
+                                             f"write '{previous} {written}'")
 
 
 def _positive_number(value: str) -> bool:

@@ -22,6 +22,15 @@ def recipients_from_headers(message: Message) -> list[str]:
     return header_addresses(message, _RECIPIENT_FIELDS)
 
 
+def _sender_fields(message: Message) -> tuple[str, ...]:
+    """``-t``'s sender: of a resent message, Resent-Sender or else Resent-From (RFC 5322 3.6.6, the topmost, most
+    recent block first); else From."""
+    resent = tuple(f"resent-{name}" for name in _RECIPIENT_FIELDS)
+    if any(message.has(name) for name in resent):
+        return ("resent-sender",) if message.has("resent-sender") else ("resent-from", "from")
+    return ("from",)
+
+
 def login_name() -> str:
     import pwd
 
@@ -69,13 +78,15 @@ def build_envelope(options: Options, message: Message, config: Config) -> Envelo
     if options.read_recipients:
         recipients = recipients_from_headers(message)
         if given is None:
-            senders = header_addresses(message, ("from",))
+            senders = header_addresses(message, _sender_fields(message))
             given = senders[0] if senders else None
     recipients += options.recipients
     unique = list(dict.fromkeys(check_address(r, "recipient") for r in recipients))
     if not unique:
         raise DataError("No recipients found" if options.read_recipients else "Recipient names must be specified")
-    identity: Identity = config.identity_for(given)
+    from .identities import choose_identity
+
+    identity: Identity = choose_identity(config, given, options.identity).identity
     if identity.force_reverse_path:
         sender = expand_mask(identity.force_reverse_path)
     elif given is not None:

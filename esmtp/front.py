@@ -332,9 +332,23 @@ def relay(argv: list[str]) -> tuple[int | None, str | None]:
     return code, None
 
 
+def _fill_standard_fds() -> None:
+    """Put /dev/null on a closed descriptor 0, 1 or 2 (callers such as mailutils' mail close some), so that the
+    spool file cannot land there; :func:`esmtp.streams.repair` does the rest when the command runs here."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command for ``argv`` (default ``sys.argv``); return its exit code."""
     argv = list(sys.argv if argv is None else argv)
+    _fill_standard_fds()
     code, start = relay(argv)
     if code is not None:
         return code
@@ -345,11 +359,14 @@ def main(argv: list[str] | None = None) -> int:
         import gc  # built in
 
         gc.disable()
+    from . import streams
     from .cli import main as run_here
 
+    streams.repair()
     try:
         return run_here(argv)
     finally:
+        streams.settle()
         if start is not None:
             # Afterwards: its start-up would compete with this run for the CPU. The next message waits for it.
             spawn(start)

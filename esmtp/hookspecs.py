@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
+    from .password_sources import PasswordSource
     from .trace import Trace
     from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
@@ -167,3 +168,21 @@ def esmtp_after_deliver(envelope: Envelope, results: list[DeliveryResult], confi
 @_hookspec
 def esmtp_deliver_error(envelope: Envelope, error: EsmtpError, config: Config) -> None:
     """Observe a failed delivery leg (``error`` says which server and reply). The return value is ignored."""
+
+
+@_hookspec
+def esmtp_check_config(config: Config) -> None:
+    """Validate this plugin's settings in ``config`` as a run would use them, without contacting anything.
+
+    Called by ``esmtp --check``. Raise ConfigError naming the file and line (``config.where(keyword)``) for a value
+    that a run would refuse; keyword choices are already checked. The return value is ignored.
+    """
+
+
+@_hookspec(firstresult=True)
+def esmtp_password_source(identity: Identity) -> PasswordSource | None:
+    """Describe where ``identity``'s password would come from, if this plugin supplies it (``password_command``,
+    keyring, netrc, OAuth2), for ``--pretend`` and ``--check``. Never fetch the secret here: the record's ``check``
+    does that, and only for ``--check --secrets``. Return None for identities this plugin does not serve.
+    Stops at first non-None result.
+    """

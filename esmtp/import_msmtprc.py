@@ -18,8 +18,8 @@ from .msmtprc import Account, Msmtprc, Setting, parse_msmtprc
 
 #: msmtp commands whose value esmtp takes under another keyword, unchanged.
 _RENAMED = {"user": "username", "password": "password", "passwordeval": "password_command"}
-#: The SASL mechanisms of esmtp's built-in plugins; others need a plugin.
-_BUILT_IN_MECHANISMS = frozenset({"PLAIN", "LOGIN", "CRAM-MD5", "NTLM"})
+#: The SASL mechanisms of esmtp's built-in plugins (pyproject.toml's sasl_* entry points); others need a plugin.
+_BUILT_IN_MECHANISMS = frozenset({"PLAIN", "LOGIN", "CRAM-MD5", "NTLM", "XOAUTH2", "OAUTHBEARER"})
 #: msmtp commands that the conversion consumes while writing other keywords.
 _CONSUMED = frozenset(
     {"host", "port", "tls", "tls_starttls", "from", "auth", "user", "password", "passwordeval", "allow_from_override"}
@@ -32,6 +32,9 @@ _ALREADY = {
     ("tls_certcheck", "on"), ("tls_certcheck", ""), ("protocol", "smtp"), ("auto_from", "off"),
     ("allow_from_override", "on"), ("allow_from_override", ""), ("tls_starttls", "on"), ("tls_starttls", ""),
     ("logfile", ""), ("aliases", ""),
+    # The distributions' system CA bundles (Debian/Ubuntu/Arch, Fedora/RHEL, openSUSE, Alpine): esmtp trusts them.
+    ("tls_trust_file", "/etc/ssl/certs/ca-certificates.crt"), ("tls_trust_file", "/etc/pki/tls/certs/ca-bundle.crt"),
+    ("tls_trust_file", "/etc/ssl/ca-bundle.pem"), ("tls_trust_file", "/etc/ssl/cert.pem"),
 }
 #: Why a setting cannot be converted, by command.
 _NO_EQUIVALENT = {
@@ -56,7 +59,7 @@ _NO_EQUIVALENT = {
     "undisclosed_recipients": "no equivalent",
     "logfile": "no equivalent for '-' (standard output)",
     "logfile_time_format": "no equivalent",
-    "syslog": "no equivalent",
+    "syslog": "not a facility esmtp accepts (user, mail, daemon, local0...local7)",
     "auto_from": "no equivalent: give the identity's address, or force reverse_path with %u",
     "maildomain": "no equivalent: see qualifydomain for local recipients",
     "ntlmdomain": "write the domain in the user name: username \"DOMAIN\\\\user\"",
@@ -127,6 +130,10 @@ def _convert(account: Account, block: _Block) -> None:
             block.set("hostname", hostname)
         except ValueError as error:
             block.note(settings["host"], f"not converted: {error}")
+    for command in ("tls", "tls_starttls"):
+        setting = settings.get(command)
+        if setting is not None and setting.argument not in ("on", "off", ""):
+            block.note(setting, "not converted: msmtp takes on or off (it refuses this file)")
     if account.get("tls") in ("on", ""):
         if account.get("tls_starttls") == "off":
             block.set("smtps", "enabled")
@@ -139,11 +146,16 @@ def _convert(account: Account, block: _Block) -> None:
         if auth.upper() not in _BUILT_IN_MECHANISMS:
             built_in = ", ".join(sorted(_BUILT_IN_MECHANISMS))
             block.lines.append(f"  # (esmtp's built-in mechanisms are {built_in}: {auth.upper()} needs a plugin)")
+        elif auth.upper() in ("XOAUTH2", "OAUTHBEARER"):
+            block.lines.append("  # (password_command prints the access token, as passwordeval did; esmtp can also "
+                               "refresh tokens itself: oauth2_provider, see docs/authentication.md)")
     for command in ("user", "password", "passwordeval"):
         setting = settings.get(command)
         if setting is None:
             continue
-        if authenticate:
+        if command == "passwordeval" and "password" in settings:  # esmtp refuses both in one identity
+            block.note(setting, "not converted: msmtp uses 'password' when an account has both")
+        elif authenticate:
             block.set(_RENAMED[command], setting.argument)
         else:
             block.note(setting, "not converted: msmtp does not authenticate without 'auth on'")
@@ -171,6 +183,8 @@ def _convert_other(setting: Setting, block: _Block) -> None:
         block.set("timeout", value)
     elif command == "logfile" and value != "-":
         block.set("logfile", value)
+    elif command == "syslog" and _syslog(value) is not None:
+        block.set("syslog", _syslog(value) or "")
     elif command == "aliases":
         block.set("aliases_file", value)
         block.lines.append("  # (aliases_file is global; msmtp's special 'default' alias has no equivalent)")
@@ -289,3 +303,15 @@ def import_command(path: str | None) -> int:
     rc = parse_msmtprc(_read(path), "standard input" if path == "-" else path)
     sys.stdout.write(convert(rc))
     return 0
+
+
+def _syslog(value: str) -> str | None:
+    """msmtp's ``syslog`` value as esmtp's: ``on`` is msmtp's default facility, LOG_USER; None if it has none."""
+    from .delivery_log import SYSLOG_CHOICES
+
+    lowered = value.lower()
+    if lowered in ("", "on"):
+        return "user"
+    if lowered == "off":
+        return "disabled"
+    return value if value in SYSLOG_CHOICES else None

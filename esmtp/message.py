@@ -106,8 +106,9 @@ class Message:
 
     @property
     def size(self) -> int:
-        """Size in bytes as stored (before CRLF conversion), for the SIZE= estimate."""
-        return len(self.header_bytes()) + len(self.newline) + self.body_size
+        """Size in bytes as stored (before CRLF conversion), for the SIZE= estimate: what :meth:`chunks` yields."""
+        head = len(self.header_bytes())
+        return (head + len(self.newline) if head else 0) + self.body_size
 
     def chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
         """The whole message as raw bytes, in chunks: header block, blank line, body from the spool file."""

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from typing import Literal
 
     Mode = Literal[
-        "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "store-password",
-        "oauth2-login", "import-msmtprc",
+        "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check",
+        "store-password", "oauth2-login", "import-msmtprc",
     ]
 
 
@@ -52,8 +52,17 @@ class Options:
     transcript: str | None = None
     #: ``-q`` selection (``-qI<id>``, ``--flush ID``) or ``--remove ID`` arguments: queue entry ids.
     queue_ids: list[str] = field(default_factory=list)
-    #: ``--identity NAME`` for ``--store-password`` and ``--oauth2-login``: the identity's address (None: default).
+    #: ``--identity NAME`` / ``-a NAME``: the identity block to use, whatever the sender (a send, ``--pretend``,
+    #: ``--serverinfo``, ``--store-password``, ``--oauth2-login``).
     identity: str | None = None
+    #: ``--pretend``: print what a send would do and send nothing.
+    pretend: bool = False
+    #: ``--serverinfo --login``: also authenticate.
+    login: bool = False
+    #: ``--check --secrets``: also run password commands (and other sources that cost or prompt).
+    secrets: bool = False
+    #: ``--json``: machine-readable output (``mailq``).
+    json: bool = False
     #: ``--device``: ``--oauth2-login`` with the device-code flow.
     device: bool = False
     #: ``--import-msmtprc FILE``: the msmtp configuration to convert (None: msmtp's default locations).
@@ -68,7 +77,7 @@ _PROGRAM_MODES: dict[str, Mode] = {"mailq": "mailq", "newaliases": "newaliases",
 
 # esmtp 1.2's getopt string "A:B:b:C:cd:e:F:f:Gh:IiL:M:mN:nO:o:p:q:R:r:sTtV:vX:" plus Postfix's -U and -x.
 # -q is not listed: it takes an optional, glued-only argument and is handled on its own.
-_WITH_ARGUMENT = frozenset("ABbCdeFfhLMNOopRrVX")
+_WITH_ARGUMENT = frozenset("aABbCdeFfhLMNOopRrVX")
 _WITHOUT_ARGUMENT = frozenset("cGIimnsTtUvx")
 _IGNORED_WITH_ARGUMENT = frozenset("AdehLMOop")  # -o i is handled as -i before this set is consulted
 _IGNORED_WITHOUT_ARGUMENT = frozenset("cGmnsTUx")
@@ -78,9 +87,13 @@ _UNSUPPORTED_B_MODES = frozenset("adDhHlPtv")
 _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 
 _LONG_OPTIONS: dict[str, Mode] = {
-    "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove",
-    "--store-password": "store-password", "--oauth2-login": "oauth2-login",
+    "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove", "--serverinfo": "serverinfo",
+    "--check": "check", "--store-password": "store-password", "--oauth2-login": "oauth2-login",
     "--import-msmtprc": "import-msmtprc",
+}
+#: Long flags that modify a mode rather than select one (the Options attribute they set).
+_LONG_FLAGS = {
+    "--pretend": "pretend", "--login": "login", "--secrets": "secrets", "--json": "json", "--device": "device",
 }
 
 
@@ -105,12 +118,25 @@ def parse_args(argv: list[str]) -> Options:
             index = _short_options(opts, word, argv, index)
         else:
             operands.append(word)  # GNU permutation: options may follow operands
+    _check_modifiers(opts)
     _place_operands(opts, operands)
-    if opts.mode not in ("store-password", "oauth2-login") and (opts.identity is not None or opts.device):
-        raise UsageError("--identity and --device go with --store-password or --oauth2-login")
-    if opts.device and opts.mode != "oauth2-login":
-        raise UsageError("--device goes with --oauth2-login")
     return opts
+
+
+#: Flags that only mean something in one mode, and the mode's option.
+_MODIFIERS = (("login", "serverinfo", "--login", "--serverinfo"), ("secrets", "check", "--secrets", "--check"),
+              ("json", "mailq", "--json", "mailq or -bp"), ("pretend", "deliver", "--pretend", "a send"),
+              ("device", "oauth2-login", "--device", "--oauth2-login"))
+#: The modes in which ``--identity`` means something.
+_IDENTITY_MODES = ("deliver", "serverinfo", "store-password", "oauth2-login", "help", "version")
+
+
+def _check_modifiers(opts: Options) -> None:
+    for attribute, mode, flag, wanted in _MODIFIERS:
+        if getattr(opts, attribute) and opts.mode != mode and opts.mode not in ("help", "version"):
+            raise UsageError(f"{flag} goes with {wanted}")
+    if opts.identity is not None and opts.mode not in _IDENTITY_MODES:
+        raise UsageError("--identity goes with a send, --pretend, --serverinfo, --store-password or --oauth2-login")
 
 
 def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
@@ -119,21 +145,26 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
     if name == "--identity":
         if not has_value:
             if index >= len(argv):
-                raise UsageError("option --identity requires an argument (the identity's address)")
+                raise UsageError("option --identity requires an argument (an identity's address)")
             value, index = argv[index], index + 1
-        opts.identity = value
+        opts.identity = _identity_name(value, name)
         return index
-    if name == "--device":
-        if has_value:
-            raise UsageError("option --device does not take an argument")
-        opts.device = True
-        return index
-    if name not in _LONG_OPTIONS:
+    if name not in _LONG_OPTIONS and name not in _LONG_FLAGS:
         raise UsageError(f"unknown option {name}")
     if has_value:
         raise UsageError(f"option {name} does not take an argument")
-    opts.mode = _LONG_OPTIONS[name]
+    if name in _LONG_FLAGS:
+        setattr(opts, _LONG_FLAGS[name], True)
+    else:
+        opts.mode = _LONG_OPTIONS[name]
     return index
+
+
+def _identity_name(value: str, shown: str) -> str:
+    if not value:
+        raise UsageError(f"option {shown} requires an argument (an identity's address)")
+    reject_unsafe(value, f"identity name ({shown})")
+    return value
 
 
 def _short_options(opts: Options, word: str, argv: list[str], index: int) -> int:
@@ -195,6 +226,8 @@ def _option_with_argument(opts: Options, letter: str, argument: str, shown: str)
         if body not in ("7BIT", "8BITMIME"):
             raise UsageError(f"Unsupported body type {argument}")
         opts.body_type = body
+    elif letter == "a":
+        opts.identity = _identity_name(argument, "-a")
     elif letter == "C":
         opts.config_file = _file_name(argument, letter)
     elif letter == "X":
@@ -290,7 +323,7 @@ def _place_operands(opts: Options, operands: list[str]) -> None:
     elif opts.mode == "deliver":
         for word in operands:
             opts.recipients.extend(parse_recipients(word))
-        if not opts.recipients and not opts.read_recipients:
+        if not opts.recipients and not opts.read_recipients and not opts.pretend:
             raise UsageError("Recipient names must be specified")
     else:
         opts.ignored.extend(operands)  # esmtp 1.2 accepted and ignored them (mailq bob@x lists the queue)

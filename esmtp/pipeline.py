@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
+from .delivery_log import record
 from .errors import EX_TEMPFAIL, DeliveryFailed, EsmtpError, NoDeliveryAgent
 from .types import DeliveryResult
 
@@ -35,17 +37,20 @@ def deliver_route(envelope: Envelope, message: Message, route: Route, context: R
     for name, recipients in route.legs.items():
         if not recipients:
             continue
+        started = time.monotonic()
         try:
             agent = agents.get(name)
             if agent is None:
                 raise NoDeliveryAgent(name, recipients)
             context.trace.info(f"delivering to {', '.join(recipients)} by {name}")
             results.append(agent.factory(context).deliver(envelope, message, recipients))
+            record(config, envelope, message.size, name, recipients, started, result=results[-1])
         except EsmtpError as error:
             hooks.deliver_error(envelope, error, config)
             queue_id = None
             if allow_queue and error.exit_code == EX_TEMPFAIL:
                 queue_id = hooks.queue_message(envelope, message, recipients, config, error)
+            record(config, envelope, message.size, name, recipients, started, error=error, queue_id=queue_id)
             if queue_id is None:
                 errors.append(error)
             else:

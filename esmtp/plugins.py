@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .errors import EsmtpError
     from .message import Message
     from .options import Options
+    from .password_sources import PasswordSource
     from .trace import Trace
     from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
@@ -167,11 +168,14 @@ class RegistryCache:
             pass  # a read-only home only costs a rescan next time
 
 
+def _names(text: str) -> set[str]:
+    return {name for name in text.replace(",", " ").split() if name}
+
+
 def blocked_names(config: Config | None) -> set[str]:
-    names = os.environ.get("ESMTP_DISABLE_PLUGINS", "")
-    if config is not None:
-        names += "," + config.options.get("disable_plugins", "")
-    return {name for name in names.replace(",", " ").split() if name}
+    """Plugins not to load: ``ESMTP_DISABLE_PLUGINS`` and the configuration's ``disable_plugins``."""
+    names = _names(os.environ.get("ESMTP_DISABLE_PLUGINS", ""))
+    return names | _names(config.options.get("disable_plugins", "")) if config is not None else names
 
 
 def _load(record: EntryPointRecord) -> object:
@@ -195,22 +199,25 @@ def plugin_order(plugin: object) -> int:
 
 
 def _warn(text: str) -> None:
-    sys.stderr.write(f"esmtp: {text}\n")
+    from .progname import warn
+
+    warn(text)
 
 
-def _hooks(plugin: object) -> list[str]:
-    """The hooks a plugin implements, by pluggy's marker."""
+def _hooks(pm: PluginManager, plugin: object) -> list[str]:
+    """The hooks a plugin not registered yet implements, as pluggy's public parser reads its attributes."""
     hooks = []
     for attribute in dir(plugin):
-        options = getattr(getattr(plugin, attribute, None), "esmtp_impl", None)
-        if isinstance(options, dict):
+        options = pm.parse_hookimpl_opts(plugin, attribute)
+        if options is not None:
             hooks.append(options.get("specname") or attribute)
     return hooks
 
 
-def _offers(plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
-    """The hooks a plugin implements and the keywords it declares, as cacheable data."""
-    hooks = _hooks(plugin)
+def _offers(pm: PluginManager, plugin: object) -> tuple[list[str], list[dict[str, Any]]]:
+    """The hooks a registered plugin implements (as pluggy sees them) and the keywords it declares, as cacheable
+    data. Its keyword declaration runs here: whatever it raises is the plugin's failure to load."""
+    hooks = [caller.name for caller in pm.get_hookcallers(plugin) or ()]
     keywords: list[dict[str, Any]] = []
     declare = getattr(plugin, "esmtp_config_keywords", None)
     if "esmtp_config_keywords" in hooks and callable(declare):
@@ -239,8 +246,11 @@ class PluginLoader:
             autoload = os.environ.get("ESMTP_PLUGIN_AUTOLOAD", "1") != "0"
         self.strict = os.environ.get("ESMTP_STRICT_PLUGINS", "") == "1"
         known = {record.name for record in records}
+        from_file = _names(config.options.get("disable_plugins", "")) if config is not None else set()
         for name in sorted(blocked - known):
-            _warn(f"disable_plugins names '{name}', but no such plugin is installed")
+            where = f"{config.where('disable_plugins')}: disable_plugins" if config is not None and name in from_file \
+                else "ESMTP_DISABLE_PLUGINS"
+            _warn(f"warning: {where} names '{name}', but no such plugin is installed")
         for name in sorted(blocked & known):
             pm.set_blocked(name)
         self.pending = [
@@ -264,23 +274,27 @@ class PluginLoader:
         # The call order must not follow the names (renaming a plugin would reorder the headers it adds): within a
         # tryfirst/plain/trylast tier, plugins run by PLUGIN_ORDER, then by name. pluggy calls the last registered
         # first, so they are registered in reverse, together with those of earlier batches that share a hook.
-        shared = {hook for _, plugin in loaded for hook in _hooks(plugin)}
+        shared = {hook for _, plugin in loaded for hook in _hooks(self.pm, plugin)}
         for record, plugin in list(self.registered):
-            if shared.intersection(_hooks(plugin)):
+            if shared.intersection(_hooks(self.pm, plugin)):
                 self.pm.unregister(plugin)
                 self.registered.remove((record, plugin))
                 loaded.append((record, plugin))
         for record, plugin in sorted(loaded, key=lambda item: (plugin_order(item[1]), item[0].name), reverse=True):
             try:
                 self.pm.register(plugin, name=record.name)
-                self.cache.learn(record, plugin, *_offers(plugin))
-                self.registered.append((record, plugin))
+                self.cache.learn(record, plugin, *_offers(self.pm, plugin))
             except Exception as error:
+                if self.pm.is_registered(plugin):
+                    self.pm.unregister(plugin)  # registered (perhaps in part) but broken: none of its hooks may run
                 self._failed(record, error)
+            else:
+                self.registered.append((record, plugin))
         if self.cache.changed:
             self.cache.save()
 
     def _failed(self, record: EntryPointRecord, error: Exception) -> None:
+        """Report a plugin that failed to load (fatal with ``ESMTP_STRICT_PLUGINS=1``); it is not registered."""
         if self.strict:
             raise PluginError(f"plugin '{record.name}' from {record.dist} failed to load: {error}") from error
         _warn(f"plugin '{record.name}' from {record.dist} failed to load and is skipped: {error}")
@@ -420,6 +434,12 @@ class Hooks:
 
     def deliver_error(self, envelope: Envelope, error: EsmtpError, config: Config) -> None:
         self._hook("esmtp_deliver_error")(envelope=envelope, error=error, config=config)
+
+    def check_config(self, config: Config) -> None:
+        self._hook("esmtp_check_config")(config=config)
+
+    def password_source(self, identity: Identity) -> PasswordSource | None:
+        return cast("PasswordSource | None", self._hook("esmtp_password_source")(identity=identity))
 
 
 def resolve_config(config: Config, hooks: Hooks) -> None:

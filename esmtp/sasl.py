@@ -27,23 +27,7 @@ def choose_mechanisms(
     OAuth2 settings. Mechanisms marked ``plaintext`` need TLS unless ``auth_plaintext enabled``. Raises
     AuthenticationError saying why none is usable.
     """
-    wanted = identity.options.get("auth_mechanisms")
-    if wanted:
-        names = [name.upper() for name in wanted.replace(",", " ").split()]
-        missing = [name for name in names if name not in installed]
-        if missing:
-            from .errors import ConfigError
-
-            raise ConfigError(
-                f"auth_mechanisms names {', '.join(missing)}, which no installed plugin offers "
-                f"(installed: {', '.join(sorted(installed)) or 'none'})"
-            )
-        candidates = [installed[name] for name in names]
-    else:
-        oauth2 = uses_oauth2(identity)
-        candidates = sorted(
-            (mech for mech in installed.values() if mech.bearer == oauth2), key=lambda m: (-m.priority, m.name)
-        )
+    candidates = allowed_mechanisms(identity, installed)
     offered_names = list(dict.fromkeys(name.upper() for name in offered))  # the server's order, for messages
     offered_set = set(offered_names)
     if not offered_set:
@@ -68,6 +52,29 @@ def choose_mechanisms(
             "'auth_plaintext enabled' in the configuration to allow it"
         )
     return usable
+
+
+def allowed_mechanisms(identity: Identity, installed: dict[str, SaslMechanism]) -> list[SaslMechanism]:
+    """The mechanisms the identity allows, in the order they are tried: ``auth_mechanisms`` when set (a name no plugin
+    offers is a ConfigError), else by priority, strongest first, the bearer (OAuth2) mechanisms exactly when the
+    identity has OAuth2 settings."""
+    wanted = identity.options.get("auth_mechanisms")
+    if not wanted:
+        oauth2 = uses_oauth2(identity)
+        usable = (mech for mech in installed.values() if mech.bearer == oauth2)
+        return sorted(usable, key=lambda mech: (-mech.priority, mech.name))
+    names = [name.upper() for name in wanted.replace(",", " ").split()]
+    missing = [name for name in names if name not in installed]
+    if missing:
+        from .errors import ConfigError
+
+        where = f"{identity.source}:{identity.lines.get('auth_mechanisms', identity.lineno)}: " if identity.source \
+            else ""
+        raise ConfigError(
+            f"{where}auth_mechanisms names {', '.join(missing)}, which no installed plugin offers "
+            f"(installed: {', '.join(sorted(installed)) or 'none'})"
+        )
+    return [installed[name] for name in names]
 
 
 def uses_oauth2(identity: Identity) -> bool:

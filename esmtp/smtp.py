@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import aiosmtplib
-from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 from .config import Identity
@@ -29,8 +29,11 @@ from .errors import (
     RecipientsRejected,
     TemporaryFailure,
 )
+from .idn import ascii_form
 from .message import Message
+from .pipelining import PipeliningProtocol, adopt
 from .sasl import authenticate, choose_mechanisms, uses_oauth2
+from .timeouts import IMPLICIT_TLS_PORT, IMPLICIT_TLS_SILENCE, Timeouts
 from .trace import Trace
 from .types import Credentials, Envelope, SaslMechanism, SecretSource
 from .wire import encode_data
@@ -38,51 +41,14 @@ from .wire import encode_data
 if TYPE_CHECKING:
     from .tls import TlsPolicy
 
-DEFAULT_TIMEOUT = 60.0
-#: RFC 5321 4.5.3.2.6: wait at least 10 minutes for the reply to the final dot.
-FINAL_REPLY_TIMEOUT = 600.0
 #: Port when ``hostname`` has none: submission (587), or 465 with ``smtps enabled``.
 SUBMISSION_PORT = 587
 SMTPS_PORT = 465
 
 
-class PipeliningProtocol(SMTPProtocol):
-    """aiosmtplib's protocol, keeping every reply that arrives, so that pipelined replies can be read in turn."""
-
-    def data_received(self, data: bytes) -> None:
-        if self._response_waiter is None:
-            return
-        self._buffer.extend(data)
-        self._deliver_buffered()
-
-    def _deliver_buffered(self) -> None:
-        waiter = self._response_waiter
-        if waiter is None or waiter.done():
-            return
-        try:
-            response = self._read_response_from_buffer()
-        except Exception as error:
-            self._set_response_exception(waiter, error)
-        else:
-            if response is not None:
-                waiter.set_result(response)
-
-    async def read_response(self, timeout: float | None = None) -> SMTPResponse:
-        waiter = self._response_waiter
-        if waiter is not None and waiter.done() and not waiter.cancelled():
-            # Already here (a pipelined reply that came with the one before): no trip through the event loop.
-            self._response_waiter = self._loop.create_future() if self.transport is not None else None
-            response = waiter.result()  # or its exception
-        else:
-            response = await super().read_response(timeout)
-        self._deliver_buffered()  # the next reply may already be in the buffer
-        return response
-
-    async def drain(self) -> None:
-        await self._drain_helper()
-
-
 def _failure(server: str, what: str, response: SMTPResponse) -> DeliveryError:
+    if response.code < 100:  # no SMTP reply at all (aiosmtplib's -1): garbage, or a reply over the size bound
+        return TemporaryFailure(f"{server} sent an invalid reply: {response.message}")
     reply = f"{response.code} {response.message}".strip()
     text = f"{server} {what}: {reply}"
     if 400 <= response.code < 500:
@@ -132,8 +98,11 @@ class SmtpSession:
         self.host, self.port = identity.server(SMTPS_PORT if smtps else SUBMISSION_PORT)
         self.server = f"{self.host}:{self.port}"
         self.smtps = smtps
-        self.timeout = float(identity.options.get("timeout") or DEFAULT_TIMEOUT)
+        self.timeouts = Timeouts.of(identity)
+        self.timeout = self.timeouts.command
         self.encrypted = False
+        #: The server's greeting ("220 ..."), once connected.
+        self.greeting = ""
         #: The TLS policy (context, pin, certificate files) once one is needed.
         self.tls: TlsPolicy | None = None
         self._tls_phase = False  # inside the TLS handshake or the first exchange after it
@@ -158,11 +127,7 @@ class SmtpSession:
     @property
     def _protocol(self) -> PipeliningProtocol:
         assert self._smtp is not None and self._smtp.protocol is not None
-        protocol = self._smtp.protocol
-        if not isinstance(protocol, PipeliningProtocol):
-            # aiosmtplib builds its own protocol; give it the pipelining behaviour (same state, more methods).
-            protocol.__class__ = PipeliningProtocol
-        return protocol  # type: ignore[return-value]
+        return adopt(self._smtp.protocol)
 
     async def _command(self, line: bytes, secret: bool = False) -> tuple[int, str]:
         shown = line.decode("utf-8", "replace")
@@ -228,18 +193,20 @@ class SmtpSession:
             if self.tls.client_cert:
                 self.trace.info(f"client certificate: {self.tls.client_cert}")
         context = self.tls.context if self.tls is not None else None
+        self.trace.session(self.server)
+        self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}")
+        sock = await _open_socket(self.host, self.port, self.timeouts.connect)
         self._smtp = aiosmtplib.SMTP(
             hostname=self.host,
-            port=self.port,
             use_tls=self.smtps,
             start_tls=False,
             tls_context=context,
-            timeout=self.timeout,
+            timeout=self.timeouts.command,
             local_hostname=self.identity.helo or socket.gethostname(),
         )
-        self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}")
         self._tls_phase = self.smtps
-        greeting = await self._smtp.connect()
+        greeting = await self._greet(sock)
+        self.greeting = f"{greeting.code} {greeting.message}"
         if self.smtps:
             self._check_tls()
         self.trace.server(greeting.code, greeting.message)
@@ -262,6 +229,34 @@ class SmtpSession:
         if identity.username is not None or identity.password is not None or uses_oauth2(identity):
             await self._authenticate()
         self._ready = True
+
+    async def _greet(self, sock: socket.socket) -> SMTPResponse:
+        """Read the greeting on the connected ``sock`` (after the TLS handshake with ``smtps enabled``)."""
+        assert self._smtp is not None
+        wait = self.timeouts.greeting
+        suspect_tls = self.port == IMPLICIT_TLS_PORT and not self.smtps
+        if suspect_tls:
+            wait = min(wait, IMPLICIT_TLS_SILENCE)
+        try:
+            greeting = await self._smtp.connect(sock=sock, timeout=wait)
+        except aiosmtplib.SMTPConnectError as error:
+            if self._smtp.transport is None:
+                sock.close()  # else the transport owns it
+            if self.smtps or isinstance(error, aiosmtplib.SMTPResponseException):
+                raise  # a TLS failure or a refusal: open() explains it
+            if isinstance(error, aiosmtplib.SMTPConnectTimeoutError) and suspect_tls:
+                raise PermanentFailure(
+                    f"{self.server} sent no greeting within {wait:g} s: port {IMPLICIT_TLS_PORT} expects TLS from "
+                    "the first byte (implicit TLS), so add 'smtps enabled' to the configuration (or use port 587 "
+                    "with 'starttls required'); nothing was sent"
+                ) from None
+            if isinstance(error, aiosmtplib.SMTPConnectTimeoutError):
+                raise TemporaryFailure(f"{self.server} sent no greeting within {wait:g} s (timed out)") from None
+            cause = error.__cause__ or error
+            raise TemporaryFailure(f"{self.server} closed the connection before its greeting ({cause})") from None
+        assert self._smtp.protocol is not None
+        adopt(self._smtp.protocol)  # ours from the first command on (STARTTLS included)
+        return greeting
 
     async def _starttls(self) -> None:
         assert self._smtp is not None and self.tls is not None
@@ -292,29 +287,47 @@ class SmtpSession:
             if self._tls_phase or tls.has_tls_error(error):
                 peer = await self._fetch_certificate() if tls.verification_error(error) is not None else None
                 failure = tls.describe_failure(error, self.tls, self.server, peer, after_handshake=self.encrypted)
+                probe = tls.below_minimum_context(self.tls)
+                if isinstance(failure, TemporaryFailure) and not self.encrypted and probe is not None:
+                    # Dropped in the handshake, no reason given: a server below tls_min_version does that too.
+                    spoken = await self._probe_version(probe)
+                    if spoken is not None:
+                        return tls.version_too_old(self.server, self.tls, spoken)
                 if failure is not None:
                     return failure
-        return TemporaryFailure(f"{self.server}: {_describe(error)}")
+        # (aiosmtplib names no port when given a connected socket: it is ours)
+        return TemporaryFailure(f"{self.server}: {_describe(error)}".replace(" on port None", f" on port {self.port}"))
 
     async def _fetch_certificate(self) -> bytes | None:
         """The certificate the server presents, fetched on a second connection without verification.
 
         Only used after verification failed, to say what is wrong with the certificate (expired when, for which
-        names, issued by whom). That connection sends EHLO and STARTTLS only, then the handshake, then closes.
+        names, issued by whom).
         """
         from . import tls
 
+        ssl_object = await self._probe(tls.unverified_context())
+        return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+    async def _probe_version(self, context: ssl.SSLContext) -> str | None:
+        """The TLS version a handshake with ``context`` (older versions only) reaches, or None if it fails."""
+        ssl_object = await self._probe(context)
+        return ssl_object.version() if ssl_object is not None else None
+
+    async def _probe(self, context: ssl.SSLContext) -> ssl.SSLObject | None:
+        """A second connection that sends EHLO and STARTTLS only, then the handshake with ``context``, then closes:
+        to explain a failure, never to send mail."""
         probe = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, use_tls=self.smtps, start_tls=False,
-            tls_context=tls.unverified_context(), timeout=min(self.timeout, 15.0),
+            tls_context=context, timeout=min(self.timeout, 15.0),
             local_hostname=self.identity.helo or socket.gethostname(),
         )
         try:
             await probe.connect()
             if not self.smtps:
-                await probe.starttls(server_hostname=self.host)
-            ssl_object = probe.get_transport_info("ssl_object")
-            return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+                await probe.starttls(tls_context=context, server_hostname=self.host)
+            ssl_object: ssl.SSLObject | None = probe.get_transport_info("ssl_object")
+            return ssl_object
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             return None
         finally:
@@ -441,16 +454,29 @@ class SmtpSession:
         smtp = self._smtp
         params = []
         if smtp.supports_extension("size"):
+            limit = smtp.esmtp_extensions.get("size", "").strip()
+            if limit.isdigit() and 0 < int(limit) < message.size:  # "SIZE" alone or "SIZE 0": no limit announced
+                raise PermanentFailure(
+                    f"the message is {message.size} bytes and {self.server} accepts at most {limit} (SIZE {limit}); "
+                    "nothing was sent"
+                )
             params.append(f"SIZE={message.size}")
         body = envelope.body_type or ("8BITMIME" if message.eight_bit else None)
         if body and smtp.supports_extension("8bitmime"):
             params.append(f"BODY={body}")
         elif body == "8BITMIME":
             self.trace.info(f"{self.server} does not offer 8BITMIME; sending 8-bit data as is")
-        if not (envelope.sender + "".join(envelope.recipients)).isascii():
-            if not smtp.supports_extension("smtputf8"):
-                raise PermanentFailure(f"{self.server} does not offer SMTPUTF8, needed for a non-ASCII address")
-            params.append("SMTPUTF8")
+        addresses = [envelope.sender, *envelope.recipients]
+        if not all(address.isascii() for address in addresses):
+            if smtp.supports_extension("smtputf8"):
+                params.append("SMTPUTF8")
+            else:  # internationalised domains can go in their IDNA form; a non-ASCII local part cannot
+                for address in addresses:
+                    if ascii_form(address) is None:
+                        raise PermanentFailure(
+                            f"{self.server} does not offer SMTPUTF8, needed for the address {address} (its local "
+                            "part is not ASCII); nothing was sent"
+                        )
         if smtp.supports_extension("dsn"):
             if envelope.ret:
                 params.append(f"RET={envelope.ret}")
@@ -462,9 +488,15 @@ class SmtpSession:
 
     def _transaction(self, envelope: Envelope, message: Message, recipients: list[str]) -> _Transaction:
         assert self._smtp is not None
-        mail = " ".join([f"MAIL FROM:<{envelope.sender}>", *self._mail_params(envelope, message)])
+        params = self._mail_params(envelope, message)
+
+        def wire(address: str) -> str:  # the IDNA form when the server cannot take UTF-8 (checked just above)
+            return address if "SMTPUTF8" in params else ascii_form(address) or address
+
+        mail = " ".join([f"MAIL FROM:<{wire(envelope.sender)}>", *params])
         notify = f" NOTIFY={envelope.notify}" if envelope.notify and self._smtp.supports_extension("dsn") else ""
-        return _Transaction(envelope, recipients, [mail, *(f"RCPT TO:<{rcpt}>{notify}" for rcpt in recipients), "DATA"])
+        rcpts = [f"RCPT TO:<{wire(rcpt)}>{notify}" for rcpt in recipients]
+        return _Transaction(envelope, recipients, [mail, *rcpts, "DATA"])
 
     def pipeline_next(self, envelope: Envelope, message: Message, recipients: list[str]) -> None:
         """Announce the transaction of the next :meth:`send` on this session (the queue knows what comes next).
@@ -502,7 +534,7 @@ class SmtpSession:
         if meanwhile is not None:
             meanwhile()
         try:
-            final = await self._protocol.read_response(timeout=max(self.timeout, FINAL_REPLY_TIMEOUT))
+            final = await self._protocol.read_response(timeout=self.timeouts.final_reply)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
             raise await self._broken(error) from None
         self.trace.server(final.code, final.message)
@@ -613,7 +645,33 @@ def _rejected(server: str, rejected: dict[str, str]) -> RecipientsRejected:
     )
 
 
+async def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to ``host``:``port`` (each address in turn) within ``timeout`` seconds, as aiosmtplib's
+    errors say it (the greeting has a wait of its own, so the connection is made here rather than by aiosmtplib)."""
+    loop = asyncio.get_running_loop()
+    failure: OSError = OSError(f"no address for {host}")
+    try:
+        async with asyncio.timeout(timeout):
+            for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                sock = socket.socket(family, kind, proto)
+                sock.setblocking(False)
+                try:
+                    await loop.sock_connect(sock, address)
+                except BaseException as error:
+                    sock.close()
+                    if not isinstance(error, OSError):
+                        raise
+                    failure = error
+                else:
+                    return sock
+    except TimeoutError:
+        raise aiosmtplib.SMTPConnectTimeoutError(f"Timed out connecting to {host} on port {port}") from None
+    raise aiosmtplib.SMTPConnectError(f"Error connecting to {host} on port {port}: {failure}")
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, asyncio.TimeoutError | aiosmtplib.SMTPTimeoutError):
         return f"timed out ({error})" if str(error) else "timed out"
+    if isinstance(error, aiosmtplib.SMTPServerDisconnected):
+        return f"the server closed the connection ({error})"
     return str(error) or type(error).__name__

@@ -7,12 +7,12 @@ The identity's ``preconnect`` command runs before the connection is opened (an s
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import hookimpl
 from .errors import EX_OSERR, DeliveryError, TemporaryFailure
+from .progname import warn
 
 if TYPE_CHECKING:  # imported when a message is sent, not when the plugin is registered (mailq, --flush)
     from .message import Message
@@ -96,7 +96,7 @@ class SmtpAgent:
             preconnect(identity.preconnect, trace)
         reply = asyncio.run(run())
         if identity.postconnect and (warning := postconnect(identity.postconnect, trace)):
-            sys.stderr.write(f"esmtp: warning: {warning} (the message was sent)\n")
+            warn(f"warning: {warning} (the message was sent)")
         from .types import DeliveryResult
 
         return DeliveryResult("smtp", recipients, reply)

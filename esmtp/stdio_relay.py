@@ -9,7 +9,6 @@ over one connection (and one login) to each smarthost: :class:`SharedSmtp` keeps
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING
 
 from .errors import (
@@ -207,14 +206,15 @@ class PipelineRelay:
 
     def deliver(self, transaction: Transaction, message: Message) -> tuple[str, int]:
         from .pipeline import submit
+        from .progname import warn
 
         try:
             results = submit(self.envelope(transaction, transaction.recipients), message, self.context)
         except EsmtpError as error:
-            sys.stderr.write(f"esmtp: {error}\n")
+            warn(str(error))
             return failure_reply(error), error.exit_code
         except Exception as error:  # a bug: the caller keeps the message (and no traceback: it could hold a secret)
-            sys.stderr.write(f"esmtp: internal error: {type(error).__name__}: {error}\n")
+            warn(f"internal error: {type(error).__name__}: {error}")
             return f"451 4.3.0 internal error: {_line(type(error).__name__)}; try again later", EX_SOFTWARE
         for result in results:
             self.context.trace.info(f"{result.agent}: {', '.join(result.recipients)}: {result.detail}")

@@ -291,7 +291,7 @@ class StdioServer:
             raise Reject("503 5.5.1 Error: need MAIL command")
         if not transaction.recipients:
             raise Reject("554 5.5.1 Error: no valid recipients")
-        self.reply("354 3.0.0 End data with <CR><LF>.<CR><LF>")
+        self.reply("354 End data with <CR><LF>.<CR><LF>")  # no enhanced code: RFC 3463 has no class 3
         stream = DataStream(self.reader, MAX_SIZE)
         self.transaction = None
         try:
@@ -330,7 +330,7 @@ class StdioServer:
         return False
 
     def smtp_HELP(self, argument: str) -> bool:
-        self.reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY EXPN (see docs/cli.md)")
+        self.reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY EXPN (see man esmtp)")
         return True
 
     def smtp_VRFY(self, argument: str) -> bool:

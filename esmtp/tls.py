@@ -15,12 +15,15 @@ import hashlib
 import os
 import ssl
 import stat
-import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .config import Identity
 from .errors import EX_NOPERM, ConfigError, DeliveryError, PermanentFailure, TemporaryFailure
+
+# Re-exported: callers and tests know them as tls.format_fingerprint and tls.parse_fingerprint.
+from .fingerprints import format_fingerprint as format_fingerprint
+from .fingerprints import parse_fingerprint as parse_fingerprint
 
 _VERSIONS = {
     "1.0": ssl.TLSVersion.TLSv1,
@@ -131,31 +134,6 @@ def _check_owner(path: str, info: os.stat_result) -> None:
 
 
 # ---- fingerprints --------------------------------------------------------------------------------------------------
-
-
-def parse_fingerprint(text: str) -> bytes:
-    """``SHA256:AB:CD:...`` (prefix optional, any case, colons optional) → the 32-byte digest."""
-    value = text.strip()
-    algorithm, sep, rest = value.partition(":")
-    if sep and not all(c in string.hexdigits for c in algorithm):  # a prefix such as SHA256: (not a hex pair)
-        if algorithm.upper().replace("-", "") != "SHA256":
-            raise ConfigError(f"tls_fingerprint: only SHA256 fingerprints are supported, not {algorithm}")
-        value = rest
-    digits = value.replace(":", "").replace(" ", "")
-    try:
-        digest = bytes.fromhex(digits)
-    except ValueError:
-        digest = b""
-    if len(digest) != 32:
-        raise ConfigError(
-            f"tls_fingerprint '{text}' is not a SHA-256 fingerprint (32 bytes in hex, e.g. SHA256:AB:CD:...)"
-        )
-    return digest
-
-
-def format_fingerprint(der: bytes) -> str:
-    """The SHA-256 fingerprint of a DER certificate as ``tls_fingerprint`` takes it."""
-    return "SHA256:" + ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
 
 
 # ---- the policy ----------------------------------------------------------------------------------------------------
@@ -444,6 +422,31 @@ def _certificate_facts(der: bytes) -> _Facts | None:
         )
     except (ValueError, TypeError):
         return None
+
+
+def below_minimum_context(policy: TlsPolicy) -> ssl.SSLContext | None:
+    """A probe context offering TLS 1.2 when ``tls_min_version`` is above it (else None).
+
+    A server that shares no version with us may just close the connection, with no alert to say so, which looks
+    like a temporary failure (or a missing client certificate). A handshake that succeeds below our minimum tells
+    the two apart.
+    """
+    if policy.context.minimum_version <= ssl.TLSVersion.TLSv1_2:
+        return None  # the default floor: what lies below it is not worth a second connection
+    context = unverified_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def version_too_old(server: str, policy: TlsPolicy, spoken: str) -> DeliveryError:
+    """The server's best TLS version (``spoken``, e.g. "TLSv1.2") is under ``tls_min_version``: permanent."""
+    floor = {v: k for k, v in _VERSIONS.items()}[policy.context.minimum_version]
+    number = spoken.removeprefix("TLSv")
+    return PermanentFailure(
+        f"{server} speaks TLS {number} at most, below 'tls_min_version {floor}' (it closed the connection without "
+        f"saying why); lower tls_min_version to {number} if that server is to be trusted with it; nothing was sent"
+    )
 
 
 def unverified_context() -> ssl.SSLContext:

@@ -1,8 +1,14 @@
-"""The ``-v`` progress lines (stderr) and the ``-X`` protocol transcript (a file, appended to). Never any secret."""
+"""The ``-v`` progress lines (stderr) and the ``-X`` protocol transcript (a file, appended to). Never any secret.
+
+The transcript is created 0600. Each SMTP session starts with a header line (date, pid, server) and every line
+carries a time stamp, so that the transcripts of several runs appended to one file can be told apart.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from typing import TextIO
 
 from .errors import ConfigError
@@ -16,7 +22,8 @@ class Trace:
         self._file: TextIO | None = None
         if transcript_path:
             try:
-                self._file = open(transcript_path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+                fd = os.open(transcript_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._file = open(fd, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
             except OSError as error:
                 raise ConfigError(f"cannot open the -X transcript {transcript_path}: {error.strerror}") from error
 
@@ -26,10 +33,18 @@ class Trace:
 
     def _emit(self, line: str) -> None:
         if self._file is not None:
-            self._file.write(line + "\n")
+            now = time.time()
+            self._file.write(f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {line}\n")
             self._file.flush()
         if self.verbose:
             sys.stderr.write(line + "\n")
+
+    def session(self, server: str) -> None:
+        """A new SMTP session with ``server`` starts: a header line in the transcript (date, pid, server)."""
+        if self._file is not None:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
+            self._file.write(f"=== {stamp} pid {os.getpid()} session with {server}\n")
+            self._file.flush()
 
     def info(self, text: str) -> None:
         """A progress line (shown with ``-v``; written to the transcript as a comment)."""

@@ -1,4 +1,9 @@
-"""SMTP DATA encoding, done once and on the stream: CRLF line endings and dot-stuffing (RFC 5321 4.5.2)."""
+"""SMTP DATA encoding, done once and on the stream: CRLF line endings and dot-stuffing (RFC 5321 4.5.2).
+
+Every line ending on the wire is CRLF: a bare LF and a lone CR both become CRLF. A lone CR passed through would let
+a message carry ``<CR>.<CR><LF>``, which some servers take as the end of the data: whatever follows it would be read
+as SMTP commands (SMTP smuggling, 2023). RFC 5321 2.3.8 forbids CR and LF outside CRLF anyway.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from collections.abc import Iterable, Iterator
 
 
 class DataEncoder:
-    """Turns raw message chunks into DATA bytes. Bare LF becomes CRLF; a lone CR is passed through (as esmtp 1.2)."""
+    """Turns raw message chunks into DATA bytes. Bare LF and lone CR become CRLF (esmtp 1.2 passed a lone CR on)."""
 
     __slots__ = ("_at_line_start", "_pending_cr")
 
@@ -22,7 +27,7 @@ class DataEncoder:
             # It may be the first half of a CRLF split across chunks: decide with the next chunk.
             chunk = chunk[:-1]
             self._pending_cr = True
-        data = chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n").replace(b"\n.", b"\n..")
+        data = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n").replace(b"\n.", b"\n..")
         if self._at_line_start and data.startswith(b"."):
             data = b"." + data
         if data:
@@ -31,14 +36,11 @@ class DataEncoder:
 
     def finish(self) -> bytes:
         """The end of the data: a final line break if the message lacked one, then the terminating dot."""
-        tail = b""
-        if self._pending_cr:
-            tail = b"\r"
+        if self._pending_cr:  # a CR ending the message ends its last line
             self._pending_cr = False
-            self._at_line_start = False
-        if not self._at_line_start:
-            tail += b"\r\n"
-        return tail + b".\r\n"
+            self._at_line_start = True
+            return b"\r\n.\r\n"
+        return (b"" if self._at_line_start else b"\r\n") + b".\r\n"
 
 
 def encode_data(chunks: Iterable[bytes]) -> Iterator[bytes]:

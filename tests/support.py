@@ -319,12 +319,14 @@ class ScriptedServer:
     EHLO lists ``extensions`` (plus STARTTLS while a ``tls`` context is set and the connection is not encrypted), DATA
     gets 354, or 554 when no RCPT was accepted in the transaction, the dot 250, QUIT 221 and a close, anything else
     250. ``script(stage, action)`` changes a stage later. ``on_data`` is called with the connection when a message's
-    first data line arrives. Each connection is served on its own thread.
+    first data line arrives. ``host`` and ``port`` (default: a free one) are where it listens. Each connection is
+    served on its own thread.
     """
 
     def __init__(
         self, replies: dict[str, Action] | None = None, *, extensions: tuple[str, ...] = ("PIPELINING", "8BITMIME"),
         tls: ssl.SSLContext | None = None, on_data: Callable[[Connection], None] | None = None,
+        host: str = "127.0.0.1", port: int = 0,
     ) -> None:
         self.replies: dict[str, Action] = dict(replies or {})
         unknown = set(self.replies) - set(STAGES)
@@ -334,13 +336,14 @@ class ScriptedServer:
         self.on_data = on_data
         self.connections: list[Connection] = []
         self._open: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server((host, port))
+        self.host = host
         self.port = int(self._listener.getsockname()[1])
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
     def hostport(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def script(self, stage: str, action: Action) -> None:
         assert stage in STAGES, stage
@@ -557,3 +560,14 @@ def scripted_server() -> Iterator[StartScripted]:
     yield start
     for server in servers:
         server.close()
+
+
+def transcript_lines(path: Path) -> list[str]:
+    """The protocol lines of a ``-X`` transcript without their time stamps and session header lines."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("=== "):
+            stamp, _, rest = line.partition(" ")
+            assert len(stamp) == 12 and stamp[2] == ":" and stamp[8] == ".", f"no time stamp in {line!r}"
+            lines.append(rest)
+    return lines

@@ -23,7 +23,7 @@ import pytest
 from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as ServerEnvelope
 from esmtp_plugins import sasl_crammd5, sasl_login, sasl_ntlm, sasl_plain
-from support import Runner, Sink, SmtpServer, _Controller, _Server
+from support import Runner, Sink, SmtpServer, _Controller, _Server, transcript_lines
 
 from esmtp.config import Identity
 from esmtp.errors import AuthenticationError, ConfigError
@@ -492,7 +492,7 @@ def test_secrets_stay_out_of_verbose_output_and_transcript(run: Runner, server: 
         shown = result.stdout + result.stderr + transcript.read_text()
         for secret in _secret_forms(USER, password):
             assert secret not in shown, f"{secret!r} leaked"
-    lines = transcript.read_text().splitlines()
+    lines = transcript_lines(transcript)
     assert any(line.startswith(f"C: AUTH {mechanism}") for line in lines)
     # Every client line of the exchange is masked: "AUTH <MECH>" alone, "AUTH <MECH> ****" or "****".
     for line in lines:

@@ -442,14 +442,18 @@ def test_parse_hostname() -> None:
 
 # ---- extension keywords ----------------------------------------------------------------------------------------------
 
+PIN = "SHA256:" + ":".join(["AB"] * 32)
+
+
 def test_core_extension_keywords_are_stored_by_scope() -> None:
     config = parse(
         "auth_mechanisms 'CRAM-MD5 PLAIN'\nauth_plaintext=enabled\ntimeout 12.5\ndisable_plugins queue,aliases\n"
-        "identity a@x\nsmtps enabled\ntls_min_version 1.3\ntls_fingerprint SHA256:AB:CD\n"
+        f"identity a@x\nsmtps enabled\ntls_min_version 1.3\ntls_fingerprint {PIN}\n"
     )
     glob, a = config.identities
     assert glob.options == {"auth_mechanisms": "CRAM-MD5 PLAIN", "auth_plaintext": "enabled", "timeout": "12.5"}
-    assert a.options == {"smtps": "enabled", "tls_min_version": "1.3", "tls_fingerprint": "SHA256:AB:CD"}
+    assert a.options == {"smtps": "enabled", "tls_min_version": "1.3", "tls_fingerprint": PIN}
+    assert (config.where("disable_plugins"), config.where("tls_fingerprint", a)) == ("rc:4", "rc:8")
     assert config.options == {"disable_plugins": "queue,aliases"}  # a comma stays in an extension keyword's value
     assert config.pending == []
     assert parse("disable_plugins 'queue aliases'").options == {"disable_plugins": "queue aliases"}

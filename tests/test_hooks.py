@@ -269,6 +269,31 @@ def test_blocked_plugin_is_never_imported(config: Config, monkeypatch: pytest.Mo
     assert "esmtp_plugins.sasl_plain" not in sys.modules
 
 
+def test_hook_esmtp_check_config(hooks: Hooks, config: Config) -> None:
+    from esmtp.check import check
+
+    class Strict:
+        @hookimpl
+        def esmtp_check_config(self, config: Config) -> None:
+            raise ConfigError(f"{config.where('site_limit')}: 'site_limit' takes a number")
+
+    hooks.pm.register(Strict())
+    assert check(Options(mode="check"), config, hooks) == 78
+
+
+def test_hook_esmtp_password_source(hooks: Hooks, config: Config) -> None:
+    from esmtp.password_sources import PasswordSource, password_source
+
+    class Vault:
+        @hookimpl
+        def esmtp_password_source(self, identity: Identity) -> PasswordSource | None:
+            return PasswordSource("vault", "vault secret/mail") if identity.address is None else None
+
+    hooks.pm.register(Vault())
+    assert password_source(config.default, hooks).description == "vault secret/mail"
+    assert password_source(Identity("a@x"), hooks).kind == "none"
+
+
 def test_hook_esmtp_secret(config: Config, auth_server: SmtpServer) -> None:
     """A plugin supplies the password when the configuration has none, only once AUTH is under way."""
     identity = config.default

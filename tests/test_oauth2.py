@@ -314,6 +314,10 @@ def test_oauth2_login_for_a_named_identity(run: Runner, oauth2_provider: OAuth2P
     run.write_config(f"hostname {bearer_server.hostport}\n\nidentity {USER}\nhostname {bearer_server.hostport}\n"
                      f"username {USER}\nauth_plaintext enabled\n" + oauth2_provider.configuration())
     assert run("--oauth2-login", "--identity", "nobody@example.org", program="esmtp", env=env(run)).returncode == 64
+    plain = run("--oauth2-login", program="esmtp", env=env(run))  # the default identity has no OAuth2 settings
+    assert plain.returncode == 78
+    assert f"identity default has no OAuth2 settings, so there is nothing to log in to: name one with --identity " \
+           f"({USER})" in plain.stderr
     result = login_as_browser(run, oauth2_provider, "--identity", USER)
     assert result.returncode == 0, result.stderr
     sent = run("-f", USER, "bob@example.net", input=MESSAGE, env=env(run))

@@ -638,7 +638,7 @@ def test_credential_commands(argv: list[str], mode: str, identity: str | None, d
     ("argv", "message"),
     [
         (["esmtp", "--oauth2-login", "--identity"], "option --identity requires an argument"),
-        (["esmtp", "--identity", "x@example.org", "bob@example.net"], "--identity and --device go with"),
+        (["esmtp", "--identity", "x@example.org", "-bp"], "--identity goes with a send"),
         (["esmtp", "--store-password", "--device"], "--device goes with --oauth2-login"),
         (["esmtp", "--oauth2-login", "--device=yes"], "option --device does not take an argument"),
     ],

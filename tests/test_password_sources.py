@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,11 +86,15 @@ def test_password_command_not_found_exits_78_naming_the_line(run: Runner, auth_s
 
 
 def test_slow_password_command_is_bounded_by_the_timeout(run: Runner, auth_server: SmtpServer) -> None:
-    configure(run, auth_server, "timeout 1", 'password_command "sleep 20; echo late"')
+    marker = f"{20 + os.getpid() % 1000 / 1000:.3f}"  # a sleep this test alone runs
+    configure(run, auth_server, "timeout 1", f'password_command "sleep {marker}; echo late"')
     result = send(run)
     assert result.returncode == 75
     assert "password_command did not finish within 1 s" in result.stderr
     assert auth_server.sink.messages == []
+    # What the command started dies with it: no sleep is left behind, handed to init.
+    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True, check=False)
+    assert left.stdout == "", left.stdout
 
 
 def test_password_command_output_is_the_bearer_token_for_xoauth2(run: Runner, auth_server: SmtpServer) -> None:

@@ -374,3 +374,17 @@ def test_socket_activation_takes_the_first_callers_environment(run: Runner, smtp
     assert subjects(smtp_server) == ["s1", "s2"]
     assert smtp_server.sink.connections == 1  # both through the activated process
     assert path.exists()  # systemd's socket file: left in place
+
+
+def test_the_warm_relay_logs_each_message_once(run: Runner, auth_server: SmtpServer) -> None:
+    """Delivery log lines come from the resident process as from a run of its own: one line per message."""
+    run.mode_env = RELAY
+    start_relay(run)
+    log = run.home / "mail.log"
+    run.write_config(auth_config(auth_server, f"logfile {log}\n"))
+    for index in range(3):
+        assert run("bob@example.net", input=message(f"m{index}")).returncode == 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3
+    assert all(" exitcode=EX_OK " in line and " user=alice " in line for line in lines)
+    assert "s3cret" not in log.read_text()

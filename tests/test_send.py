@@ -83,6 +83,20 @@ def test_t_mode_resent_headers_win(run: Runner, smtp_server: SmtpServer) -> None
     assert smtp_server.sink.messages[0].rcpt_tos == ["new@example.net"]
 
 
+@pytest.mark.parametrize(("fields", "sender"), [
+    (b"Resent-Sender: desk@example.org\nResent-From: boss@example.org\n", "desk@example.org"),
+    (b"Resent-From: boss@example.org\n", "boss@example.org"),
+])
+def test_t_mode_resent_message_sender_is_resent_sender_or_from(run: Runner, smtp_server: SmtpServer, fields: bytes,
+                                                               sender: str) -> None:
+    # RFC 5322 3.6.6: the resent block names who resent it; From: is the original author.
+    run.write_config(config_for(smtp_server))
+    message = b"From: a@example.org\nTo: original@example.net\n" + fields + b"Resent-To: new@example.net\n\nbody\n"
+    assert run("-t", input=message).returncode == 0
+    [received] = smtp_server.sink.messages
+    assert (received.mail_from, received.rcpt_tos) == (sender, ["new@example.net"])
+
+
 def test_t_mode_without_recipients_is_a_data_error(run: Runner, smtp_server: SmtpServer) -> None:
     run.write_config(config_for(smtp_server))
     result = run("-t", input=b"From: a@example.org\nSubject: none\n\nbody\n")

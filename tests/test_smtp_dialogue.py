@@ -48,3 +48,23 @@ def test_helo_fallback_when_ehlo_is_refused(run: Runner, scripted_server: StartS
     assert result.returncode == 0, result.stderr
     assert scripted.commands[:2] == ["EHLO client.example", "HELO client.example"]
     assert any(line == "RCPT TO:<b@example.net>" for line in scripted.commands)
+
+
+def test_internationalised_domain_goes_in_idna_form_without_smtputf8(run: Runner,
+                                                                     scripted_server: StartScripted) -> None:
+    scripted = scripted_server(extensions=("PIPELINING", "8BITMIME"))
+    run.write_config(f"hostname {scripted.hostport}\n")
+    result = run("-f", "me@bücher.example", "ann@bücher.example", "bob@example.net", input=MESSAGE)
+    assert result.returncode == 0, result.stderr
+    assert "MAIL FROM:<me@xn--bcher-kva.example>" in scripted.commands  # and no SMTPUTF8 parameter
+    assert [line for line in scripted.commands if line.startswith("RCPT")] == [
+        "RCPT TO:<ann@xn--bcher-kva.example>", "RCPT TO:<bob@example.net>"]
+
+
+def test_non_ascii_local_part_needs_smtputf8(run: Runner, scripted_server: StartScripted) -> None:
+    scripted = scripted_server(extensions=("PIPELINING", "8BITMIME"))
+    run.write_config(f"hostname {scripted.hostport}\n")
+    result = run("jörg@bücher.example", input=MESSAGE)
+    assert result.returncode == 69
+    assert f"{scripted.hostport} does not offer SMTPUTF8, needed for the address jörg@bücher.example" in result.stderr
+    assert not any(line.startswith(("MAIL", "RCPT")) for line in scripted.commands)

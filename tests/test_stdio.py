@@ -129,6 +129,8 @@ def test_pipelined_commands_rset_rejected_recipient_unknown_commands(relay: Runn
         "250", "250", "354", "550", "221",
     ]
     assert "without a MDA" in replies[5]  # a local name without an MDA: refused at RCPT, no server asked
+    assert "man esmtp" in replies[12]  # HELP points at what a pip install has (no docs/ directory)
+    assert replies[13] == "354 End data with <CR><LF>.<CR><LF>"  # RFC 3463 defines no enhanced code class 3
     assert replies[18].startswith("550-5.1.1 ") and "no such user" in replies[18]  # the smarthost's reply, quoted
     status, stderr, _ = session.end()
     assert status == 67, stderr  # EX_NOUSER: a message was refused (the first one went out)

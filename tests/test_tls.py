@@ -31,6 +31,7 @@ from support import (
     _Handler,
     _Server,
     free_port,
+    transcript_lines,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "interop"))
@@ -175,7 +176,7 @@ def test_starttls_required_authenticates_only_inside_tls(
                   args=("-X", str(transcript)))
     assert result.returncode == 0, result.stderr
     assert server.sink.auths == [("PLAIN", "alice")]
-    lines = transcript.read_text().splitlines()
+    lines = transcript_lines(transcript)
     starttls = lines.index("C: STARTTLS")
     assert any(line.startswith("C: AUTH") for line in lines[starttls:])
     assert not any(line.startswith(("C: AUTH", "C: MAIL")) for line in lines[:starttls])
@@ -288,6 +289,17 @@ def test_handshake_reset_is_temporary_and_sends_nothing(run: Runner, pki: TLSFil
     assert result.returncode == EX_TEMPFAIL, result.stderr
     assert f"127.0.0.1:{server.port} closed the connection during the TLS handshake" in result.stderr
     assert [c.split()[0] for c in server.commands] == ["EHLO", "STARTTLS"]
+
+
+def test_cleartext_injected_after_starttls_is_discarded(run: Runner, pki: TLSFiles,
+                                                        scripted_server: StartScripted) -> None:
+    # What a man in the middle adds in clear text behind the 220 (RFC 3207 4.2), before the handshake.
+    server = scripted_server({"STARTTLS": "220 2.0.0 go ahead\n250 injected.test"}, tls=server_context(pki))
+    trust(run, pki)
+    result = send(run, f"localhost:{server.port}", "starttls required")
+    assert result.returncode == 0, result.stderr
+    assert "injected.test" not in result.stderr  # never read as the reply to the EHLO inside TLS
+    assert len(server.messages) == 1
 
 
 # ---- implicit TLS ------------------------------------------------------------------------------------------------
@@ -555,6 +567,18 @@ def test_minimum_version_refuses_an_older_server(run: Runner, pki: TLSFiles,
     assert result.returncode == 0, result.stderr
     assert "TLSv1.2" in result.stderr
     assert len(server.messages) == 1
+
+
+def test_minimum_version_against_a_server_closing_without_alert(run: Runner, pki: TLSFiles,
+                                                               tls_server: Callable[..., TlsServer]) -> None:
+    # asyncio's TLS servers (aiosmtpd) just close when no version is shared: no alert says why.
+    server = tls_server(starttls=server_context(pki, max_version=ssl.TLSVersion.TLSv1_2))
+    trust(run, pki)
+    result = send(run, server.hostport, "starttls required", "tls_min_version 1.3")
+    assert result.returncode == EX_UNAVAILABLE, result.stderr  # permanent: a queue must not retry it for days
+    assert f"{server.hostport} speaks TLS 1.2 at most, below 'tls_min_version 1.3'" in result.stderr
+    assert "client certificate" not in result.stderr
+    assert delivered(server) == []
 
 
 # ---- tls.py on its own -------------------------------------------------------------------------------------------

@@ -14,8 +14,12 @@ CASES = [
     (b".\n", b"..\r\n.\r\n"),
     (b"x\n.\ny\n", b"x\r\n..\r\ny\r\n.\r\n"),
     (b"..hidden\n", b"...hidden\r\n.\r\n"),
-    (b"a\rb\n", b"a\rb\r\n.\r\n"),  # a lone CR passes through, as in esmtp 1.2
-    (b"end\r", b"end\r\r\n.\r\n"),
+    (b"a\rb\n", b"a\r\nb\r\n.\r\n"),  # a lone CR is a line end (esmtp 1.2 passed it on)
+    (b"end\r", b"end\r\n.\r\n"),
+    (b"x\r\r\ny", b"x\r\n\r\ny\r\n.\r\n"),
+    # SMTP smuggling: <CR>.<CR><LF> must not reach the server, whatever follows it.
+    (b"hi\r.\r\nMAIL FROM:<x@evil>\r\n", b"hi\r\n..\r\nMAIL FROM:<x@evil>\r\n.\r\n"),
+    (b"hi\n.\r\nRCPT", b"hi\r\n..\r\nRCPT\r\n.\r\n"),
     (b"\x00\xff\n", b"\x00\xff\r\n.\r\n"),
     (b"x\n\n.\n\n", b"x\r\n\r\n..\r\n\r\n.\r\n"),
 ]
@@ -43,3 +47,10 @@ def test_no_body_line_ever_is_a_lone_dot() -> None:
     lines = out.split(b"\r\n")
     assert lines[-2:] == [b".", b""]
     assert b"." not in lines[:-2]
+
+
+@pytest.mark.parametrize("raw", [b"a\rb", b"\r.\r\n", b"x\r\r\r.\n", b".\r.\n.\r"])
+def test_no_cr_or_lf_outside_crlf(raw: bytes) -> None:
+    for chunks in ([raw], [raw[i : i + 1] for i in range(len(raw))]):
+        wire = b"".join(encode_data(chunks))
+        assert wire.count(b"\r") == wire.count(b"\n") == wire.count(b"\r\n")

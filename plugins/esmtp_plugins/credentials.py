@@ -38,8 +38,10 @@ def find_identity(config: Config, name: str | None) -> Identity:
     """The identity ``--identity NAME`` means (its address), the default identity when no name is given."""
     if name is None:
         return config.default
-    for identity in reversed(config.identities):
-        if identity.address == name:
+    from esmtp.identities import same_address
+
+    for identity in reversed(config.identities):  # the rule of --identity for a send (esmtp/identities.py)
+        if identity.address is not None and (identity.address == name or same_address(identity.address, name)):
             return identity
     known = ", ".join(identity.address for identity in config.identities if identity.address) or "none"
     raise UsageError(f"no identity {name!r} in {config.path} (identities: {known})")

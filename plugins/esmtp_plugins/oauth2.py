@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
+from esmtp.password_sources import PasswordSource
 from esmtp.types import KeywordSpec
 
 from .oauth2_settings import KEYWORDS, PROVIDERS, SECRET_KEYWORDS
@@ -36,7 +37,7 @@ def esmtp_config_keywords() -> Iterable[KeywordSpec]:
 @hookimpl(tryfirst=True)
 def esmtp_secret(identity: Identity, mechanism: SaslMechanism, rejected: str | None, trace: Trace) -> str | None:
     """The access token of an OAuth2 identity for a bearer mechanism: cached, or refreshed (again if ``rejected``)."""
-    if not mechanism.bearer or not any(key.startswith("oauth2_") for key in identity.options):
+    if not mechanism.bearer or not _is_oauth2(identity):
         return None
     from .oauth2_settings import resolve
     from .oauth2_tokens import access_token
@@ -49,8 +50,33 @@ def esmtp_command(options: Options, config: Config) -> int | None:
     """``--oauth2-login``: log the identity in and store its refresh token."""
     if options.mode != "oauth2-login":
         return None
-    from .credentials import find_identity
+    from esmtp.errors import ConfigError
+
+    from .credentials import find_identity, identity_name
     from .oauth2_login import login
     from .oauth2_settings import resolve
 
-    return login(resolve(find_identity(config, options.identity)), device=options.device)
+    identity = find_identity(config, options.identity)
+    if not _is_oauth2(identity):
+        others = [identity_name(other) for other in config.identities if _is_oauth2(other)]
+        hint = f"name one with --identity ({', '.join(others)})" if others else (
+            "add oauth2_provider and oauth2_client_id to it (see docs/gmail.md or docs/microsoft365.md)")
+        raise ConfigError(
+            f"{identity.source or config.path}:{identity.lineno}: identity {identity_name(identity)} has no OAuth2 "
+            f"settings, so there is nothing to log in to: {hint}"
+        )
+    return login(resolve(identity), device=options.device)
+
+
+def _is_oauth2(identity: Identity) -> bool:
+    return any(key.startswith("oauth2_") for key in identity.options)
+
+
+@hookimpl(tryfirst=True)
+def esmtp_password_source(identity: Identity) -> PasswordSource | None:
+    """``--pretend``/``--check``: an OAuth2 identity authenticates with an access token, not a password."""
+    if not _is_oauth2(identity):
+        return None
+    provider = identity.options.get("oauth2_provider", "custom")
+    return PasswordSource("oauth2", f"an OAuth2 access token ({provider}), refreshed with the refresh token that "
+                                    "esmtp --oauth2-login stored")

@@ -65,7 +65,8 @@ def endpoint_refused(settings: OAuth2Settings, error: Any) -> AuthenticationErro
     detail = f"{error.error}" + (f": {error.description}" if error.description else "")
     if error.error == "invalid_grant":
         how = (
-            "the refresh token in the configuration is no longer valid: get a new one"
+            ("the refresh token in the configuration (oauth2_refresh_token or its _command) is no longer valid: "
+             f"get a new one, or remove that keyword and log in with: {settings.login_hint}")
             if settings.refresh_token_configured else f"log in again with: {settings.login_hint}"
         )
         return AuthenticationError(

@@ -8,11 +8,15 @@ the file and line); a non-zero exit or a time-out is temporary (75: a locked age
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.errors import ConfigError, TemporaryFailure
+from esmtp.errors import ConfigError, EsmtpError, TemporaryFailure
+from esmtp.password_sources import PasswordSource
 from esmtp.types import KeywordSpec
 
 from .credentials import COMMAND_KEYWORDS, where
@@ -31,6 +35,28 @@ _STDERR_LIMIT = 500
 _fetched: dict[tuple[str, int, str | None], str] = {}
 
 
+def _kill_tree(pid: int) -> None:
+    """Kill the shell ``pid`` and everything it started. The command stays in the caller's process group (so that a
+    pinentry can still prompt on the terminal), so its descendants are found through /proc before the shell dies and
+    they are handed to init."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                        ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(entry.name))
+    doomed, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        doomed.append(current)
+        pending.extend(children.get(current, ()))
+    for victim in doomed:
+        with contextlib.suppress(OSError):
+            os.kill(victim, signal.SIGKILL)
+
+
 def run_secret_command(command: str, *, keyword: str, location: str, timeout: float) -> str:
     """Run ``command`` through /bin/sh and return the first line of its output, CR/LF stripped.
 
@@ -39,21 +65,28 @@ def run_secret_command(command: str, *, keyword: str, location: str, timeout: fl
     import subprocess
 
     try:
-        proc = subprocess.run(
-            ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-    except subprocess.TimeoutExpired:
-        raise TemporaryFailure(f"{location}: {keyword} did not finish within {timeout:g} s (see 'timeout')") from None
     except OSError as error:
         raise ConfigError(f"{location}: {keyword} could not be started: {error.strerror or error}") from None
-    stderr = proc.stderr.decode("utf-8", "replace").strip()
+    with proc:
+        try:
+            stdout, stderr_bytes = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)
+            proc.communicate()
+            raise TemporaryFailure(
+                f"{location}: {keyword} did not finish within {timeout:g} s (see 'timeout')"
+            ) from None
+    stderr = stderr_bytes.decode("utf-8", "replace").strip()
     said = f": {stderr[:_STDERR_LIMIT]}" if stderr else " (it wrote nothing to stderr)"
     if proc.returncode in _NOT_STARTED:
         raise ConfigError(f"{location}: {keyword} {_NOT_STARTED[proc.returncode]} (exit {proc.returncode}){said}")
     if proc.returncode != 0:
         status = f"exit status {proc.returncode}" if proc.returncode > 0 else f"signal {-proc.returncode}"
         raise TemporaryFailure(f"{location}: {keyword} failed with {status}{said}")
-    first = proc.stdout.split(b"\n", 1)[0].rstrip(b"\r\n")
+    first = stdout.split(b"\n", 1)[0].rstrip(b"\r\n")
     if not first:
         raise TemporaryFailure(f"{location}: {keyword} printed no secret (its first line of output is empty)")
     return first.decode("utf-8", "surrogateescape")
@@ -83,3 +116,25 @@ def esmtp_secret(identity: Identity, mechanism: SaslMechanism, trace: Trace) -> 
         _fetched[key] = run_secret_command(identity.options[keyword], keyword=keyword, location=location,
                                            timeout=timeout)
     return _fetched[key]
+
+
+@hookimpl
+def esmtp_password_source(identity: Identity) -> PasswordSource | None:
+    """``--pretend``/``--check``: the command that would supply the secret; only ``--check --secrets`` runs it (its
+    output is thrown away)."""
+    keyword = next((name for name in COMMAND_KEYWORDS if name in identity.options), None)
+    if keyword is None:
+        return None
+    command, location = identity.options[keyword], where(identity, keyword)
+
+    def check(secrets: bool) -> str:
+        if not secrets:
+            return ""
+        try:
+            run_secret_command(command, keyword=keyword, location=location,
+                               timeout=float(identity.options.get("timeout") or DEFAULT_TIMEOUT))
+        except EsmtpError as error:
+            return str(error)
+        return ""
+
+    return PasswordSource(keyword, f"{keyword} `{command}` ({location})", check)

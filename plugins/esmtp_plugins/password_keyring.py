@@ -12,7 +12,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.errors import ConfigError, TemporaryFailure, UsageError
+from esmtp.errors import ConfigError, EsmtpError, TemporaryFailure, UsageError
+from esmtp.password_sources import PasswordSource
 
 from .credentials import find_identity, has_other_source, identity_name, load_keyring
 
@@ -66,7 +67,8 @@ def esmtp_command(options: Options, config: Config) -> int | None:
     identity = find_identity(config, options.identity)
     name = identity_name(identity)
     if identity.username is None:
-        raise UsageError(f"identity {name} has no username: set 'username' in {config.path} first")
+        where = f"{identity.source or config.path}:{identity.lineno}"
+        raise ConfigError(f"{where}: identity {name} has no username: set 'username' in it first")
     host = identity.server(587)[0]
     keyring = load_keyring()
     if keyring is None:
@@ -85,3 +87,31 @@ def esmtp_command(options: Options, config: Config) -> int | None:
     print(f"Stored the password for {identity.username} at {host} (identity {name}) in the keyring "
           f"{type(backend).__module__}.{type(backend).__name__}, service {service(host)}.")
     return 0
+
+
+@hookimpl
+def esmtp_password_source(identity: Identity) -> PasswordSource | None:
+    """``--pretend``/``--check``: the keyring entry that would be asked (a keyring may prompt to unlock, so only
+    ``--check --secrets`` looks the entry up, and then also ``~/.netrc``, which comes next)."""
+    if identity.username is None or has_other_source(identity) or load_keyring() is None:
+        return None
+    from esmtp.describe import server
+    from esmtp.trace import Trace
+
+    host = server(identity)[0]
+    username = identity.username
+
+    def check(secrets: bool) -> str:
+        if not secrets:
+            return ""
+        from .password_netrc import esmtp_secret as from_netrc
+
+        try:
+            if esmtp_secret(identity, host, Trace()) is not None or from_netrc(identity, host, Trace()) is not None:
+                return ""
+        except EsmtpError as error:
+            return str(error)
+        return (f"neither the keyring ({service(host)}, user {username}) nor ~/.netrc has a password: store one with "
+                f"esmtp --store-password --identity {identity_name(identity)}")
+
+    return PasswordSource("keyring", f"the keyring ({service(host)}, user {username}), else ~/.netrc", check)

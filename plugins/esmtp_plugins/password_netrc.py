@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from esmtp import hookimpl
 from esmtp.config import _check_user_file as check_private_file
 from esmtp.errors import ConfigError
+from esmtp.password_sources import PasswordSource
 
 from .credentials import has_other_source
 
@@ -46,3 +47,16 @@ def esmtp_secret(identity: Identity, host: str, trace: Trace) -> str | None:
         return None
     trace.info(f"password for {identity.username} from {path} (machine {host})")
     return entry[2]
+
+
+@hookimpl(trylast=True)
+def esmtp_password_source(identity: Identity) -> PasswordSource | None:
+    """``--pretend``/``--check``: the netrc entry that would supply the password, if there is one (reading the local
+    file costs nothing and prompts for nothing; the password is not shown)."""
+    from esmtp.describe import server
+    from esmtp.trace import Trace
+
+    host = server(identity)[0]
+    if esmtp_secret(identity, host, Trace()) is None:
+        return None
+    return PasswordSource("netrc", f"{netrc_path()} (machine {host}, login {identity.username})")

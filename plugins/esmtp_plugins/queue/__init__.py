@@ -9,6 +9,7 @@ This module holds the hook implementations only. The package, one job per module
 * :mod:`.settings`: the keywords' values and durations;
 * :mod:`.store`: entries, claims and the queue directory (crash-safe state changes);
 * :mod:`.commands`: ``mailq``, ``--remove`` and the flush command;
+* :mod:`.listing`: the ``mailq`` text and its ``--json`` form;
 * :mod:`.background`: the detached run started after queueing, and its log;
 * :mod:`.flush`: the scheduler that delivers entries, and its reports;
 * :mod:`.sessions`: entries grouped by connection, one SMTP session per group;
@@ -129,3 +130,9 @@ def esmtp_queue_command(options: Options, config: Config | None) -> int:
     from .commands import run_command
 
     return run_command(options, config)
+
+
+@hookimpl
+def esmtp_check_config(config: Config) -> None:
+    """``esmtp --check``: the durations and numbers of the queue keywords, as a queueing run would read them."""
+    settings_for(config)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from esmtp.config import Config, Identity
+from esmtp.delivery_log import record
 from esmtp.errors import (
     EX_NOINPUT,
     EX_OK,
@@ -33,10 +34,11 @@ from esmtp.errors import (
     EX_UNAVAILABLE,
     EsmtpError,
     NoDeliveryAgent,
+    PermanentFailure,
     RecipientsRejected,
 )
-from esmtp.message import Message
 from esmtp.plugins import Hooks
+from esmtp.progname import name as program_name
 from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
@@ -247,15 +249,15 @@ class Flusher:
             attempt = Attempt()
             for agent, pairs in job.legs.items():
                 if agent == "smtp":
-                    await self._smtp_leg(group, job.envelope, job.message, pairs, attempt, meanwhile)
+                    await self._smtp_leg(group, job, pairs, attempt, meanwhile)
                 else:
-                    self._agent_leg(agent, job.envelope, job.message, pairs, attempt)
+                    self._agent_leg(agent, job, pairs, attempt)
             self.hooks.after_deliver(job.envelope, attempt.results, self.config)
             try:
                 delivered = self._record(claim, attempt, job.now, work)
             except OSError as error:  # a full disk, say: the entry stays as it was and is tried again later
                 why = error.strerror or str(error)
-                self.errors.write(f"esmtp: queue entry {claim.entry.id}: could not record this try: {why}\n")
+                self.errors.write(f"{program_name()}: queue entry {claim.entry.id}: could not record this try: {why}\n")
                 self.report.deferred += 1
                 delivered = False
             if delivered:
@@ -295,14 +297,17 @@ class Flusher:
                 legs.setdefault(agent, []).extend((address, stored) for address in addresses)
         return legs
 
-    async def _smtp_leg(self, group: GroupSession, envelope: Envelope, message: Message,
-                        pairs: list[tuple[str, str]], attempt: Attempt, meanwhile: Callable[[], None]) -> None:
+    async def _smtp_leg(self, group: GroupSession, job: Job, pairs: list[tuple[str, str]], attempt: Attempt,
+                        meanwhile: Callable[[], None]) -> None:
+        envelope, message = job.envelope, job.message
         pending = list(pairs)
         while pending:
+            started = time.monotonic()
             try:
                 session = await group.get()
             except EsmtpError as error:
                 self.hooks.deliver_error(envelope, error, self.config)
+                self._log(job, "smtp", pending, started, error=error)
                 attempt.temporary(pending, error, "connect")
                 return
             try:
@@ -310,6 +315,7 @@ class Flusher:
                 reply = await session.send(envelope, message, _routed(pending), meanwhile=meanwhile)
             except RecipientsRejected as error:
                 self.hooks.deliver_error(envelope, error, self.config)
+                self._log(job, "smtp", pending, started, error=error)
                 refused = [(r, s) for r, s in pending if r in error.rejected]
                 if not refused:  # the server stopped answering before naming anybody: retry the lot later
                     attempt.temporary(pending, error, "reply")
@@ -324,6 +330,7 @@ class Flusher:
                 continue  # nothing was sent: the others are tried again at once
             except EsmtpError as error:
                 self.hooks.deliver_error(envelope, error, self.config)
+                self._log(job, "smtp", pending, started, error=error)
                 if error.exit_code == EX_TEMPFAIL:
                     kind = error_kind(error)
                     if kind != "reply":
@@ -334,25 +341,34 @@ class Flusher:
                 return
             crashpoint("flush-after-send")
             group.accepted += 1
-            attempt.ok(pending, DeliveryResult("smtp", _routed(pending), reply))
+            result = DeliveryResult("smtp", _routed(pending), reply)
+            self._log(job, "smtp", pending, started, result=result)
+            attempt.ok(pending, result)
             return
 
-    def _agent_leg(self, name: str, envelope: Envelope, message: Message, pairs: list[tuple[str, str]],
-                   attempt: Attempt) -> None:
-        recipients = _routed(pairs)
+    def _agent_leg(self, name: str, job: Job, pairs: list[tuple[str, str]], attempt: Attempt) -> None:
+        envelope, recipients, started = job.envelope, _routed(pairs), time.monotonic()
         try:
             agent = self.agents.get(name)
             if agent is None:
                 raise NoDeliveryAgent(name, recipients)
-            result = agent.factory(self.context).deliver(envelope, message, recipients)
+            result = agent.factory(self.context).deliver(envelope, job.message, recipients)
         except EsmtpError as error:
             self.hooks.deliver_error(envelope, error, self.config)
+            self._log(job, name, pairs, started, error=error)
             if error.exit_code == EX_TEMPFAIL:
                 attempt.temporary(pairs, error, "local")
             else:
                 attempt.permanent(pairs, str(error))
             return
+        self._log(job, name, pairs, started, result=result)
         attempt.ok(pairs, result)
+
+    def _log(self, job: Job, agent: str, pairs: list[tuple[str, str]], started: float, *,
+             result: DeliveryResult | None = None, error: EsmtpError | None = None) -> None:
+        """This try of a leg, in the delivery log (``logfile``/``syslog``, when configured), with the entry's id."""
+        record(self.config, job.envelope, job.message.size, agent, _routed(pairs), started, result=result,
+               error=error, queue_id=job.claim.entry.id)
 
     # ---- recording the outcome -----------------------------------------------------------------------------------
 
@@ -397,6 +413,7 @@ class Flusher:
         reasons = "; ".join(f"{r}: {why}" for r, why in entry.failed.items())
         entry.failure = reasons
         note = ""
+        bounce_id = None
         if self.settings.bounce and wants_bounce(entry):
             # Queued before the original moves, so a crash in between can repeat the bounce but never lose it.
             header_block = os.pread(claim.fd, entry.header_size, 0)
@@ -407,9 +424,14 @@ class Flusher:
             self.progress.add(1)
             self.report.bounced += 1
             note = f"; bounce {bounce.id} queued to <{entry.sender}>"
+            bounce_id = bounce.id
         self.store.move_to_failed(entry)
         self.report.failed += 1
-        self.errors.write(f"esmtp: queue entry {entry.id} failed: {reasons}{note}\n")
+        self.errors.write(f"{program_name()}: queue entry {entry.id} failed: {reasons}{note}\n")
+        # The queue gives up: one line (host=queue) with the reasons, the time spent queued and the bounce's id.
+        record(self.config, self.envelope(entry), entry.size, "queue", list(entry.failed),
+               time.monotonic() - (time.time() - entry.created), error=PermanentFailure(reasons), queue_id=entry.id,
+               bounce_id=bounce_id)
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from esmtp.config import Identity
 from esmtp.errors import EsmtpError
 from esmtp.message import Message
+from esmtp.progname import name as program_name
 from esmtp.smtp import SmtpSession
 from esmtp.smtp_agent import postconnect, preconnect
 from esmtp.types import Envelope
@@ -108,4 +109,4 @@ class GroupSession:
             return
         warning = await asyncio.to_thread(postconnect, command, self.flusher.trace)
         if warning:
-            self.flusher.errors.write(f"esmtp: queue: warning: {warning} (the mail was sent)\n")
+            self.flusher.errors.write(f"{program_name()}: queue: warning: {warning} (the mail was sent)\n")

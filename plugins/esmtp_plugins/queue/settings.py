@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from esmtp.config import Config
 
 QueueMode = Literal["disabled", "fallback", "always"]
@@ -17,12 +19,13 @@ def parse_duration(text: str, keyword: str) -> float:
     """``90``, ``30s``, ``5m``, ``2h``, ``5d``, ``1w`` (also combined: ``1h30m``) in seconds."""
     import re
 
+    from esmtp.durations import hint
     from esmtp.errors import ConfigError
 
     value = text.strip().lower()
     parts = re.fullmatch(r"(?:\d+(?:\.\d+)?[smhdw]?)+", value) and re.findall(r"(\d+(?:\.\d+)?)([smhdw]?)", value)
     if not parts:
-        raise ConfigError(f"'{keyword}' takes a duration such as 30s, 5m, 2h or 5d, not '{text}'")
+        raise ConfigError(f"'{keyword}' takes a duration such as 30s, 5m, 2h or 5d, not '{text}'{hint(text)}")
     return sum(float(number) * _UNITS[unit or "s"] for number, unit in parts)
 
 
@@ -47,25 +50,32 @@ class Settings:
     concurrency: int = 4
 
     @classmethod
-    def from_options(cls, options: dict[str, str] | None) -> Settings:
-        """From the global options of a configuration (None: no configuration file). ``ESMTP_QUEUE_DIR`` wins."""
+    def from_options(cls, options: dict[str, str] | None, where: Callable[[str], str] | None = None) -> Settings:
+        """From the global options of a configuration (None: no configuration file). ``ESMTP_QUEUE_DIR`` wins.
+
+        ``where(keyword)`` gives the ``file:line`` that errors start with.
+        """
         from esmtp.errors import ConfigError
 
         options = options or {}
-        path = os.environ.get("ESMTP_QUEUE_DIR") or options.get("queue_dir") or default_queue_dir()
-        path = os.path.expanduser(path)
-        if not os.path.isabs(path):
-            path = os.path.join(os.path.expanduser("~"), path)
+
+        def duration(keyword: str, default: str) -> float:
+            try:
+                return parse_duration(options.get(keyword, default), keyword)
+            except ConfigError as error:
+                raise ConfigError(f"{where(keyword)}: {error}" if where else str(error)) from None
+
         concurrency = options.get("queue_concurrency", "4")
         if not concurrency.isdigit() or int(concurrency) < 1:
-            raise ConfigError(f"'queue_concurrency' takes a positive number, not '{concurrency}'")
+            prefix = f"{where('queue_concurrency')}: " if where else ""
+            raise ConfigError(f"{prefix}'queue_concurrency' takes a positive number, not '{concurrency}'")
         mode = options.get("queue", "disabled")
         return cls(
             mode=mode if mode in ("fallback", "always") else "disabled",  # type: ignore[arg-type]
-            path=path,
-            max_age=parse_duration(options.get("queue_max_age", "5d"), "queue_max_age"),
-            retry=parse_duration(options.get("queue_retry", "5m"), "queue_retry"),
-            retry_max=parse_duration(options.get("queue_retry_max", "4h"), "queue_retry_max"),
+            path=queue_path(options),
+            max_age=duration("queue_max_age", "5d"),
+            retry=duration("queue_retry", "5m"),
+            retry_max=duration("queue_retry_max", "4h"),
             bounce=options.get("bounce", "disabled") == "enabled",
             concurrency=int(concurrency),
         )
@@ -76,8 +86,17 @@ class Settings:
 
 
 def settings_for(config: Config | None) -> Settings:
-    """The settings of ``config`` (None: no configuration file, so the defaults)."""
-    return Settings.from_options(config.options if config is not None else None)
+    """The settings of ``config`` (None: no configuration file, so the defaults). Errors name the file and line."""
+    if config is None:
+        return Settings.from_options(None)
+    return Settings.from_options(config.options, config.where)
+
+
+def queue_path(options: dict[str, str] | None) -> str:
+    """The queue directory: ``ESMTP_QUEUE_DIR``, else ``queue_dir``, else the default; relative to the home."""
+    options = options or {}
+    path = os.path.expanduser(os.environ.get("ESMTP_QUEUE_DIR") or options.get("queue_dir") or default_queue_dir())
+    return path if os.path.isabs(path) else os.path.join(os.path.expanduser("~"), path)
 
 
 def format_duration(seconds: float) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
+from esmtp.progname import name as program_name
+
 from .store import QueueStore
 
 #: Delivered ids are handed to the removal worker this many at a time (each id is ~20 bytes: one atomic pipe write).
@@ -65,7 +67,9 @@ class Tidier:
         try:
             self.store.tidy(ids)
         except OSError as error:
-            self.errors.write(f"esmtp: queue: could not remove delivered entries {', '.join(ids)}: {error}\n")
+            self.errors.write(
+                f"{program_name()}: queue: could not remove delivered entries {', '.join(ids)}: {error}\n"
+            )
 
     def finish(self) -> None:
         """Wait until every removal is done and durable."""
@@ -81,7 +85,9 @@ class Tidier:
             _, status = os.waitpid(self.pid, 0)
             self.pid = 0
             if status != 0:
-                self.errors.write("esmtp: queue: could not remove some delivered entries (the next flush will)\n")
+                self.errors.write(
+                    f"{program_name()}: queue: could not remove some delivered entries (the next flush will)\n"
+                )
 
 
 def _tidy_worker(store: QueueStore, pipe: int) -> None:

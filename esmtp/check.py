@@ -1,0 +1,96 @@
+"""``--check [--secrets]``: validate the configuration a send would read, one line per identity. Contacts nothing.
+
+Loading already checks the file's permissions, its grammar and the plugins' keywords (a failure there is the usual
+``file:line`` error, exit 78). Then each identity is checked as a send would use it: its server, its TLS files and
+pin, its AUTH mechanisms and its password source. ``password_command`` and other sources that cost something run
+only with ``--secrets``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import TYPE_CHECKING
+
+from . import describe
+from .errors import EX_CONFIG, EX_OK, EsmtpError
+from .identities import where
+from .password_sources import password_source
+
+if TYPE_CHECKING:
+    from .config import Config, Identity
+    from .options import Options
+    from .plugins import Hooks
+
+
+def check(options: Options, config: Config, hooks: Hooks) -> int:
+    """Print ``ok``/``FAIL`` per identity; return 0, or 78 when any identity cannot be used."""
+    from .progname import warn
+
+    problems = checked = 0
+    exposed = _exposed(config)
+    for identity in config.identities:
+        if identity.address is None and identity is not config.default and not _has_settings(identity):
+            continue  # an empty global section before the first identity: nothing a send would use
+        checked += 1
+        label = identity.address or "(global section)"
+        default = " (default)" if identity is config.default else ""
+        try:
+            summary = _check_identity(identity, hooks, options.secrets)
+            if exposed and identity.password is not None:
+                raise EsmtpError(exposed)
+        except EsmtpError as error:
+            problems += 1
+            print(f"FAIL {label}{default} at {where(identity)}")
+            text = str(error)
+            warn(text if text.startswith(identity.source or "\0") else f"{where(identity)}: {text}")
+            continue
+        print(f"ok   {label}{default} at {where(identity)}: {summary}")
+    try:
+        hooks.check_config(config)  # the plugins' own settings (the queue's durations, say)
+    except EsmtpError as error:
+        problems += 1
+        print(f"FAIL plugin settings in {config.path}")
+        warn(str(error))
+    if problems:
+        return EX_CONFIG
+    print(f"{config.path}: {checked} identity block(s) checked; nothing was contacted")
+    return EX_OK
+
+
+def _has_settings(identity: Identity) -> bool:
+    return any((identity.hostname, identity.username, identity.password, identity.options))
+
+
+def _check_identity(identity: Identity, hooks: Hooks, secrets: bool) -> str:
+    host, port = describe.server(identity)
+    trust = describe.trust(identity)  # reads and checks the certificate files and the pin
+    mechanisms = describe.mechanisms(identity, hooks)  # names no plugin offers are an error
+    source = password_source(identity, hooks)
+    problem = source.check(secrets)
+    if problem:
+        located = identity.source and problem.startswith(identity.source)
+        raise EsmtpError(problem if located else f"password ({source.description}): {problem}", exit_code=EX_CONFIG)
+    parts = [f"{host}:{port}", describe.tls_mode(identity).split(":")[0]]
+    if trust != "-":
+        parts.append(f"trust {trust}")
+    if identity.username is not None:
+        parts.append(f"user {identity.username}")
+    if not mechanisms.startswith("-"):
+        parts.append(f"auth {mechanisms.split(' (')[0]}")
+    parts.append(f"password {source.description}")
+    return ", ".join(parts)
+
+
+def _exposed(config: Config) -> str:
+    """A problem when the file holds a password and others may read it (``-C`` files skip the load-time check)."""
+    if config.path is None or not any(i.password is not None for i in config.identities):
+        return ""
+    try:
+        mode = stat.S_IMODE(os.stat(config.path).st_mode)
+    except OSError:
+        return ""
+    if mode & 0o077:
+        return (f"{config.path} holds a password but its mode is {mode:04o}: others may read it. "
+                f"Fix it with: chmod 600 {config.path}")
+    return ""

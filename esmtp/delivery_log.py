@@ -1,0 +1,172 @@
+"""One log line per delivery attempt: ``logfile PATH`` (text or JSON lines) and ``syslog enabled|FACILITY``.
+
+The fields are msmtp's (``host tls auth user from recipients mailsize smtpstatus smtpmsg errormsg exitcode``) plus
+``identity``, ``queue_id`` and ``duration``; fields that do not apply are left out. See docs/configuration.md.
+
+Fed by a direct call from the core (:func:`esmtp.pipeline.deliver_route`, one call per leg) and from the queue's
+flush, rather than through ``esmtp_after_deliver``/``esmtp_deliver_error``: those hooks see neither the leg's duration
+nor the queue id a failed leg was stored under. The settings are read per identity, falling back to the global
+section. Each line is one ``write()`` to a file opened ``O_APPEND`` (created 0600), so concurrent senders never
+interleave. A log that cannot be written is a warning on stderr: mail is never held back for it. ``syslog`` is
+imported only when configured. Nothing here ever sees a password.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import EX_OK, EsmtpError
+
+if TYPE_CHECKING:
+    from .config import Config, Identity
+    from .types import DeliveryResult, Envelope
+
+#: syslog facilities by the names ``syslog`` accepts (also as LOG_MAIL, LOG_LOCAL0...).
+FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
+SYSLOG_CHOICES = ("enabled", "disabled", *FACILITIES, *(f"LOG_{name.upper()}" for name in FACILITIES))
+#: sysexits names for ``exitcode=``.
+_EXIT_NAMES = {
+    0: "EX_OK", 64: "EX_USAGE", 65: "EX_DATAERR", 66: "EX_NOINPUT", 67: "EX_NOUSER", 68: "EX_NOHOST",
+    69: "EX_UNAVAILABLE", 70: "EX_SOFTWARE", 71: "EX_OSERR", 72: "EX_OSFILE", 73: "EX_CANTCREAT", 74: "EX_IOERR",
+    75: "EX_TEMPFAIL", 76: "EX_PROTOCOL", 77: "EX_NOPERM", 78: "EX_CONFIG",
+}
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+-_.,:/=<>()[]!#$&*?^{}|~")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    path: str | None = None
+    format: str = "text"
+    #: The syslog facility name ("mail", "local3"...), None when syslog is off.
+    facility: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.path) or self.facility is not None
+
+
+def settings_for(identity: Identity, config: Config) -> LogSettings:
+    """The identity's ``logfile``/``logfile_format``/``syslog``, each falling back to the global section's."""
+    glob = config.identities[0].options if config.identities else {}
+
+    def look(key: str) -> str | None:
+        return identity.options.get(key) or glob.get(key)
+
+    path = look("logfile")
+    syslog = look("syslog")
+    facility = None
+    if syslog and syslog != "disabled":
+        facility = "mail" if syslog == "enabled" else syslog.lower().removeprefix("log_")
+    return LogSettings(os.path.expanduser(path) if path else None, look("logfile_format") or "text", facility)
+
+
+def quote(value: str) -> str:
+    """A field value: bare when it is one plain word, else in single quotes as a POSIX shell reads it."""
+    value = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    if value and _SAFE.issuperset(value):
+        return value
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def _reply(text: str) -> tuple[int | None, str]:
+    code = text[:3]
+    return (int(code), text) if code.isdigit() and text[3:4] in ("", " ", "-") else (None, text)
+
+
+def _server_reply(agent: str, result: DeliveryResult | None, error: EsmtpError | None) -> tuple[int | None, str | None]:
+    """``smtpstatus`` and ``smtpmsg``: the server's last word on this attempt, if a server said one."""
+    if result is not None:
+        return _reply(result.detail) if agent == "smtp" else (None, None)
+    rejected: dict[str, str] | None = getattr(error, "rejected", None)
+    if rejected:
+        return _reply(next(iter(rejected.values())))[0], "; ".join(f"{r}: {text}" for r, text in rejected.items())
+    reply: str | None = getattr(error, "reply", None)
+    return _reply(reply) if reply else (None, None)
+
+
+def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str], duration: float, *,
+           result: DeliveryResult | None = None, error: EsmtpError | None = None, queue_id: str | None = None,
+           bounce_id: str | None = None) -> dict[str, object]:
+    """The fields of one attempt, in msmtp's order, then ours. None values are left out of the line."""
+    identity = envelope.identity
+    status, message = _server_reply(agent, result, error)
+    authenticated = identity.username is not None or identity.password is not None
+    if agent == "smtp":
+        from .describe import server, uses_tls
+
+        host: str = server(identity)[0]
+        tls = "on" if uses_tls(identity) else "off"
+    else:
+        host, tls, authenticated = agent, "off", False
+    return {
+        "host": host, "tls": tls, "auth": "on" if authenticated else "off",
+        "user": identity.username if authenticated else None,
+        "from": envelope.sender or "<>", "recipients": ",".join(recipients), "mailsize": mailsize,
+        "smtpstatus": status, "smtpmsg": message,
+        "errormsg": " ".join(str(error).split()) if error is not None else None,
+        "exitcode": _EXIT_NAMES.get(error.exit_code if error is not None else EX_OK, "EX_SOFTWARE"),
+        "identity": identity.address or "(global)", "queue_id": queue_id, "duration": round(duration, 3),
+        "bounce_id": bounce_id,
+    }
+
+
+def format_line(values: dict[str, object], fmt: str, *, stamp: bool = True) -> str:
+    """One line, newline included: ``key=value`` words (text) or a JSON object."""
+    present = {key: value for key, value in values.items() if value is not None}
+    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if fmt == "json":
+        import json
+
+        return json.dumps({"time": when, **present}, ensure_ascii=True) + "\n"
+    words = " ".join(f"{key}={quote(str(value))}" for key, value in present.items())
+    return f"{when} {words}\n" if stamp else words + "\n"
+
+
+def write(settings: LogSettings, values: dict[str, object]) -> None:
+    """Write one attempt to the configured targets; a failure is a warning, never an error."""
+    from .progname import warn
+
+    if settings.path:
+        line = format_line(values, settings.format).encode("utf-8", "backslashreplace")
+        try:
+            fd = os.open(settings.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                if os.write(fd, line) != len(line):  # one write: concurrent senders' lines never interleave
+                    raise OSError(0, "short write (disk full?)")
+            finally:
+                os.close(fd)
+        except OSError as error:
+            warn(f"warning: cannot write the log file {settings.path}: {error.strerror or error} "
+                 "(mail is delivered anyway)")
+    if settings.facility is not None:
+        import syslog
+
+        from .progname import name
+
+        priority = syslog.LOG_INFO if values.get("exitcode") == "EX_OK" else syslog.LOG_ERR
+        syslog.openlog(name(), syslog.LOG_PID, getattr(syslog, f"LOG_{settings.facility.upper()}"))
+        syslog.syslog(priority, format_line(values, settings.format, stamp=False).rstrip("\n"))
+
+
+def record(config: Config, envelope: Envelope, mailsize: int, agent: str, recipients: list[str], started: float, *,
+           result: DeliveryResult | None = None, error: EsmtpError | None = None, queue_id: str | None = None,
+           bounce_id: str | None = None) -> None:
+    """Log one delivery attempt (``result`` or ``error``) that began at ``started`` (``time.monotonic()``), when
+    logging is configured for the envelope's identity. Never raises.
+
+    ``agent`` "queue" with ``bounce_id`` is the queue giving up on an entry (``duration``: the time it was queued).
+    """
+    settings = settings_for(envelope.identity, config)
+    if not settings.active:
+        return
+    try:
+        duration = time.monotonic() - started
+        write(settings, fields(envelope, mailsize, agent, recipients, duration, result=result, error=error,
+                               queue_id=queue_id, bounce_id=bounce_id))
+    except Exception as failure:  # the log must never cost a delivery
+        from .progname import warn
+
+        warn(f"warning: could not log the delivery attempt: {type(failure).__name__}: {failure}")

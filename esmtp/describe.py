@@ -1,0 +1,77 @@
+"""How an identity connects, in words: shared by ``--pretend``, ``--check`` and ``--serverinfo``. Never a secret."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config, Identity
+    from .plugins import Hooks
+
+
+def server(identity: Identity) -> tuple[str, int]:
+    """The ``(host, port)`` a send connects to (the port defaults as in :class:`esmtp.smtp.SmtpSession`)."""
+    from .smtp import SMTPS_PORT, SUBMISSION_PORT
+
+    return identity.server(SMTPS_PORT if identity.options.get("smtps") == "enabled" else SUBMISSION_PORT)
+
+
+def tls_mode(identity: Identity) -> str:
+    if identity.options.get("smtps") == "enabled":
+        return "implicit TLS (smtps enabled)"
+    if identity.starttls == "disabled":
+        return "none (starttls disabled): the session is not encrypted"
+    return f"STARTTLS (starttls {identity.starttls})"
+
+
+def uses_tls(identity: Identity) -> bool:
+    return identity.options.get("smtps") == "enabled" or identity.starttls != "disabled"
+
+
+def trust(identity: Identity) -> str:
+    """What the server certificate is checked against. Reads esmtp's certificate files (errors name the file)."""
+    if not uses_tls(identity):
+        return "-"
+    from . import tls
+    from .fingerprints import format_digest
+
+    policy = tls.make_policy(identity, server(identity)[0])
+    if policy.fingerprint is not None:
+        text = f"pinned: tls_fingerprint {format_digest(policy.fingerprint)}"
+    else:
+        text = "the system store" + "".join(f", {where}" for where in policy.ca_locations)
+    minimum = identity.options.get("tls_min_version")
+    if minimum:
+        text += f"; TLS {minimum} or newer"
+    if policy.client_cert:
+        text += f"; client certificate {policy.client_cert}"
+    return text
+
+
+def mechanisms(identity: Identity, hooks: Hooks) -> str:
+    """The SASL mechanisms that may be used, in the order they are preferred."""
+    if identity.username is None and identity.password is None:
+        return "- (no username or password: no AUTH)"
+    from .sasl import allowed_mechanisms
+
+    allowed = allowed_mechanisms(identity, hooks.sasl_mechanisms())
+    how = "auth_mechanisms" if identity.options.get("auth_mechanisms") else "by strength"
+    names = " ".join(f"{mech.name}{'*' if mech.plaintext else ''}" for mech in allowed)
+    note = ""
+    if any(mech.plaintext for mech in allowed):
+        without = "allowed" if identity.options.get("auth_plaintext") == "enabled" else "refused"
+        note = f" (* reveals the password: {without} without TLS)"
+    return f"{names or 'none installed'} ({how}){note}"
+
+
+def log_targets(identity: Identity, config: Config) -> str:
+    """Where delivery attempts are logged (see :mod:`esmtp.delivery_log`)."""
+    from .delivery_log import settings_for
+
+    settings = settings_for(identity, config)
+    targets = []
+    if settings.path:
+        targets.append(f"{settings.path} ({settings.format})")
+    if settings.facility is not None:
+        targets.append(f"syslog (facility {settings.facility})")
+    return ", ".join(targets) or "-"

@@ -1,0 +1,199 @@
+"""Property tests (hypothesis): for any input, the data encoder, the command line, the message reader, address
+parsing and the esmtprc parser either do their job or raise the project's own error (the esmtprc one with file:line);
+they never crash, never let ``<CRLF>.<CRLF>`` or a lone CR or LF into the data, never put a control character or an
+angle bracket into an address, and never show a password in an error.
+
+Example counts come from the hypothesis profile (tests/conftest.py): bounded in CI, ``HYPOTHESIS_PROFILE=long`` for
+a long local run.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from esmtp.addresses import check_address, header_addresses, parse_recipients, parse_sender
+from esmtp.config_parser import parse_config
+from esmtp.errors import ConfigError, EsmtpError, UsageError
+from esmtp.message import read_message
+from esmtp.options import parse_args
+from esmtp.wire import encode_data
+
+# Bytes rich in what matters to SMTP data: CR, LF, dots, and a few ordinary bytes.
+SMTP_BYTES = st.lists(st.sampled_from([b"\r", b"\n", b".", b"\r\n", b"a", b" ", b"\x00", b"\xff"]), max_size=60).map(
+    b"".join) | st.binary(max_size=200)
+
+
+@st.composite
+def chunked(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    data = draw(SMTP_BYTES)
+    cuts = sorted(draw(st.sets(st.integers(0, len(data)), max_size=8)))
+    bounds = [0, *cuts, len(data)]
+    return data, [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def _lines(data: bytes) -> bytes:
+    """``data`` with every line end (CRLF, lone CR, bare LF) as CRLF and a final one: the text the server keeps."""
+    text = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    return text if text.endswith(b"\r\n") or not text else text + b"\r\n"
+
+
+def _unstuff(wire: bytes) -> bytes:
+    """What a server does with DATA: strip the terminator, then one leading dot from each line."""
+    assert wire.endswith(b".\r\n")
+    body = wire[: -len(b".\r\n")]
+    return b"".join(line[1:] if line.startswith(b".") else line for line in body.splitlines(keepends=True))
+
+
+@given(chunked())
+def test_data_round_trips_through_dot_stuffing(case: tuple[bytes, list[bytes]]) -> None:
+    data, chunks = case
+    wire = b"".join(encode_data(chunks))
+    assert _unstuff(wire) == _lines(data)
+
+
+@given(chunked())
+def test_data_never_ends_early_and_has_no_bare_cr_or_lf(case: tuple[bytes, list[bytes]]) -> None:
+    _, chunks = case
+    wire = b"".join(encode_data(chunks))
+    assert wire.endswith(b".\r\n")
+    # The only end-of-data mark is the last one (a message starting at a line end: "\r\n.\r\n" appears once).
+    assert wire.find(b"\r\n.\r\n") in (-1, len(wire) - 5)
+    assert not wire[:-3].startswith(b".\r\n") or wire == b".\r\n"
+    assert wire.count(b"\r") == wire.count(b"\n") == wire.count(b"\r\n")
+
+
+@given(chunked())
+def test_chunk_boundaries_do_not_matter(case: tuple[bytes, list[bytes]]) -> None:
+    data, chunks = case
+    assert b"".join(encode_data(chunks)) == b"".join(encode_data([data]))
+
+
+# ---- the command line ----------------------------------------------------------------------------------------------
+
+OPTION_WORDS = st.sampled_from([
+    "-f", "-r", "-F", "-t", "-i", "-oi", "-N", "-R", "-V", "-B", "-C", "-v", "-X", "-q", "-bp", "-bm", "-bs", "-bx",
+    "--", "-", "--version", "--help", "--flush", "--remove", "-oem", "-U", "-x", "-qI1", "-N", "success,delay", "never",
+    "full", "hdrs", "8BITMIME", "7BIT", "<>", "", "a@example.org", "Bob <b@example.org>", "x@y, z@w", "root",
+])
+ANY_WORD = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
+ARGV = st.tuples(st.sampled_from(["sendmail", "mailq", "newaliases", "deliver", "esmtp"]),
+                 st.lists(OPTION_WORDS | ANY_WORD, max_size=8))
+
+
+def _control_free(text: str) -> bool:
+    return not any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+@given(ARGV)
+def test_command_line_is_parsed_or_refused_as_a_usage_error(argv: tuple[str, list[str]]) -> None:
+    program, words = argv
+    try:
+        options = parse_args([f"/usr/sbin/{program}", *words])
+    except UsageError as error:
+        assert str(error)
+        return
+    assert all(_control_free(address) for address in options.recipients)
+    assert options.sender is None or _control_free(options.sender)
+
+
+# ---- the message reader ---------------------------------------------------------------------------------------------
+
+HEADER_TEXT = st.lists(st.sampled_from([
+    b"From: a@example.org\n", b"To: b@example.net, \"Doe, J\" <j@example.net>\n", b"Subject: x\r\n", b" folded\n",
+    b"\tcontinued\r\n", b"\n", b"\r\n", b"not a header\n", b"From mbox line\n", b"X-Nul: \x00\n", b".\n", b"\r",
+    b"Bcc: c@example.net\n", b"Resent-To: r@example.net\n", b"To: =?utf-8?q?J=C3=B6rg?= <j@example.net>\n",
+]), max_size=12).map(b"".join) | st.binary(max_size=300)
+
+
+@given(HEADER_TEXT)
+def test_message_is_read_or_refused_with_the_projects_error(raw: bytes) -> None:
+    try:
+        with read_message(io.BytesIO(raw)) as message:
+            names = message.names()
+            header = message.header_bytes()
+            size = message.size
+            body = b"".join(message.chunks())
+    except EsmtpError as error:
+        assert str(error)
+        return
+    assert all(name == name.lower() for name in names)
+    assert size == len(body) and body.startswith(header)
+
+
+# ---- addresses -------------------------------------------------------------------------------------------------------
+
+ADDRESS_TEXT = st.lists(st.sampled_from([
+    "a@example.org", "Bob <b@example.net>", '"Doe, J" <j@example.net>', "(comment)", ",", " ", "<", ">", "@", '"',
+    "\\", "\r", "\n", "\x00", "\t", "\x7f", "root", "x@y", "<>", ";", ":", "group:", "=?utf-8?q?x?=", "é",
+]), max_size=8).map("".join) | st.text(max_size=40)
+
+
+@given(ADDRESS_TEXT)
+def test_command_line_addresses_are_clean_or_a_usage_error(text: str) -> None:
+    try:
+        recipients = parse_recipients(text)
+    except UsageError as error:
+        assert str(error)
+    else:
+        assert all(_control_free(address) and "<" not in address and ">" not in address for address in recipients)
+    try:
+        sender = parse_sender(text, "f")
+    except UsageError as error:
+        assert str(error)
+    else:
+        assert _control_free(sender) and "<" not in sender and ">" not in sender
+
+
+@given(st.sampled_from(["To", "Cc", "Resent-To", "From"]), ADDRESS_TEXT)
+def test_header_addresses_reach_the_envelope_clean_or_as_a_data_error(name: str, value: str) -> None:
+    raw = f"{name}: {value}\n\nbody\n".encode("utf-8", "surrogateescape")
+    try:
+        with read_message(io.BytesIO(raw)) as message:
+            addresses = [check_address(address, "recipient") for address in header_addresses(message, (name.lower(),))]
+    except EsmtpError as error:
+        assert str(error)
+        return
+    assert all(_control_free(address) and "<" not in address and ">" not in address for address in addresses)
+
+
+# ---- the esmtprc parser ----------------------------------------------------------------------------------------------
+
+RC_WORDS = st.sampled_from([
+    "hostname", "host", "username", "password", "pass", "starttls", "tls", "identity", "default", "force",
+    "reverse_path", "sender", "message_id", "mda", "force_mda", "qualifydomain", "helo", "enabled", "disabled",
+    "required", "timeout", "smtps", "tls_min_version", "auth_mechanisms", "x_plugin", "=", "\"", "'", "#", "\\",
+    "\n", " ", ";", ",", "mail.example.org:587", "a@b", "1.3", "0", "-1", "\\0777", "\\x41", "\"quoted value\"",
+])
+RC_TEXT = st.lists(RC_WORDS | st.text(max_size=6), max_size=24).map(" ".join)
+
+
+@given(RC_TEXT)
+def test_esmtprc_parses_or_fails_with_file_and_line(text: str) -> None:
+    try:
+        config = parse_config(text, "/home/me/.esmtprc")
+    except ConfigError as error:
+        assert re.match(r"/home/me/\.esmtprc:\d+: \S", str(error)), str(error)
+        line = int(str(error).split(":")[1])
+        assert 1 <= line <= text.count("\n") + 1
+        return
+    assert config.identities and config.default in config.identities
+
+
+@given(st.text(st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\n"), min_size=1,
+               max_size=20))
+def test_esmtprc_error_never_shows_a_password(secret: str) -> None:
+    # (a line break ends a statement: what follows it is no longer the password)
+    text = f"hostname mail.example.org\npassword {secret}\n"
+    try:
+        config = parse_config(text, "rc")
+        config.resolve_extensions(())
+    except ConfigError as error:
+        # Lower-case ASCII words may be the message's own wording ("the", "quote"); any other word must not appear.
+        words = [word for word in re.split(r"[\s;,=#'\"\\]+", secret)
+                 if len(word) >= 3 and not (word.isascii() and word.isalpha() and word.islower())]
+        assert not any(word in str(error).split(": ", 1)[1] for word in words), str(error)
