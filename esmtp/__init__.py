@@ -4,8 +4,6 @@ Plugins write ``from esmtp import hookimpl``. Importing this package loads nothi
 a plugin asks for ``hookimpl``.
 """
 
-from __future__ import annotations
-
 __version__ = "2.0.0.dev0"
 
 TYPE_CHECKING = False  # importing `typing` would cost `esmtp --version` milliseconds

@@ -12,8 +12,7 @@ starts one for the next message (``relay_daemon auto``) and runs the command its
 its spool file. See docs/performance.md ("The warm relay").
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: that is an import of its own, and these annotations are cheap to evaluate.
 # The C half of `socket`: the same calls without the module's enums (a few milliseconds of every start).
 import _socket as socket
 import os
@@ -105,9 +104,10 @@ def absolute(config: str | None) -> str | None:
     return os.path.join(os.getcwd(), config) if config and not os.path.isabs(config) else config
 
 
-def socket_path(config: str | None) -> str:
-    """The socket of the resident process for ``-C config`` (absolute: see :func:`absolute`) or the default."""
-    return os.path.join(runtime_dir(), f"relay-{_hash(fingerprint(config))}.sock")
+def socket_path(config: str | None, ours: str | None = None) -> str:
+    """The socket of the resident process for ``-C config`` (absolute: see :func:`absolute`) or the default;
+    ``ours``: the caller's :func:`fingerprint` for that file, if already made."""
+    return os.path.join(runtime_dir(), f"relay-{_hash(ours or fingerprint(config))}.sock")
 
 
 def private_dir(path: str, *, create: bool) -> bool:
@@ -162,23 +162,21 @@ def spawn(path: str) -> None:
     """Start the resident process for ``path``, fully detached: new session, stdio on /dev/null, no other
     descriptor inherited, working directory ``/``. Returns at once (a failure to start only costs the warm path).
 
-    ``path.starting`` holds its pid while it is on its way (it removes the file once it listens), so that the next
-    front end waits for it instead of sending its message itself and starting another.
+    One fork, not two, and no wait: this process exits right after, so the resident process is re-parented as a
+    double-forked one would be, and the caller does not wait for a second fork of a process that has loaded
+    everything. ``path.starting`` holds its pid while it is on its way (it removes the file once it listens), so
+    that the next front end waits for it instead of sending its message itself and starting another.
     """
     try:
         pid = os.fork()
     except OSError:
         return
     if pid:
-        os.waitpid(pid, 0)  # the middle process exits at once: the daemon is nobody's child to reap
         return
     try:
         os.setsid()
-        child = os.fork()
-        if child:
-            marker = os.open(path + ".starting", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            os.write(marker, str(child).encode())
-            os._exit(0)
+        marker = os.open(path + ".starting", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.write(marker, str(os.getpid()).encode())
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -265,10 +263,10 @@ def _stdio_fd(fd: int) -> tuple[int, bool]:
     return fd, False
 
 
-def _request(sock: socket.socket, argv: list[str], spool: int | None, config: str | None) -> int | None:
-    """Send the run to the resident process and wait for its exit code (None: it did not answer or declined)."""
-    fields = [PROTOCOL, os.getcwd().encode("utf-8", "surrogateescape"),
-              fingerprint(config).encode("utf-8", "surrogateescape")]
+def _request(sock: socket.socket, argv: list[str], spool: int | None, ours: str) -> int | None:
+    """Send the run to the resident process and wait for its exit code (None: it did not answer or declined).
+    ``ours`` is this caller's :func:`fingerprint`."""
+    fields = [PROTOCOL, os.getcwd().encode("utf-8", "surrogateescape"), ours.encode("utf-8", "surrogateescape")]
     fields += [word.encode("utf-8", "surrogateescape") for word in argv]
     payload = b"\0".join(fields)
     out, close_out = _stdio_fd(1)
@@ -304,7 +302,8 @@ def relay(argv: list[str]) -> tuple[int | None, str | None]:
     if scanned is None or os.environ.get("ESMTP_RELAY_DAEMON") == "0":
         return None, None
     mode, config = scanned[0], absolute(scanned[1])
-    path = socket_path(config)
+    ours = fingerprint(config)
+    path = socket_path(config, ours)
     directory = os.path.dirname(path)
     sock = None
     if private_dir(directory, create=False):  # never a socket in a directory someone else controls
@@ -316,7 +315,7 @@ def relay(argv: list[str]) -> tuple[int | None, str | None]:
     try:
         if mode == "deliver":
             spool = _spool_stdin()
-        code = _request(sock, argv, spool, config)
+        code = _request(sock, argv, spool, ours)
     except OSError:
         code = None
     except KeyboardInterrupt:
@@ -347,12 +346,19 @@ def _fill_standard_fds() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``sendmail``, ``mailq`` and the other program names (scripts/)."""
+    """Run the command for ``argv`` (default ``sys.argv``); return its exit code."""
     argv = list(sys.argv if argv is None else argv)
     _fill_standard_fds()
     code, start = relay(argv)
     if code is not None:
         return code
+    if scan_argv(argv) is not None:
+        # One message or a queue listing, then the process ends: the cyclic garbage collector would only run during
+        # the imports (about 10 ms, 9% of such a run), finding nothing worth freeing. Flushes and -bs, which may run
+        # long, keep it.
+        import gc  # built in
+
+        gc.disable()
     from . import streams
     from .cli import main as run_here
 
@@ -364,6 +370,34 @@ def main(argv: list[str] | None = None) -> int:
         if start is not None:
             # Afterwards: its start-up would compete with this run for the CPU. The next message waits for it.
             spawn(start)
+
+
+def run() -> None:
+    """Entry point of ``sendmail``, ``mailq`` and the other program names (scripts/): :func:`main`, then exit."""
+    leave(main())
+
+
+def leave(code: int) -> None:
+    """Exit with ``code`` without the interpreter's teardown, which takes 20 ms and more once a run of its own has
+    loaded asyncio, ssl and the plugins (more than the rest of a warm run).
+
+    What an ordinary exit would still do is done first: the ``atexit`` functions run and stdout and stderr are
+    flushed. While a thread other than a daemon one is alive (a plugin's), the ordinary exit waits for it.
+    """
+    threading = sys.modules.get("threading")
+    if threading is not None and any(not thread.daemon for thread in threading.enumerate()
+                                     if thread is not threading.main_thread()):
+        sys.exit(code)
+    import atexit  # built in
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            sys.exit(code)  # as an ordinary exit reports a flush that fails
+    os._exit(code)
 
 
 if __name__ == "__main__":

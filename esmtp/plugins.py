@@ -260,6 +260,8 @@ class PluginLoader:
         self.registered: list[tuple[EntryPointRecord, object]] = []
 
     def _register(self, records: list[EntryPointRecord]) -> None:
+        if not records:
+            return  # nothing new: the hook's plugins are registered (every hook call asks; the warm relay, often)
         loaded = []
         for record in records:
             self.pending.remove(record)

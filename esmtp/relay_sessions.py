@@ -1,9 +1,11 @@
 """The warm relay's SMTP sessions: one authenticated connection per identity, kept open across messages.
 
 Each identity's session has an event loop of its own, run by the request thread that holds the identity's lock (one
-transaction at a time per identity, no thread hand-over on the way). Before a kept connection carries another
-message it is RSET; if that fails (the server said 421, dropped us or closed an idle session) a new connection is
-opened, so a message never goes out on a connection in an unknown state. A connection idle for
+transaction at a time per identity, no thread hand-over on the way). A kept connection whose last transaction
+ended with the server's reply to the final dot carries the next MAIL as it is (RFC 5321 4.1.4: no RSET round
+trip); after anything else it is RSET first. If the server has meanwhile said 421, dropped us or closed an idle
+session, that shows before any of the message's data went out (no 354), and the message goes again on a new
+connection, once; so a message never goes out on a connection in an unknown state. A connection idle for
 :data:`SESSION_IDLE` seconds is closed with QUIT: servers close idle sessions after a few minutes (RFC 5321
 4.5.3.2.7 asks for at least five), and we never wait for that.
 """
@@ -17,6 +19,8 @@ import threading
 import time
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from .errors import TemporaryFailure
 
 if TYPE_CHECKING:
     from .config import Identity
@@ -87,12 +91,19 @@ class SessionPool:
             if time.monotonic() - slot.last_used > SESSION_IDLE or not await session.reset():
                 await session.close()
                 session = slot.session = None
-        if session is None:
-            session = SmtpSession(slot.identity, mechanisms, trace)
-            await session.open()
-            slot.session = session
         if os.environ.get("ESMTP_RELAY_TEST_CRASH") == "data":
             message = _dying(message)
+        if session is not None:
+            try:
+                return await session.send(envelope, message, recipients)
+            except TemporaryFailure as error:
+                if session.is_open or session.data_started:
+                    raise  # the server's answer on a live connection, or the message's outcome is unknown
+                trace.info(f"the kept connection is gone ({error}); opening a new one")
+                slot.session = None
+        session = SmtpSession(slot.identity, mechanisms, trace)
+        await session.open()
+        slot.session = session
         return await session.send(envelope, message, recipients)
 
     def sweep(self) -> None:

@@ -111,6 +111,10 @@ class SmtpSession:
         self._next: _Transaction | None = None
         #: A transaction written after a final dot, whose replies the next :meth:`send` reads.
         self._written: _Transaction | None = None
+        #: Between transactions (after the greeting and AUTH, the reply to a final dot, or a RSET): MAIL may follow.
+        self._ready = False
+        #: Whether the last :meth:`send` wrote any of its message's data (after the server's 354).
+        self.data_started = False
 
     @property
     def is_open(self) -> bool:
@@ -181,9 +185,9 @@ class SmtpSession:
             raise
 
     async def _open(self) -> None:
-        from . import tls
-
         if self.smtps or self.identity.starttls != "disabled":
+            from . import tls  # not for a plain connection: 2 ms of a run of its own
+
             # Built before connecting: a certificate file that breaks the rules stops us before any traffic.
             self.tls = tls.make_policy(self.identity, self.host)
             if self.tls.client_cert:
@@ -224,6 +228,7 @@ class SmtpSession:
         identity = self.identity
         if identity.username is not None or identity.password is not None or uses_oauth2(identity):
             await self._authenticate()
+        self._ready = True
 
     async def _greet(self, sock: socket.socket) -> SMTPResponse:
         """Read the greeting on the connected ``sock`` (after the TLS handshake with ``smtps enabled``)."""
@@ -414,17 +419,25 @@ class SmtpSession:
             await self.abort()
 
     async def reset(self) -> bool:
-        """RSET before another transaction on a kept connection; False (connection dropped) if the server does not
-        answer 250, so that the caller opens a new one: nothing of a message has been sent yet."""
+        """Make a kept connection ready for another transaction; False (connection dropped) if it cannot be, so that
+        the caller opens a new one: nothing of a message has been sent yet.
+
+        After a finished transaction (the server answered the final dot) the session is ready for MAIL as it is
+        (RFC 5321 4.1.4), so no RSET round trip is spent; a connection the server has closed meanwhile then fails
+        before any data (see :attr:`data_started`). Otherwise RSET.
+        """
         if not self.is_open or self._written is not None:
             await self.abort()
             return False
+        if self._ready:
+            return True
         try:
             code, _ = await self._command(b"RSET")
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             code = 0
         if code != 250:
             await self.abort()
+        self._ready = code == 250
         return code == 250
 
     async def abort(self) -> None:
@@ -513,6 +526,7 @@ class SmtpSession:
         then overlaps the server's without a second task. Its exceptions are the caller's (they propagate as they
         are, and leave the message's outcome unknown: the caller should let them end the session).
         """
+        self._ready = self.data_started = False
         try:
             await self._send(envelope, message, recipients)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
@@ -524,6 +538,7 @@ class SmtpSession:
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
             raise await self._broken(error) from None
         self.trace.server(final.code, final.message)
+        self._ready = self._written is None  # the transaction is over, whatever the reply
         if final.code != 250:
             raise _failure(self.server, "refused the message", final)
         return f"{final.code} {final.message}"
@@ -590,6 +605,7 @@ class SmtpSession:
             await self._reset(None)
             raise _failure(self.server, "refused DATA", data_reply)
 
+        self.data_started = True
         last = b""
         for index, chunk in enumerate(encode_data(message.chunks())):
             if index:
@@ -612,9 +628,11 @@ class SmtpSession:
             await self.abort()
             return
         try:
-            await self._command(b"RSET")
+            code, _ = await self._command(b"RSET")
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             await self.abort()
+        else:
+            self._ready = code == 250
 
 
 def _rejected(server: str, rejected: dict[str, str]) -> RecipientsRejected:

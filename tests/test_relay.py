@@ -18,7 +18,19 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
 from relay_support import PYTHON, relay_pids, socket_path, start_relay, stop_relays
-from support import Runner, Sink, SmtpServer, _Controller, _Server, entry_point, start_server
+from support import (
+    DROP,
+    Connection,
+    Reply,
+    Runner,
+    Sink,
+    SmtpServer,
+    StartScripted,
+    _Controller,
+    _Server,
+    entry_point,
+    start_server,
+)
 
 RELAY = {"ESMTP_RELAY_DAEMON": "1"}
 
@@ -55,6 +67,27 @@ def test_messages_share_one_authenticated_connection(run: Runner, auth_server: S
     assert subjects(auth_server) == ["m0", "m1", "m2", "m3"]
     assert auth_server.sink.connections == 1
     assert len(auth_server.sink.auths) == 1
+    # After a finished transaction the session is ready for the next MAIL (RFC 5321 4.1.4): no RSET round trip.
+    assert "RSET" not in result.stderr
+
+
+def test_server_ending_the_kept_connection_at_mail_means_one_copy_on_a_new_one(
+        run: Runner, scripted_server: StartScripted) -> None:
+    """No RSET checks a kept connection before the next message: a server that has ended it (421 at the next MAIL,
+    then a close) costs a new connection, and the message goes once."""
+    def mail(connection: Connection, line: str) -> Reply | None:
+        return Reply("421 4.3.2 shutting down", then=DROP) if connection.messages else None
+
+    server = scripted_server({"MAIL": mail})
+    run.mode_env = RELAY
+    start_relay(run)
+    run.write_config(f"hostname {server.hostport}\n")
+    assert run("bob@example.net", input=message("first")).returncode == 0
+    result = run("-v", "bob@example.net", input=message("second"))
+    assert result.returncode == 0, result.stderr
+    assert "the kept connection is gone" in result.stderr
+    assert [m.subject for m in server.messages] == ["first", "second"]
+    assert [c.verb for c in server.connections[-2].commands][-1:] == ["MAIL"]
 
 
 def test_first_message_is_sent_here_and_starts_the_process(run: Runner, auth_server: SmtpServer) -> None:

@@ -33,9 +33,7 @@ from esmtp import hookimpl
 from esmtp.errors import EX_CANTCREAT, EX_TEMPFAIL, EsmtpError
 from esmtp.types import KeywordSpec
 
-from .entry import Entry, error_kind, new_id
 from .settings import settings_for
-from .store import QueueStore
 
 if TYPE_CHECKING:
     from esmtp.config import Config
@@ -73,6 +71,9 @@ def esmtp_queue_message(
     settings = settings_for(config)
     if settings.mode == "disabled" or (error is None and settings.mode != "always"):
         return None
+    from .entry import Entry, error_kind, new_id  # here: a message sent at once needs neither (about 2 ms)
+    from .store import QueueStore
+
     store = QueueStore(settings.path)
     now = time.time()
     head = message.header_bytes()
@@ -113,6 +114,8 @@ def esmtp_after_deliver(results: list[DeliveryResult], config: Config) -> None:
     settings = settings_for(config)
     if settings.mode != "fallback":
         return
+    from .store import QueueStore
+
     store = QueueStore(settings.path)
     if store.ids():
         from .background import start_background_run
