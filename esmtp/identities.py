@@ -51,6 +51,16 @@ def _last(blocks: list[Identity], matches: Callable[[str], bool]) -> Identity | 
     return None
 
 
+def named_identity(config: Config, name: str) -> Identity | None:
+    """The block ``--identity NAME`` selects: the last one whose address is ``name`` (the domain in any case)."""
+    return _last(config.identities, lambda address: same_address(address, name))
+
+
+def identity_addresses(config: Config) -> str:
+    """The identity blocks' addresses, for an error that says which names exist."""
+    return ", ".join(i.address for i in config.identities if i.address is not None) or "none"
+
+
 def choose_identity(config: Config, sender: str | None, name: str | None = None) -> Choice:
     """The identity for a message from ``sender`` (None: unknown), or the block ``name`` when one is asked for.
 
@@ -58,10 +68,10 @@ def choose_identity(config: Config, sender: str | None, name: str | None = None)
     """
     blocks = config.identities
     if name is not None:
-        found = _last(blocks, lambda address: address == name or same_address(address, name))
+        found = named_identity(config, name)
         if found is None:
-            names = ", ".join(i.address for i in blocks if i.address is not None) or "none"
-            raise ConfigError(f"{config.path or 'the configuration'} has no 'identity {name}' (identities: {names})")
+            raise ConfigError(f"{config.path or 'the configuration'} has no 'identity {name}' "
+                              f"(identities: {identity_addresses(config)})")
         return Choice(found, f"--identity {name} selects 'identity {found.address}' at {where(found)}")
     if sender:
         found = _last(blocks, lambda address: same_address(address, sender))

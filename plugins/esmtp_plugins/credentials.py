@@ -38,13 +38,12 @@ def find_identity(config: Config, name: str | None) -> Identity:
     """The identity ``--identity NAME`` means (its address), the default identity when no name is given."""
     if name is None:
         return config.default
-    from esmtp.identities import same_address
+    from esmtp.identities import identity_addresses, named_identity
 
-    for identity in reversed(config.identities):  # the rule of --identity for a send (esmtp/identities.py)
-        if identity.address is not None and (identity.address == name or same_address(identity.address, name)):
-            return identity
-    known = ", ".join(identity.address for identity in config.identities if identity.address) or "none"
-    raise UsageError(f"no identity {name!r} in {config.path} (identities: {known})")
+    found = named_identity(config, name)  # the rule of --identity for a send
+    if found is None:
+        raise UsageError(f"no identity {name!r} in {config.path} (identities: {identity_addresses(config)})")
+    return found
 
 
 def load_keyring() -> Any | None:
