@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import EX_OK, EsmtpError
+from esmtp.errors import EX_OK, EsmtpError
 
 if TYPE_CHECKING:
-    from .config import Config, Identity
-    from .types import DeliveryResult, Envelope
+    from esmtp.config.model import Config, Identity
+    from esmtp.types import DeliveryResult, Envelope
 
 #: syslog facilities by the names ``syslog`` accepts (also as LOG_MAIL, LOG_LOCAL0...).
 FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
@@ -95,7 +95,7 @@ def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str],
     status, message = _server_reply(agent, result, error)
     authenticated = identity.username is not None or identity.password is not None
     if agent == "smtp":
-        from .describe import server, uses_tls
+        from esmtp.diagnostics.describe import server, uses_tls
 
         host: str = server(identity)[0]
         tls = "on" if uses_tls(identity) else "off"
@@ -127,7 +127,7 @@ def format_line(values: dict[str, object], fmt: str, *, stamp: bool = True) -> s
 
 def write(settings: LogSettings, values: dict[str, object]) -> None:
     """Write one attempt to the configured targets; a failure is a warning, never an error."""
-    from .progname import warn
+    from esmtp.progname import warn
 
     if settings.path:
         line = format_line(values, settings.format).encode("utf-8", "backslashreplace")
@@ -144,7 +144,7 @@ def write(settings: LogSettings, values: dict[str, object]) -> None:
     if settings.facility is not None:
         import syslog
 
-        from .progname import name
+        from esmtp.progname import name
 
         priority = syslog.LOG_INFO if values.get("exitcode") == "EX_OK" else syslog.LOG_ERR
         syslog.openlog(name(), syslog.LOG_PID, getattr(syslog, f"LOG_{settings.facility.upper()}"))
@@ -167,6 +167,6 @@ def record(config: Config, envelope: Envelope, mailsize: int, agent: str, recipi
         write(settings, fields(envelope, mailsize, agent, recipients, duration, result=result, error=error,
                                queue_id=queue_id, bounce_id=bounce_id))
     except Exception as failure:  # the log must never cost a delivery
-        from .progname import warn
+        from esmtp.progname import warn
 
         warn(f"warning: could not log the delivery attempt: {type(failure).__name__}: {failure}")

@@ -22,7 +22,7 @@ from esmtp.types import KeywordSpec
 from .credentials import COMMAND_KEYWORDS, where
 
 if TYPE_CHECKING:
-    from esmtp.config import Identity
+    from esmtp.config.model import Identity
     from esmtp.trace import Trace
     from esmtp.types import SaslMechanism
 

@@ -14,8 +14,8 @@ from esmtp_plugins.queue.sessions import connection_key
 from esmtp_plugins.queue.store import QueueStore
 from support import SmtpServer, StartScripted
 
-from esmtp.config import Identity
-from esmtp.smtp import SmtpSession
+from esmtp.config.model import Identity
+from esmtp.smtp.session import SmtpSession
 from esmtp.trace import Trace
 from esmtp.types import Envelope
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from esmtp.config import Config, Identity
+from esmtp.config.model import Config, Identity
 from esmtp.delivery_log import record
 from esmtp.errors import (
     EX_NOINPUT,

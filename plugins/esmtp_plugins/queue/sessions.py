@@ -1,7 +1,7 @@
 """Connection grouping: entries whose identities share a server and login share one SMTP session per flush.
 
 The group's session brackets each connection with the identity's ``preconnect`` and ``postconnect`` commands, which
-:mod:`esmtp.smtp_agent` runs as in direct delivery.
+:mod:`esmtp.smtp.agent` runs as in direct delivery.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from esmtp.config import Identity
+from esmtp.config.model import Identity
 from esmtp.errors import EsmtpError
 from esmtp.message import Message
 from esmtp.progname import name as program_name
-from esmtp.smtp import SmtpSession
-from esmtp.smtp_agent import postconnect, preconnect
+from esmtp.smtp.agent import postconnect, preconnect
+from esmtp.smtp.session import SmtpSession
 from esmtp.types import Envelope
 
 if TYPE_CHECKING:

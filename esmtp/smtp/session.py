@@ -2,7 +2,7 @@
 
 Built on aiosmtplib for the connection, TLS and command/reply handling. aiosmtplib reads one reply per command, so a
 small protocol subclass keeps replies that arrive together (PIPELINING, RFC 2920) instead of dropping them. Message
-data is streamed from the spool file, CRLF-normalised and dot-stuffed on the way (:mod:`esmtp.wire`).
+data is streamed from the spool file, CRLF-normalised and dot-stuffed on the way (:mod:`esmtp.smtp.wire`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-from .config import Identity
-from .errors import (
+from esmtp.config.model import Identity
+from esmtp.errors import (
     EX_NOUSER,
     EX_TEMPFAIL,
     AuthenticationError,
@@ -29,17 +29,17 @@ from .errors import (
     RecipientsRejected,
     TemporaryFailure,
 )
-from .idn import ascii_form
-from .message import Message
-from .pipelining import PipeliningProtocol, adopt
-from .sasl import authenticate, choose_mechanisms, uses_oauth2
-from .timeouts import IMPLICIT_TLS_PORT, IMPLICIT_TLS_SILENCE, Timeouts
-from .trace import Trace
-from .types import Credentials, Envelope, SaslMechanism, SecretSource
-from .wire import encode_data
+from esmtp.message import Message
+from esmtp.smtp.idn import ascii_form
+from esmtp.smtp.pipelining import PipeliningProtocol, adopt
+from esmtp.smtp.sasl import authenticate, choose_mechanisms, uses_oauth2
+from esmtp.smtp.timeouts import IMPLICIT_TLS_PORT, IMPLICIT_TLS_SILENCE, Timeouts
+from esmtp.smtp.wire import encode_data
+from esmtp.trace import Trace
+from esmtp.types import Credentials, Envelope, SaslMechanism, SecretSource
 
 if TYPE_CHECKING:
-    from .tls import TlsPolicy
+    from esmtp.smtp.tls import TlsPolicy
 
 #: Port when ``hostname`` has none: submission (587), or 465 with ``smtps enabled``.
 SUBMISSION_PORT = 587
@@ -173,7 +173,7 @@ class SmtpSession:
             response = SMTPResponse(error.code, error.message)
             if self._tls_phase and self.tls is not None:
                 # The first reply inside TLS refuses us: typically "421 ... No client certificate presented".
-                from . import tls
+                from esmtp.smtp import tls
 
                 raise tls.refused_in_tls(response.code, response.message, self.tls, self.server) from None
             raise _failure(self.server, "refused the connection", response) from None
@@ -186,7 +186,7 @@ class SmtpSession:
 
     async def _open(self) -> None:
         if self.smtps or self.identity.starttls != "disabled":
-            from . import tls  # not for a plain connection: 2 ms of a run of its own
+            from esmtp.smtp import tls  # not for a plain connection: 2 ms of a run of its own
 
             # Built before connecting: a certificate file that breaks the rules stops us before any traffic.
             self.tls = tls.make_policy(self.identity, self.host)
@@ -282,7 +282,7 @@ class SmtpSession:
     async def _connection_failure(self, error: BaseException) -> DeliveryError:
         """The error to report for a failed connection, TLS failures explained in user terms."""
         if self.tls is not None:
-            from . import tls
+            from esmtp.smtp import tls
 
             if self._tls_phase or tls.has_tls_error(error):
                 peer = await self._fetch_certificate() if tls.verification_error(error) is not None else None
@@ -304,7 +304,7 @@ class SmtpSession:
         Only used after verification failed, to say what is wrong with the certificate (expired when, for which
         names, issued by whom).
         """
-        from . import tls
+        from esmtp.smtp import tls
 
         ssl_object = await self._probe(tls.unverified_context())
         return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None

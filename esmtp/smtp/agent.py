@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from . import hookimpl
-from .errors import EX_OSERR, DeliveryError, TemporaryFailure
-from .progname import warn
+from esmtp import hookimpl
+from esmtp.errors import EX_OSERR, DeliveryError, TemporaryFailure
+from esmtp.progname import warn
 
 if TYPE_CHECKING:  # imported when a message is sent, not when the plugin is registered (mailq, --flush)
-    from .message import Message
-    from .trace import Trace
-    from .types import DeliveryAgent, DeliveryResult, Envelope, RunContext
+    from esmtp.message import Message
+    from esmtp.trace import Trace
+    from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, RunContext
 
 
 def run_command(command: str) -> int:
@@ -73,7 +73,7 @@ class SmtpAgent:
     def deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult:
         import asyncio
 
-        from .smtp import SmtpSession
+        from esmtp.smtp.session import SmtpSession
 
         identity, trace = envelope.identity, self.context.trace
 
@@ -89,7 +89,7 @@ class SmtpAgent:
         if sessions is not None and not (identity.preconnect or identity.postconnect):
             # The warm relay: the identity's kept connection (pre/postconnect commands keep a session per message).
             reply = sessions.send(identity, self.context.hooks.sasl_mechanisms(), trace, envelope, message, recipients)
-            from .types import DeliveryResult
+            from esmtp.types import DeliveryResult
 
             return DeliveryResult("smtp", recipients, reply)
         if identity.preconnect:
@@ -97,7 +97,7 @@ class SmtpAgent:
         reply = asyncio.run(run())
         if identity.postconnect and (warning := postconnect(identity.postconnect, trace)):
             warn(f"warning: {warning} (the message was sent)")
-        from .types import DeliveryResult
+        from esmtp.types import DeliveryResult
 
         return DeliveryResult("smtp", recipients, reply)
 
@@ -105,6 +105,6 @@ class SmtpAgent:
 @hookimpl
 def esmtp_delivery_agents() -> Iterable[DeliveryAgent]:
     """The SMTP relay agent."""
-    from .types import DeliveryAgent
+    from esmtp.types import DeliveryAgent
 
     return [DeliveryAgent("smtp", SmtpAgent)]

@@ -20,14 +20,14 @@ import time
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from .errors import TemporaryFailure
+from esmtp.errors import TemporaryFailure
 
 if TYPE_CHECKING:
-    from .config import Identity
-    from .message import Message
-    from .smtp import SmtpSession
-    from .trace import Trace
-    from .types import Envelope, SaslMechanism
+    from esmtp.config.model import Identity
+    from esmtp.message import Message
+    from esmtp.smtp.session import SmtpSession
+    from esmtp.trace import Trace
+    from esmtp.types import Envelope, SaslMechanism
 
 #: Seconds a kept connection may stay idle before we QUIT it (well under any server's idle timeout).
 SESSION_IDLE = 60.0
@@ -82,7 +82,7 @@ class SessionPool:
 
     async def _send(self, slot: _Slot, mechanisms: dict[str, SaslMechanism], trace: Trace, envelope: Envelope,
                     message: Message, recipients: list[str]) -> str:
-        from .smtp import SmtpSession
+        from esmtp.smtp.session import SmtpSession
 
         session = slot.session
         if session is not None:

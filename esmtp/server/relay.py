@@ -1,6 +1,6 @@
 """``sendmail -bs``: each message of the dialogue through the same pipeline as a command-line message.
 
-The dialogue (:mod:`esmtp.stdio_server`) is answered locally up to the final dot; then the message is rewritten,
+The dialogue (:mod:`esmtp.server.dialogue`) is answered locally up to the final dot; then the message is rewritten,
 fixed up, routed and delivered (or queued) exactly as ``sendmail rcpt < message`` would do it, with the envelope
 from MAIL and RCPT, and the reply to the final dot says what really happened. Every transaction of the session goes
 over one connection (and one login) to each smarthost: :class:`SharedSmtp` keeps the sessions open between messages.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .errors import (
+from esmtp.errors import (
     EX_OK,
     EX_SOFTWARE,
     EX_TEMPFAIL,
@@ -22,20 +22,20 @@ from .errors import (
     NoDeliveryAgent,
     RecipientsRejected,
 )
-from .plugins import Hooks
-from .smtp_agent import postconnect, preconnect
-from .stdio_server import IDLE_TIMEOUT, StdioServer, Transaction
+from esmtp.plugins import Hooks
+from esmtp.server.dialogue import IDLE_TIMEOUT, StdioServer, Transaction
+from esmtp.smtp.agent import postconnect, preconnect
 
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
-    from .config import Config, Identity
-    from .message import Message
-    from .options import Options
-    from .smtp import SmtpSession
-    from .trace import Trace
-    from .types import DeliveryAgent, DeliveryResult, Envelope, RunContext
+    from esmtp.config.model import Config, Identity
+    from esmtp.message import Message
+    from esmtp.options import Options
+    from esmtp.smtp.session import SmtpSession
+    from esmtp.trace import Trace
+    from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, RunContext
 
 #: Longest text we put on one reply line (RFC 5321 4.5.3.1.5 allows 512 octets with the code and CRLF).
 REPLY_TEXT = 400
@@ -56,7 +56,7 @@ class SharedSmtp:
     def deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult:
         import asyncio
 
-        from .types import DeliveryResult
+        from esmtp.types import DeliveryResult
 
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
@@ -71,7 +71,7 @@ class SharedSmtp:
     async def _session(self, identity: Identity) -> SmtpSession:
         import asyncio
 
-        from .smtp import SmtpSession
+        from esmtp.smtp.session import SmtpSession
 
         session = self.sessions.pop(id(identity), None)
         if session is not None:
@@ -112,7 +112,7 @@ class SessionHooks(Hooks):
         self.smtp = smtp
 
     def delivery_agents(self) -> dict[str, DeliveryAgent]:
-        from .types import DeliveryAgent
+        from esmtp.types import DeliveryAgent
 
         agents = super().delivery_agents()
         agents["smtp"] = DeliveryAgent("smtp", self._agent)
@@ -164,10 +164,10 @@ def success_reply(results: list[DeliveryResult]) -> str:
 
 
 class PipelineRelay:
-    """Envelopes from the dialogue into the pipeline (the :class:`esmtp.stdio_server.Relay` of a ``-bs`` run)."""
+    """Envelopes from the dialogue into the pipeline (the :class:`esmtp.server.dialogue.Relay` of a ``-bs`` run)."""
 
     def __init__(self, options: Options, config: Config, hooks: SessionHooks, trace: Trace) -> None:
-        from .types import RunContext
+        from esmtp.types import RunContext
 
         self.options = options
         self.config = config
@@ -176,8 +176,8 @@ class PipelineRelay:
 
     def envelope(self, transaction: Transaction, recipients: list[str]) -> Envelope:
         """The envelope as :func:`esmtp.envelope.build_envelope` makes it, with MAIL FROM as the ``-f`` sender."""
-        from .envelope import expand_mask
-        from .types import Envelope
+        from esmtp.envelope import expand_mask
+        from esmtp.types import Envelope
 
         identity = self.config.identity_for(transaction.sender)
         sender = expand_mask(identity.force_reverse_path) if identity.force_reverse_path else transaction.sender
@@ -190,7 +190,7 @@ class PipelineRelay:
     def check_recipient(self, transaction: Transaction, address: str) -> str | None:
         """Refuse a recipient that cannot be delivered whatever the smarthost says: a local name (after aliases)
         with no MDA to take it. Anything else, and any doubt, is for the pipeline to decide after the dot."""
-        from .message import Message
+        from esmtp.message import Message
 
         try:
             envelope = self.envelope(transaction, [address])
@@ -205,8 +205,8 @@ class PipelineRelay:
         return None
 
     def deliver(self, transaction: Transaction, message: Message) -> tuple[str, int]:
-        from .pipeline import submit
-        from .progname import warn
+        from esmtp.pipeline import submit
+        from esmtp.progname import warn
 
         try:
             results = submit(self.envelope(transaction, transaction.recipients), message, self.context)
@@ -249,7 +249,7 @@ def serve(options: Options, load: Callable[[], tuple[Config | None, Hooks]]) -> 
 
     A configuration that cannot be loaded is answered with a 554 greeting (RFC 5321 3.1) naming the problem.
     """
-    from .trace import Trace
+    from esmtp.trace import Trace
 
     infd, outfd = _protocol_descriptors()
     hostname = os.uname().nodename

@@ -7,17 +7,17 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from .sasl import choose_mechanisms
-from .smtp import SmtpSession
+from esmtp.smtp.sasl import choose_mechanisms
+from esmtp.smtp.session import SmtpSession
 
 if TYPE_CHECKING:
     import ssl
 
-    from .config import Config, Identity
-    from .options import Options
-    from .plugins import Hooks
-    from .trace import Trace
-    from .types import SaslMechanism
+    from esmtp.config.model import Config, Identity
+    from esmtp.options import Options
+    from esmtp.plugins import Hooks
+    from esmtp.trace import Trace
+    from esmtp.types import SaslMechanism
 
 
 class ProbeSession(SmtpSession):
@@ -62,8 +62,8 @@ def serverinfo(options: Options, config: Config, hooks: Hooks) -> int:
     """Connect with the identity of ``--identity`` (else the sender's, else the default) and print what we learn."""
     import asyncio
 
-    from .identities import choose_identity
-    from .trace import Trace
+    from esmtp.config.identities import choose_identity
+    from esmtp.trace import Trace
 
     choice = choose_identity(config, options.sender, options.identity)
     identity = choice.identity
@@ -75,7 +75,7 @@ def serverinfo(options: Options, config: Config, hooks: Hooks) -> int:
 
 
 async def _probe(identity: Identity, reason: str, hooks: Hooks, trace: Trace, *, login: bool) -> int:
-    from . import describe
+    from esmtp.diagnostics import describe
 
     needs_auth = identity.username is not None or identity.password is not None
     mechanisms = hooks.sasl_mechanisms() if needs_auth else {}
@@ -128,7 +128,7 @@ def _human_capability(line: str) -> str:
 
 def _auth_line(identity: Identity, session: ProbeSession, mechanisms: dict[str, SaslMechanism],
                needs_auth: bool) -> str:
-    from .errors import EsmtpError
+    from esmtp.errors import EsmtpError
 
     offered = session.auth_offered()
     text = f"AUTH:        offered: {' '.join(offered) or 'none'}\n"
@@ -179,7 +179,7 @@ def certificate_facts(der: bytes) -> list[tuple[str, str]]:
     """Subject, issuer, SANs, validity with days left, and the ``tls_fingerprint`` line for one certificate."""
     from cryptography import x509
 
-    from .fingerprints import format_fingerprint
+    from esmtp.config.fingerprints import format_fingerprint
 
     cert = x509.load_der_x509_certificate(der)
     try:
