@@ -304,6 +304,8 @@ class Connection:
     commands: list[Command] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     tls: bool = False
+    #: The client's address, as the server sees it.
+    peer: str = ""
 
 
 #: What a stage does: a reply line, a :class:`Reply`, an action, or a function of the connection and the command line
@@ -371,10 +373,10 @@ class ScriptedServer:
     def _accept(self) -> None:
         while True:
             try:
-                conn, _ = self._listener.accept()
+                conn, peer = self._listener.accept()
             except OSError:
                 return
-            connection = Connection()
+            connection = Connection(peer=peer[0])
             self.connections.append(connection)
             threading.Thread(target=self._serve, args=(conn, connection), daemon=True).start()
 

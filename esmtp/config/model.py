@@ -31,7 +31,11 @@ LOCALHOST = ("localhost", 25)
 
 @dataclass(slots=True)
 class Identity:
-    """One identity block (``address`` is None for the anonymous global section)."""
+    """One identity block (``address`` is None for the anonymous global section, and for the ``defaults`` section).
+
+    ``address`` is the block's name, the first address of its ``identity`` line; ``addresses`` holds them all,
+    shell-style patterns included (:mod:`esmtp.config.identities` says which block a sender gets).
+    """
 
     address: str | None
     hostname: str | None = None
@@ -53,6 +57,12 @@ class Identity:
     lineno: int = 0
     #: The line of each keyword set in this block (esmtp field names such as ``password``, extension keywords).
     lines: dict[str, int] = field(default_factory=dict)
+    #: Every address and pattern of the ``identity`` line, the first (``address``) included.
+    addresses: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.address is not None and not self.addresses:
+            self.addresses = [self.address]
 
     def server(self, default_port: int) -> tuple[str, int]:
         """The ``(host, port)`` to connect to.
@@ -101,6 +111,9 @@ class Config:
     pending: list[Statement] = field(default_factory=list)
     #: The line of each global extension keyword.
     lines: dict[str, int] = field(default_factory=dict)
+    #: The ``defaults`` section (None without one): its statements are inherited by every identity that does not
+    #: set them itself.
+    defaults: Identity | None = None
 
     def where(self, keyword: str, identity: Identity | None = None) -> str:
         """``file:line`` of the statement that set ``keyword`` (globally, or in ``identity``), for messages."""
@@ -180,6 +193,33 @@ _UNKNOWN_HINTS = {
     "server": " (the keyword is hostname: hostname mail.example.org:587)",
     "from": " (use an identity block, or force reverse_path)",
 }
+
+# ---- helo ----------------------------------------------------------------------------------------------------------
+
+
+def helo_name(helo: str | None, sender: str | None = None) -> str:
+    """The name to greet the server with: ``helo`` with ``%H`` (the host name), ``%D`` (the domain of ``sender``,
+    else the host name) and ``%%`` expanded; the host name when ``helo`` is not set. Other ``%`` stay as written."""
+    import socket
+
+    if helo is None:
+        return socket.gethostname()
+    if "%" not in helo:
+        return helo
+    host = socket.gethostname()
+    domain = sender.rpartition("@")[2] if sender and "@" in sender else ""
+    out: list[str] = []
+    index = 0
+    while index < len(helo):
+        pair = helo[index : index + 2]
+        if pair in ("%H", "%D", "%%"):
+            out.append({"%H": host, "%D": domain or host, "%%": "%"}[pair])
+            index += 2
+        else:
+            out.append(helo[index])
+            index += 1
+    return "".join(out)
+
 
 # ---- hostname --------------------------------------------------------------------------------------------------------
 

@@ -111,6 +111,17 @@ class _Lexer:
             else:
                 break
 
+    def list_follows(self) -> bool:
+        """Whether a ``,`` follows the value just read on its line (spaces and tabs between): the value is a list
+        (``identity a@example.org, *@example.org``). Consumes the comma."""
+        pos, text = self.pos, self.text
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+        if text.startswith(",", pos):
+            self.pos = pos + 1
+            return True
+        return False
+
     def skip_eq(self) -> None:
         """Consume the optional ``=`` between a keyword and its value."""
         self._skip()
@@ -211,6 +222,11 @@ def _is_name(word: str) -> bool:
     return word[:1].isalpha() and word.isascii() and word.replace("_", "").replace("-", "").isalnum()
 
 
+def _wild(word: str) -> bool:
+    """A shell-style pattern (as :func:`esmtp.config.identities.is_pattern`, without importing it)."""
+    return any(char in word for char in "*?[")
+
+
 def _either(choices: tuple[str, ...]) -> str:
     return ", ".join(choices[:-1]) + " or " + choices[-1]
 
@@ -222,6 +238,8 @@ class _Parser:
         self.current = Identity(address=None, source=self.where, lineno=1)
         self.config = Config(path=path, identities=[self.current], default=self.current)
         self.default: Identity | None = None
+        #: The block before the ``defaults`` section began, while its statements are read (None: not in it).
+        self.in_defaults = False
         #: The last extension statement (keyword, value), to explain a duration written in two words.
         self.previous: tuple[str, str] = ("", "")
 
@@ -251,7 +269,7 @@ class _Parser:
 
     def per_identity(self) -> None:
         """esmtp's SET_DEFAULT_IDENTITY: the first block with a statement becomes the default."""
-        if self.default is None:
+        if self.default is None and not self.in_defaults:
             self.default = self.current
 
     def parse(self) -> Config:
@@ -265,7 +283,36 @@ class _Parser:
                 raise self.error(token.lineno, "a quoted string where a keyword should be")
             self.statement(token)
         self.config.default = self.default or self.current
+        if self.config.defaults is not None:
+            self.inherit(self.config.defaults)
+        if any(_wild(address) for identity in self.config.identities for address in identity.addresses):
+            from esmtp.config.identities import check_ties
+
+            check_ties(self.config)
         return self.config
+
+    def inherit(self, defaults: Identity) -> None:
+        """Give every identity the ``defaults`` section's statements that it does not make itself.
+
+        The global section inherits too when it is used (it is the default identity, or sets something itself).
+        """
+        pending = {(id(statement.identity), statement.keyword) for statement in self.config.pending}
+        inherited = [statement for statement in self.config.pending if statement.identity is defaults]
+        for identity in self.config.identities:
+            if identity.address is None and identity is not self.config.default and not identity.lines:
+                continue
+            for name, line in defaults.lines.items():
+                if name in identity.lines:
+                    continue
+                identity.lines[name] = line
+                if name in defaults.options:
+                    identity.options[name] = defaults.options[name]
+                else:
+                    setattr(identity, name, getattr(defaults, name))
+            for statement in inherited:
+                if (id(identity), statement.keyword) not in pending:
+                    self.config.pending.append(Statement(statement.keyword, statement.value, statement.lineno,
+                                                         identity, statement.after_secret))
 
     def statement(self, keyword: _Token) -> None:
         word = keyword.raw
@@ -283,18 +330,41 @@ class _Parser:
             self.per_identity()
         elif word in ("starttls", "tls"):
             identity.starttls = cast(StartTLS, self.choice(keyword, _STARTTLS))
+            identity.lines["starttls"] = keyword.lineno
             self.per_identity()
         elif word == "message_id":
             identity.message_id = self.choice(keyword, _MESSAGE_ID) == "enabled"
+            identity.lines["message_id"] = keyword.lineno
             self.per_identity()
         elif word == "force":
             self.force(keyword)
             self.per_identity()
         elif word == "identity":
-            address = self.value(keyword, "an address").text
-            self.current = Identity(address=address, source=self.where, lineno=keyword.lineno)
+            addresses = [self.value(keyword, "an address").text]
+            following: _Token | None = None
+            while self.lexer.list_follows():
+                token = self.lexer.token(value=False)
+                if token.kind == "word" and "@" not in token.text and not _wild(token.text):
+                    following = token  # esmtp 1.2 read ',' as a space: "identity a@x, hostname h" stays valid
+                    break
+                if token.kind not in ("word", "quoted"):
+                    raise self.error(token.lineno, "'identity' needs an address after ','")
+                addresses.append(token.text)
+            self.current = Identity(address=addresses[0], source=self.where, lineno=keyword.lineno,
+                                    addresses=addresses)
             self.config.identities.append(self.current)
+            self.in_defaults = False
+            if following is not None:
+                self.statement(following)
+        elif word == "defaults" and keyword.first_on_line:
+            if self.config.defaults is None:
+                self.config.defaults = Identity(address=None, source=self.where, lineno=keyword.lineno)
+            self.current = self.config.defaults
+            self.in_defaults = True
         elif word == "default":
+            if self.in_defaults:
+                raise self.error(keyword.lineno, "'default' marks an identity as the default one; it cannot be in "
+                                                 "the 'defaults' section (whose statements every identity inherits)")
             self.default = identity
         elif word == "mda":
             self.config.mda = self.value(keyword, "a command").text
@@ -309,8 +379,10 @@ class _Parser:
             raise self.error(keyword.lineno, "'force' needs 'reverse_path' or 'sender' after it")
         if what.raw == "reverse_path":
             self.current.force_reverse_path = self.value(what).text
+            self.current.lines["force_reverse_path"] = keyword.lineno
         elif what.raw == "sender":
             self.current.force_sender = self.value(what).text
+            self.current.lines["force_sender"] = keyword.lineno
         else:
             raise self.error(what.lineno, f"'force' must be followed by 'reverse_path' or 'sender', not '{what.raw}'")
 

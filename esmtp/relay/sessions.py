@@ -101,7 +101,7 @@ class SessionPool:
                     raise  # the server's answer on a live connection, or the message's outcome is unknown
                 trace.info(f"the kept connection is gone ({error}); opening a new one")
                 slot.session = None
-        session = SmtpSession(slot.identity, mechanisms, trace)
+        session = SmtpSession(slot.identity, mechanisms, trace, sender=envelope.sender)
         await session.open()
         slot.session = session
         return await session.send(envelope, message, recipients)

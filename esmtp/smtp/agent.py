@@ -78,7 +78,8 @@ class SmtpAgent:
         identity, trace = envelope.identity, self.context.trace
 
         async def run() -> str:
-            session = SmtpSession(identity, self.context.hooks.sasl_mechanisms(), trace, self.context.hooks.secret)
+            session = SmtpSession(identity, self.context.hooks.sasl_mechanisms(), trace, self.context.hooks.secret,
+                                  sender=envelope.sender)
             await session.open()
             try:
                 return await session.send(envelope, message, recipients)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-from esmtp.config.model import Identity
+from esmtp.config.model import Identity, helo_name
 from esmtp.errors import (
     EX_NOUSER,
     EX_TEMPFAIL,
@@ -85,9 +85,11 @@ class SmtpSession:
 
     def __init__(
         self, identity: Identity, mechanisms: dict[str, SaslMechanism], trace: Trace,
-        secrets: SecretSource | None = None,
+        secrets: SecretSource | None = None, *, sender: str | None = None,
     ) -> None:
         self.identity = identity
+        #: The EHLO name: ``helo`` with %H and %D (the domain of ``sender``, the first message's) expanded.
+        self.helo = helo_name(identity.helo, sender)
         self.mechanisms = mechanisms
         self.trace = trace
         #: Asked for the password or token when the configuration has no ``password`` (the plugins' sources).
@@ -140,7 +142,7 @@ class SmtpSession:
 
     async def _ehlo(self) -> None:
         assert self._smtp is not None
-        helo = self.identity.helo or socket.gethostname()
+        helo = self.helo
         self.trace.client(f"EHLO {helo}")
         try:
             response = await self._smtp.ehlo(hostname=helo)
@@ -202,7 +204,7 @@ class SmtpSession:
             start_tls=False,
             tls_context=context,
             timeout=self.timeouts.command,
-            local_hostname=self.identity.helo or socket.gethostname(),
+            local_hostname=self.helo,
         )
         self._tls_phase = self.smtps
         greeting = await self._greet(sock)
@@ -320,7 +322,7 @@ class SmtpSession:
         probe = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, use_tls=self.smtps, start_tls=False,
             tls_context=context, timeout=min(self.timeout, 15.0),
-            local_hostname=self.identity.helo or socket.gethostname(),
+            local_hostname=self.helo,
         )
         try:
             await probe.connect()

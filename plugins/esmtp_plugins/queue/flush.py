@@ -144,7 +144,12 @@ class Flusher:
         return is_due(entry, now)
 
     def identity(self, entry: Entry) -> Identity:
-        return self.config.identity_for(entry.identity) if entry.identity is not None else self.config.default
+        if entry.identity is None:
+            return self.config.default
+        from esmtp.config.identities import named_identity
+
+        # The block the entry was queued with, by its name (its first address, perhaps a pattern).
+        return named_identity(self.config, entry.identity) or self.config.identity_for(entry.identity)
 
     def envelope(self, entry: Entry) -> Envelope:
         return entry.to_envelope(self.identity(entry))
@@ -418,7 +423,7 @@ class Flusher:
             # Queued before the original moves, so a crash in between can repeat the bounce but never lose it.
             header_block = os.pread(claim.fd, entry.header_size, 0)
             bounce, parts = make_bounce(entry, self.store.eml(entry.id), header_block,
-                                        hostname=self.identity(entry).helo)
+                                        hostname=_helo(self.identity(entry).helo))
             self.store.enqueue(bounce, parts)
             work.append(bounce)
             self.progress.add(1)
@@ -508,3 +513,10 @@ def flush(store: QueueStore, settings: Settings, config: Config, hooks: Hooks, t
     return flusher.report
 
 
+
+
+def _helo(helo: str | None) -> str | None:
+    """The identity's ``helo`` with %H and %D expanded (the bounce's own sender has no domain: the host name)."""
+    from esmtp.config.model import helo_name
+
+    return None if helo is None else helo_name(helo)
