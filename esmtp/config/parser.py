@@ -433,6 +433,9 @@ class _Parser:
         if word in ("timeout", "relay_daemon_idle") and not _positive_number(value):
             raise self.error(token.lineno, f"'{word}' takes a number of seconds greater than 0, not '{value}'"
                                            f"{hint(value, seconds_only=True)}")
+        problem = _network_value(word, value)
+        if problem:
+            raise self.error(token.lineno, problem)
         if word == "tls_fingerprint":
             from esmtp.config.fingerprints import parse_fingerprint
 
@@ -454,6 +457,23 @@ class _Parser:
             written = f"{seconds:g}" if previous in ("timeout", "relay_daemon_idle") else short
             raise self.error(keyword.lineno, f"'{previous} {value} {keyword.raw}': a duration is one word here: "
                                              f"write '{previous} {written}'")
+
+
+def _network_value(word: str, value: str) -> str:
+    """What is wrong with a ``source_ip`` or ``proxy_port`` value (empty: nothing, or another keyword)."""
+    if word == "proxy_port" and not (value.isascii() and value.isdigit() and 1 <= int(value) <= 65535):
+        return f"'proxy_port' takes a port number (1-65535), not '{value}'"
+    if word == "source_ip":
+        import socket  # only for files that set it
+
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                socket.inet_pton(family, value)
+            except OSError:
+                continue
+            return ""
+        return f"'source_ip' takes an IPv4 or IPv6 address (such as 192.0.2.10 or 2001:db8::10), not '{value}'"
+    return ""
 
 
 def _positive_number(value: str) -> bool:

@@ -31,6 +31,7 @@ from esmtp.errors import (
 )
 from esmtp.message import Message
 from esmtp.smtp.idn import ascii_form
+from esmtp.smtp.network import NetworkPath, open_socket
 from esmtp.smtp.pipelining import PipeliningProtocol, adopt
 from esmtp.smtp.sasl import authenticate, choose_mechanisms, uses_oauth2
 from esmtp.smtp.timeouts import IMPLICIT_TLS_PORT, IMPLICIT_TLS_SILENCE, Timeouts
@@ -196,8 +197,10 @@ class SmtpSession:
                 self.trace.info(f"client certificate: {self.tls.client_cert}")
         context = self.tls.context if self.tls is not None else None
         self.trace.session(self.server)
-        self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}")
-        sock = await _open_socket(self.host, self.port, self.timeouts.connect)
+        path = NetworkPath.of(self.identity)
+        how = "" if path.direct else " " + path.describe()
+        self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}{how}")
+        sock = await open_socket(self.host, self.port, self.timeouts.connect, path)
         self._smtp = aiosmtplib.SMTP(
             hostname=self.host,
             use_tls=self.smtps,
@@ -645,30 +648,6 @@ def _rejected(server: str, rejected: dict[str, str]) -> RecipientsRejected:
         rejected=rejected,
         exit_code=EX_TEMPFAIL if temporary else EX_NOUSER,
     )
-
-
-async def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to ``host``:``port`` (each address in turn) within ``timeout`` seconds, as aiosmtplib's
-    errors say it (the greeting has a wait of its own, so the connection is made here rather than by aiosmtplib)."""
-    loop = asyncio.get_running_loop()
-    failure: OSError = OSError(f"no address for {host}")
-    try:
-        async with asyncio.timeout(timeout):
-            for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-                sock = socket.socket(family, kind, proto)
-                sock.setblocking(False)
-                try:
-                    await loop.sock_connect(sock, address)
-                except BaseException as error:
-                    sock.close()
-                    if not isinstance(error, OSError):
-                        raise
-                    failure = error
-                else:
-                    return sock
-    except TimeoutError:
-        raise aiosmtplib.SMTPConnectTimeoutError(f"Timed out connecting to {host} on port {port}") from None
-    raise aiosmtplib.SMTPConnectError(f"Error connecting to {host} on port {port}: {failure}")
 
 
 def _describe(error: BaseException) -> str:
