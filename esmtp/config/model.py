@@ -185,6 +185,7 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
                 help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
     KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),
+    KeywordSpec("rate_limit", help="at most N messages per minute, hour or day: N/minute, N/hour, N/day"),
     KeywordSpec("source_ip", help="the local address the connection to the server comes from"),
     KeywordSpec("ip_version", choices=("4", "6"), help="connect over IPv4 only (4) or IPv6 only (6)"),
     KeywordSpec("proxy_host", help="connect through this SOCKS5 proxy, which resolves the server's name"),

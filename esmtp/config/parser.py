@@ -463,6 +463,14 @@ def _network_value(word: str, value: str) -> str:
     """What is wrong with a ``source_ip`` or ``proxy_port`` value (empty: nothing, or another keyword)."""
     if word == "proxy_port" and not (value.isascii() and value.isdigit() and 1 <= int(value) <= 65535):
         return f"'proxy_port' takes a port number (1-65535), not '{value}'"
+    if word == "rate_limit":
+        from esmtp.smtp.ratelimit import parse_rate_limit
+
+        try:
+            parse_rate_limit(value)
+        except ValueError as error:
+            return str(error)
+        return ""
     if word == "source_ip":
         import socket  # only for files that set it
 

@@ -65,8 +65,17 @@ class SharedSmtp:
         return DeliveryResult("smtp", recipients, reply)
 
     async def _send(self, envelope: Envelope, message: Message, recipients: list[str]) -> str:
-        session = await self._session(envelope.identity)
-        return await session.send(envelope, message, recipients)
+        from esmtp.smtp.ratelimit import give_back, take_slot
+
+        stamp = take_slot(envelope.identity)  # RateLimited (75, a 451 reply) when the window is full
+        session: SmtpSession | None = None
+        try:
+            session = await self._session(envelope.identity)
+            return await session.send(envelope, message, recipients)
+        except BaseException:
+            if session is None or not session.data_started:
+                give_back(envelope.identity, stamp)
+            raise
 
     async def _session(self, identity: Identity) -> SmtpSession:
         import asyncio

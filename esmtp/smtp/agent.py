@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.errors import EX_OSERR, DeliveryError, TemporaryFailure
+from esmtp.errors import EX_OSERR, DeliveryError, EsmtpError, TemporaryFailure
 from esmtp.progname import warn
 
 if TYPE_CHECKING:  # imported when a message is sent, not when the plugin is registered (mailq, --flush)
@@ -69,8 +69,26 @@ class SmtpAgent:
 
     def __init__(self, context: RunContext) -> None:
         self.context = context
+        #: Whether any of the last message's data went out (after an error: whether it may have been delivered).
+        self.data_started = False
 
     def deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult:
+        """Send, within the identity's ``rate_limit`` (:mod:`esmtp.smtp.ratelimit`)."""
+        identity = envelope.identity
+        if "rate_limit" not in identity.options:
+            return self._deliver(envelope, message, recipients)
+        from esmtp.smtp import ratelimit
+
+        stamp = ratelimit.take(identity)  # RateLimited (75) when the window is full
+        self.data_started = False
+        try:
+            return self._deliver(envelope, message, recipients)
+        except EsmtpError:
+            if not self.data_started:  # nothing of the message reached the server: the slot is free again
+                ratelimit.give_back(identity, stamp)
+            raise
+
+    def _deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult:
         import asyncio
 
         from esmtp.smtp.session import SmtpSession
@@ -84,10 +102,12 @@ class SmtpAgent:
             try:
                 return await session.send(envelope, message, recipients)
             finally:
+                self.data_started = session.data_started
                 await session.close()
 
         sessions = self.context.sessions
         if sessions is not None and not (identity.preconnect or identity.postconnect):
+            self.data_started = True  # a kept session does not say: the message counts as sent
             # The warm relay: the identity's kept connection (pre/postconnect commands keep a session per message).
             reply = sessions.send(identity, self.context.hooks.sasl_mechanisms(), trace, envelope, message, recipients)
             from esmtp.types import DeliveryResult

@@ -39,6 +39,7 @@ from esmtp.errors import (
 )
 from esmtp.plugins import Hooks
 from esmtp.progname import name as program_name
+from esmtp.smtp.ratelimit import RateLimited, give_back, take_slot
 from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
@@ -215,7 +216,8 @@ class Flusher:
     def _announce(group: GroupSession, job: Job) -> None:
         """Let the group's session pipeline ``job``'s commands with the final dot of the message before it."""
         pairs = job.legs.get("smtp")
-        if pairs:
+        # Not under a rate_limit: the next message's commands would go out before it has its slot.
+        if pairs and "rate_limit" not in group.identity.options:
             group.announce(job.envelope, job.message, _routed(pairs))
 
     def _next_job(self, work: deque[Entry]) -> Job | None:
@@ -309,8 +311,15 @@ class Flusher:
         while pending:
             started = time.monotonic()
             try:
+                stamp = take_slot(group.identity)  # the identity's rate_limit: RateLimited when the window is full
+            except EsmtpError as error:
+                self._log(job, "smtp", pending, started, error=error)
+                attempt.temporary(pending, error, "reply")
+                return
+            try:
                 session = await group.get()
             except EsmtpError as error:
+                give_back(group.identity, stamp)
                 self.hooks.deliver_error(envelope, error, self.config)
                 self._log(job, "smtp", pending, started, error=error)
                 attempt.temporary(pending, error, "connect")
@@ -319,6 +328,7 @@ class Flusher:
                 crashpoint("flush-before-send")
                 reply = await session.send(envelope, message, _routed(pending), meanwhile=meanwhile)
             except RecipientsRejected as error:
+                give_back(group.identity, stamp)
                 self.hooks.deliver_error(envelope, error, self.config)
                 self._log(job, "smtp", pending, started, error=error)
                 refused = [(r, s) for r, s in pending if r in error.rejected]
@@ -334,6 +344,8 @@ class Flusher:
                 pending = [(r, s) for r, s in pending if r not in error.rejected]
                 continue  # nothing was sent: the others are tried again at once
             except EsmtpError as error:
+                if not session.data_started:
+                    give_back(group.identity, stamp)
                 self.hooks.deliver_error(envelope, error, self.config)
                 self._log(job, "smtp", pending, started, error=error)
                 if error.exit_code == EX_TEMPFAIL:
@@ -390,6 +402,14 @@ class Flusher:
         entry.failed.update(attempt.failed)
         entry.recipients = [r for r in entry.recipients if r not in attempt.delivered and r not in attempt.failed]
         entry.last_attempt = now
+        if entry.recipients and isinstance(attempt.error, RateLimited) and now < expires:
+            # Not a failed try: the entry waits for a free slot of the identity's rate_limit, and no longer.
+            entry.last_error = str(attempt.error)
+            entry.next_retry = min(now + attempt.error.retry_after, expires)
+            self.store.save(entry)
+            self.report.deferred += 1
+            self.trace.info(f"queue: {entry.id} deferred until {time.ctime(entry.next_retry)}: {entry.last_error}")
+            return False
         if entry.recipients:
             entry.attempts += 1
             error = attempt.error
