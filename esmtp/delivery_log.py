@@ -18,15 +18,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from esmtp.config.model import FACILITIES as FACILITIES
+from esmtp.config.model import SYSLOG_CHOICES as SYSLOG_CHOICES
 from esmtp.errors import EX_OK, EsmtpError
 
 if TYPE_CHECKING:
     from esmtp.config.model import Config, Identity
     from esmtp.types import DeliveryResult, Envelope
 
-#: syslog facilities by the names ``syslog`` accepts (also as LOG_MAIL, LOG_LOCAL0...).
-FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
-SYSLOG_CHOICES = ("enabled", "disabled", *FACILITIES, *(f"LOG_{name.upper()}" for name in FACILITIES))
 #: sysexits names for ``exitcode=``.
 _EXIT_NAMES = {
     0: "EX_OK", 64: "EX_USAGE", 65: "EX_DATAERR", 66: "EX_NOINPUT", 67: "EX_NOUSER", 68: "EX_NOHOST",
