@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from esmtp.config.model import FACILITIES as FACILITIES
 from esmtp.config.model import SYSLOG_CHOICES as SYSLOG_CHOICES
-from esmtp.errors import EX_OK, EsmtpError
+from esmtp.errors import EX_OK, DeliveryError, EsmtpError, RecipientsRejected
 
 if TYPE_CHECKING:
     from esmtp.config.model import Config, Identity
@@ -79,11 +79,12 @@ def _server_reply(agent: str, result: DeliveryResult | None, error: EsmtpError |
     """``smtpstatus`` and ``smtpmsg``: the server's last word on this attempt, if a server said one."""
     if result is not None:
         return _reply(result.detail) if agent == "smtp" else (None, None)
-    rejected: dict[str, str] | None = getattr(error, "rejected", None)
-    if rejected:
+    if isinstance(error, RecipientsRejected) and error.rejected:
+        rejected = error.rejected
         return _reply(next(iter(rejected.values())))[0], "; ".join(f"{r}: {text}" for r, text in rejected.items())
-    reply: str | None = getattr(error, "reply", None)
-    return _reply(reply) if reply else (None, None)
+    if isinstance(error, DeliveryError) and error.reply:
+        return _reply(error.reply)
+    return None, None
 
 
 def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str], duration: float, *,

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from esmtp.errors import (
     EX_OK,
     EX_SOFTWARE,
-    EX_TEMPFAIL,
     DataError,
     DeliveryError,
     DeliveryFailed,
@@ -62,7 +61,7 @@ def failure_reply(error: EsmtpError) -> str:
     4xx when the failure is temporary (the caller keeps the message), 5xx when it is permanent. The code and the
     enhanced status code are the smarthost's when it gave them; the text is esmtp's error (server and reply).
     """
-    temporary = error.exit_code == EX_TEMPFAIL
+    temporary = error.temporary
     server = (_server_reply(error) or "").split()
     code = "451" if temporary else "554"
     enhanced = "4.3.0" if temporary else ("5.3.0" if not isinstance(error, DataError) else "5.6.0")
