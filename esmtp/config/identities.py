@@ -147,6 +147,11 @@ def matches(pattern: str, address: str) -> bool:
     return all(part is None for part in parts[p:])
 
 
+def common_match(one: str, other: str) -> str | None:
+    """An address both patterns (or addresses) match, or None when there is none."""
+    return _overlap(one, other)
+
+
 def _overlap(one: str, other: str) -> str | None:
     """An address both patterns match (a witness for the error message), or None when there is none."""
     a, b = _parts(_normal(one)), _parts(_normal(other))
@@ -209,6 +214,15 @@ def _common(one: tuple[bool, frozenset[str]], other: tuple[bool, frozenset[str]]
     return min(both) if both else None
 
 
+def patterns_tie(one: str, other: str) -> str | None:
+    """A sender that two different patterns match equally well (so neither can be chosen), or None."""
+    if not (is_pattern(one) and is_pattern(other)) or _normal(one) == _normal(other) or weight(one) != weight(other):
+        return None
+    if one.startswith("*@") and other.startswith("*@") and not is_pattern(one[2:] + other[2:]):
+        return None  # two different domains
+    return _overlap(one, other)
+
+
 def check_ties(config: Config) -> None:
     """Raise ConfigError naming both lines when two blocks have different, equally specific patterns that can match
     the same sender. Only patterns are compared: two different exact addresses never tie, and the same address or
@@ -219,11 +233,7 @@ def check_ties(config: Config) -> None:
         return
     for index, (first, one) in enumerate(patterns):
         for second, other in patterns[index + 1:]:
-            if first is second or _normal(one) == _normal(other) or weight(one) != weight(other):
-                continue
-            if one.startswith("*@") and other.startswith("*@") and not is_pattern(one[2:] + other[2:]):
-                continue  # two different domains
-            witness = _overlap(one, other)
+            witness = None if first is second else patterns_tie(one, other)
             if witness is not None:
                 raise ConfigError(
                     f"{where(second)}: 'identity {other}' and 'identity {one}' at {where(first)} match the same "
