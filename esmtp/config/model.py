@@ -64,6 +64,10 @@ class Identity:
     lines: dict[str, int] = field(default_factory=dict)
     #: Every address and pattern of the ``identity`` line, the first (``address``) included.
     addresses: list[str] = field(default_factory=list)
+    #: The servers of a ``hostname`` list, in order, each with its own TLS mode (``smtps``, ``starttls`` or None: the
+    #: block's); empty for a single server without a mode of its own (``hostname`` is then the server).
+    #: :func:`esmtp.smtp.failover.candidates` makes an identity per server.
+    servers: list[tuple[str, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.address is not None and not self.addresses:
@@ -199,6 +203,8 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
                 help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
     KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),
+    KeywordSpec("fallback_identity",
+                help="another identity (its address) to send through when every server of this one fails for now"),
     KeywordSpec("rate_limit", help="at most N messages per minute, hour or day: N/minute, N/hour, N/day"),
     KeywordSpec("source_ip", help="the local address the connection to the server comes from"),
     KeywordSpec("ip_version", choices=("4", "6"), help="connect over IPv4 only (4) or IPv6 only (6)"),

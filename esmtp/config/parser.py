@@ -222,6 +222,16 @@ def _is_name(word: str) -> bool:
     return word[:1].isalpha() and word.isascii() and word.replace("_", "").replace("-", "").isalnum()
 
 
+#: The TLS modes a server of a ``hostname`` list may name after a ``/``.
+_SERVER_TLS = ("smtps", "starttls")
+
+
+def _is_keyword(word: str) -> bool:
+    """A word after a ``hostname``'s comma that starts the next statement: a keyword esmtp knows, or a name with
+    ``_`` (which a host name cannot have), such as a plugin's keyword."""
+    return word in _STRING_FIELDS or word in _ESMTP_WORDS or word in _CORE or "_" in word
+
+
 def _wild(word: str) -> bool:
     """A shell-style pattern (as :func:`esmtp.config.identities.is_pattern`, without importing it)."""
     return any(char in word for char in "*?[")
@@ -309,6 +319,8 @@ class _Parser:
                     identity.options[name] = defaults.options[name]
                 else:
                     setattr(identity, name, getattr(defaults, name))
+                if name == "hostname":
+                    identity.servers = list(defaults.servers)
             for statement in inherited:
                 if (id(identity), statement.keyword) not in pending:
                     self.config.pending.append(Statement(statement.keyword, statement.value, statement.lineno,
@@ -320,14 +332,25 @@ class _Parser:
         if word in _STRING_FIELDS:
             name = _STRING_FIELDS[word]
             token = self.value(keyword)
+            following: _Token | None = None
             if name == "hostname":
-                try:
-                    parse_hostname(token.text)
-                except ValueError as error:
-                    raise self.error(token.lineno, str(error)) from None
-            setattr(identity, name, token.text)
+                servers = [self.server(token)]
+                while self.lexer.list_follows():
+                    item = self.lexer.token(value=False)
+                    if item.kind == "word" and _is_keyword(item.raw):
+                        following = item  # esmtp 1.2 read ',' as a space: "hostname h, username u" stays valid
+                        break
+                    if item.kind not in ("word", "quoted"):
+                        raise self.error(item.lineno, "'hostname' needs a server after ','")
+                    servers.append(self.server(item))
+                identity.servers = servers if len(servers) > 1 or servers[0][1] is not None else []
+                setattr(identity, name, servers[0][0])
+            else:
+                setattr(identity, name, token.text)
             identity.lines[name] = keyword.lineno
             self.per_identity()
+            if following is not None:
+                self.statement(following)
         elif word in ("starttls", "tls"):
             identity.starttls = cast(StartTLS, self.choice(keyword, _STARTTLS))
             identity.lines["starttls"] = keyword.lineno
@@ -341,11 +364,11 @@ class _Parser:
             self.per_identity()
         elif word == "identity":
             addresses = [self.value(keyword, "an address").text]
-            following: _Token | None = None
+            after: _Token | None = None
             while self.lexer.list_follows():
                 token = self.lexer.token(value=False)
                 if token.kind == "word" and "@" not in token.text and not _wild(token.text):
-                    following = token  # esmtp 1.2 read ',' as a space: "identity a@x, hostname h" stays valid
+                    after = token  # esmtp 1.2 read ',' as a space: "identity a@x, hostname h" stays valid
                     break
                 if token.kind not in ("word", "quoted"):
                     raise self.error(token.lineno, "'identity' needs an address after ','")
@@ -354,8 +377,8 @@ class _Parser:
                                     addresses=addresses)
             self.config.identities.append(self.current)
             self.in_defaults = False
-            if following is not None:
-                self.statement(following)
+            if after is not None:
+                self.statement(after)
         elif word == "defaults" and keyword.first_on_line:
             if self.config.defaults is None:
                 self.config.defaults = Identity(address=None, source=self.where, lineno=keyword.lineno)
@@ -372,6 +395,19 @@ class _Parser:
             self.config.force_mda = self.value(keyword).text
         else:
             self.extension(keyword)
+
+    def server(self, token: _Token) -> tuple[str, str | None]:
+        """One entry of a ``hostname`` list: ``host[:port]``, with ``/smtps`` or ``/starttls`` after it for a TLS mode
+        of its own."""
+        host, slash, mode = token.text.rpartition("/") if "/" in token.text else (token.text, "", "")
+        if slash and mode not in _SERVER_TLS:
+            raise self.error(token.lineno, f"hostname '{token.text}': after '/' comes smtps (implicit TLS) or "
+                                           f"starttls (STARTTLS required), not '{mode}'")
+        try:
+            parse_hostname(host)
+        except ValueError as error:
+            raise self.error(token.lineno, str(error)) from None
+        return host, mode or None
 
     def force(self, keyword: _Token) -> None:
         what = self.lexer.token(value=False)

@@ -146,8 +146,7 @@ class KeptSession:
             if self.identity.preconnect:
                 # In a thread: the command may take seconds (a tunnel, a link) while other sessions are sending.
                 await asyncio.to_thread(preconnect, self.identity.preconnect, self.trace)
-            session = new_session(self.identity, self.hooks, self.trace, sender=sender)
-            await session.open()
+            session = await self._open(sender)
         except EsmtpError as error:
             if self.policy.max_breaks is not None:
                 self.error = error
@@ -158,6 +157,27 @@ class KeptSession:
             session.pipeline_next(*self.upcoming)
             self.upcoming = None
         return session
+
+    async def _open(self, sender: str | None) -> SmtpSession:
+        """A new session to the first of the identity's servers that answers (:mod:`esmtp.smtp.failover`)."""
+        from esmtp.smtp import failover
+
+        servers = failover.ordered(self.identity)
+        tried: list[tuple[str, EsmtpError]] = []
+        for index, server in enumerate(servers):
+            session = new_session(server, self.hooks, self.trace, sender=sender)
+            try:
+                await session.open()
+            except EsmtpError as error:
+                if len(servers) == 1 or not failover.may_fail_over(error):
+                    raise
+                failover.remember(server)
+                tried.append((session.server, error))
+                if index + 1 < len(servers):
+                    self.trace.info(f"{error}; trying the next server")
+                continue
+            return session
+        raise failover.all_failed(tried)
 
     async def send(self, envelope: Envelope, message: Message, recipients: list[str]) -> str:
         """Send one message on the kept session; return the server's final reply. Errors are those of

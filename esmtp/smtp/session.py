@@ -559,6 +559,14 @@ class SmtpSession:
         """
         self._ready = self.data_started = False
         try:
+            return await self._send_and_wait(envelope, message, recipients, meanwhile)
+        except EsmtpError as error:
+            error.data_started = self.data_started  # for failover: may the server have the message?
+            raise
+
+    async def _send_and_wait(self, envelope: Envelope, message: Message, recipients: list[str],
+                             meanwhile: Callable[[], None] | None) -> str:
+        try:
             await self._send(envelope, message, recipients)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
             raise await self._broken(error) from None

@@ -40,6 +40,7 @@ from esmtp.errors import (
 )
 from esmtp.plugins import Hooks
 from esmtp.progname import name as program_name
+from esmtp.smtp import failover
 from esmtp.smtp.kept import KeepPolicy, KeptSession, connection_key
 from esmtp.smtp.ratelimit import RateLimited, give_back, take_slot
 from esmtp.trace import Trace
@@ -312,6 +313,7 @@ class Flusher:
                         meanwhile: Callable[[], None]) -> None:
         envelope, message = job.envelope, job.message
         pending = list(pairs)
+        switches = len(failover.candidates(group.identity)) - 1  # other servers this message may move to
         while pending:
             started = time.monotonic()
             try:
@@ -349,6 +351,13 @@ class Flusher:
             except EsmtpError as error:
                 if not session.data_started:
                     give_back(group.identity, stamp)
+                if switches > 0 and failover.may_fail_over(error):
+                    # 4xx to MAIL, RCPT or DATA, or to the final dot: the next server gets it, as a send would.
+                    switches -= 1
+                    failover.remember(session.identity)
+                    self.trace.info(f"{error}; trying the next server")
+                    await group.close()
+                    continue
                 self.hooks.deliver_error(envelope, error, self.config)
                 self._log(job, "smtp", pending, started, error=error)
                 if error.temporary:
