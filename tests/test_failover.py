@@ -153,3 +153,20 @@ def test_a_fallback_identity_that_does_not_exist_is_a_config_error(run: Runner, 
     code, output = send(run)
     assert code == 78, output
     assert "fallback_identity nobody@example.org names no identity block" in output
+
+
+def test_the_flush_uses_the_fallback_identity_when_every_server_is_down(run: Runner, smtp_server: SmtpServer) -> None:
+    closed = free_port()
+    base = f"queue fallback\nidentity alice@example.org\n  hostname 127.0.0.1:{closed}\n"
+    run.write_config(base)  # no fallback yet: the message waits in the queue
+    code, output = send(run)
+    assert code == 0 and "queued as" in output, output
+    log = run.home / "flush.log"
+    run.write_config(base + f"  fallback_identity backup@example.net\n  logfile {log}\n"
+                     f"identity backup@example.net\n  hostname {smtp_server.hostport}\n")
+    flushed = run("-v", "--flush", program="esmtp")
+    assert flushed.returncode == 0, flushed.stderr
+    assert "trying fallback_identity backup@example.net" in flushed.stderr
+    assert len(smtp_server.sink.messages) == 1
+    assert run("-bp").stdout == "Mail queue is empty\n"
+    assert "host=127.0.0.1 " in log.read_text().splitlines()[-1]

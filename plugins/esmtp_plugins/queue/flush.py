@@ -328,6 +328,8 @@ class Flusher:
                 give_back(group.identity, stamp)
                 self.hooks.deliver_error(envelope, error, self.config)
                 self._log(job, "smtp", pending, started, error=error)
+                if await self._fallback(group.identity, job, pending, attempt, error):
+                    return
                 attempt.temporary(pending, error, "connect")
                 return
             try:
@@ -374,6 +376,44 @@ class Flusher:
             self._log(job, "smtp", pending, started, result=result)
             attempt.ok(pending, result)
             return
+
+    async def _fallback(self, identity: Identity, job: Job, pending: list[tuple[str, str]], attempt: Attempt,
+                        error: EsmtpError) -> bool:
+        """Every server of ``identity`` is out of reach: send through its ``fallback_identity``, as a send would, on a
+        connection of its own (not kept: the fallback's own group may hold its kept session). True when that
+        settled the leg (delivered, or refused for good); False to keep the entry for a later try."""
+        try:
+            fallback = failover.fallback_of(identity, self.config)
+        except EsmtpError:
+            return False
+        if fallback is None or not failover.may_fail_over(error):
+            return False
+        started = time.monotonic()
+        recipients = _routed(pending)
+        self.trace.info(f"{error}; trying fallback_identity {fallback.address}")
+        kept = KeptSession(fallback, self.hooks, self.trace, KeepPolicy(resend_after_drop=False), warn=self._warn)
+        try:
+            stamp = take_slot(fallback)
+            try:
+                reply = await kept.send(job.envelope, job.message, recipients)
+                taken = kept.session.server if kept.session is not None else str(fallback.hostname)
+            except EsmtpError as failure:
+                if not failure.data_started:
+                    give_back(fallback, stamp)
+                raise
+            finally:
+                await kept.close()
+        except EsmtpError as failure:
+            self.hooks.deliver_error(job.envelope, failure, self.config)
+            self._log(job, "smtp", pending, started, error=failure)
+            if failure.temporary:
+                return False
+            attempt.permanent(pending, str(failure))
+            return True
+        result = DeliveryResult("smtp", recipients, reply, server=f"{taken} (fallback_identity {fallback.address})")
+        self._log(job, "smtp", pending, started, result=result)
+        attempt.ok(pending, result)
+        return True
 
     def _agent_leg(self, name: str, job: Job, pairs: list[tuple[str, str]], attempt: Attempt) -> None:
         envelope, recipients, started = job.envelope, _routed(pairs), time.monotonic()
