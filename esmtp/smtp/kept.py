@@ -60,7 +60,7 @@ def connection_key(identity: Identity) -> tuple[object, ...]:
     return (
         identity.hostname, identity.username, identity.password, identity.starttls, identity.helo,
         identity.certificate_passphrase, identity.preconnect, identity.postconnect,
-        tuple(sorted(identity.options.items())),
+        tuple(sorted(identity.options.items())), tuple(identity.servers),
     )
 
 
