@@ -7,7 +7,7 @@ import fnmatch
 import socket
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from support import Runner, ScriptedServer
 
@@ -193,13 +193,11 @@ def _reference(pattern: str, address: str) -> bool:
 
 
 @given(_PATTERN, _ADDRESS)
-@settings(max_examples=400, deadline=None)
 def test_patterns_match_as_fnmatch_does_with_the_domain_in_any_case(pattern: str, address: str) -> None:
     assert matches(pattern, address) == _reference(pattern, address)
 
 
 @given(st.lists(st.lists(st.one_of(_PATTERN, _ADDRESS), min_size=1, max_size=3), min_size=1, max_size=4), _ADDRESS)
-@settings(max_examples=300, deadline=None)
 def test_the_chosen_identity_is_a_most_specific_match_and_ties_are_refused(
         blocks: list[list[str]], sender: str) -> None:
     text = "".join(f"identity {', '.join(addresses)}\n  helo block{index}\n" for index, addresses in enumerate(blocks))
