@@ -42,6 +42,34 @@ class DeferringPostfix(PostfixServer):
         self._backdate(main_cf)
 
 
+class ClosingPostfix(PostfixServer):
+    """A real Postfix that answers the alerts' sender with 421 and closes the connection (an access table's ``421``
+    action, applied at MAIL: ``smtpd_delay_reject = no``): a relay going down for maintenance. (Not at the greeting:
+    the fixture waits for every listener's 220.)"""
+
+    myhostname = "closing.localhost"
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        main_cf = self.config_dir / "main.cf"
+        with main_cf.open("a") as handle:
+            handle.write("smtpd_delay_reject = no\n"
+                         "smtpd_sender_restrictions = check_sender_access inline:{ {root@example.org=421 4.3.2 "
+                         "maintenance} }\n")
+        self._backdate(main_cf)
+
+
+@pytest.fixture(scope="module")
+def closing_postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostfixServer]:
+    from conftest import _running, skip_or_fail
+    from postfix_server import runtime_directory, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        skip_or_fail(reason)
+    yield from _running(ClosingPostfix(runtime_directory()), tmp_path_factory, "closing-postfix")
+
+
 @pytest.fixture(scope="module")
 def deferring_postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostfixServer]:
     from conftest import _running, skip_or_fail
@@ -90,3 +118,16 @@ def test_a_permanent_refusal_from_postfix_does_not_fail_over(run: Any, clean_pos
     assert result.returncode not in (0, 75), result.stderr
     assert "trying the next server" not in result.stderr
     assert first.messages() == [] and second.messages() == []
+
+
+def test_a_postfix_answering_421_passes_the_alert_to_the_next(
+        run: Any, clean_postfix: PostfixServer, closing_postfix: PostfixServer) -> None:
+    first, second = closing_postfix, clean_postfix
+    run.write_config(f"hostname {first.host}:{first.ports.smtp}, {second.host}:{second.ports.smtp}\n")
+    result, marker = _alert(run)
+    assert result.returncode == 0, result.stderr
+    assert f"{first.host}:{first.ports.smtp}: " in result.stderr and "trying the next server" in result.stderr
+    first.wait_for_log(r"reject: MAIL from \S+: 421 4\.3\.2 ")  # Postfix did answer 421 (then closed)
+    [delivered] = second.wait_for_messages(1)  # one copy, at the second
+    assert marker.encode() in delivered.eml
+    assert first.messages() == [] and first.queue_is_idle()
