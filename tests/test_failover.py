@@ -170,3 +170,21 @@ def test_the_flush_uses_the_fallback_identity_when_every_server_is_down(run: Run
     assert len(smtp_server.sink.messages) == 1
     assert run("-bp").stdout == "Mail queue is empty\n"
     assert "host=127.0.0.1 " in log.read_text().splitlines()[-1]
+
+
+def test_bs_follows_the_same_order_and_remembers_the_failed_server(run: Runner, scripted_server: StartScripted,
+                                                                   smtp_server: SmtpServer) -> None:
+    from test_stdio import Session
+
+    first = scripted_server({"MAIL": "451 4.3.0 try again later"})
+    run.write_config(f"hostname {first.hostport}, {smtp_server.hostport}\n")
+    session = Session(run)
+    client = session.smtplib()
+    for index in range(3):
+        message = f"From: alice@example.org\r\nSubject: m{index}\r\n\r\nbody\r\n".encode()
+        assert client.sendmail("alice@example.org", ["bob@example.net"], message) == {}
+    client.quit()
+    status, stderr, _ = session.end()
+    assert status == 0, stderr
+    assert len(smtp_server.sink.messages) == 3 and first.messages == []
+    assert len(first.connections) == 1  # tried once, then remembered as failed for the rest of the dialogue
