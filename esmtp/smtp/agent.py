@@ -33,12 +33,14 @@ class SmtpAgent:
                 and "rate_limit" not in identity.options:
             return self._send(identity, envelope, message, recipients)  # one server: nothing to choose
         from esmtp.smtp import failover
+        from esmtp.smtp.ratelimit import RateLimited
 
         fallback = failover.fallback_of(identity, self.context.config)
         try:
             return self._within_limit(identity, envelope, message, recipients)
         except EsmtpError as error:
-            if fallback is None or not failover.may_fail_over(error):
+            # Over the identity's rate_limit the message waits (75, or the queue): the cap is the user's choice.
+            if fallback is None or isinstance(error, RateLimited) or not failover.may_fail_over(error):
                 raise
             self.context.trace.info(f"{error}; trying fallback_identity {fallback.address}")
             try:
@@ -49,6 +51,7 @@ class SmtpAgent:
                 raise failover.all_failed([(identity.address or "the identity", error),
                                            (f"fallback_identity {fallback.address}", second)]) from None
             result.server = f"{result.server} (fallback_identity {fallback.address})"
+            self.context.trace.info(f"{result.server} took the message")
             return result
 
     def _within_limit(self, identity: Identity, envelope: Envelope, message: Message,
