@@ -68,6 +68,9 @@ class Identity:
     #: block's); empty for a single server without a mode of its own (``hostname`` is then the server).
     #: :func:`esmtp.smtp.failover.candidates` makes an identity per server.
     servers: list[tuple[str, str | None]] = field(default_factory=list)
+    #: The identity of each server, made once (:func:`esmtp.smtp.failover.candidates`): the same objects for every
+    #: message, so that what is cached per identity (a password command's output, kept sessions) is kept.
+    per_server: list[Identity] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.address is not None and not self.addresses:

@@ -33,6 +33,8 @@ def candidates(identity: Identity) -> list[Identity]:
     """An identity per server of ``identity``'s ``hostname`` list, in order (``[identity]`` itself for one server)."""
     if not identity.servers:
         return [identity]
+    if identity.per_server is not None:
+        return identity.per_server
     found = []
     for host, mode in identity.servers:
         options, starttls = dict(identity.options), identity.starttls
@@ -41,7 +43,9 @@ def candidates(identity: Identity) -> list[Identity]:
         elif mode == "starttls":
             options.pop("smtps", None)
             starttls = "required"
-        found.append(dataclasses.replace(identity, hostname=host, options=options, starttls=starttls, servers=[]))
+        found.append(dataclasses.replace(identity, hostname=host, options=options, starttls=starttls, servers=[],
+                                         per_server=None))
+    identity.per_server = found
     return found
 
 
