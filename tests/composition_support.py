@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from oauth2_support import BearerHandler, Grant, OAuth2Provider
@@ -178,7 +179,8 @@ class Outcome:
 class Case:
     """One combination, run with its own HOME (``run``) against one server.
 
-    ``user``/``password`` are the password account and ``provider``/``oauth2_user`` the OAuth2 one at that server.
+    ``user``/``password`` are the password account and ``provider``/``oauth2_user`` the OAuth2 one at that server
+    (no provider: the server has no OAuth2).
     The source's :attr:`Source.configure` sets its configuration lines (:attr:`identity`), environment (:attr:`env`)
     and :attr:`login`; the mode's lines are :attr:`tls`.
     """
@@ -190,7 +192,7 @@ class Case:
     ca_pem: Path
     user: str
     password: str
-    provider: OAuth2Provider
+    provider: OAuth2Provider | None
     oauth2_user: str
     env: dict[str, str] = field(default_factory=lambda: {"PYTHON_KEYRING_BACKEND": NO_KEYRING})
     identity: list[str] = field(default_factory=list)
@@ -235,6 +237,8 @@ class Case:
 
     def secrets(self) -> list[str]:
         """What must never appear in any output: the password and every access or refresh token issued."""
+        if self.provider is None:
+            return [self.password]
         with self.provider.lock:
             tokens = [*self.provider.tokens, *self.provider.refresh]
         return [self.password, *tokens]
@@ -375,6 +379,7 @@ def netrc(case: Case) -> None:
 
 def oauth2(case: Case) -> None:
     """OAuth2 with a refresh token that the provider's token endpoint exchanges for an access token."""
+    assert case.provider is not None, "an OAuth2 case needs the provider"
     case.refresh_token = "rt-matrix-" + secrets.token_urlsafe(12)
     case.provider.refresh[case.refresh_token] = Grant(case.oauth2_user)
     case.identity = [f"username {case.oauth2_user}", *case.provider.configuration(case.refresh_token).splitlines()]
@@ -410,3 +415,24 @@ MODES = [
     # aiosmtpd counts only STARTTLS as TLS for auth_require_tls; implicit TLS is encrypted from the first byte.
     Mode("smtps", ("smtps enabled",), lambda context: {"ssl_context": context, "auth_require_tls": False}),
 ]
+
+
+# ---- known failures ----------------------------------------------------------------------------------------------
+
+#: The sources whose secret is not in the configuration file.
+_OUTSIDE = ("password_command", "keyring", "netrc", "oauth2")
+#: (path, source) → why that combination fails today, in every mode and against every server.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    **{("warm-relay", source): "issue 19: the resident process opens its session without the run's secrets: "
+       "the 2nd message exits 78 'no password for ...'" for source in _OUTSIDE},
+    **{("bs", source): "issue 19: sendmail -bs opens its upstream session without the run's secrets: "
+       "554 5.3.0 'no password for ...' at the dot" for source in _OUTSIDE},
+    **{("serverinfo-login", source): "issue 19: --serverinfo opens its session without the run's secrets: "
+       "exit 78 'no password for ...'" for source in _OUTSIDE},
+}
+
+
+def known_failures(path: DeliveryPath, source: Source) -> list[pytest.MarkDecorator]:
+    """A strict xfail for a combination in :data:`KNOWN_FAILURES`: it must fail until the fix removes its entry."""
+    reason = KNOWN_FAILURES.get((path.name, source.name))
+    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []

@@ -24,8 +24,9 @@ Adding to the matrix is one entry:
 - a new dimension (DKIM signing): a table like ``MODES`` whose entries add configuration lines, one more factor in
   :data:`CASES` and one more parameter of :func:`test_composition`, with its check of the received bytes.
 
-A combination that fails for a known reason is listed in :data:`KNOWN_FAILURES` and runs as a strict xfail: it
-must keep failing until the fix lands, and then its entry goes.
+A combination that fails for a known reason is listed in :data:`composition_support.KNOWN_FAILURES` and runs as a
+strict xfail, here and in tests/interop/test_composition_interop.py: it must keep failing until the fix lands, and
+then its entry goes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from collections.abc import Iterator
 
 import pytest
 from composition_support import (
+    KNOWN_FAILURES,
     MODES,
     PASSWORD,
     PATHS,
@@ -45,6 +47,7 @@ from composition_support import (
     MatrixServer,
     Mode,
     Source,
+    known_failures,
     start_matrix_server,
 )
 from interop_tls import TLSFiles, generate_tls_files  # (tests/interop is on sys.path: composition_support put it there)
@@ -52,26 +55,8 @@ from oauth2_support import USER as OAUTH2_USER
 from oauth2_support import OAuth2Provider
 from support import Runner
 
-#: The sources whose secret is not in the configuration file.
-_OUTSIDE = ("password_command", "keyring", "netrc", "oauth2")
-#: (path, source) → why that combination fails today, in every mode.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    **{("warm-relay", source): "issue 19: the resident process opens its session without the run's secrets: "
-       "the 2nd message exits 78 'no password for ...'" for source in _OUTSIDE},
-    **{("bs", source): "issue 19: sendmail -bs opens its upstream session without the run's secrets: "
-       "554 5.3.0 'no password for ...' at the dot" for source in _OUTSIDE},
-    **{("serverinfo-login", source): "issue 19: --serverinfo opens its session without the run's secrets: "
-       "exit 78 'no password for ...'" for source in _OUTSIDE},
-}
-
-
-def _marks(path: DeliveryPath, source: Source) -> list[pytest.MarkDecorator]:
-    reason = KNOWN_FAILURES.get((path.name, source.name))
-    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-
-
 CASES = [
-    pytest.param(path, source, mode, id=f"{path.name}-{source.name}-{mode.name}", marks=_marks(path, source))
+    pytest.param(path, source, mode, id=f"{path.name}-{source.name}-{mode.name}", marks=known_failures(path, source))
     for path, source, mode in itertools.product(PATHS, SOURCES, MODES)
 ]
 
