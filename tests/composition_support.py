@@ -15,6 +15,7 @@ empties its mailbox before each case.
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import ssl
@@ -236,12 +237,14 @@ class Case:
         return self(*args, "-f", letter.sender, *letter.recipients, input=letter.data)
 
     def secrets(self) -> list[str]:
-        """What must never appear in any output: the password and every access or refresh token issued."""
+        """What must never appear in any output: the password (also as AUTH PLAIN and LOGIN would send it) and every
+        access or refresh token issued."""
+        password = [self.password, base64.b64encode(self.password.encode()).decode(),
+                    base64.b64encode(f"\0{self.user}\0{self.password}".encode()).decode()]
         if self.provider is None:
-            return [self.password]
+            return password
         with self.provider.lock:
-            tokens = [*self.provider.tokens, *self.provider.refresh]
-        return [self.password, *tokens]
+            return [*password, *self.provider.tokens, *self.provider.refresh]
 
 
 def assert_quiet(result: Result, what: str) -> None:
