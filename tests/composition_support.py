@@ -422,17 +422,10 @@ MODES = [
 
 # ---- known failures ----------------------------------------------------------------------------------------------
 
-#: The sources whose secret is not in the configuration file.
-_OUTSIDE = ("password_command", "keyring", "netrc", "oauth2")
-#: (path, source) → why that combination fails today, in every mode and against every server.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    **{("warm-relay", source): "issue 19: the resident process opens its session without the run's secrets: "
-       "the 2nd message exits 78 'no password for ...'" for source in _OUTSIDE},
-    **{("bs", source): "issue 19: sendmail -bs opens its upstream session without the run's secrets: "
-       "554 5.3.0 'no password for ...' at the dot" for source in _OUTSIDE},
-    **{("serverinfo-login", source): "issue 19: --serverinfo opens its session without the run's secrets: "
-       "exit 78 'no password for ...'" for source in _OUTSIDE},
-}
+#: (path, source) → why that combination fails today, in every mode and against every server. Issue 19's 24 (the warm
+#: relay, ``-bs`` and ``--serverinfo --login`` opened their sessions without the run's secret sources, so every source
+#: but ``password`` failed with "no password for ...") were listed here until the fix ("one way to open a session").
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def known_failures(path: DeliveryPath, source: Source) -> list[pytest.MarkDecorator]:
