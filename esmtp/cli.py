@@ -52,7 +52,7 @@ def _prog(argv: list[str]) -> str:
 def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
     """The configuration and the plugins. ``tolerant`` (mailq): a broken file is a warning and the run goes on
     without it, so that the queue can still be listed."""
-    from esmtp.config.model import load_config
+    from esmtp.config.files import load_config
     from esmtp.plugins import load_hooks, resolve_config
 
     config: Config | None

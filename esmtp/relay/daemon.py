@@ -98,7 +98,7 @@ class Configs:
 
     def load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
         """:func:`esmtp.cli._load`, from the cache while the file is unchanged (same errors otherwise)."""
-        from esmtp.config.model import load_config
+        from esmtp.config.files import load_config
 
         key = options.config_file
         signature = _signature(self._candidates(key))
@@ -116,7 +116,7 @@ class Configs:
 
     @staticmethod
     def _fresh(key: str | None) -> tuple[Config | None, Hooks]:
-        from esmtp.config.model import load_config
+        from esmtp.config.files import load_config
         from esmtp.errors import ConfigNotFound
         from esmtp.plugins import load_hooks, resolve_config
 
