@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
 from esmtp.crashpoints import crashpoint
+from esmtp.errors import EsmtpError
 from esmtp.front import PROTOCOL, fingerprint
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class Configs:
 
         try:
             config, _ = self.load(Options(config_file=config_file), need_config=False)
-        except Exception:
+        except (EsmtpError, OSError):
             return True, DEFAULT_IDLE
         options = config.options if config is not None else {}
         forced = os.environ.get("ESMTP_RELAY_DAEMON")
@@ -271,7 +272,7 @@ class RelayServer:
 
         try:
             config, _ = self.configs.load(Options(config_file=_config_file(argv, cwd)), need_config=False)
-        except Exception:
+        except (EsmtpError, OSError):
             return False
         if config is None:
             return False
