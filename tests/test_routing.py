@@ -176,7 +176,7 @@ def test_postconnect_failure_only_warns(run: Runner, smtp_server: SmtpServer) ->
     run.write_config(config(smtp_server.hostport, 'postconnect "exit 9"\n'))
     result = run("bob@example.net", input=MESSAGE)
     assert result.returncode == 0  # the mail was sent (esmtp 1.2 exited 70: E21)
-    warning = 'warning: Post-connect command "exit 9" exited with non-zero status 9 (the mail was sent)'
+    warning = 'warning: Post-connect command "exit 9" exited with non-zero status 9 (the message was sent)'
     assert warning in result.stderr
     assert len(smtp_server.sink.messages) == 1
 
