@@ -205,3 +205,13 @@ def test_check_and_pretend_show_the_servers_the_path_the_limit_and_the_fallback(
                  "network:         through the SOCKS5 proxy 127.0.0.1:1080", "rate limit:      5/hour",
                  "fallback:        identity backup@example.net"):
         assert line in pretend.stdout
+
+
+def test_a_421_then_a_close_is_reported_with_the_servers_words(run: Runner, scripted_server: StartScripted) -> None:
+    """Pipelined MAIL, RCPT and DATA; the server answers MAIL with 421 and hangs up: the error is its 421, not a
+    lost connection (RFC 5321 3.8)."""
+    server = scripted_server({"MAIL": Reply("421 4.3.2 shutting down for maintenance", then=DROP)})
+    run.write_config(f"hostname {server.hostport}\n")
+    code, output = send(run)
+    assert code == 75, output
+    assert f"{server.hostport} closed the connection: 421 4.3.2 shutting down for maintenance" in output
