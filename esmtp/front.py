@@ -18,8 +18,9 @@ import _socket as socket
 import os
 import sys
 
-#: Letters that take an argument (esmtp 1.2's getopt string plus Postfix's), as in :mod:`esmtp.options`.
-_WITH_ARGUMENT = "ABbCdeFfhLMNOopRrVX"
+#: Letters that take an argument: :mod:`esmtp.options`' ``_WITH_ARGUMENT`` (a copy, not an import: start-up cost;
+#: tests/test_options.py checks that they agree, and that the scan reads every option as the parser does).
+_WITH_ARGUMENT = "aABbCdeFfhLMNOopRrVX"
 #: Environment that changes what a run does: a resident process serves only callers that agree on all of it.
 FINGERPRINT_VARS = ("HOME", "TZ", "PATH", "TMPDIR", "LANG", "LC_ALL", "PYTHONPATH", "XDG_CACHE_HOME",
                     "XDG_STATE_HOME", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD", "ESMTP_STRICT_PLUGINS",

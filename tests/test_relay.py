@@ -388,3 +388,16 @@ def test_the_warm_relay_logs_each_message_once(run: Runner, auth_server: SmtpSer
     assert len(lines) == 3
     assert all(" exitcode=EX_OK " in line and " user=alice " in line for line in lines)
     assert "s3cret" not in log.read_text()
+
+
+def test_glued_identity_option_starting_with_bp_sends_the_message(run: Runner, smtp_server: SmtpServer) -> None:
+    """``-abpx@example.org`` names the identity ``bpx@example.org``: a send, not a queue listing. The front end
+    once read it as ``-bp``, did not spool standard input, and the relay sent a message without subject or body."""
+    run.mode_env = RELAY
+    start_relay(run)
+    run.write_config(f"identity bpx@example.org\n  hostname {smtp_server.hostport}\n")
+    smtp_server.sink.clear()
+    result = run("-abpx@example.org", "bob@example.net", input=message("glued", b"the body\n"))
+    assert result.returncode == 0, result.stderr
+    [got] = smtp_server.sink.messages
+    assert b"Subject: glued" in got.data and got.data.endswith(b"the body\r\n")
