@@ -120,8 +120,8 @@ def test_pipelined_commands_rset_rejected_recipient_unknown_commands(relay: Runn
         b"MAIL FROM:<a@example.org> SIZE=100 BODY=7BIT RET=HDRS ENVID=id+2Bone\r\n"
         b"RCPT TO:<bob> NOTIFY=SUCCESS,FAILURE\r\nRCPT TO:<b@example.net> NOTIFY=success,failure\r\n"
         b"RCPT TO:<bad address@example.net>\r\nXYZZY\r\nVRFY bob\r\nEXPN staff\r\nNOOP\r\nHELP\r\n"
-        b"DATA\r\nSubject: pipelined\r\n\r\nhello\n.\n"
-        b"MAIL FROM:<a@example.org>\nRCPT TO:<gone@example.net>\nDATA\nSubject: refused\n\nx\n.\nQUIT\n"
+        b"DATA\r\nSubject: pipelined\r\n\r\nhello\r\n.\r\n"  # only <CRLF>.<CRLF> ends the data
+        b"MAIL FROM:<a@example.org>\nRCPT TO:<gone@example.net>\nDATA\nSubject: refused\n\nx\r\n.\r\nQUIT\n"
     )
     replies = session.replies(20)
     assert [reply[:3] for reply in replies] == [
@@ -322,3 +322,34 @@ def test_a_spool_that_cannot_be_written_is_a_temporary_failure(relay: Runner, tm
     assert replies[5].startswith("451 4.3.0 cannot spool the message: No such file or directory")
     assert replies[6].startswith("250 ")  # the session goes on
     assert session.end()[0] == 75
+
+
+SMUGGLED = (b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nSubject: forged\r\n\r\n"
+            b"forged\r\n.\r\n")
+
+
+@pytest.mark.parametrize("dot", [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r"])
+def test_only_crlf_dot_crlf_ends_the_data(relay: Runner, smtp_server: SmtpServer, dot: bytes) -> None:
+    """SMTP smuggling (RFC 5321 4.1.1.4): a lone dot with a bare LF (or CR) on either side is message text, so the
+    commands after it stay in the message; only <CRLF>.<CRLF> ends it. Once, ``<LF>.<LF>`` ended the data early
+    and the smarthost received a second transaction, from evil@ to victim@."""
+    session = Session(relay)
+    session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+                 b"Subject: smuggle\r\n\r\nbody" + dot + SMUGGLED + b"QUIT\r\n")
+    assert [r[:3] for r in session.replies(7)] == ["220", "250", "250", "250", "354", "250", "221"]
+    status, stderr, rest = session.end()
+    assert (status, rest) == (0, b""), stderr
+    [got] = smtp_server.sink.messages
+    assert (got.mail_from, got.rcpt_tos) == ("a@example.org", ["b@example.net"])
+    assert b"\r\nMAIL FROM:<evil@example.org>\r\n" in got.data  # text of the one message, never a command
+
+
+def test_a_refused_long_line_before_a_bare_lf_dot_ends_nothing(relay: Runner, smtp_server: SmtpServer) -> None:
+    """The line ending of a line skipped for its length still counts: ``<long line><LF>.<CRLF>`` is text."""
+    session = Session(relay)
+    session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+                 b"Subject: long\r\n\r\n" + b"y" * 3000 + b"\n.\r\n" + SMUGGLED + b"QUIT\r\n")
+    replies = session.replies(7)
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "500", "221"], replies
+    session.end()
+    assert smtp_server.sink.messages == []
