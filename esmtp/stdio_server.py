@@ -167,6 +167,12 @@ class StdioServer:
             self.note(EX_TEMPFAIL)
         except OSError:
             self.note(EX_IOERR)  # the pipe broke: the caller is gone
+        except BaseException:
+            # A bug (or an interrupt): the replies already earned still go out (a delivered message's 250 among
+            # them, or the caller would send it again); the error is then reported as any other.
+            with contextlib.suppress(OSError):
+                self.flush()
+            raise
         with contextlib.suppress(OSError):  # the caller is gone
             self.flush()
         return self.status
@@ -237,7 +243,7 @@ class StdioServer:
     def _mail_param(self, transaction: Transaction, name: str, value: str) -> None:
         if not self.extended:
             raise Reject("555 5.5.4 MAIL parameters need EHLO")
-        if name == "SIZE" and value.isdigit():
+        if name == "SIZE" and value.isascii() and value.isdigit():  # not "²", which int() refuses
             if int(value) > MAX_SIZE:
                 raise Reject(f"552 5.3.4 Message larger than the maximum size of {MAX_SIZE} bytes")
         elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):

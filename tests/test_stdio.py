@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import smtplib
 import socket
 import subprocess
@@ -353,3 +354,49 @@ def test_a_refused_long_line_before_a_bare_lf_dot_ends_nothing(relay: Runner, sm
     assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "500", "221"], replies
     session.end()
     assert smtp_server.sink.messages == []
+
+
+def test_non_ascii_digits_in_size_are_refused_after_the_delivered_message_is_answered(
+        relay: Runner, smtp_server: SmtpServer) -> None:
+    """``SIZE=²`` passes ``str.isdigit`` but not ``int``: it once killed the process (exit 70) before the 250 of the
+    message before it went out, so the client would send that message again."""
+    session = Session(relay)
+    session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+                 b"Subject: first\r\n\r\nx\r\n.\r\n" + "MAIL FROM:<a@example.org> SIZE=²\r\nQUIT\r\n".encode())
+    replies = session.replies(8)
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "250", "555", "221"], replies
+    status, stderr, _ = session.end()
+    assert status == 0, stderr
+    assert len(smtp_server.sink.messages) == 1
+
+
+class _BrokenRelay:
+    """A relay with a bug at RCPT (after a message went out): the server must still answer what it owes."""
+
+    def check_recipient(self, transaction: object, address: str) -> str | None:
+        if address.startswith("bug"):
+            raise RuntimeError("a bug")
+        return None
+
+    def deliver(self, transaction: object, message: object) -> tuple[str, int]:
+        return "250 2.0.0 Ok: delivered", 0
+
+
+def test_an_unexpected_error_still_sends_the_replies_already_earned() -> None:
+    from esmtp.stdio_server import StdioServer
+
+    commands_r, commands_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    os.write(commands_w, b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+                         b"Subject: first\r\n\r\nx\r\n.\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bug@example.net>\r\n")
+    os.close(commands_w)
+    server = StdioServer(commands_r, replies_w, _BrokenRelay(), hostname="test")  # type: ignore[arg-type]
+    try:
+        with pytest.raises(RuntimeError):
+            server.run()
+    finally:
+        os.close(commands_r)
+        os.close(replies_w)
+    with os.fdopen(replies_r, "rb") as replies:
+        codes = [line[:4] for line in replies.read().split(b"\r\n") if line[3:4] == b" "]
+    assert codes == [b"220 ", b"250 ", b"250 ", b"250 ", b"354 ", b"250 ", b"250 "]
