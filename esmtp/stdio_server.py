@@ -307,20 +307,28 @@ class StdioServer:
             self.note(EX_TEMPFAIL)
             raise
         except (Reject, DataError) as refused:
-            stream.skip()
+            self._skip(stream)
             self.reply(refused.reply if isinstance(refused, Reject) else f"554 5.6.0 {refused}")
             return True
         except OSError as error:  # the spool file (a full disk); if our input broke instead, skip() raises again
-            stream.skip()
+            self._skip(stream)
             self.reply(f"451 4.3.0 cannot spool the message: {error.strerror or error}; try again later")
             self.note(EX_TEMPFAIL)
             return True
         with message:
-            stream.skip()  # the dot itself, if read_message stopped before it
+            self._skip(stream)  # the dot itself, if read_message stopped before it
             reply, status = self.relay.deliver(transaction, message)
         self.note(status)
         self.reply(reply)
         return True
+
+    def _skip(self, stream: DataStream) -> None:
+        """The rest of the data, to the final dot. Input that ends first leaves a message unanswered: 75."""
+        try:
+            stream.skip()
+        except EOFError:
+            self.note(EX_TEMPFAIL)
+            raise
 
     def smtp_RSET(self, argument: str) -> bool:
         self.transaction = None

@@ -400,3 +400,16 @@ def test_an_unexpected_error_still_sends_the_replies_already_earned() -> None:
     with os.fdopen(replies_r, "rb") as replies:
         codes = [line[:4] for line in replies.read().split(b"\r\n") if line[3:4] == b" "]
     assert codes == [b"220 ", b"250 ", b"250 ", b"250 ", b"354 ", b"250 ", b"250 "]
+
+
+@pytest.mark.parametrize("data", [b"Subject: long\r\n\r\n" + b"y" * 2000 + b"\r\nmore\r\n",
+                                  b"Subject: nul\x00here\r\n\r\nbody\r\n", b"Subject: unfinished\r\n"])
+def test_input_ending_in_a_refused_or_unfinished_data_is_a_temporary_failure(
+        relay: Runner, smtp_server: SmtpServer, data: bytes) -> None:
+    """No final dot, so no reply to the message: exit 75 as docs/cli.md says (once 0 after a refused line)."""
+    session = Session(relay)
+    session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n" + data)
+    assert [r[:3] for r in session.replies(5)] == ["220", "250", "250", "250", "354"]
+    status, stderr, rest = session.end()
+    assert (status, rest) == (75, b""), stderr
+    assert smtp_server.sink.messages == []
