@@ -129,6 +129,8 @@ class StdioServer:
         self.errors = 0
         #: The exit status so far (see :meth:`note`).
         self.status = 0
+        #: The caller stopped reading replies (see :meth:`flush`).
+        self.stalled = False
 
     # ---- output --------------------------------------------------------------------------------------------------
 
@@ -142,10 +144,19 @@ class StdioServer:
             self.pending.append(f"{code}{separator}{body}\r\n".encode())
 
     def flush(self) -> None:
+        """Write the pending replies, each wait for the caller to read bounded by the idle timeout: a caller that
+        stops reading ends the session as a broken pipe would (OSError), never blocks it."""
+        import select
+
         data = b"".join(self.pending)
         self.pending.clear()
-        while data:
-            data = data[os.write(self.out, data) :]
+        while data and not self.stalled:
+            _, ready, _ = select.select([], [self.out], [], self.reader.timeout)
+            if not ready:
+                self.stalled = True  # nothing more is written: the last flush must not wait again
+                raise TimeoutError(f"the caller read no reply for {self.reader.timeout:g} seconds")
+            # At most PIPE_BUF bytes, which a writable pipe takes without blocking.
+            data = data[os.write(self.out, data[: select.PIPE_BUF]) :]
 
     def note(self, status: int) -> None:
         """Keep the most serious exit status: a permanent failure's, then 76 (protocol), then 75, then 0."""

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import smtplib
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -413,3 +415,22 @@ def test_input_ending_in_a_refused_or_unfinished_data_is_a_temporary_failure(
     status, stderr, rest = session.end()
     assert (status, rest) == (75, b""), stderr
     assert smtp_server.sink.messages == []
+
+
+def test_a_caller_that_reads_no_reply_is_bounded_by_the_timeout(relay: Runner) -> None:
+    """Pipelined NOOPs whose replies are never read fill the pipe: the write is bounded by ``ESMTP_BS_TIMEOUT``
+    (once it blocked forever), and the session ends as for a broken pipe (74)."""
+    session = Session(relay, ESMTP_BS_TIMEOUT="1")
+
+    def flood() -> None:
+        with contextlib.suppress(OSError):
+            session.send(b"NOOP\r\n" * 100_000)
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    started = time.monotonic()
+    status = session.proc.wait(20)
+    assert status == 74
+    assert time.monotonic() - started < 15
+    session.sock.close()
+    sender.join(10)
