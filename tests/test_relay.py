@@ -7,6 +7,7 @@ and what the caller saw. Resident processes are ended on teardown (see :mod:`rel
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -401,3 +402,42 @@ def test_glued_identity_option_starting_with_bp_sends_the_message(run: Runner, s
     assert result.returncode == 0, result.stderr
     [got] = smtp_server.sink.messages
     assert b"Subject: glued" in got.data and got.data.endswith(b"the body\r\n")
+
+
+#: Variables the code reads that cannot change what a relayed run does, and why.
+_NOT_IN_THE_FINGERPRINT = {
+    "LISTEN_PID": "systemd socket activation of the resident process itself",
+    "LISTEN_FDS": "systemd socket activation of the resident process itself",
+    "XDG_RUNTIME_DIR": "where the socket is: a caller with another one finds another socket",
+    "DISPLAY": "--oauth2-login only, which never goes through the relay",
+    "WAYLAND_DISPLAY": "--oauth2-login only, which never goes through the relay",
+    "XDG_CONFIG_HOME": "--import-msmtprc only, which never goes through the relay",
+}
+
+
+def test_every_environment_variable_the_code_reads_is_in_the_fingerprint() -> None:
+    """A resident process serves only callers whose environment agrees on everything the code reads: one list,
+    ``front.FINGERPRINT_VARS``, checked here against every ``os.environ``/``os.getenv`` read in esmtp and its
+    plugins (``ESMTP_DISABLE_PLUGINS`` was once missing)."""
+    from esmtp.front import FINGERPRINT_VARS
+
+    read = re.compile(r"""(?:os\.environ\.get|os\.environ\[|os\.getenv)\(?\s*["']([A-Z0-9_]+)["']""")
+    root = Path(__file__).resolve().parent.parent
+    found = {name for tree in ("esmtp", "plugins") for path in (root / tree).rglob("*.py")
+             for name in read.findall(path.read_text())}
+    assert "ESMTP_DISABLE_PLUGINS" in found and "HOME" in found  # the pattern finds what it must
+    missing = found - set(FINGERPRINT_VARS) - set(_NOT_IN_THE_FINGERPRINT)
+    assert not missing, f"read by the code but not in front.FINGERPRINT_VARS: {sorted(missing)}"
+
+
+def test_a_caller_with_other_disabled_plugins_is_not_served(run: Runner, smtp_server: SmtpServer) -> None:
+    """A resident process started with the Message-ID and Date fix-ups disabled once served a caller without that
+    variable: its message went out with neither header."""
+    run.mode_env = RELAY
+    start_relay(run, ESMTP_DISABLE_PLUGINS="fixup_message_id,fixup_date")
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    smtp_server.sink.clear()
+    result = run("bob@example.net", input=message("fixed up"))
+    assert result.returncode == 0, result.stderr
+    [got] = smtp_server.sink.messages
+    assert b"\r\nMessage-ID: " in got.data and b"\r\nDate: " in b"\r\n" + got.data
