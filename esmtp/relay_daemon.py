@@ -214,7 +214,7 @@ class RelayServer:
                 uid = _CREDENTIALS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size))[1]
                 if uid != os.getuid():
                     return  # never serve another user (root's process serves only root)
-                fields, fds = _receive(conn)
+                fields = _receive(conn, fds)
                 conn.sendall(self._answer(fields, fds))
         except OSError:
             pass
@@ -250,9 +250,17 @@ class RelayServer:
         """Run the command with the caller's streams: stdout, stderr and (for a message) the spool file."""
         from .cli import main as run_command
 
-        out = open(os.dup(fds[0]), "w", encoding="utf-8", errors="strict")  # noqa: SIM115
-        err = open(os.dup(fds[1]), "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
-        spool = open(os.dup(fds[2]) if len(fds) == 3 else os.open(os.devnull, os.O_RDONLY), encoding="utf-8")  # noqa: SIM115
+        # The streams do not own the caller's descriptors (closefd=False): _client closes those, on every path, also
+        # when a stream cannot be made (a directory as the message, say).
+        out = open(fds[0], "w", encoding="utf-8", errors="strict", closefd=False)  # noqa: SIM115
+        err = open(fds[1], "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        try:
+            spool = (open(fds[2], encoding="utf-8", closefd=False) if len(fds) == 3  # noqa: SIM115
+                     else open(os.devnull, encoding="utf-8"))  # noqa: SIM115
+        except BaseException:
+            out.close()
+            err.close()
+            raise
         token = _streams.set({"stdin": spool, "stdout": out, "stderr": err})
         exclusive = self._runs_commands(argv, cwd)
         if exclusive:
@@ -323,17 +331,17 @@ def _adopt(theirs: str) -> None:
                 os.environ.pop(name, None)
 
 
-def _receive(conn: socket.socket) -> tuple[list[bytes], list[int]]:
-    """One request: a 4-byte length, the NUL-separated fields, and the descriptors that came with them."""
+def _receive(conn: socket.socket, fds: list[int]) -> list[bytes]:
+    """One request: a 4-byte length and the NUL-separated fields; the descriptors that came with them go to ``fds``
+    at once (the caller closes them, whatever happens next). Close-on-exec: no MDA of another request inherits them."""
     conn.settimeout(30)
-    data, ancillary, _, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(3 * 4))
-    fds: list[int] = []
+    data, ancillary, _, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(3 * 4), socket.MSG_CMSG_CLOEXEC)
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % 4
             fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, usable, 4)]
     if len(data) < 4:
-        return [], fds
+        return []
     size = int.from_bytes(data[:4], "big")
     body = bytearray(data[4:])
     while len(body) < min(size, _MAX_REQUEST):
@@ -343,8 +351,8 @@ def _receive(conn: socket.socket) -> tuple[list[bytes], list[int]]:
         body += more
     conn.settimeout(None)  # the run takes as long as delivery takes (the SMTP layer has its own time-outs)
     if len(body) != size:
-        return [], fds
-    return bytes(body).split(b"\0"), fds
+        return []
+    return bytes(body).split(b"\0")
 
 
 # ---- start-up --------------------------------------------------------------------------------------------------------

@@ -441,3 +441,29 @@ def test_a_caller_with_other_disabled_plugins_is_not_served(run: Runner, smtp_se
     assert result.returncode == 0, result.stderr
     [got] = smtp_server.sink.messages
     assert b"\r\nMessage-ID: " in got.data and b"\r\nDate: " in b"\r\n" + got.data
+
+
+def _open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_descriptors_received_with_a_refused_request_are_closed(run: Runner, smtp_server: SmtpServer) -> None:
+    """A caller (the same user, speaking the protocol itself) that passes a directory as the message's descriptor:
+    the run fails, and every descriptor it passed is closed anyway. Once each such request left one open (9 became
+    39 after 30), until ``mailq`` through the relay hit the descriptor limit."""
+    run.mode_env = RELAY
+    pid = start_relay(run)
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    assert run("bob@example.net", input=message("warm")).returncode == 0  # configuration and session loaded
+    before = _open_descriptors(pid)
+    code = ("import os; from esmtp import front\n"
+            "path, ours = front.socket_path(None), front.fingerprint(None)\n"
+            "for _ in range(30):\n"
+            "    sock, directory = front._connect(path), os.open('/', os.O_RDONLY)\n"
+            "    assert front._request(sock, ['sendmail', 'bob@example.net'], directory, ours) is None\n"
+            "    os.close(directory)\n"
+            "    sock.close()\n")
+    subprocess.run([PYTHON, "-c", code], env=run.env(), check=True, timeout=60, cwd="/")
+    wait_for(lambda: _open_descriptors(pid) <= before)
+    assert run("-bp").returncode == 0
+    assert len(smtp_server.sink.messages) == 1
