@@ -2,8 +2,8 @@
 
 One process per user and configuration (and environment: see ``front.fingerprint``), listening on a Unix socket in
 a 0700 directory, serving only its own uid (SO_PEERCRED). It keeps what every run would otherwise pay for: the
-interpreter, asyncio and aiosmtplib, the parsed configuration and the plugins (reloaded when the file's inode, mtime
-or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.relay_sessions`). Each request
+interpreter, asyncio and aiosmtplib, the parsed configuration and the plugins (reloaded when the file's inode, mtime,
+ctime or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.relay_sessions`). Each request
 runs :func:`esmtp.cli.main` in a thread of its own, with the caller's stdout, stderr and spooled standard input in
 place of the process's, so the caller sees what a run of its own would give. It exits after ``relay_daemon_idle``
 seconds without a request. Started by the front end (or by systemd socket activation: contrib/).
@@ -82,7 +82,8 @@ def _signature(paths: list[str]) -> tuple[tuple[int, ...] | None, ...]:
         except OSError:
             found.append(None)
             continue
-        found.append((info.st_ino, info.st_mtime_ns, info.st_size, info.st_mode, info.st_uid))
+        # ctime too: an in-place edit of the same size with the old mtime put back changes nothing else.
+        found.append((info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_mode, info.st_uid))
     return tuple(found)
 
 

@@ -467,3 +467,26 @@ def test_descriptors_received_with_a_refused_request_are_closed(run: Runner, smt
     wait_for(lambda: _open_descriptors(pid) <= before)
     assert run("-bp").returncode == 0
     assert len(smtp_server.sink.messages) == 1
+
+
+def test_an_in_place_edit_of_the_same_size_with_the_old_mtime_applies(run: Runner, smtp_server: SmtpServer) -> None:
+    """Same inode, same size, the modification time set back (an editor or a ``cp -p`` can do it): the change time
+    still tells (once the message went to the old server)."""
+    run.mode_env = RELAY
+    start_relay(run)
+    config = run.write_config(f"hostname {smtp_server.hostport}\n")
+    assert run("bob@example.net", input=message("old")).returncode == 0
+    other = start_server()
+    try:
+        old = config.stat()
+        new_text = f"hostname {other.hostport}".ljust(old.st_size - 1) + "\n"
+        with open(config, "r+") as handle:
+            handle.write(new_text)
+        os.utime(config, ns=(old.st_atime_ns, old.st_mtime_ns))
+        now = config.stat()
+        assert (now.st_ino, now.st_size, now.st_mtime_ns) == (old.st_ino, old.st_size, old.st_mtime_ns)
+        assert run("bob@example.net", input=message("new")).returncode == 0
+        assert subjects(smtp_server) == ["old"]
+        assert subjects(other) == ["new"]
+    finally:
+        other.controller.stop()
