@@ -375,6 +375,43 @@ def _listen(path: str) -> tuple[socket.socket, bool]:
     return listener, False
 
 
+def sweep_spool_files(directory: str | None = None) -> None:
+    """Remove the message spool files (``esmtp-PID-*.body``, :func:`esmtp.message.read_message`) that processes of
+    ours left in ``$TMPDIR`` when they were killed (SIGKILL runs no clean-up): only regular files of this uid whose
+    process is gone. A resident process runs this as it starts, so one killed in the middle of DATA leaves nothing
+    for long."""
+    import re
+
+    directory = directory or os.environ.get("TMPDIR") or "/tmp"
+    name = re.compile(r"esmtp-(\d+)-[0-9a-f]{12}\.body")
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            found = name.fullmatch(entry.name)
+            if found is None or int(found.group(1)) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if info.st_uid != os.getuid() or (info.st_mode & 0o170000) != 0o100000:
+                    continue
+                if _gone(int(found.group(1))):
+                    os.unlink(entry.path)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie that nobody has reaped yet included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # another user's process with that pid: not ours to judge
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 def main(args: list[str]) -> int:
     """``python -c ... SOCKET_PATH``: serve until idle. Exits at once if another process already serves the path."""
     if len(args) != 1:
@@ -392,6 +429,7 @@ def main(args: list[str]) -> int:
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
     _install_routing()
+    sweep_spool_files()
     from . import cli, smtp  # noqa: F401  (what every message needs, loaded once)
 
     return RelayServer(listener, path, adopt_environment=activated).serve()

@@ -490,3 +490,25 @@ def test_an_in_place_edit_of_the_same_size_with_the_old_mtime_applies(run: Runne
         assert subjects(other) == ["new"]
     finally:
         other.controller.stop()
+
+
+def test_a_killed_resident_process_leaves_no_spool_file_behind(run: Runner, smtp_server: SmtpServer,
+                                                               tmp_path: Path) -> None:
+    """SIGKILL in the middle of DATA leaves the body's spool file (``esmtp-PID-*.body``) in ``$TMPDIR``: the next
+    resident process removes those of processes that are gone (and nothing else)."""
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    alive = spool / f"esmtp-{os.getpid()}-0123456789ab.body"  # a live process's (ours): kept
+    alive.write_bytes(b"in use")
+    other = spool / "esmtp-notes.body"  # not a spool file's name: kept
+    other.write_bytes(b"mine")
+    run.mode_env = {**RELAY, "TMPDIR": str(spool), "ESMTP_RELAY_TEST_CRASH": "data"}
+    start_relay(run)
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    body = b"".join(b"line %06d of a message larger than a few spool chunks\n" % n for n in range(8000))
+    assert run("bob@example.net", input=message("crash", body)).returncode == 0
+    left = sorted(path.name for path in spool.glob("esmtp-*.body") if path not in (alive, other))
+    assert len(left) == 1, left  # the killed process's
+    run.mode_env = {**RELAY, "TMPDIR": str(spool)}
+    start_relay(run)
+    wait_for(lambda: sorted(spool.iterdir()) == sorted([alive, other]))
