@@ -74,13 +74,26 @@ def serverinfo(options: Options, config: Config, hooks: Hooks) -> int:
         trace.close()
 
 
+class _Printable:
+    """Standard output for what the server said (greeting, extensions, certificate names): control characters
+    escaped (:func:`esmtp.progname.printable`)."""
+
+    def write(self, text: str) -> None:
+        from .progname import printable
+
+        sys.stdout.write(printable(text))
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 async def _probe(identity: Identity, reason: str, hooks: Hooks, trace: Trace, *, login: bool) -> int:
     from . import describe
 
     needs_auth = identity.username is not None or identity.password is not None
     mechanisms = hooks.sasl_mechanisms() if needs_auth else {}
     session = ProbeSession(identity, mechanisms, trace, login=login)
-    out = sys.stdout
+    out = _Printable()
     out.write(f"identity:    {identity.address or '(global section)'}: {reason}\n")
     out.write(f"server:      {session.server}, TLS: {describe.tls_mode(identity)}\n")
     out.flush()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 from .addresses import check_address
 from .errors import EX_IOERR, EX_PROTOCOL, EX_TEMPFAIL, DataError
 from .message import read_message
+from .progname import printable
 from .stdio_input import DataStream, IdleTimeout, LineReader, Reject
 
 if TYPE_CHECKING:
@@ -235,7 +236,8 @@ class StdioServer:
             self.reply(f"250 {self.hostname}")
             return True
         extensions = ["PIPELINING", "8BITMIME", "SMTPUTF8", f"SIZE {MAX_SIZE}", "DSN", "ENHANCEDSTATUSCODES", "HELP"]
-        self.reply("\n".join([f"250 {self.hostname} greets {argument}", *(f"250 {e}" for e in extensions)]))
+        greets = printable(argument)  # no control character of the caller's goes back (a CR would split the line)
+        self.reply("\n".join([f"250 {self.hostname} greets {greets}", *(f"250 {e}" for e in extensions)]))
         return True
 
     def smtp_MAIL(self, argument: str) -> bool:

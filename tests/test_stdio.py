@@ -434,3 +434,14 @@ def test_a_caller_that_reads_no_reply_is_bounded_by_the_timeout(relay: Runner) -
     assert time.monotonic() - started < 15
     session.sock.close()
     sender.join(10)
+
+
+def test_the_ehlo_reply_echoes_no_control_character(relay: Runner) -> None:
+    """``EHLO`` once echoed the caller's ESC, BEL and lone CR into its reply."""
+    session = Session(relay)
+    session.send(b"EHLO client\x1b[2J\x07\rtail\r\nQUIT\r\n")
+    greeting, ehlo, bye = session.replies(3)
+    assert (greeting[:4], ehlo[:4], bye[:4]) == ("220 ", "250-", "221 ")
+    assert not any(char in ehlo for char in "\x1b\x07\r"), repr(ehlo)
+    assert "client\\x1b[2J\\x07\\rtail" in ehlo
+    assert session.end()[0] == 0
