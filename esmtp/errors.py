@@ -4,7 +4,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # no `typing` import: every run, `esmtp --version` included, imports this module
 if TYPE_CHECKING:
-    from .types import DeliveryResult
+    from esmtp.types import DeliveryResult
 
 # sysexits.h values, spelled out so that importing this module costs nothing (os.EX_* is POSIX-only anyway).
 EX_OK = 0

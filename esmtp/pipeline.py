@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .delivery_log import record
-from .errors import EX_TEMPFAIL, DeliveryFailed, EsmtpError, NoDeliveryAgent
-from .types import DeliveryResult
+from esmtp.delivery_log import record
+from esmtp.errors import EX_TEMPFAIL, DeliveryFailed, EsmtpError, NoDeliveryAgent
+from esmtp.types import DeliveryResult
 
 if TYPE_CHECKING:
-    from .message import Message
-    from .types import Envelope, Route, RunContext
+    from esmtp.message import Message
+    from esmtp.types import Envelope, Route, RunContext
 
 
 def prepare(envelope: Envelope, message: Message, context: RunContext) -> Route:

@@ -11,8 +11,8 @@ import sys
 import time
 from typing import TextIO
 
-from .errors import ConfigError
-from .progname import printable
+from esmtp.errors import ConfigError
+from esmtp.progname import printable
 
 
 class Trace:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from support import Runner, start_server
 
-from esmtp.config import (
+from esmtp.config.model import (
     CORE_KEYWORDS,
     Config,
     Identity,
@@ -17,7 +17,7 @@ from esmtp.config import (
     load_config,
     parse_hostname,
 )
-from esmtp.config_parser import parse_config
+from esmtp.config.parser import parse_config
 from esmtp.errors import EX_CONFIG, ConfigError, ConfigNotFound
 from esmtp.types import KeywordSpec
 

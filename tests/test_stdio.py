@@ -385,7 +385,7 @@ class _BrokenRelay:
 
 
 def test_an_unexpected_error_still_sends_the_replies_already_earned() -> None:
-    from esmtp.stdio_server import StdioServer
+    from esmtp.server.dialogue import StdioServer
 
     commands_r, commands_w = os.pipe()
     replies_r, replies_w = os.pipe()

@@ -27,7 +27,7 @@ from .credentials import COMMAND_KEYWORDS, where
 if TYPE_CHECKING:
     import subprocess
 
-    from esmtp.config import Identity
+    from esmtp.config.model import Identity
     from esmtp.trace import Trace
     from esmtp.types import SaslMechanism
 

@@ -18,7 +18,7 @@ from esmtp.password_sources import PasswordSource
 from .credentials import find_identity, has_other_source, identity_name, load_keyring
 
 if TYPE_CHECKING:
-    from esmtp.config import Config, Identity
+    from esmtp.config.model import Config, Identity
     from esmtp.options import Options
     from esmtp.trace import Trace
 
@@ -95,7 +95,7 @@ def esmtp_password_source(identity: Identity) -> PasswordSource | None:
     ``--check --secrets`` looks the entry up, and then also ``~/.netrc``, which comes next)."""
     if identity.username is None or has_other_source(identity) or load_keyring() is None:
         return None
-    from esmtp.describe import server
+    from esmtp.diagnostics.describe import server
     from esmtp.trace import Trace
 
     host = server(identity)[0]

@@ -7,7 +7,7 @@ import time
 
 from esmtp_plugins.queue.entry import ENVELOPE_FIELDS, Entry, error_kind, new_id
 
-from esmtp.config import Identity
+from esmtp.config.model import Identity
 from esmtp.errors import LocalDeliveryError, RecipientsRejected, TemporaryFailure
 from esmtp.types import Envelope, EnvelopeDetails
 

@@ -36,7 +36,7 @@ from esmtp.types import KeywordSpec
 from .settings import settings_for
 
 if TYPE_CHECKING:
-    from esmtp.config import Config
+    from esmtp.config.model import Config
     from esmtp.message import Message
     from esmtp.options import Options
     from esmtp.types import DeliveryResult, Envelope

@@ -20,7 +20,7 @@ from .settings import Settings
 from .store import QueueStore
 
 if TYPE_CHECKING:
-    from esmtp.config import Config
+    from esmtp.config.model import Config
 
     from .flush import Flusher
 
@@ -147,7 +147,7 @@ def background_main(argv: list[str]) -> int:
     try:
         import asyncio
 
-        from esmtp.config import load_config
+        from esmtp.config.model import load_config
         from esmtp.plugins import Hooks, make_plugin_manager, resolve_config
         from esmtp.trace import Trace
 

@@ -6,27 +6,27 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from . import describe
-from .password_sources import password_source
+from esmtp.diagnostics import describe
+from esmtp.password_sources import password_source
 
 if TYPE_CHECKING:
-    from .config import Config, Identity
-    from .message import Message
-    from .options import Options
-    from .plugins import Hooks
-    from .types import Envelope, Route
+    from esmtp.config.model import Config, Identity
+    from esmtp.message import Message
+    from esmtp.options import Options
+    from esmtp.plugins import Hooks
+    from esmtp.types import Envelope, Route
 
 
 def plan(options: Options, config: Config, hooks: Hooks) -> int:
     """Read standard input as a send would, then print what would be done with it. Returns 0."""
     import os
 
-    from .envelope import build_envelope
-    from .identities import choose_identity
-    from .message import read_message
-    from .pipeline import prepare
-    from .trace import Trace
-    from .types import RunContext
+    from esmtp.config.identities import choose_identity
+    from esmtp.envelope import build_envelope
+    from esmtp.message import read_message
+    from esmtp.pipeline import prepare
+    from esmtp.trace import Trace
+    from esmtp.types import RunContext
 
     stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
     with read_message(stdin) as message:
@@ -50,7 +50,7 @@ def _has_recipients(options: Options, message: Message) -> bool:
     if options.recipients:
         return True
     if options.read_recipients:
-        from .envelope import recipients_from_headers
+        from esmtp.envelope import recipients_from_headers
 
         return bool(recipients_from_headers(message))
     return False

@@ -1,6 +1,6 @@
 """The esmtprc configuration: the model (identities, extension keywords), file search order and permission checks.
 
-The grammar (lexer and parser) is in :mod:`esmtp.config_parser`.
+The grammar (lexer and parser) is in :mod:`esmtp.config.parser`.
 
 Reading: ``-C file``, else ``~/.esmtprc`` (regular file, owned by the user, no group/other bits but g+x), else
 ``/etc/esmtprc``. Only one file is read. See docs/configuration.md for the grammar and every keyword.
@@ -16,9 +16,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from .delivery_log import SYSLOG_CHOICES
-from .errors import ConfigError, ConfigNotFound
-from .types import KeywordSpec as KeywordSpec  # re-exported: plugins written before it moved import it from here
+from esmtp.errors import ConfigError, ConfigNotFound
+from esmtp.types import KeywordSpec as KeywordSpec  # re-exported: plugins written before it moved import it from here
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -27,6 +26,12 @@ StartTLS = Literal["disabled", "enabled", "required"]
 
 #: Port used when an identity has no ``hostname`` at all (esmtp connects to localhost:25).
 LOCALHOST = ("localhost", 25)
+#: Port when ``hostname`` has none: submission (587), or 465 with ``smtps enabled``.
+SUBMISSION_PORT = 587
+SMTPS_PORT = 465
+#: syslog facilities by the names ``syslog`` accepts (also as LOG_MAIL, LOG_LOCAL0...).
+FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
+SYSLOG_CHOICES = ("enabled", "disabled", *FACILITIES, *(f"LOG_{name.upper()}" for name in FACILITIES))
 
 
 @dataclass(slots=True)
@@ -53,6 +58,15 @@ class Identity:
     lineno: int = 0
     #: The line of each keyword set in this block (esmtp field names such as ``password``, extension keywords).
     lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def implicit_tls(self) -> bool:
+        """``smtps enabled``: TLS from the first byte."""
+        return self.options.get("smtps") == "enabled"
+
+    def endpoint(self) -> tuple[str, int]:
+        """The ``(host, port)`` a send connects to: :meth:`server` with the port for the TLS mode."""
+        return self.server(SMTPS_PORT if self.implicit_tls else SUBMISSION_PORT)
 
     def server(self, default_port: int) -> tuple[str, int]:
         """The ``(host, port)`` to connect to.
@@ -109,8 +123,8 @@ class Config:
         return f"{self.path or 'config'}:{line}" if line else self.path or "config"
 
     def identity_for(self, sender: str | None) -> Identity:
-        """The identity for mail from ``sender``; the rule is in :mod:`esmtp.identities`."""
-        from .identities import choose_identity
+        """The identity for mail from ``sender``; the rule is in :mod:`esmtp.config.identities`."""
+        from esmtp.config.identities import choose_identity
 
         return choose_identity(self, sender).identity
 
@@ -273,7 +287,7 @@ def load_config(cli_path: str | None, *, home: str | None = None, system_path: s
     ``home`` defaults to ``$HOME``. Raises ConfigNotFound (exit 78) when there is no file at all, ConfigError for a
     file that cannot be opened, fails the permission checks or does not parse.
     """
-    from .config_parser import parse_config
+    from esmtp.config.parser import parse_config
 
     if cli_path is not None:
         try:
