@@ -330,6 +330,9 @@ class StdioServer:
             return True
         with message:
             self._skip(stream)  # the dot itself, if read_message stopped before it
+            # The replies earned so far go out before a delivery that may take minutes (or be killed): a pipelined
+            # earlier message's 250 must not wait behind this one. A caller already gone gets nothing delivered.
+            self.flush()
             reply, status = self.relay.deliver(transaction, message)
         self.note(status)
         self.reply(reply)
