@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from esmtp.errors import (
     EX_OK,
     EX_SOFTWARE,
-    EX_TEMPFAIL,
     DataError,
     DeliveryError,
     DeliveryFailed,
@@ -62,7 +61,7 @@ def failure_reply(error: EsmtpError) -> str:
     4xx when the failure is temporary (the caller keeps the message), 5xx when it is permanent. The code and the
     enhanced status code are the smarthost's when it gave them; the text is esmtp's error (server and reply).
     """
-    temporary = error.exit_code == EX_TEMPFAIL
+    temporary = error.temporary
     server = (_server_reply(error) or "").split()
     code = "451" if temporary else "554"
     enhanced = "4.3.0" if temporary else ("5.3.0" if not isinstance(error, DataError) else "5.6.0")
@@ -115,8 +114,13 @@ class PipelineRelay:
             self.hooks.rewrite_envelope(envelope, Message([], os.devnull, 0), self.config)
             route = self.hooks.route(envelope, self.config)
             agents = self.hooks.delivery_agents()
-        except Exception:
+        except EsmtpError:  # a problem of this message's envelope or configuration: the pipeline reports it after DATA
             return None
+        except Exception as error:  # noqa: BLE001  (a plugin's bug: refused for now, never accepted blindly)
+            from esmtp.progname import warn
+
+            warn(f"internal error checking <{address}>: {type(error).__name__}: {error}")
+            return f"451 4.3.0 <{_line(address)}>: internal error ({_line(type(error).__name__)}); try again later"
         for name, recipients in route.legs.items():
             if recipients and (name not in agents or (name == "mda" and not self.config.mda)):
                 return _line(f"550 5.1.1 <{address}>: {NoDeliveryAgent(name, recipients)}")
@@ -131,7 +135,7 @@ class PipelineRelay:
         except EsmtpError as error:
             warn(str(error))
             return failure_reply(error), error.exit_code
-        except Exception as error:  # a bug: the caller keeps the message (and no traceback: it could hold a secret)
+        except Exception as error:  # noqa: BLE001  (a bug: the caller keeps the message; no traceback: secrets)
             warn(f"internal error: {type(error).__name__}: {error}")
             return f"451 4.3.0 internal error: {_line(type(error).__name__)}; try again later", EX_SOFTWARE
         for result in results:

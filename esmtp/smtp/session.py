@@ -19,8 +19,6 @@ from aiosmtplib.response import SMTPResponse
 
 from esmtp.config.model import Identity
 from esmtp.errors import (
-    EX_NOUSER,
-    EX_TEMPFAIL,
     AuthenticationError,
     ConfigError,
     DeliveryError,
@@ -665,11 +663,9 @@ class SmtpSession:
 
 def _rejected(server: str, rejected: dict[str, str]) -> RecipientsRejected:
     lines = "\n".join(f"  {rcpt}: {reply}" for rcpt, reply in rejected.items())
-    temporary = all(reply.startswith("4") for reply in rejected.values())
     return RecipientsRejected(
         f"{server} refused {len(rejected)} recipient(s); the message was not sent to anybody:\n{lines}",
         rejected=rejected,
-        exit_code=EX_TEMPFAIL if temporary else EX_NOUSER,
     )
 
 

@@ -189,7 +189,7 @@ class Flusher:
                 if not failures:
                     try:
                         self._fill(ready, work, 2)
-                    except BaseException as error:  # raised once the message in flight is recorded
+                    except BaseException as error:  # noqa: BLE001  (raised once the message in flight is recorded)
                         failures.append(error)
 
             try:
@@ -325,17 +325,16 @@ class Flusher:
                     attempt.temporary(pending, error, "reply")
                     return
                 for routed, stored in refused:
-                    reply_text = error.rejected[routed]
-                    if reply_text.startswith("4"):
+                    if error.refused_for_now(routed):
                         attempt.temporary([(routed, stored)], error, "reply")
                     else:
-                        attempt.permanent([(routed, stored)], f"{session.server}: {reply_text}")
+                        attempt.permanent([(routed, stored)], f"{session.server}: {error.rejected[routed]}")
                 pending = [(r, s) for r, s in pending if r not in error.rejected]
                 continue  # nothing was sent: the others are tried again at once
             except EsmtpError as error:
                 self.hooks.deliver_error(envelope, error, self.config)
                 self._log(job, "smtp", pending, started, error=error)
-                if error.exit_code == EX_TEMPFAIL:
+                if error.temporary:
                     kind = error_kind(error)
                     if kind != "reply":
                         group.broke(error)
@@ -360,7 +359,7 @@ class Flusher:
         except EsmtpError as error:
             self.hooks.deliver_error(envelope, error, self.config)
             self._log(job, name, pairs, started, error=error)
-            if error.exit_code == EX_TEMPFAIL:
+            if error.temporary:
                 attempt.temporary(pairs, error, "local")
             else:
                 attempt.permanent(pairs, str(error))
