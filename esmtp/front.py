@@ -127,27 +127,96 @@ def private_dir(path: str, *, create: bool) -> bool:
     return info.st_uid == os.getuid() and (info.st_mode & 0o170777) == 0o040700
 
 
-def config_setting(config: str | None) -> str:
-    """``relay_daemon`` as the configuration file says (``disabled`` when it says nothing): a line scan only."""
-    if config is None:
-        home = os.environ.get("HOME")
-        candidates = [os.path.join(home, ".esmtprc")] if home else []
-        candidates.append("/etc/esmtprc")
-    else:
-        candidates = [config]
-    for path in candidates:
+def open_user_file(path: str) -> tuple[int | None, str | None]:
+    """Open ``~/.esmtprc`` as esmtp 1.2's rcfile_check allows it, without blocking on a FIFO.
+
+    ``(fd, None)``: a regular file owned by us with no group/other bits but g+x (or a symbolic link, owned by us, to
+    such a file: msmtp follows those, and dotfile managers such as GNU stow make them); ``(None, None)``: no such file;
+    ``(None, problem)``: a file that must not be used, with the message to show (:mod:`esmtp.config.model` raises it
+    as a ConfigError, 78). The checks are made on the opened descriptor (``O_NONBLOCK``: opening a FIFO does not
+    wait for a writer), so a file swapped after a look cannot slip through. Here rather than in
+    :mod:`esmtp.config.model`, which imports it: the front end makes the same check before it reads the file.
+    """
+    try:
+        link = os.lstat(path)
+    except FileNotFoundError:
+        return None, None
+    except OSError as error:
+        return None, f"lstat: {path}: {error.strerror or error}"
+    symlink = (link.st_mode & 0o170000) == 0o120000
+    shown = path
+    if symlink:
         try:
-            with open(path, "rb") as handle:
-                text = handle.read(1 << 20)
+            shown = f"{path} (a symbolic link to {os.readlink(path)})"
         except OSError:
-            continue
-        setting = "disabled"
-        for line in text.splitlines():
-            words = line.split(b"#", 1)[0].replace(b"=", b" ").split()
-            if len(words) >= 2 and words[0] == b"relay_daemon":
-                setting = words[1].strip(b"\"'").decode("ascii", "replace")
-        return setting
-    return "disabled"
+            shown = f"{path} (a symbolic link)"
+        if link.st_uid != os.geteuid():
+            return None, f"File {shown} must be a symbolic link owned by you."
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if symlink else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if symlink:
+            return None, f"File {shown} points to a file that does not exist."
+        return None, None
+    except OSError as error:
+        if not symlink and error.errno in (40, 6):  # ELOOP (swapped for a link since), ENXIO (a socket)
+            return None, f"File {path} must be a regular file."
+        return None, f"open: {path}: {error.strerror or error}"
+    info = os.fstat(fd)
+    problem = None
+    mode = info.st_mode & 0o7777
+    if (info.st_mode & 0o170000) != 0o100000:
+        problem = f"File {shown} must be a regular file."
+    elif mode & 0o067:
+        target = os.path.realpath(path) if symlink else path
+        problem = (f"File {shown} must not be readable or writable by others (it may hold a password), but its mode "
+                   f"is {mode:04o}. Fix it with: chmod 600 {target}")
+    elif info.st_uid != os.geteuid():
+        problem = f"File {shown} must be owned by you."
+    if problem is not None:
+        os.close(fd)
+        return None, problem
+    return fd, None
+
+
+def _open_regular(path: str) -> int | None:
+    """``path`` opened if it is a regular file (a FIFO is not waited for, nor read: ``-C <(...)`` is one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if (os.fstat(fd).st_mode & 0o170000) != 0o100000:
+        os.close(fd)
+        return None
+    return fd
+
+
+def config_setting(config: str | None) -> str:
+    """``relay_daemon`` as the configuration file says (``disabled`` when it says nothing): a line scan only.
+
+    A file that esmtp would refuse (a FIFO, a ``~/.esmtprc`` open to others...) reads as ``disabled``: the command
+    then runs here, where :mod:`esmtp.config.model` refuses it with its message, as it would without the relay.
+    """
+    if config is not None:
+        fd = _open_regular(config)
+    else:
+        home = os.environ.get("HOME")
+        fd, problem = open_user_file(os.path.join(home, ".esmtprc")) if home else (None, None)
+        if problem is not None:
+            return "disabled"
+        if fd is None:
+            fd = _open_regular("/etc/esmtprc")
+    if fd is None:
+        return "disabled"
+    with open(fd, "rb") as handle:
+        text = handle.read(1 << 20)
+    setting = "disabled"
+    for line in text.splitlines():
+        words = line.split(b"#", 1)[0].replace(b"=", b" ").split()
+        if len(words) >= 2 and words[0] == b"relay_daemon":
+            setting = words[1].strip(b"\"'").decode("ascii", "replace")
+    return setting
 
 
 def wanted(config: str | None) -> bool:

@@ -388,3 +388,14 @@ def test_the_warm_relay_logs_each_message_once(run: Runner, auth_server: SmtpSer
     assert len(lines) == 3
     assert all(" exitcode=EX_OK " in line and " user=alice " in line for line in lines)
     assert "s3cret" not in log.read_text()
+
+
+@pytest.mark.parametrize("relay", ["", "relay_daemon auto\n"])
+def test_esmtprc_that_is_a_fifo_is_refused_without_reading_it(run: Runner, relay: str, tmp_path: Path) -> None:
+    """Opening a FIFO blocks until a writer comes: the front end must check what the file is before it reads it,
+    and refuse it as esmtp does (78), whether or not the warm relay is on."""
+    os.mkfifo(run.home / ".esmtprc", 0o600)
+    result = run("bob@example.net", input=message("x"), timeout=15)
+    assert result.returncode == 78, result
+    assert f"File {run.home}/.esmtprc must be a regular file." in result.stderr
+    assert not relay_pids(run.runtime)
