@@ -227,8 +227,8 @@ def wanted(config: str | None) -> bool:
     return config_setting(config) == "auto"
 
 
-def spawn(path: str) -> None:
-    """Start the resident process for ``path``, fully detached: new session, stdio on /dev/null, no other
+def spawn(path: str, config: str | None = None) -> None:
+    """Start the resident process for ``path`` (serving ``-C config``, absolute, or the default file), fully detached: new session, stdio on /dev/null, no other
     descriptor inherited, working directory ``/``. Returns at once (a failure to start only costs the warm path).
 
     One fork, not two, and no wait: this process exits right after, so the resident process is re-parented as a
@@ -252,7 +252,7 @@ def spawn(path: str) -> None:
         os.closerange(3, 1 << 16)
         os.chdir("/")
         code = "import sys; from esmtp.relay.daemon import main; sys.exit(main(sys.argv[1:]))"
-        os.execv(sys.executable, [sys.executable, "-P", "-c", code, path])
+        os.execv(sys.executable, [sys.executable, "-P", "-c", code, path, *([config] if config else [])])
     finally:
         os._exit(127)
 
@@ -361,9 +361,10 @@ def _request(sock: socket.socket, argv: list[str], spool: int | None, ours: str)
     return int(reply)
 
 
-def relay(argv: list[str]) -> tuple[int | None, str | None]:
+def relay(argv: list[str]) -> tuple[int | None, tuple[str, str | None] | None]:
     """Run ``argv`` through the resident process. Returns its exit code, or None when this process must run the
-    command itself, and then the socket path of a resident process to start afterwards (None: none wanted).
+    command itself, and then the socket path and ``-C`` file of a resident process to start afterwards (None: none
+    wanted).
 
     Standard input, once read, is left on descriptor 0 as the spool file, so that the fallback reads the same bytes.
     """
@@ -379,7 +380,7 @@ def relay(argv: list[str]) -> tuple[int | None, str | None]:
         sock = _connect(path) or _wait_for(path)
     if sock is None:
         start = wanted(config) and private_dir(directory, create=True)
-        return None, path if start else None
+        return None, (path, config) if start else None
     spool = None
     try:
         if mode == "deliver":
@@ -438,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         streams.settle()
         if start is not None:
             # Afterwards: its start-up would compete with this run for the CPU. The next message waits for it.
-            spawn(start)
+            spawn(*start)
 
 
 def run() -> None:

@@ -288,6 +288,18 @@ def test_idle_process_exits(run: Runner, smtp_server: SmtpServer) -> None:
     assert not socket_path(run).exists()
 
 
+@pytest.mark.parametrize("config_option", [False, True])
+def test_idle_time_applies_to_a_process_never_used(run: Runner, smtp_server: SmtpServer, config_option: bool) -> None:
+    """A resident process started after one message and never asked again leaves after ``relay_daemon_idle``,
+    not after the default 300 s: it reads the setting when it starts (``-C`` file or the default one)."""
+    rc = run.write_config(f"hostname {smtp_server.hostport}\nrelay_daemon auto\nrelay_daemon_idle 0.5\n",
+                          name="other.rc" if config_option else ".esmtprc")
+    args = ["-C", str(rc)] if config_option else []
+    assert run(*args, "bob@example.net", input=message("x")).returncode == 0
+    wait_for(lambda: relay_pids(run.runtime))
+    wait_for(lambda: not relay_pids(run.runtime), timeout=10)
+
+
 def test_mailq_and_enqueue_go_through_the_process(run: Runner, tmp_path: Path) -> None:
     run.mode_env = {**RELAY, "ESMTP_QUEUE_DIR": str(tmp_path / "queue")}
     pid = start_relay(run)

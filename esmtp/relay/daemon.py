@@ -367,9 +367,11 @@ def _listen(path: str) -> tuple[socket.socket, bool]:
 
 
 def main(args: list[str]) -> int:
-    """``python -c ... SOCKET_PATH``: serve until idle. Exits at once if another process already serves the path."""
-    if len(args) != 1:
-        sys.stderr.write("usage: relay_daemon SOCKET_PATH\n")
+    """``python -c ... SOCKET_PATH [CONFIG]``: serve until idle. Exits at once if another process already serves the
+    path. ``CONFIG`` is the ``-C`` file of the callers it serves (absolute), whose ``relay_daemon_idle`` applies from
+    the start: a process started for one message and never used again must not wait the default."""
+    if len(args) not in (1, 2):
+        sys.stderr.write("usage: relay_daemon SOCKET_PATH [CONFIG]\n")
         return 64
     path = args[0]
     lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -385,4 +387,7 @@ def main(args: list[str]) -> int:
     _install_routing()
     from esmtp.smtp import session as smtp  # noqa: F401  (what every message needs, loaded once)
 
-    return RelayServer(listener, path, adopt_environment=activated).serve()
+    server = RelayServer(listener, path, adopt_environment=activated)
+    if not activated:  # systemd's environment is not yet the callers': their first request sets the idle time
+        server.idle = server.configs.setting(args[1] if len(args) == 2 else None)[1]
+    return server.serve()
