@@ -228,8 +228,9 @@ def wanted(config: str | None) -> bool:
 
 
 def spawn(path: str, config: str | None = None) -> None:
-    """Start the resident process for ``path`` (serving ``-C config``, absolute, or the default file), fully detached: new session, stdio on /dev/null, no other
-    descriptor inherited, working directory ``/``. Returns at once (a failure to start only costs the warm path).
+    """Start the resident process for ``path`` (serving ``-C config``, absolute, or the default file), fully
+    detached: new session, stdio on /dev/null, no other descriptor inherited, working directory ``/``. Returns at
+    once (a failure to start only costs the warm path).
 
     One fork, not two, and no wait: this process exits right after, so the resident process is re-parented as a
     double-forked one would be, and the caller does not wait for a second fork of a process that has loaded

@@ -293,11 +293,11 @@ def load_config(cli_path: str | None, *, home: str | None = None, system_path: s
     if home:
         user_path = home + ("" if home.endswith("/") else "/") + ".esmtprc"
         try:
-            text = _read_user_file(user_path)
+            user_text = _read_user_file(user_path)
         except OSError as error:
             raise _open_error(user_path, error) from None
-        if text is not None:
-            return parse_config(text, user_path)
+        if user_text is not None:
+            return parse_config(user_text, user_path)
     try:
         return parse_config(_read(system_path), system_path)
     except FileNotFoundError:

@@ -249,8 +249,9 @@ class RelayServer:
     def _run(self, argv: list[str], cwd: str, fds: list[int]) -> int:
         """Run the command with the caller's streams: stdout, stderr and (for a message) the spool file."""
         from esmtp.cli import main as run_command
+        from esmtp.streams import reader_may_leave
 
-        out = open(os.dup(fds[0]), "w", encoding="utf-8", errors="strict")  # noqa: SIM115
+        out = reader_may_leave(open(os.dup(fds[0]), "w", encoding="utf-8", errors="strict"))  # noqa: SIM115
         err = open(os.dup(fds[1]), "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
         spool = open(os.dup(fds[2]) if len(fds) == 3 else os.open(os.devnull, os.O_RDONLY), encoding="utf-8")  # noqa: SIM115
         token = _streams.set({"stdin": spool, "stdout": out, "stderr": err})
