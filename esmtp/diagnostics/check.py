@@ -59,7 +59,12 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
 
 
 def _has_settings(identity: Identity) -> bool:
-    return any((identity.hostname, identity.username, identity.password, identity.options))
+    """Whether a block holds settings a send would use as this block's: the delivery log's keywords in the global
+    section apply to every identity, so they alone make no block to check."""
+    from esmtp.delivery_log import INHERITED
+
+    own = set(identity.options) - (set(INHERITED) if identity.address is None else set())
+    return any((identity.hostname, identity.username, identity.password, own))
 
 
 def _check_identity(identity: Identity, hooks: Hooks, secrets: bool) -> str:
