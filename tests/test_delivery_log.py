@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from support import Runner, SmtpServer, entry_point, free_port
 from test_startup import run_in_process
 

@@ -189,7 +189,8 @@ def _smtp_dialogue_takes(address: str) -> bool:
 @given(BARE_ADDRESS)
 def test_command_line_and_smtp_dialogue_agree_on_every_address(address: str) -> None:
     """One address check for every path: what ``sendmail ADDRESS`` refuses, ``-bs`` refuses, and what it takes as
-    written, ``-bs`` takes (``bad@@x``, ``..<TAB>`@!$`` were once taken by one and refused, or changed, by the other)."""
+    written, ``-bs`` takes (``bad@@x``, ``..<TAB>`@!$`` were once taken by one and refused, or changed, by the
+    other)."""
     assert _command_line_takes(address) == _smtp_dialogue_takes(address), address
 
 
