@@ -58,8 +58,8 @@ def address_problem(address: str) -> str | None:
 
     A mailbox is a local part (a dot-string of atext, or a quoted string) optionally followed by ``@`` and a domain
     (a dot-string of atext, or an ``[address literal]``); a bare local part (``root``, unquoted) is a sendmail
-    tradition. UTF-8 counts as atext (SMTPUTF8). Control characters (TAB too) and angle brackets are never part of one. The answer
-    reads in a sentence: "contains a control character", "has an empty local part"...
+    tradition. UTF-8 counts as atext (SMTPUTF8). Control characters (TAB too) and angle brackets are never part of
+    one. The answer reads in a sentence: "contains a control character", "has an empty local part"...
     """
     unsafe = unsafe_character(address)
     if unsafe is not None or "\t" in address:
