@@ -377,3 +377,22 @@ def test_oauth2_configuration_errors_exit_78(run: Runner, bearer_server: BearerS
     assert result.returncode == 78, result.stderr
     assert message in result.stderr
     assert bearer_server.sink.messages == []
+
+
+def test_check_secrets_fails_without_a_refresh_token(run: Runner, oauth2_provider: OAuth2Provider,
+                                                      bearer_server: BearerServer) -> None:
+    """``--check --secrets`` must not pass an identity whose send would fail with 77: without a refresh token
+    (configured or stored by ``--oauth2-login``) it exits 78 and says how to log in. Nothing is contacted."""
+    configure(run, bearer_server, oauth2_provider)
+    plain = run("--check", program="esmtp", env=env(run))
+    assert plain.returncode == 0, plain.stderr  # without --secrets the keyring and the state file are not read
+    result = run("--check", "--secrets", program="esmtp", env=env(run))
+    assert result.returncode == 78, result
+    assert "has no OAuth2 refresh token yet: log in once with: esmtp --oauth2-login" in result.stderr
+    assert result.stdout.startswith("FAIL (global section) (default)")
+    assert send(run).returncode == 77  # what the check foretold
+    configure(run, bearer_server, oauth2_provider, refresh_token=grant(oauth2_provider))
+    passed = run("--check", "--secrets", program="esmtp", env=env(run))
+    assert passed.returncode == 0, passed.stderr
+    assert "1 identity block(s) and their secrets checked" in passed.stdout  # it says that it ran
+    assert not [path for path, _ in oauth2_provider.requests if path == "/token"]  # nothing was contacted

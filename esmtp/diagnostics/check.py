@@ -54,7 +54,11 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
         warn(str(error))
     if problems:
         return EX_CONFIG
-    print(f"{config.path}: {checked} identity block(s) checked; nothing was contacted")
+    if options.secrets:  # say that it ran: a passing --secrets would otherwise look like a plain --check
+        print(f"{config.path}: {checked} identity block(s) and their secrets checked (password_command run, keyring "
+              "and OAuth2 tokens read); no server was contacted")
+    else:
+        print(f"{config.path}: {checked} identity block(s) checked; nothing was contacted")
     return EX_OK
 
 
