@@ -65,7 +65,7 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
     except ConfigError as error:
         if not tolerant:
             raise
-        _ignore_broken(error)
+        ignore_broken(error)
         config = None
     hooks = load_hooks(config)
     if config is not None:
@@ -74,12 +74,13 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
         except ConfigError as error:
             if not tolerant:
                 raise
-            _ignore_broken(error)
+            ignore_broken(error)
             return None, load_hooks(None)
     return config, hooks
 
 
-def _ignore_broken(error: ConfigError) -> None:
+def ignore_broken(error: ConfigError) -> None:
+    """What a tolerant load (mailq) says about a configuration it goes on without (here and in the warm relay)."""
     from esmtp.progname import warn
 
     warn(f"warning: {error}")
@@ -147,10 +148,8 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
 
         return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
-        if options.mode == "mailq" and load is _load:
-            config, hooks = _load(options, need_config=False, tolerant=True)  # a broken file must not stop a listing
-        else:
-            config, hooks = load(options, need_config=False)
+        # A broken file must not stop a listing: the loader (ours, or the warm relay's) warns and goes on without it.
+        config, hooks = load(options, need_config=False, tolerant=options.mode == "mailq")
         code = hooks.queue_command(options, config)
         if code is None:
             if options.mode == "mailq":

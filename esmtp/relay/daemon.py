@@ -101,8 +101,24 @@ class Configs:
         home = os.environ.get("HOME")
         return ([os.path.join(home, ".esmtprc")] if home else []) + ["/etc/esmtprc"]
 
-    def load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
-        """:func:`esmtp.cli._load`, from the cache while the file is unchanged (same errors otherwise)."""
+    def load(self, options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
+        """:func:`esmtp.cli._load`, from the cache while the file is unchanged: the same errors, and with
+        ``tolerant`` (mailq) the same warning and a run without the configuration, so that a broken file gives the
+        same answers here as in a run of its own."""
+        from esmtp.errors import ConfigError, ConfigNotFound
+
+        try:
+            return self._load(options, need_config=need_config)
+        except ConfigError as error:
+            if not tolerant or isinstance(error, ConfigNotFound):
+                raise
+            from esmtp.cli import ignore_broken
+            from esmtp.plugins import load_hooks
+
+            ignore_broken(error)
+            return None, load_hooks(None)
+
+    def _load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
         from esmtp.config.model import load_config
 
         key = options.config_file
@@ -139,15 +155,17 @@ class Configs:
 
     def setting(self, config_file: str | None) -> tuple[bool, float]:
         """Whether the configuration lets the relay run (``relay_daemon``, ``ESMTP_RELAY_DAEMON``), and its idle
-        time. A configuration that cannot be read leaves the answer to the front end's own scan."""
+        time. A configuration that cannot be read leaves the answer to the front end's own scan of the file (so that
+        removing ``relay_daemon auto`` from a broken file still ends the process, as it would a run of its own)."""
+        from esmtp.front import config_setting
         from esmtp.options import Options
 
+        forced = os.environ.get("ESMTP_RELAY_DAEMON")
         try:
             config, _ = self.load(Options(config_file=config_file), need_config=False)
         except Exception:
-            return True, DEFAULT_IDLE
+            return forced == "1" or (forced != "0" and config_setting(config_file) == "auto"), DEFAULT_IDLE
         options = config.options if config is not None else {}
-        forced = os.environ.get("ESMTP_RELAY_DAEMON")
         enabled = forced == "1" or (forced != "0" and options.get("relay_daemon") == "auto")
         return enabled, float(options.get("relay_daemon_idle") or DEFAULT_IDLE)
 
