@@ -9,8 +9,10 @@ import re
 import time
 
 import pytest
-from relay_support import relay_pids
-from relay_support import run_in_both_modes  # noqa: F401  (the `run` fixture: every test here runs in both modes)
+from relay_support import (
+    relay_pids,
+    run_in_both_modes,  # noqa: F401  (the `run` fixture: every test here runs in both modes)
+)
 from support import Runner, SmtpServer, free_port
 
 MESSAGE = b"From: alice@example.org\nSubject: queued\n\n" + b"x" * 3000 + b"\n"
