@@ -102,6 +102,9 @@ def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
 
         return plan(options, config, hooks)
     trace = Trace(verbose=options.verbose, transcript_path=options.transcript)
+    note = getattr(sys.modules.get("esmtp.front"), "RELAY_NOTE", "")
+    if note:
+        trace.info(note)  # why this run did not go through the warm relay, when the front end knows
     try:
         stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
         with read_message(stdin) as message:

@@ -287,10 +287,46 @@ def _wait_for(path: str) -> socket.socket | None:
     return None
 
 
+#: The longest socket path the kernel takes (sun_path holds 108 bytes with the final NUL).
+MAX_SOCKET_PATH = 107
+#: Why the warm relay could not be used by this process (shown with -v by esmtp.cli), "" when nothing is known.
+RELAY_NOTE = ""
+
+
+def short_name(path: str) -> tuple[str, int | None]:
+    """A name of the socket ``path`` that fits in sun_path, and the descriptor to close after the bind or connect.
+
+    A longer path (a runtime directory deep under a long base: pytest's, say) is reached through
+    ``/proc/self/fd/N/NAME``, N being a descriptor of its directory: the kernel resolves the directory once and the
+    name stays short whatever the directory's own. (``chdir`` would do too, but it is process-wide, and the resident
+    process runs requests in threads.) Raises OSError when the directory cannot be opened.
+    """
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+        return path, None
+    fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{fd}/{os.path.basename(path)}", fd
+
+
+def socket_call(method: object, path: str) -> None:
+    """``method(name)`` (a socket's ``connect`` or ``bind``) with :func:`short_name`'s name for ``path``."""
+    global RELAY_NOTE
+    name, fd = short_name(path)
+    try:
+        method(name)  # type: ignore[operator]
+    except OSError as error:
+        if fd is not None and not os.path.isdir("/proc/self/fd"):
+            RELAY_NOTE = (f"the warm relay is not used: its socket path {path} is longer than {MAX_SOCKET_PATH} bytes "
+                          "and /proc is not mounted to shorten it; set XDG_RUNTIME_DIR to a shorter directory")
+        raise error
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _connect(path: str) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(path)
+        socket_call(sock.connect, path)
     except OSError:
         sock.close()
         return None

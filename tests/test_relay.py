@@ -411,3 +411,26 @@ def test_esmtprc_that_is_a_fifo_is_refused_without_reading_it(run: Runner, relay
     assert result.returncode == 78, result
     assert f"File {run.home}/.esmtprc must be a regular file." in result.stderr
     assert not relay_pids(run.runtime)
+
+
+def test_a_runtime_directory_with_a_long_name_still_serves(run: Runner, auth_server: SmtpServer,
+                                                           tmp_path: Path) -> None:
+    """A socket path over 108 bytes (sun_path) once disabled the warm relay without a word (pytest's base temp under
+    a long directory): the front end and the resident process reach it through a short name for the directory."""
+    runtime = tmp_path / ("r" * 80) / ("u" * 80)
+    runtime.mkdir(parents=True, mode=0o700)
+    run.mode_env = {**RELAY, "XDG_RUNTIME_DIR": str(runtime)}
+    assert len(str(socket_path(run))) > 108
+    try:
+        start_relay(run)
+        run.write_config(auth_config(auth_server))
+        auth_server.sink.clear()  # the server's own start-up probe
+        for subject in ("one", "two"):
+            result = run("-v", "bob@example.net", input=message(subject))
+            assert result.returncode == 0, result.stderr
+        assert "reusing the open connection" in result.stderr
+        assert subjects(auth_server) == ["one", "two"]
+        assert auth_server.sink.connections == 1  # the resident process's one kept connection: it did serve them
+        assert len(relay_pids(runtime)) == 1
+    finally:
+        stop_relays(runtime)

@@ -22,7 +22,7 @@ import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
-from esmtp.front import PROTOCOL, fingerprint
+from esmtp.front import PROTOCOL, fingerprint, socket_call
 
 if TYPE_CHECKING:
     from esmtp.config.model import Config
@@ -378,7 +378,7 @@ def _listen(path: str) -> tuple[socket.socket, bool]:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_mask = os.umask(0o177)
     try:
-        listener.bind(path)
+        socket_call(listener.bind, path)  # (through a short name when the path is longer than sun_path takes)
     finally:
         os.umask(old_mask)
     listener.listen(128)
