@@ -24,7 +24,7 @@ _WITH_ARGUMENT = "ABbCdeFfhLMNOopRrVX"
 FINGERPRINT_VARS = ("HOME", "TZ", "PATH", "TMPDIR", "LANG", "LC_ALL", "PYTHONPATH", "XDG_CACHE_HOME",
                     "XDG_STATE_HOME", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD", "ESMTP_STRICT_PLUGINS",
                     "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON", "ESMTP_RELAY_TEST_CRASH", "ESMTP_KEYRING_BACKEND",
-                    "PYTHON_KEYRING_BACKEND", "XDG_DATA_HOME")
+                    "PYTHON_KEYRING_BACKEND", "XDG_DATA_HOME", "ESMTP_QUEUE_CLOCK_OFFSET")
 PROTOCOL = b"esmtp-relay-1"
 CHUNK = 1 << 16
 #: How long a front end waits for a resident process that another front end has just started.
