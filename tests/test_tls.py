@@ -22,6 +22,7 @@ from aiosmtpd.controller import Controller
 from support import (
     BIN,
     RESET,
+    BindsPortZero,
     Reply,
     Runner,
     ScriptedServer,
@@ -30,7 +31,6 @@ from support import (
     _Authenticator,
     _Handler,
     _Server,
-    free_port,
     transcript_lines,
 )
 
@@ -84,14 +84,14 @@ class TlsServer:
         return f"localhost:{self.port}"
 
 
-class _TlsController(Controller):
+class _TlsController(BindsPortZero, Controller):
     """aiosmtpd with STARTTLS (``tls_context``) or implicit TLS (``ssl_context``), optionally AUTH after TLS only."""
 
     def __init__(self, sink: Sink, *, users: dict[str, str] | None, starttls: ssl.SSLContext | None,
                  require_starttls: bool, implicit: ssl.SSLContext | None) -> None:
         self.sink, self.users = sink, users
         self.starttls, self.require_starttls = starttls, require_starttls
-        super().__init__(_Handler(sink), hostname="127.0.0.1", port=free_port(), ssl_context=implicit)
+        super().__init__(_Handler(sink), hostname="127.0.0.1", port=0, ssl_context=implicit)
 
     def factory(self) -> Any:
         kwargs: dict[str, Any] = {"enable_SMTPUTF8": True}
