@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from esmtp.config.model import Config
     from esmtp.options import Options
     from esmtp.plugins import Hooks
-    from esmtp.relay.sessions import SessionPool
+    from esmtp.smtp.kept import KeptSessions
 
     Loader = Callable[..., tuple[Config | None, Hooks]]
 
@@ -52,7 +52,7 @@ def _prog(argv: list[str]) -> str:
 def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
     """The configuration and the plugins. ``tolerant`` (mailq): a broken file is a warning and the run goes on
     without it, so that the queue can still be listed."""
-    from esmtp.config.model import load_config
+    from esmtp.config.files import load_config
     from esmtp.plugins import load_hooks, resolve_config
 
     config: Config | None
@@ -88,7 +88,7 @@ def ignore_broken(error: ConfigError) -> None:
          "queue directory, or ESMTP_QUEUE_DIR, is listed)")
 
 
-def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
+def _send(options: Options, load: Loader, sessions: KeptSessions | None) -> int:
     from esmtp.envelope import build_envelope
     from esmtp.message import read_message
     from esmtp.pipeline import submit
@@ -117,7 +117,7 @@ def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
     return 0
 
 
-def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None = None, cwd: str | None = None) -> int:
+def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None = None, cwd: str | None = None) -> int:
     """Run the command for ``argv``; return the exit code.
 
     The warm relay (:mod:`esmtp.relay.daemon`) passes its cached configuration ``load``-er, its kept SMTP
@@ -187,7 +187,7 @@ def _say(text: str) -> None:
         sys.stderr.write(text)
 
 
-def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: SessionPool | None = None,
+def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptSessions | None = None,
          cwd: str | None = None) -> int:
     """Entry point of a run (the keyword arguments are the warm relay's: see :func:`run`)."""
     from esmtp.progname import set_name
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: Sessi
     except KeyboardInterrupt:
         _say(f"{prog}: interrupted; the message was not sent\n")
         code = EX_TEMPFAIL
-    except Exception as error:  # a bug: report it without a traceback (it could hold a secret)
+    except Exception as error:  # noqa: BLE001  (a bug: reported without a traceback, which could hold a secret)
         _say(f"{prog}: internal error: {type(error).__name__}: {error}\n")
         if os.environ.get("ESMTP_DEBUG") == "1":
             import traceback

@@ -18,15 +18,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from esmtp.errors import EX_OK, EsmtpError
+from esmtp.config.model import FACILITIES as FACILITIES
+from esmtp.config.model import SYSLOG_CHOICES as SYSLOG_CHOICES
+from esmtp.errors import EX_OK, DeliveryError, EsmtpError, RecipientsRejected
 
 if TYPE_CHECKING:
     from esmtp.config.model import Config, Identity
     from esmtp.types import DeliveryResult, Envelope
 
-#: syslog facilities by the names ``syslog`` accepts (also as LOG_MAIL, LOG_LOCAL0...).
-FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
-SYSLOG_CHOICES = ("enabled", "disabled", *FACILITIES, *(f"LOG_{name.upper()}" for name in FACILITIES))
 #: The keywords an identity takes from the global section when it does not set them itself.
 INHERITED = ("logfile", "logfile_format", "syslog")
 #: sysexits names for ``exitcode=``.
@@ -82,11 +81,12 @@ def _server_reply(agent: str, result: DeliveryResult | None, error: EsmtpError |
     """``smtpstatus`` and ``smtpmsg``: the server's last word on this attempt, if a server said one."""
     if result is not None:
         return _reply(result.detail) if agent == "smtp" else (None, None)
-    rejected: dict[str, str] | None = getattr(error, "rejected", None)
-    if rejected:
+    if isinstance(error, RecipientsRejected) and error.rejected:
+        rejected = error.rejected
         return _reply(next(iter(rejected.values())))[0], "; ".join(f"{r}: {text}" for r, text in rejected.items())
-    reply: str | None = getattr(error, "reply", None)
-    return _reply(reply) if reply else (None, None)
+    if isinstance(error, DeliveryError) and error.reply:
+        return _reply(error.reply)
+    return None, None
 
 
 def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str], duration: float, *,
@@ -168,7 +168,7 @@ def record(config: Config, envelope: Envelope, mailsize: int, agent: str, recipi
         duration = time.monotonic() - started
         write(settings, fields(envelope, mailsize, agent, recipients, duration, result=result, error=error,
                                queue_id=queue_id, bounce_id=bounce_id))
-    except Exception as failure:  # the log must never cost a delivery
+    except Exception as failure:  # noqa: BLE001  (the log must never cost a delivery: the mail is sent)
         from esmtp.progname import warn
 
         warn(f"warning: could not log the delivery attempt: {type(failure).__name__}: {failure}")

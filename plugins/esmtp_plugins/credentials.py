@@ -78,7 +78,7 @@ def find_keyring() -> tuple[Any | None, str]:
         if chosen:
             keyring.set_keyring(keyring.core.load_keyring(chosen))
         backend = keyring.get_keyring()
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001  (a backend that cannot start, whatever it raises, is no keyring)
         if chosen:
             raise ConfigError(f"{BACKEND_VARIABLE}={chosen}: cannot load that keyring backend "
                               f"({type(error).__name__}: {error})") from None
@@ -112,7 +112,7 @@ def _chosen_by_keyring(keyring: Any) -> bool:
         return True
     try:
         return keyring.core.load_config() is not None
-    except Exception:
+    except Exception:  # noqa: BLE001  (an unreadable keyring configuration chooses nothing)
         return False
 
 

@@ -52,7 +52,7 @@ def esmtp_secret(identity: Identity, host: str, trace: Trace) -> str | None:
         return None
     try:
         secret = keyring.get_password(service(host), identity.username)
-    except Exception as error:  # a locked or unreachable keyring: the caller or the queue should try again
+    except Exception as error:  # noqa: BLE001  (a locked or unreachable keyring, whatever the backend raises: try again)
         raise TemporaryFailure(
             f"the keyring could not be read for {service(host)} ({type(error).__name__}: {error})"
         ) from None
@@ -93,11 +93,11 @@ def esmtp_command(options: Options, config: Config) -> int | None:
         raise UsageError("no password given; nothing stored")
     try:
         previous = keyring.get_password(service(host), identity.username)
-    except Exception:
-        previous = None  # (a keyring that cannot be read will say so when it is written)
+    except Exception:  # noqa: BLE001  (keyring backends raise their own types; the write below reports its own)
+        previous = None
     try:
         keyring.set_password(service(host), identity.username, secret)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001  (keyring backends raise their own types)
         raise TemporaryFailure(f"the keyring could not store the password ({type(error).__name__})") from None
     if previous is not None and previous != secret:
         warn(f"replaced the keyring entry {service(host)}, user {identity.username}: every configuration and "
