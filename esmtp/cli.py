@@ -65,7 +65,7 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
     except ConfigError as error:
         if not tolerant:
             raise
-        _ignore_broken(error)
+        ignore_broken(error)
         config = None
     hooks = load_hooks(config)
     if config is not None:
@@ -74,12 +74,13 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
         except ConfigError as error:
             if not tolerant:
                 raise
-            _ignore_broken(error)
+            ignore_broken(error)
             return None, load_hooks(None)
     return config, hooks
 
 
-def _ignore_broken(error: ConfigError) -> None:
+def ignore_broken(error: ConfigError) -> None:
+    """What a tolerant load (mailq) says about a configuration it goes on without (here and in the warm relay)."""
     from esmtp.progname import warn
 
     warn(f"warning: {error}")
@@ -101,6 +102,9 @@ def _send(options: Options, load: Loader, sessions: KeptSessions | None) -> int:
 
         return plan(options, config, hooks)
     trace = Trace(verbose=options.verbose, transcript_path=options.transcript)
+    note = getattr(sys.modules.get("esmtp.front"), "RELAY_NOTE", "")
+    if note:
+        trace.info(note)  # why this run did not go through the warm relay, when the front end knows
     try:
         stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
         with read_message(stdin) as message:
@@ -147,10 +151,8 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
 
         return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
-        if options.mode == "mailq" and load is _load:
-            config, hooks = _load(options, need_config=False, tolerant=True)  # a broken file must not stop a listing
-        else:
-            config, hooks = load(options, need_config=False)
+        # A broken file must not stop a listing: the loader (ours, or the warm relay's) warns and goes on without it.
+        config, hooks = load(options, need_config=False, tolerant=options.mode == "mailq")
         code = hooks.queue_command(options, config)
         if code is None:
             if options.mode == "mailq":

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from esmtp.config.model import Config, Identity
     from esmtp.types import DeliveryResult, Envelope
 
+#: The keywords an identity takes from the global section when it does not set them itself.
+INHERITED = ("logfile", "logfile_format", "syslog")
 #: sysexits names for ``exitcode=``.
 _EXIT_NAMES = {
     0: "EX_OK", 64: "EX_USAGE", 65: "EX_DATAERR", 66: "EX_NOINPUT", 67: "EX_NOUSER", 68: "EX_NOHOST",
@@ -53,7 +55,7 @@ def settings_for(identity: Identity, config: Config) -> LogSettings:
     """The identity's ``logfile``/``logfile_format``/``syslog``, each falling back to the global section's."""
     glob = config.identities[0].options if config.identities else {}
 
-    def look(key: str) -> str | None:
+    def look(key: str) -> str | None:  # (one of INHERITED)
         return identity.options.get(key) or glob.get(key)
 
     path = look("logfile")

@@ -9,6 +9,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 from support import Runner, SmtpServer, entry_point, free_port
 from test_startup import run_in_process
 
@@ -148,6 +149,23 @@ def test_the_transcript_has_a_header_per_session_and_a_stamp_per_line(run: Runne
     assert all(f"session with {smtp_server.hostport}" in line and " pid " in line for line in headers)
     assert all(line[2] == ":" and line[12] == " " for line in text if not line.startswith("=== "))
     assert stat.S_IMODE(os.stat(transcript).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_the_session_header_comes_before_what_the_run_says_about_it(run: Runner, smtp_server: SmtpServer,
+                                                                      verbose: list[str]) -> None:
+    """``# delivering to ...`` belongs to the session it announces: the header line opens the block, as in every
+    transcript appended to the same file."""
+    transcript = run.home / "x.log"
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    for _ in range(2):
+        assert run(*verbose, "-X", str(transcript), "bob@example.net", input=MESSAGE).returncode == 0
+    text = transcript.read_text().splitlines()
+    headers = [n for n, line in enumerate(text) if line.startswith("=== ")]
+    delivering = [n for n, line in enumerate(text) if "# delivering to bob@example.net by smtp" in line]
+    assert headers[0] == 0 and len(headers) == len(delivering) == 2
+    assert all(h < d for h, d in zip(headers, delivering, strict=True)), text
+    assert delivering[0] < headers[1]
 
 
 def test_a_flush_logs_each_try_with_the_queue_id_and_a_bounce_the_same_way(run: Runner,

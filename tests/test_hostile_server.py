@@ -79,6 +79,17 @@ def test_starttls_against_port_465_says_use_smtps(run: Runner, scripted_server: 
     assert elapsed < 15
 
 
+def test_silence_without_tls_elsewhere_waits_out_the_greeting(run: Runner, scripted_server: StartScripted) -> None:
+    """Silent for 5 s on a port other than 465, and no TLS handshake on a probe either: not the implicit-TLS pattern,
+    so the greeting's wait runs to its end and the failure stays temporary."""
+    server = scripted_server({"greeting": SILENCE})
+    run.write_config(f"hostname {server.hostport}\ntimeout 7\n")
+    elapsed, result = _timed(run, "b@example.net", limit=20)
+    assert result.returncode == 75, result.stderr
+    assert f"{server.hostport} sent no greeting within 7 s (timed out)" in result.stderr
+    assert 6.5 < elapsed < 20
+
+
 def test_silent_greeting_elsewhere_is_temporary(run: Runner, scripted_server: StartScripted) -> None:
     server = scripted_server({"greeting": SILENCE})
     run.write_config(f"hostname {server.hostport}\ntimeout 1\n")

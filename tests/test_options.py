@@ -294,6 +294,14 @@ def test_sender_forms(value: str, sender: str) -> None:
         ("a@x.example\r\nRCPT TO:<e@x>", "sender address (-f) contains a line break: 'a@x.example\\r\\nRCPT TO:<e@x>'"),
         ("a@x.example\0", "sender address (-f) contains a NUL byte: 'a@x.example\\x00'"),
         ("a@x.example\x0b", "sender address (-f) contains a control character: 'a@x.example\\x0b'"),
+        # A TAB is refused wherever it is, never squeezed out of the address with the blanks around it.
+        ("a\tb@example.org", "sender address (-f) contains a control character: 'a\\tb@example.org'"),
+        ("..\t`@!$", "sender address (-f) contains a control character: '..\\t`@!$'"),
+        ("bad@@x", "invalid sender address (-f) 'bad@@x'"),
+        ("a@x y", "invalid sender address (-f) 'a@x y'"),
+        ("a..b@x.example", "invalid sender address (-f) 'a..b@x.example': the address has a local part that is not a "
+                           "dot-atom: 'a..b' (quote it)"),
+        ('a""', "invalid sender address (-f) 'a\"\"'"),
     ],
 )
 def test_bad_senders(value: str, message: str) -> None:

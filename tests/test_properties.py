@@ -26,6 +26,7 @@ from esmtp.config.parser import parse_config
 from esmtp.errors import ConfigError, EsmtpError, UsageError
 from esmtp.message import read_message
 from esmtp.options import parse_args
+from esmtp.server.dialogue import Reject, _path, check_syntax
 from esmtp.smtp.wire import encode_data
 
 # Bytes rich in what matters to SMTP data: CR, LF, dots, and a few ordinary bytes.
@@ -152,6 +153,51 @@ def test_command_line_addresses_are_clean_or_a_usage_error(text: str) -> None:
         assert str(error)
     else:
         assert _control_free(sender) and "<" not in sender and ">" not in sender
+
+
+#: Bare addresses rich in what the two readers could disagree on: quotes, dots, blanks, TAB, '@', brackets, UTF-8.
+#: (Blanks around a command-line word are not part of the address, as in any shell tool: none at either end.)
+BARE_ADDRESS = st.lists(st.sampled_from([
+    "a", "b.c", ".", "..", "@", "@@", '"', '"a b"', "\\", " ", "\t", "`", "!$", "[", "]", "[1.2.3.4]", "(", ")", ",",
+    ";", ":", "é", "example.org", "-", "_",
+]), min_size=1, max_size=6).map("".join).filter(lambda text: text == text.strip())
+
+
+def _command_line_takes(address: str) -> bool:
+    """Whether ``sendmail ADDRESS`` and ``-f ADDRESS`` would send exactly ``address`` (never a changed one)."""
+    try:
+        recipients = parse_recipients(address)
+    except UsageError:
+        recipients = []
+    try:
+        sender = parse_sender(address, "f")
+    except UsageError:
+        sender = None
+    assert (recipients == [address]) == (sender == address), (recipients, sender)  # one check, both options
+    assert recipients in ([], [address]) or "," in address or "(" in address, recipients  # never changed silently
+    return sender == address
+
+
+def _smtp_dialogue_takes(address: str) -> bool:
+    """Whether ``-bs`` answers ``RCPT TO:<address>`` (and ``MAIL FROM``) with 250 rather than a 5xx."""
+    try:
+        path, params = _path(f"TO:<{address}>", "TO")
+        if path != address or params:
+            return False
+        check_syntax(path)
+    except Reject as refused:
+        assert str(refused)[:1] == "5"
+        return False
+    return True
+
+
+@given(BARE_ADDRESS)
+def test_command_line_and_smtp_dialogue_agree_on_every_address(address: str) -> None:
+    """One address check for every path: what ``sendmail ADDRESS`` refuses, ``-bs`` refuses, and what it takes as
+    written, ``-bs`` takes (``bad@@x``, ``..<TAB>`@!$`` were once taken by one and refused, or changed, by the
+    other)."""
+    assert _command_line_takes(address) == _smtp_dialogue_takes(address), address
+
 
 
 @given(st.sampled_from(["To", "Cc", "Resent-To", "From"]), ADDRESS_TEXT)

@@ -289,6 +289,18 @@ def test_idle_process_exits(run: Runner, smtp_server: SmtpServer) -> None:
     assert not socket_path(run).exists()
 
 
+@pytest.mark.parametrize("config_option", [False, True])
+def test_idle_time_applies_to_a_process_never_used(run: Runner, smtp_server: SmtpServer, config_option: bool) -> None:
+    """A resident process started after one message and never asked again leaves after ``relay_daemon_idle``,
+    not after the default 300 s: it reads the setting when it starts (``-C`` file or the default one)."""
+    rc = run.write_config(f"hostname {smtp_server.hostport}\nrelay_daemon auto\nrelay_daemon_idle 0.5\n",
+                          name="other.rc" if config_option else ".esmtprc")
+    args = ["-C", str(rc)] if config_option else []
+    assert run(*args, "bob@example.net", input=message("x")).returncode == 0
+    wait_for(lambda: relay_pids(run.runtime))
+    wait_for(lambda: not relay_pids(run.runtime), timeout=10)
+
+
 def test_mailq_and_enqueue_go_through_the_process(run: Runner, tmp_path: Path) -> None:
     run.mode_env = {**RELAY, "ESMTP_QUEUE_DIR": str(tmp_path / "queue")}
     pid = start_relay(run)
@@ -512,3 +524,36 @@ def test_a_killed_resident_process_leaves_no_spool_file_behind(run: Runner, smtp
     run.mode_env = {**RELAY, "TMPDIR": str(spool)}
     start_relay(run)
     wait_for(lambda: sorted(spool.iterdir()) == sorted([alive, other]))
+
+@pytest.mark.parametrize("relay", ["", "relay_daemon auto\n"])
+def test_esmtprc_that_is_a_fifo_is_refused_without_reading_it(run: Runner, relay: str, tmp_path: Path) -> None:
+    """Opening a FIFO blocks until a writer comes: the front end must check what the file is before it reads it,
+    and refuse it as esmtp does (78), whether or not the warm relay is on."""
+    os.mkfifo(run.home / ".esmtprc", 0o600)
+    result = run("bob@example.net", input=message("x"), timeout=15)
+    assert result.returncode == 78, result
+    assert f"File {run.home}/.esmtprc must be a regular file." in result.stderr
+    assert not relay_pids(run.runtime)
+
+
+def test_a_runtime_directory_with_a_long_name_still_serves(run: Runner, auth_server: SmtpServer,
+                                                           tmp_path: Path) -> None:
+    """A socket path over 108 bytes (sun_path) once disabled the warm relay without a word (pytest's base temp under
+    a long directory): the front end and the resident process reach it through a short name for the directory."""
+    runtime = tmp_path / ("r" * 80) / ("u" * 80)
+    runtime.mkdir(parents=True, mode=0o700)
+    run.mode_env = {**RELAY, "XDG_RUNTIME_DIR": str(runtime)}
+    assert len(str(socket_path(run))) > 108
+    try:
+        start_relay(run)
+        run.write_config(auth_config(auth_server))
+        auth_server.sink.clear()  # the server's own start-up probe
+        for subject in ("one", "two"):
+            result = run("-v", "bob@example.net", input=message(subject))
+            assert result.returncode == 0, result.stderr
+        assert "reusing the open connection" in result.stderr
+        assert subjects(auth_server) == ["one", "two"]
+        assert auth_server.sink.connections == 1  # the resident process's one kept connection: it did serve them
+        assert len(relay_pids(runtime)) == 1
+    finally:
+        stop_relays(runtime)

@@ -445,3 +445,20 @@ def test_the_ehlo_reply_echoes_no_control_character(relay: Runner) -> None:
     assert not any(char in ehlo for char in "\x1b\x07\r"), repr(ehlo)
     assert "client\\x1b[2J\\x07\\rtail" in ehlo
     assert session.end()[0] == 0
+
+@pytest.mark.parametrize("address", ["bad@@x", "a..b@example.net", "a@x y", "bob@example.net\t"])
+def test_bs_refuses_an_address_the_command_line_refuses(relay: Runner, smtp_server: SmtpServer, address: str) -> None:
+    """One address check for every path: ``sendmail ADDRESS`` exits 64, and ``-bs`` answers 501 to
+    ``RCPT TO:<ADDRESS>`` and ``MAIL FROM:<ADDRESS>`` (it once took ``bad@@x`` and relayed ``"bad@"@x``)."""
+    assert relay(address, input=b"Subject: x\n\nbody\n").returncode == 64
+    session = Session(relay)
+    assert session.replies(1)[0].startswith("220 ")
+    session.send(f"EHLO client\r\nMAIL FROM:<{address}>\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<{address}>\r\n"
+                 "RCPT TO:<b@example.net>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n".encode())
+    replies = session.replies(8)
+    assert [reply[:3] for reply in replies] == ["250", "501", "250", "501", "250", "354", "250", "221"], replies
+    assert replies[1].startswith("501 5.1.3 Bad address syntax") and replies[3] == replies[1]
+    status, stderr, _ = session.end()
+    assert status == 0, stderr
+    [got] = smtp_server.sink.messages
+    assert (got.mail_from, got.rcpt_tos) == ("a@example.org", ["b@example.net"])

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from esmtp.crashpoints import crashpoint
 from esmtp.errors import EsmtpError
-from esmtp.front import PROTOCOL, fingerprint
+from esmtp.front import PROTOCOL, fingerprint, socket_call
 
 if TYPE_CHECKING:
     from esmtp.config.model import Config
@@ -98,8 +98,24 @@ class Configs:
         home = os.environ.get("HOME")
         return ([os.path.join(home, ".esmtprc")] if home else []) + ["/etc/esmtprc"]
 
-    def load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
-        """:func:`esmtp.cli._load`, from the cache while the file is unchanged (same errors otherwise)."""
+    def load(self, options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
+        """:func:`esmtp.cli._load`, from the cache while the file is unchanged: the same errors, and with
+        ``tolerant`` (mailq) the same warning and a run without the configuration, so that a broken file gives the
+        same answers here as in a run of its own."""
+        from esmtp.errors import ConfigError, ConfigNotFound
+
+        try:
+            return self._load(options, need_config=need_config)
+        except ConfigError as error:
+            if not tolerant or isinstance(error, ConfigNotFound):
+                raise
+            from esmtp.cli import ignore_broken
+            from esmtp.plugins import load_hooks
+
+            ignore_broken(error)
+            return None, load_hooks(None)
+
+    def _load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
         from esmtp.config.files import load_config
 
         key = options.config_file
@@ -136,15 +152,17 @@ class Configs:
 
     def setting(self, config_file: str | None) -> tuple[bool, float]:
         """Whether the configuration lets the relay run (``relay_daemon``, ``ESMTP_RELAY_DAEMON``), and its idle
-        time. A configuration that cannot be read leaves the answer to the front end's own scan."""
+        time. A configuration that cannot be read leaves the answer to the front end's own scan of the file (so that
+        removing ``relay_daemon auto`` from a broken file still ends the process, as it would a run of its own)."""
+        from esmtp.front import config_setting
         from esmtp.options import Options
 
+        forced = os.environ.get("ESMTP_RELAY_DAEMON")
         try:
             config, _ = self.load(Options(config_file=config_file), need_config=False)
         except (EsmtpError, OSError):
-            return True, DEFAULT_IDLE
+            return forced == "1" or (forced != "0" and config_setting(config_file) == "auto"), DEFAULT_IDLE
         options = config.options if config is not None else {}
-        forced = os.environ.get("ESMTP_RELAY_DAEMON")
         enabled = forced == "1" or (forced != "0" and options.get("relay_daemon") == "auto")
         return enabled, float(options.get("relay_daemon_idle") or DEFAULT_IDLE)
 
@@ -246,10 +264,11 @@ class RelayServer:
     def _run(self, argv: list[str], cwd: str, fds: list[int]) -> int:
         """Run the command with the caller's streams: stdout, stderr and (for a message) the spool file."""
         from esmtp.cli import main as run_command
+        from esmtp.streams import reader_may_leave
 
         # The streams do not own the caller's descriptors (closefd=False): _client closes those, on every path, also
         # when a stream cannot be made (a directory as the message, say).
-        out = open(fds[0], "w", encoding="utf-8", errors="strict", closefd=False)  # noqa: SIM115
+        out = reader_may_leave(open(fds[0], "w", encoding="utf-8", errors="strict", closefd=False))  # noqa: SIM115
         err = open(fds[1], "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
         try:
             spool = (open(fds[2], encoding="utf-8", closefd=False) if len(fds) == 3  # noqa: SIM115
@@ -364,7 +383,7 @@ def _listen(path: str) -> tuple[socket.socket, bool]:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_mask = os.umask(0o177)
     try:
-        listener.bind(path)
+        socket_call(listener.bind, path)  # (through a short name when the path is longer than sun_path takes)
     finally:
         os.umask(old_mask)
     listener.listen(128)
@@ -409,9 +428,11 @@ def _gone(pid: int) -> bool:
 
 
 def main(args: list[str]) -> int:
-    """``python -c ... SOCKET_PATH``: serve until idle. Exits at once if another process already serves the path."""
-    if len(args) != 1:
-        sys.stderr.write("usage: relay_daemon SOCKET_PATH\n")
+    """``python -c ... SOCKET_PATH [CONFIG]``: serve until idle. Exits at once if another process already serves the
+    path. ``CONFIG`` is the ``-C`` file of the callers it serves (absolute), whose ``relay_daemon_idle`` applies from
+    the start: a process started for one message and never used again must not wait the default."""
+    if len(args) not in (1, 2):
+        sys.stderr.write("usage: relay_daemon SOCKET_PATH [CONFIG]\n")
         return 64
     path = args[0]
     lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -428,4 +449,7 @@ def main(args: list[str]) -> int:
     sweep_spool_files()
     from esmtp.smtp import session as smtp  # noqa: F401  (what every message needs, loaded once)
 
-    return RelayServer(listener, path, adopt_environment=activated).serve()
+    server = RelayServer(listener, path, adopt_environment=activated)
+    if not activated:  # systemd's environment is not yet the callers': their first request sets the idle time
+        server.idle = server.configs.setting(args[1] if len(args) == 2 else None)[1]
+    return server.serve()

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
-from esmtp.addresses import check_address
+from esmtp.addresses import address_problem, unsafe_character
 from esmtp.errors import EX_IOERR, EX_PROTOCOL, EX_TEMPFAIL, DataError
 from esmtp.message import read_message
 from esmtp.progname import printable
@@ -98,14 +98,11 @@ def _path(argument: str, keyword: str) -> tuple[str, list[str]]:
 
 
 def check_syntax(address: str) -> None:
-    """Refuse what cannot be a mailbox (control characters, brackets, blanks, an empty part)."""
-    try:
-        check_address(address, "address")
-    except DataError:
-        raise Reject("501 5.1.3 Bad address syntax: control character or angle bracket") from None
-    local, at, domain = address.rpartition("@") if "@" in address else (address, "", "")
-    if not local or (at and not domain) or (" " in address and not local.startswith('"')):
-        raise Reject(f"501 5.1.3 Bad address syntax: <{address}>")
+    """Refuse what cannot be a mailbox: :func:`esmtp.addresses.address_problem`, the command line's check too."""
+    problem = address_problem(address)
+    if problem is not None:
+        shown = "" if unsafe_character(address) or "\t" in address else f" <{address}>"
+        raise Reject(f"501 5.1.3 Bad address syntax:{shown} the address {problem}"[:400])
 
 
 def _params(params: list[str]) -> dict[str, str]:

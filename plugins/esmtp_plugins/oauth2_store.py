@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from esmtp.errors import ConfigError, TemporaryFailure
 
-from .credentials import load_keyring
+from .credentials import describe_backend, load_keyring
 
 if TYPE_CHECKING:
     from .oauth2_settings import OAuth2Settings
@@ -73,7 +73,7 @@ class FileStore:
         self.directory = directory
         self.path = os.path.join(directory, f"{key}.json")
         self.label = label
-        self.where = self.path
+        self.where = f"{self.path} (plain text, mode 0600: only you can read it)"
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -139,8 +139,7 @@ class KeyringStore:
     def __init__(self, keyring: Any, key: str) -> None:
         self.keyring = keyring
         self.service = KEYRING_SERVICE + key
-        backend = keyring.get_keyring()
-        self.where = f"the keyring ({type(backend).__name__}, service {self.service})"
+        self.where = f"the keyring, service {self.service} ({describe_backend(keyring)})"
 
     def get(self, name: str) -> str | None:
         try:

@@ -44,6 +44,7 @@ from esmtp.smtp.kept import KeepPolicy, KeptSession, connection_key
 from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
+from . import clock
 from .bounce import EXPIRED, make_bounce, wants_bounce
 from .entry import Entry, ErrorKind, error_kind, is_due
 from .message import QueuedMessage
@@ -227,7 +228,7 @@ class Flusher:
                     self.report.busy += 1
                 self.progress.step(self.report)
                 continue
-            now = time.time()
+            now = clock.now()
             if not self.wanted(claim.entry, now):
                 claim.release()
                 self.progress.step(self.report)
@@ -436,7 +437,7 @@ class Flusher:
         self.errors.write(f"{program_name()}: queue entry {entry.id} failed: {reasons}{note}\n")
         # The queue gives up: one line (host=queue) with the reasons, the time spent queued and the bounce's id.
         record(self.config, self.envelope(entry), entry.size, "queue", list(entry.failed),
-               time.monotonic() - (time.time() - entry.created), error=PermanentFailure(reasons), queue_id=entry.id,
+               time.monotonic() - (clock.now() - entry.created), error=PermanentFailure(reasons), queue_id=entry.id,
                bounce_id=bounce_id)
 
 
@@ -487,7 +488,7 @@ def _routed(pairs: list[tuple[str, str]]) -> list[str]:
 
 async def _flush(flusher: Flusher) -> None:
     store = flusher.store
-    now = time.time()
+    now = clock.now()
     delivered: list[str] = []
     entries = [entry for entry in store.recover(delivered) if flusher.wanted(entry, now)]
     if flusher.selected is not None:
