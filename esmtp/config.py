@@ -246,8 +246,13 @@ def _open_error(path: str, error: OSError) -> ConfigError:
     return ConfigError(f"open: {path}: {error.strerror or error}")
 
 
-def _check_user_file(path: str) -> bool:
-    """esmtp's rcfile_check: False when the file does not exist; ConfigError when it may not be used."""
+def check_user_file(path: str, *, holds: str = "a password") -> bool:
+    """esmtp's rcfile_check: False when the file does not exist; ConfigError when it may not be used.
+
+    A regular file (not a symlink), owned by the effective user, with no permission for others and none but ``x``
+    for the group. ``holds`` says why in the error (the configuration may hold a password; a DKIM key file holds a
+    private key).
+    """
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -259,12 +264,16 @@ def _check_user_file(path: str) -> bool:
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o067:
         raise ConfigError(
-            f"File {path} must not be readable or writable by others (it may hold a password), but its mode is "
+            f"File {path} must not be readable or writable by others (it may hold {holds}), but its mode is "
             f"{mode:04o}. Fix it with: chmod 600 {path}"
         )
     if info.st_uid != os.geteuid():
         raise ConfigError(f"File {path} must be owned by you.")
     return True
+
+
+#: The name before it became public (plugins may import it).
+_check_user_file = check_user_file
 
 
 def load_config(cli_path: str | None, *, home: str | None = None, system_path: str = "/etc/esmtprc") -> Config:
@@ -286,7 +295,7 @@ def load_config(cli_path: str | None, *, home: str | None = None, system_path: s
     user_path = None
     if home:
         user_path = home + ("" if home.endswith("/") else "/") + ".esmtprc"
-        if _check_user_file(user_path):
+        if check_user_file(user_path):
             try:
                 # O_NOFOLLOW: the file checked above cannot have been swapped for a symlink since.
                 return parse_config(_read(user_path, os.O_NOFOLLOW), user_path)
