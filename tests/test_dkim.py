@@ -53,9 +53,10 @@ def dns(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Key]) -> Itera
 
 
 def dkim_lines(*use: Key, extra: str = "") -> str:
+    """Two keys: the selectors in quotes separated by a space, the files separated by a comma (both are lists)."""
     selectors = " ".join(key.selector for key in use)
-    files = " ".join(str(key.path) for key in use)
-    return f'  dkim_selector "{selectors}"\n  dkim_key_file "{files}"\n{extra}'
+    files = ",".join(str(key.path) for key in use)
+    return f'  dkim_selector "{selectors}"\n  dkim_key_file {files}\n{extra}'
 
 
 def configure(run: Runner, port: int, *use: Key, extra: str = "", top: str = "") -> None:
