@@ -147,6 +147,32 @@ class EsmtpPy(Subject):
         return [Step([str(self.exe), "-C", str(rc), "--flush"], self.env_for(self.queue_dirs[rc]), timeout=timeout)]
 
 
+class EsmtpDkim(EsmtpPy):
+    """This project signing every message with DKIM: an RSA-2048 key (PKCS#8, made here), relaxed/relaxed, the
+    default header list. Otherwise the same configuration as ``esmtp-py``, so the difference is the signing."""
+
+    def __init__(self, exe: Path, work: Path, env: dict[str, str]) -> None:
+        super().__init__(exe, work / "dkim", env)
+        self.key = "esmtp-dkim"
+        self.label = self.label.replace("esmtp-py", "esmtp-py + DKIM")
+        self.key_file = self.work / "dkim-rsa.pem"
+        if self.error is None:
+            try:
+                from cryptography.hazmat.primitives import serialization
+                from cryptography.hazmat.primitives.asymmetric import rsa
+            except ImportError as exc:
+                self.error = f"cryptography is not importable: {exc}"
+                return
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+            self.key_file.write_bytes(pem)
+            self.key_file.chmod(0o600)
+
+    def _rc_text(self, port: int) -> str:
+        return super()._rc_text(port) + f"dkim_selector bench\ndkim_key_file {self.key_file}\n"
+
+
 class EsmtpRelay(EsmtpPy):
     """This project with the warm relay on (``relay_daemon auto``). ``warm``: its resident process is up (started,
     untimed, before each run); ``first``: none is up (each run sends the message itself and starts the process for

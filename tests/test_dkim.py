@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from dkim_support import DOMAIN, Dns, Key, make_key, verify
-from esmtp_plugins.dkim import settings_for
 from esmtp_plugins.dkim_canon import body_hash, header_relaxed, header_simple
 from esmtp_plugins.dkim_keys import parse_key
+from esmtp_plugins.dkim_settings import settings_for
 from esmtp_plugins.dkim_sign import body_chunks
 from hypothesis import given
 from hypothesis import strategies as st

@@ -6,20 +6,17 @@ on every path: a direct send, ``-bs``, the warm relay, and each try of a queued 
 time, not the queueing time). ``trylast`` and a high ``PLUGIN_ORDER``: another plugin on that hook runs first.
 
 The keywords, their defaults and the DNS record are in docs/dkim.md. This module holds the hook implementations and
-the settings; the work is in :mod:`.dkim_sign` (the field), :mod:`.dkim_canon` (canonicalization and the streamed
-body hash), :mod:`.dkim_keys` (reading keys) and :mod:`.dkim_keygen` (``esmtp --dkim-keygen``).
+the cheap test of whether an identity signs (every send asks; most do not sign, and import nothing more). The work
+is in :mod:`.dkim_settings` (the keywords), :mod:`.dkim_sign` (the field), :mod:`.dkim_canon` (canonicalization and
+the streamed body hash), :mod:`.dkim_keys` (reading keys) and :mod:`.dkim_keygen` (``esmtp --dkim-keygen``).
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.errors import ConfigError
 from esmtp.types import KeywordSpec
 
 if TYPE_CHECKING:
@@ -29,28 +26,11 @@ if TYPE_CHECKING:
     from esmtp.trace import Trace
     from esmtp.types import Envelope
 
-    from .dkim_sign import Signature
-
 #: Last on ``esmtp_sign_message`` (with ``trylast``): whatever another plugin changes there is signed too.
 PLUGIN_ORDER = 1000
 
 KEYWORDS = ("dkim_domain", "dkim_selector", "dkim_key_file", "dkim_algorithm", "dkim_headers",
             "dkim_canonicalization", "dkim_from_mismatch")
-
-#: The fields signed by default when present (From always, and once more: oversigned).
-DEFAULT_HEADERS: tuple[str, ...] = (
-    "from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc", "in-reply-to", "references",
-    "mime-version", "content-type", "content-transfer-encoding", "content-disposition", "list-unsubscribe",
-    "list-unsubscribe-post",
-)
-
-# A selector or domain: dot-separated labels of letters, digits and hyphens (a domain may be non-ASCII: IDNA).
-_LABELS = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
-# A From: value that needs no parser: a bare address, or a display name without specials and one <address>.
-_ADDRESS = r'[^\s<>()",;:@\\]+@[^\s<>()",;:@\\\[\]]+'
-_SIMPLE_FROM = re.compile(rf'\s*(?:({_ADDRESS})|[^<>()",;:@\\]*<({_ADDRESS})>)\s*')
-# A header field name as h= may carry it: printable ASCII but ':' and ';'.
-_FIELD_NAME = re.compile(r"[!-9<-~]+")
 
 
 @hookimpl
@@ -71,176 +51,14 @@ def esmtp_config_keywords() -> Iterable[KeywordSpec]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class KeyChoice:
-    """One signature to make: its selector and key file (and the algorithm dkim_algorithm asks for, if any)."""
-
-    selector: str
-    path: str
-    algorithm: str | None
-    where: str  # file:line of dkim_key_file
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """An identity's DKIM settings, each keyword falling back to the global section's."""
-
-    domain: str | None
-    keys: tuple[KeyChoice, ...]
-    headers: tuple[str, ...]
-    header_canon: str
-    body_canon: str
-    mismatch: str
-
-
-def _domain_ascii(domain: str) -> str | None:
-    """``domain`` as d= carries it (IDNA A-labels, lower case), or None when it is not a host name."""
-    domain = domain.strip().rstrip(".").lower()
-    try:
-        ascii_domain = domain if domain.isascii() else domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
-    return ascii_domain if _LABELS.fullmatch(ascii_domain) and "." in ascii_domain else None
-
-
-def _words(value: str) -> list[str]:
-    """A list value: separated by commas (which esmtprc keeps in a value) or spaces (in quotes)."""
-    return value.replace(",", " ").split()
-
-
-def settings_for(identity: Identity, config: Config) -> Settings | None:
-    """The identity's settings, or None when it does not sign. Raises ConfigError naming the file and line."""
-    glob = config.identities[0] if config.identities else identity
-
-    def look(key: str) -> tuple[str | None, str]:
-        for block in (identity, glob):
-            value = block.options.get(key)
-            if value is not None:
-                return value, config.where(key, block)
-        return None, config.where(key, identity)
-
-    selector_text, selector_at = look("dkim_selector")
-    key_text, key_at = look("dkim_key_file")
-    if selector_text is None and key_text is None:
-        return None
-    if selector_text is None or key_text is None:
-        have, missing = ("dkim_selector", "dkim_key_file") if key_text is None else ("dkim_key_file", "dkim_selector")
-        raise ConfigError(f"{selector_at if key_text is None else key_at}: '{have}' needs '{missing}' too (DKIM "
-                          f"signs with a key published under a selector)")
-    selectors = _words(selector_text)
-    for selector in selectors:
-        if not _LABELS.fullmatch(selector):
-            raise ConfigError(f"{selector_at}: dkim_selector '{selector}' is not a DNS label (letters, digits, '-', "
-                              f"'.')")
-    paths = _words(key_text) if len(selectors) > 1 else [key_text.strip()]
-    algorithm_text, algorithm_at = look("dkim_algorithm")
-    algorithms: list[str | None] = list(_words(algorithm_text)) if algorithm_text else [None] * len(selectors)
-    from .dkim_keys import ALGORITHMS
-
-    for algorithm in algorithms:
-        if algorithm is not None and algorithm not in ALGORITHMS:
-            raise ConfigError(f"{algorithm_at}: dkim_algorithm takes {' or '.join(ALGORITHMS)} (or both), not "
-                              f"'{algorithm}'")
-    if len(set(algorithms) - {None}) < len([a for a in algorithms if a]):
-        raise ConfigError(f"{algorithm_at}: dkim_algorithm names an algorithm twice")
-    if not len(selectors) == len(paths) == len(algorithms) or len(selectors) > 2:
-        raise ConfigError(f"{key_at}: {len(selectors)} dkim_selector(s), {len(paths)} dkim_key_file(s) and "
-                          f"{len(algorithms)} dkim_algorithm(s): give one of each per signature (at most two: "
-                          f"rsa-sha256 and ed25519-sha256), in the same order")
-    keys = tuple(KeyChoice(s, os.path.expanduser(p), a, key_at)
-                 for s, p, a in zip(selectors, paths, algorithms, strict=True))
-
-    domain_text, domain_at = look("dkim_domain")
-    domain = None
-    if domain_text is not None:
-        domain = _domain_ascii(domain_text)
-        if domain is None:
-            raise ConfigError(f"{domain_at}: dkim_domain '{domain_text}' is not a domain name")
-
-    headers_text, headers_at = look("dkim_headers")
-    headers = DEFAULT_HEADERS
-    if headers_text is not None:
-        headers = tuple(dict.fromkeys(name.strip().lower() for name in headers_text.split(":") if name.strip()))
-        bad = [name for name in headers if not _FIELD_NAME.fullmatch(name)]
-        if bad:
-            raise ConfigError(f"{headers_at}: dkim_headers: '{bad[0]}' is not a header field name")
-        if "from" not in headers:
-            raise ConfigError(f"{headers_at}: dkim_headers must include From (RFC 6376 5.4: it is always signed)")
-        if "dkim-signature" in headers:
-            raise ConfigError(f"{headers_at}: dkim_headers cannot sign DKIM-Signature fields")
-
-    canon_text, canon_at = look("dkim_canonicalization")
-    header_canon, body_canon = "relaxed", "relaxed"
-    if canon_text is not None:
-        head, slash, body = canon_text.strip().lower().partition("/")
-        header_canon, body_canon = head, body if slash else "simple"  # RFC 6376 3.5: c=relaxed is relaxed/simple
-        if header_canon not in ("simple", "relaxed") or body_canon not in ("simple", "relaxed"):
-            raise ConfigError(f"{canon_at}: dkim_canonicalization takes HEADER/BODY, each simple or relaxed (such "
-                              f"as relaxed/relaxed), not '{canon_text}'")
-    mismatch, _ = look("dkim_from_mismatch")
-    return Settings(domain, keys, headers, header_canon, body_canon, mismatch or "sign")
-
-
-def from_domain(message: Message) -> str | None:
-    """The domain of the (first) From: address, in ASCII; None when there is none or it cannot be used as d=.
-
-    ``a@b`` and ``Name <a@b>`` (no quotes, comments or lists: what scripts and fixups write) are read here; anything
-    else goes to the email package's parser, whose import costs a send about 14 ms.
-    """
-    value = message.get("from")
-    if value is None:
-        return None
-    match = _SIMPLE_FROM.fullmatch(value)
-    address = match.group(1) or match.group(2) if match else None
-    if address is None:
-        from esmtp.addresses import header_addresses
-        from esmtp.errors import DataError
-
-        try:
-            found = header_addresses(message, ("from",))
-        except DataError:
-            return None
-        if not found:
-            return None
-        address = found[0]
-    return _domain_ascii(address.rpartition("@")[2])
-
-
-def aligned(one: str, other: str) -> bool:
-    """DMARC's relaxed alignment, without the public suffix list: one domain is the other or a subdomain of it."""
-    return one == other or one.endswith("." + other) or other.endswith("." + one)
-
-
-def signatures_for(settings: Settings, message: Message, trace: Trace) -> list[Signature]:
-    """The signatures to add to ``message`` (none when it cannot or must not be signed, with the reason in -v)."""
-    from .dkim_keys import load_key
-    from .dkim_sign import Signature
-
-    found = from_domain(message)
-    domain = settings.domain or found
-    if domain is None:
-        trace.info("dkim: not signed: the message has no From: address with a domain to sign for (set dkim_domain)")
-        return []
-    if found is None or not aligned(found, domain):
-        shown = found or "(none)"
-        if settings.mismatch == "skip":
-            trace.info(f"dkim: not signed: the From: domain {shown} is not {domain} (dkim_from_mismatch skip)")
-            return []
-        trace.info(f"dkim: warning: the From: domain {shown} is not {domain}: the signature will not align for DMARC")
-    signatures = []
-    for choice in settings.keys:
-        key = load_key(choice.path, choice.where)
-        if choice.algorithm is not None and choice.algorithm != key.algorithm:
-            raise ConfigError(f"{choice.where}: DKIM key file {choice.path} holds an {key.algorithm} key, but "
-                              f"dkim_algorithm asks for {choice.algorithm}")
-        signatures.append(Signature(domain, choice.selector, key, settings.headers, settings.header_canon,
-                                    settings.body_canon))
-    return signatures
-
-
 @hookimpl(trylast=True)
 def esmtp_sign_message(envelope: Envelope, message: Message, config: Config, trace: Trace) -> None:
     """Sign the message as it will be sent, when its identity has DKIM settings."""
+    glob = config.identities[0] if config.identities else envelope.identity
+    if not (_signs_here(envelope.identity) or _signs_here(glob)):
+        return  # the common case, decided without importing the rest of the plugin
+    from .dkim_settings import settings_for, signatures_for
+
     settings = settings_for(envelope.identity, config)
     if settings is None:
         return
@@ -260,8 +78,11 @@ def esmtp_sign_message(envelope: Envelope, message: Message, config: Config, tra
 @hookimpl
 def esmtp_check_config(config: Config) -> None:
     """``esmtp --check``: per identity that signs, the DNS name to publish and whether each key parses."""
-    from .dkim_keys import full_check, load_key, public_record
+    from .dkim_keys import full_check, public_record
+    from .dkim_settings import domain_ascii, load_keys, settings_for
 
+    if not _signs(config):
+        return
     for identity in config.identities:
         settings = settings_for(identity, config)
         if settings is None or (identity.address is None and identity is not config.default
@@ -270,12 +91,8 @@ def esmtp_check_config(config: Config) -> None:
         label = identity.address or "(global section)"
         domain = settings.domain
         if domain is None and identity.address is not None and "@" in identity.address:
-            domain = _domain_ascii(identity.address.rpartition("@")[2])
-        for choice in settings.keys:
-            key = load_key(choice.path, choice.where)
-            if choice.algorithm is not None and choice.algorithm != key.algorithm:
-                raise ConfigError(f"{choice.where}: DKIM key file {choice.path} holds an {key.algorithm} key, but "
-                                  f"dkim_algorithm asks for {choice.algorithm}")
+            domain = domain_ascii(identity.address.rpartition("@")[2])
+        for choice, key in load_keys(settings):
             full_check(choice.path)
             name = f"{choice.selector}._domainkey.{domain or '<the From: domain>'}"
             print(f"dkim {label}: {key.algorithm} ({key.bits}-bit key in {choice.path}: ok); publish TXT at {name}:")
@@ -284,6 +101,10 @@ def esmtp_check_config(config: Config) -> None:
 
 def _signs_here(identity: Identity) -> bool:
     return any(key in identity.options for key in KEYWORDS)
+
+
+def _signs(config: Config) -> bool:
+    return any(_signs_here(identity) for identity in config.identities)
 
 
 @hookimpl

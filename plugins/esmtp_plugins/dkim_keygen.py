@@ -46,13 +46,13 @@ def _private_pem(algorithm: str) -> bytes:
 def keygen(options: Options) -> int:
     """Make the key, write it, print the record. Returns 0; raises UsageError (64) for a bad selector, domain or
     algorithm, EsmtpError (73) when the file exists or cannot be written."""
-    from .dkim import _LABELS, _domain_ascii
     from .dkim_keys import ALGORITHMS, RSA_SHA256, parse_key, public_record
+    from .dkim_settings import LABELS, domain_ascii
 
     selector, domain_text = options.selector or "", options.domain or ""
-    if not _LABELS.fullmatch(selector):
+    if not LABELS.fullmatch(selector):
         raise UsageError(f"--selector '{selector}' is not a DNS label (letters, digits, '-', '.')")
-    domain = _domain_ascii(domain_text)
+    domain = domain_ascii(domain_text)
     if domain is None:
         raise UsageError(f"--domain '{domain_text}' is not a domain name")
     algorithm = options.algorithm or RSA_SHA256

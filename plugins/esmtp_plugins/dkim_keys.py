@@ -12,8 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from esmtp.config import check_user_file
 from esmtp.errors import ConfigError
@@ -32,8 +31,7 @@ _OID_RSA = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1
 _OID_ED25519 = bytes.fromhex("2b6570")  # 1.3.101.112
 
 
-@dataclass(frozen=True, slots=True)
-class SigningKey:
+class SigningKey(NamedTuple):
     """A private key ready to sign, with what the messages and the DNS record say about it."""
 
     path: str

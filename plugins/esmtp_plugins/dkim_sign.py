@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from esmtp.message import Message
 from esmtp.wire import crlf_lines
@@ -24,8 +24,7 @@ from .dkim_keys import SigningKey
 WIDTH = 78
 
 
-@dataclass(frozen=True, slots=True)
-class Signature:
+class Signature(NamedTuple):
     """What one signature is made with."""
 
     domain: str  # d=, in ASCII (IDNA)
