@@ -32,6 +32,7 @@ from subjects import (
     EsmtpDkim,
     EsmtpPy,
     EsmtpRelay,
+    EsmtpRelayDkim,
     Floor,
     Msmtp,
     NotApplicable,
@@ -153,8 +154,10 @@ class Bench:
         self.first = EsmtpRelay(esmtp, self.work, self.env, "first")
         self.floor = Floor(esmtp, self.env)
         self.dkim = EsmtpDkim(esmtp, self.work, self.env)
+        self.dkim_ed = EsmtpDkim(esmtp, self.work, self.env, "ed25519-sha256")
+        self.dkim_warm = EsmtpRelayDkim(esmtp, self.work, self.env)
         self.all: list[Subject] = [self.py, self.warm, self.first, self.e12, self.msmtp, self.nm, self.aio,
-                                   self.smtplib, self.floor, self.dkim]
+                                   self.smtplib, self.floor, self.dkim, self.dkim_ed, self.dkim_warm]
         self.msg2k = write_message(self.work / "msg-2k.txt", 2048)
         self.notes: list[str] = []
 
@@ -168,7 +171,7 @@ class Bench:
                 subject.configure(port)
 
     def close(self) -> None:
-        for relay in (self.warm, self.first):
+        for relay in (self.warm, self.first, self.dkim_warm):
             relay.stop()
         if not self.keep:
             shutil.rmtree(self.work, ignore_errors=True)
@@ -238,6 +241,7 @@ class Bench:
                     continue
                 ser.values.append(sample.wall)
                 ser.add_extra("maxrss_mb", sample.maxrss_kb / 1024)
+                ser.add_extra("cpu_ms", sample.cpu * 1000)
                 for k in ("connections", "auths", "messages", "data_bytes"):
                     if k in d:
                         ser.add_extra(k, d[k])
@@ -250,7 +254,8 @@ class Bench:
 
     @staticmethod
     def _one_message(subject: Subject, sample: Sample, d: dict[str, float], grown: int) -> str | None:
-        logged_in = d.get("auths", 0) >= 1 or subject.key == "esmtp-warm"  # the warm relay's connection is kept
+        # The warm relay's connection is kept: no AUTH per message.
+        logged_in = d.get("auths", 0) >= 1 or subject.key in ("esmtp-warm", "esmtp-dkim-warm")
         if d.get("messages") != 1 or not logged_in:
             return f"exit 0 but the sink got {d.get('messages', 0):g} message(s), {d.get('auths', 0):g} AUTH"
         return None
@@ -650,25 +655,34 @@ class Bench:
 
 
     def dkim_signing(self) -> list[View]:
-        """DKIM signing (RSA-2048, relaxed/relaxed) against the same send unsigned: the cost for a 2 KB message
-        (interleaved runs, the budget is the difference of the medians) and the peak RSS for a 100 MB one."""
+        """DKIM signing against the same send unsigned: the cost for a 2 KB message (interleaved runs; the budget is
+        the difference of the medians, RSA-2048 in a new process; Ed25519 and the warm relay are shown too) and the
+        peak RSS for a 100 MB one."""
         st = self.settings
-        subjects: list[Subject] = [self.py, self.dkim]
+        subjects: list[Subject] = [self.py, self.dkim, self.dkim_ed, self.warm, self.dkim_warm]
         with sink() as s:
             self.configure(s.port)
             small = self.measure("dkim-2k", subjects, lambda subj: subj.send(self.msg2k), runs=max(st.runs, 10) * 2,
                                  s=s, check=self._one_message)
-        cost = View("dkim-2k", "one 2 KB message, unsigned and DKIM-signed (RSA-2048), new process", "ms", 1000,
-                    series=small, columns={"conn/run": "connections", "AUTH/run": "auths"})
-        budget = "DKIM signing of a 2 KB message ≤ 5 ms over the unsigned send (difference of medians)"
-        plain, signed = cost.med("esmtp-py"), cost.med("esmtp-dkim")
-        if plain is None or signed is None:
-            cost.verdicts.append(Verdict(budget, self._why(small, "esmtp-dkim" if signed is None else "esmtp-py"),
-                                         "n/a"))
-        else:
-            extra = (signed - plain) * 1000
-            cost.verdicts.append(Verdict(budget, f"{extra:+.1f} ms ({fmt(signed * 1000, 'ms')} vs "
-                                                 f"{fmt(plain * 1000, 'ms')})", "PASS" if extra <= 5 else "FAIL"))
+        cost = View("dkim-2k", "one 2 KB message, unsigned and DKIM-signed", "ms", 1000, series=small,
+                    columns={"CPU ms/run": "cpu_ms", "conn/run": "connections", "AUTH/run": "auths"})
+        pairs = [("esmtp-dkim", "esmtp-py", "RSA-2048, new process", True),
+                 ("esmtp-dkim-ed", "esmtp-py", "Ed25519, new process", False),
+                 ("esmtp-dkim-warm", "esmtp-warm", "RSA-2048, warm relay", False)]
+        for key, ref, what, budgeted in pairs:
+            budget = f"DKIM signing of a 2 KB message ({what}) ≤ 5 ms over the unsigned send"
+            signed, plain = cost.med(key), cost.med(ref)
+            if plain is None or signed is None:
+                cost.verdicts.append(Verdict(budget, self._why(small, key if signed is None else ref), "n/a"))
+                continue
+            # CPU time (user + system, the command and what it waited for) is the verdict: on a shared 2-core
+            # machine the wall-time medians of two interleaved series move by more than the 5 ms measured.
+            cpu = (median(small[key].extra["cpu_ms"]) - median(small[ref].extra["cpu_ms"]))
+            wall = (signed - plain) * 1000
+            verdict = ("PASS" if cpu <= 5 else "FAIL") if budgeted else ("met" if cpu <= 5 else "missed")
+            cost.verdicts.append(Verdict(budget, f"CPU {cpu:+.1f} ms; wall {wall:+.1f} ms ({fmt(signed * 1000, 'ms')} "
+                                                 f"vs {fmt(plain * 1000, 'ms')})", verdict))
+        subjects = [self.py, self.dkim]
         size = st.big_mb * 1_000_000
         path = write_message(self.work / "msg-dkim-big.txt", size)
         check = self._whole_message(size)

@@ -47,10 +47,10 @@ def keygen(options: Options) -> int:
     """Make the key, write it, print the record. Returns 0; raises UsageError (64) for a bad selector, domain or
     algorithm, EsmtpError (73) when the file exists or cannot be written."""
     from .dkim_keys import ALGORITHMS, RSA_SHA256, parse_key, public_record
-    from .dkim_settings import LABELS, domain_ascii
+    from .dkim_settings import domain_ascii, is_labels
 
     selector, domain_text = options.selector or "", options.domain or ""
-    if not LABELS.fullmatch(selector):
+    if not is_labels(selector):
         raise UsageError(f"--selector '{selector}' is not a DNS label (letters, digits, '-', '.')")
     domain = domain_ascii(domain_text)
     if domain is None:
