@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The SMTP tests against the lowest and the newest aiosmtplib that pyproject.toml allows (esmtp/pipelining.py uses
+# The SMTP tests against the lowest and the newest aiosmtplib that pyproject.toml allows (esmtp/smtp/pipelining.py uses
 # aiosmtplib internals, so both ends of the range are tested). Usage: .ci/aiosmtplib-range.sh PYTHON
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -778,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
                     views += bench.big()
                 elif workload == "dkim":
                     views += bench.dkim_signing()
-            except Exception as exc:  # one broken workload must not lose the others' figures
+            except Exception as exc:  # noqa: BLE001  (one broken workload must not lose the others' figures)
                 err = f"harness error: {type(exc).__name__}: {exc}"
                 log(err)
                 view = View(workload, f"{workload} (failed)", "ms", 1000,

@@ -2,8 +2,8 @@
 
 import sys
 
-from . import streams
-from .cli import main
+from esmtp import streams
+from esmtp.cli import main
 
 streams.repair()
 code = main(["esmtp", *sys.argv[1:]])

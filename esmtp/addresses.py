@@ -7,12 +7,12 @@ Start-up path: nothing but :mod:`esmtp.errors`; ``email`` is imported only for a
 
 from __future__ import annotations
 
-from .errors import DataError, UsageError
+from esmtp.errors import DataError, UsageError
 
 # `typing` costs milliseconds on the --version path (options imports this module): for type checkers only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .message import Message
+    from esmtp.message import Message
 
 # --- the injection check --------------------------------------------------------------------------------------
 

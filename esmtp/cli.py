@@ -6,16 +6,16 @@ import contextlib
 import os
 import sys
 
-from .errors import EX_SOFTWARE, EX_TEMPFAIL, ConfigError, ConfigNotFound, EsmtpError
+from esmtp.errors import EX_SOFTWARE, EX_TEMPFAIL, ConfigError, ConfigNotFound, EsmtpError
 
 TYPE_CHECKING = False  # no `typing` import: start-up is the hot path
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .config import Config
-    from .options import Options
-    from .plugins import Hooks
-    from .relay_sessions import SessionPool
+    from esmtp.config.model import Config
+    from esmtp.options import Options
+    from esmtp.plugins import Hooks
+    from esmtp.smtp.kept import KeptSessions
 
     Loader = Callable[..., tuple[Config | None, Hooks]]
 
@@ -53,8 +53,8 @@ def _prog(argv: list[str]) -> str:
 def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
     """The configuration and the plugins. ``tolerant`` (mailq): a broken file is a warning and the run goes on
     without it, so that the queue can still be listed."""
-    from .config import load_config
-    from .plugins import load_hooks, resolve_config
+    from esmtp.config.files import load_config
+    from esmtp.plugins import load_hooks, resolve_config
 
     config: Config | None
     try:
@@ -81,24 +81,24 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
 
 
 def _ignore_broken(error: ConfigError) -> None:
-    from .progname import warn
+    from esmtp.progname import warn
 
     warn(f"warning: {error}")
     warn("warning: listing the queue without the configuration (a queue_dir it sets is not known: the default "
          "queue directory, or ESMTP_QUEUE_DIR, is listed)")
 
 
-def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
-    from .envelope import build_envelope
-    from .message import read_message
-    from .pipeline import submit
-    from .trace import Trace
-    from .types import RunContext
+def _send(options: Options, load: Loader, sessions: KeptSessions | None) -> int:
+    from esmtp.envelope import build_envelope
+    from esmtp.message import read_message
+    from esmtp.pipeline import submit
+    from esmtp.trace import Trace
+    from esmtp.types import RunContext
 
     config, hooks = load(options, need_config=True)
     assert config is not None
     if options.pretend:
-        from .pretend import plan
+        from esmtp.diagnostics.pretend import plan
 
         return plan(options, config, hooks)
     trace = Trace(verbose=options.verbose, transcript_path=options.transcript)
@@ -114,37 +114,37 @@ def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
     return 0
 
 
-def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None = None, cwd: str | None = None) -> int:
+def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None = None, cwd: str | None = None) -> int:
     """Run the command for ``argv``; return the exit code.
 
-    The warm relay (:mod:`esmtp.relay_daemon`) passes its cached configuration ``load``-er, its kept SMTP
+    The warm relay (:mod:`esmtp.relay.daemon`) passes its cached configuration ``load``-er, its kept SMTP
     ``sessions`` and the caller's working directory ``cwd`` (relative file names on the command line are the
     caller's).
     """
-    from .options import parse_args
+    from esmtp.options import parse_args
 
     options = parse_args(argv)
     if cwd is not None:
         options.config_file = options.config_file and os.path.join(cwd, options.config_file)
         options.transcript = options.transcript and os.path.join(cwd, options.transcript)
     if options.mode == "version":
-        from . import __version__
+        from esmtp import __version__
 
         print(f"esmtp {__version__}")
         return 0
     if options.mode == "help":
-        from .progname import name
+        from esmtp.progname import name
 
         sys.stdout.write(USAGE.format(prog=name()))
         return 0
     if options.mode == "import-msmtprc":
-        from .import_msmtprc import import_command
+        from esmtp.config.import_msmtprc import import_command
 
         return import_command(options.msmtprc)
     if options.mode == "newaliases":
         return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
     if options.mode == "smtp":
-        from .stdio_relay import serve
+        from esmtp.server.relay import serve
 
         return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
@@ -164,10 +164,10 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
         config, hooks = load(options, need_config=True)
         assert config is not None
         if options.mode == "check":
-            from .check import check
+            from esmtp.diagnostics.check import check
 
             return check(options, config, hooks)
-        from .serverinfo import serverinfo
+        from esmtp.diagnostics.serverinfo import serverinfo
 
         return serverinfo(options, config, hooks)
     if options.mode in ("store-password", "oauth2-login", "dkim-keygen"):
@@ -185,10 +185,10 @@ def _say(text: str) -> None:
         sys.stderr.write(text)
 
 
-def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: SessionPool | None = None,
+def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptSessions | None = None,
          cwd: str | None = None) -> int:
     """Entry point of a run (the keyword arguments are the warm relay's: see :func:`run`)."""
-    from .progname import set_name
+    from esmtp.progname import set_name
 
     argv = list(sys.argv if argv is None else argv)
     prog = _prog(argv)
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: Sessi
     except KeyboardInterrupt:
         _say(f"{prog}: interrupted; the message was not sent\n")
         code = EX_TEMPFAIL
-    except Exception as error:  # a bug: report it without a traceback (it could hold a secret)
+    except Exception as error:  # noqa: BLE001  (a bug: reported without a traceback, which could hold a secret)
         _say(f"{prog}: internal error: {type(error).__name__}: {error}\n")
         if os.environ.get("ESMTP_DEBUG") == "1":
             import traceback

@@ -18,15 +18,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import EX_OK, EsmtpError
+from esmtp.config.model import FACILITIES as FACILITIES
+from esmtp.config.model import SYSLOG_CHOICES as SYSLOG_CHOICES
+from esmtp.errors import EX_OK, DeliveryError, EsmtpError, RecipientsRejected
 
 if TYPE_CHECKING:
-    from .config import Config, Identity
-    from .types import DeliveryResult, Envelope
+    from esmtp.config.model import Config, Identity
+    from esmtp.types import DeliveryResult, Envelope
 
-#: syslog facilities by the names ``syslog`` accepts (also as LOG_MAIL, LOG_LOCAL0...).
-FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
-SYSLOG_CHOICES = ("enabled", "disabled", *FACILITIES, *(f"LOG_{name.upper()}" for name in FACILITIES))
 #: sysexits names for ``exitcode=``.
 _EXIT_NAMES = {
     0: "EX_OK", 64: "EX_USAGE", 65: "EX_DATAERR", 66: "EX_NOINPUT", 67: "EX_NOUSER", 68: "EX_NOHOST",
@@ -80,11 +79,12 @@ def _server_reply(agent: str, result: DeliveryResult | None, error: EsmtpError |
     """``smtpstatus`` and ``smtpmsg``: the server's last word on this attempt, if a server said one."""
     if result is not None:
         return _reply(result.detail) if agent == "smtp" else (None, None)
-    rejected: dict[str, str] | None = getattr(error, "rejected", None)
-    if rejected:
+    if isinstance(error, RecipientsRejected) and error.rejected:
+        rejected = error.rejected
         return _reply(next(iter(rejected.values())))[0], "; ".join(f"{r}: {text}" for r, text in rejected.items())
-    reply: str | None = getattr(error, "reply", None)
-    return _reply(reply) if reply else (None, None)
+    if isinstance(error, DeliveryError) and error.reply:
+        return _reply(error.reply)
+    return None, None
 
 
 def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str], duration: float, *,
@@ -95,7 +95,7 @@ def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str],
     status, message = _server_reply(agent, result, error)
     authenticated = identity.username is not None or identity.password is not None
     if agent == "smtp":
-        from .describe import server, uses_tls
+        from esmtp.diagnostics.describe import server, uses_tls
 
         host: str = server(identity)[0]
         tls = "on" if uses_tls(identity) else "off"
@@ -127,7 +127,7 @@ def format_line(values: dict[str, object], fmt: str, *, stamp: bool = True) -> s
 
 def write(settings: LogSettings, values: dict[str, object]) -> None:
     """Write one attempt to the configured targets; a failure is a warning, never an error."""
-    from .progname import warn
+    from esmtp.progname import warn
 
     if settings.path:
         line = format_line(values, settings.format).encode("utf-8", "backslashreplace")
@@ -144,7 +144,7 @@ def write(settings: LogSettings, values: dict[str, object]) -> None:
     if settings.facility is not None:
         import syslog
 
-        from .progname import name
+        from esmtp.progname import name
 
         priority = syslog.LOG_INFO if values.get("exitcode") == "EX_OK" else syslog.LOG_ERR
         syslog.openlog(name(), syslog.LOG_PID, getattr(syslog, f"LOG_{settings.facility.upper()}"))
@@ -166,7 +166,7 @@ def record(config: Config, envelope: Envelope, mailsize: int, agent: str, recipi
         duration = time.monotonic() - started
         write(settings, fields(envelope, mailsize, agent, recipients, duration, result=result, error=error,
                                queue_id=queue_id, bounce_id=bounce_id))
-    except Exception as failure:  # the log must never cost a delivery
-        from .progname import warn
+    except Exception as failure:  # noqa: BLE001  (the log must never cost a delivery: the mail is sent)
+        from esmtp.progname import warn
 
         warn(f"warning: could not log the delivery attempt: {type(failure).__name__}: {failure}")

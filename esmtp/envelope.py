@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from .addresses import check_address, header_addresses
-from .config import Config, Identity
-from .errors import DataError
-from .message import Message
-from .options import Options
-from .types import Envelope
+from esmtp.addresses import check_address, header_addresses
+from esmtp.config.model import Config, Identity
+from esmtp.errors import DataError
+from esmtp.message import Message
+from esmtp.options import Options
+from esmtp.types import Envelope
 
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
 
@@ -84,7 +84,7 @@ def build_envelope(options: Options, message: Message, config: Config) -> Envelo
     unique = list(dict.fromkeys(check_address(r, "recipient") for r in recipients))
     if not unique:
         raise DataError("No recipients found" if options.read_recipients else "Recipient names must be specified")
-    from .identities import choose_identity
+    from esmtp.config.identities import choose_identity
 
     identity: Identity = choose_identity(config, given, options.identity).identity
     if identity.force_reverse_path:

@@ -1,4 +1,4 @@
-"""The ``sendmail``/``mailq`` entry point: hand the run to the warm relay (:mod:`esmtp.relay_daemon`), else run it here.
+"""The ``sendmail``/``mailq`` entry point: hand the run to the warm relay (:mod:`esmtp.relay.daemon`), else run it here.
 
 This module is the whole start-up cost of a warm run, so it imports ``os``, ``sys`` and ``socket`` (its C half,
 ``_socket``) and nothing else: no pluggy, no dataclasses, no ``typing``, no other module of the package until it
@@ -182,7 +182,7 @@ def spawn(path: str) -> None:
             os.dup2(null, fd)
         os.closerange(3, 1 << 16)
         os.chdir("/")
-        code = "import sys; from esmtp.relay_daemon import main; sys.exit(main(sys.argv[1:]))"
+        code = "import sys; from esmtp.relay.daemon import main; sys.exit(main(sys.argv[1:]))"
         os.execv(sys.executable, [sys.executable, "-P", "-c", code, path])
     finally:
         os._exit(127)
@@ -359,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         import gc  # built in
 
         gc.disable()
-    from . import streams
-    from .cli import main as run_here
+    from esmtp import streams
+    from esmtp.cli import main as run_here
 
     streams.repair()
     try:

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 from pluggy import HookspecMarker
 
 if TYPE_CHECKING:
-    from .config import Config, Identity
-    from .errors import EsmtpError
-    from .message import Message
-    from .options import Options
-    from .password_sources import PasswordSource
-    from .trace import Trace
-    from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
+    from esmtp.config.model import Config, Identity
+    from esmtp.errors import EsmtpError
+    from esmtp.message import Message
+    from esmtp.options import Options
+    from esmtp.password_sources import PasswordSource
+    from esmtp.trace import Trace
+    from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
 _hookspec = HookspecMarker("esmtp")
 

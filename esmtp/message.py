@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from .errors import DataError
+from esmtp.errors import DataError
 
 #: A header block larger than this is refused (a runaway or hostile input, not mail).
 MAX_HEADER_BYTES = 1 << 20

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os.path
 from dataclasses import dataclass, field
 
-from .addresses import parse_recipients, parse_sender, reject_unsafe
-from .errors import UsageError
+from esmtp.addresses import parse_recipients, parse_sender, reject_unsafe
+from esmtp.errors import UsageError
 
 # `typing` costs milliseconds on the --version/-bp path: the alias exists for type checkers only.
 TYPE_CHECKING = False
@@ -285,7 +285,7 @@ def _operation_mode(argument: str) -> Mode:
     if first == "i":
         return "newaliases"
     if first == "s":
-        return "smtp"  # -bs: an SMTP dialogue on stdin/stdout (esmtp.stdio_server)
+        return "smtp"  # -bs: an SMTP dialogue on stdin/stdout (esmtp.server.dialogue)
     if first and first in _UNSUPPORTED_B_MODES:
         raise UsageError(f"Unsupported operation mode -b{argument}")
     raise UsageError(f"Invalid operation mode -b{argument}")

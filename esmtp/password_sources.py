@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import Identity
-    from .plugins import Hooks
+    from esmtp.config.model import Identity
+    from esmtp.plugins import Hooks
 
 #: A masked password: never its length, never a character of it.
 MASK = "****"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .delivery_log import record
-from .errors import EX_TEMPFAIL, DeliveryFailed, EsmtpError, NoDeliveryAgent
-from .types import DeliveryResult
+from esmtp.delivery_log import record
+from esmtp.errors import DeliveryFailed, EsmtpError, NoDeliveryAgent
+from esmtp.types import DeliveryResult
 
 if TYPE_CHECKING:
-    from .message import Message
-    from .types import Envelope, Route, RunContext
+    from esmtp.message import Message
+    from esmtp.types import Envelope, Route, RunContext
 
 
 def prepare(envelope: Envelope, message: Message, context: RunContext) -> Route:
@@ -51,7 +51,7 @@ def deliver_route(envelope: Envelope, message: Message, route: Route, context: R
         except EsmtpError as error:
             hooks.deliver_error(envelope, error, config)
             queue_id = None
-            if allow_queue and error.exit_code == EX_TEMPFAIL:
+            if allow_queue and error.temporary:
                 queue_id = hooks.queue_message(envelope, message, recipients, config, error)
             record(config, envelope, message.size, name, recipients, started, error=error, queue_id=queue_id)
             if queue_id is None:

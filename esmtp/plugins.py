@@ -21,18 +21,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from .errors import PluginError
+from esmtp.errors import PluginError
 
 if TYPE_CHECKING:
     from pluggy import PluginManager
 
-    from .config import Config, Identity
-    from .errors import EsmtpError
-    from .message import Message
-    from .options import Options
-    from .password_sources import PasswordSource
-    from .trace import Trace
-    from .types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
+    from esmtp.config.model import Config, Identity
+    from esmtp.errors import EsmtpError
+    from esmtp.message import Message
+    from esmtp.options import Options
+    from esmtp.password_sources import PasswordSource
+    from esmtp.trace import Trace
+    from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, KeywordSpec, Route, SaslMechanism
 
 GROUP = "esmtp.plugins"
 CACHE_VERSION = 3
@@ -48,7 +48,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
 )
 
 #: Core plugins: essential stages, registered directly and never blockable.
-CORE_PLUGINS = ("esmtp.route", "esmtp.smtp_agent")
+CORE_PLUGINS = ("esmtp.route", "esmtp.smtp.agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +199,7 @@ def plugin_order(plugin: object) -> int:
 
 
 def _warn(text: str) -> None:
-    from .progname import warn
+    from esmtp.progname import warn
 
     warn(text)
 
@@ -269,7 +269,7 @@ class PluginLoader:
                 raise PluginError(f"two plugins are named '{record.name}' (one from {record.dist})")
             try:
                 loaded.append((record, _load(record)))
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001  (a broken plugin is reported and skipped, never stops mail)
                 self._failed(record, error)
         # The call order must not follow the names (renaming a plugin would reorder the headers it adds): within a
         # tryfirst/plain/trylast tier, plugins run by PLUGIN_ORDER, then by name. pluggy calls the last registered
@@ -284,7 +284,7 @@ class PluginLoader:
             try:
                 self.pm.register(plugin, name=record.name)
                 self.cache.learn(record, plugin, *_offers(self.pm, plugin))
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001  (as above: a plugin whose hooks cannot be registered)
                 if self.pm.is_registered(plugin):
                     self.pm.unregister(plugin)  # registered (perhaps in part) but broken: none of its hooks may run
                 self._failed(record, error)
@@ -313,7 +313,7 @@ class PluginLoader:
 
     def keyword_specs(self) -> list[KeywordSpec]:
         """The keywords of the plugins not imported yet, from the index (importing those not indexed)."""
-        from .types import KeywordSpec
+        from esmtp.types import KeywordSpec
 
         self._register([record for record in self.pending if self.cache.known(record) is None])
         specs = []
@@ -334,7 +334,7 @@ def _new_manager() -> PluginManager:
 
     import pluggy
 
-    from . import hookspecs
+    from esmtp import hookspecs
 
     pm = pluggy.PluginManager("esmtp")
     pm.add_hookspecs(hookspecs)
@@ -447,6 +447,6 @@ class Hooks:
 
 def resolve_config(config: Config, hooks: Hooks) -> None:
     """Validate the extension keywords of ``config`` against the core's and the plugins' declarations."""
-    from .config import CORE_KEYWORDS
+    from esmtp.config.model import CORE_KEYWORDS
 
     config.resolve_extensions([*CORE_KEYWORDS, *hooks.config_keywords()])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import hookimpl
+from esmtp import hookimpl
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .types import Envelope, Route
+    from esmtp.config.model import Config
+    from esmtp.types import Envelope, Route
 
 
 def is_local(address: str) -> bool:
@@ -25,7 +25,7 @@ def esmtp_route(envelope: Envelope, config: Config) -> Route:
     2. ``force_mda`` is set: the MDA gets the message once, for the ``force_mda`` name alone (remote addresses too).
     3. Otherwise addresses with ``@`` go by SMTP and local names to the MDA.
     """
-    from .types import Route
+    from esmtp.types import Route
 
     route = Route()
     qualify = envelope.identity.qualifydomain

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TextIO
 
-from .errors import ConfigError
+from esmtp.errors import ConfigError
 
 
 class Trace:

@@ -32,7 +32,7 @@ def relay_pids(runtime: Path) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"esmtp.relay_daemon" in cmdline and marker in cmdline:
+        if b"esmtp.relay.daemon" in cmdline and marker in cmdline:
             pids.append(int(proc.name))
     return pids
 

@@ -25,9 +25,9 @@ from aiosmtpd.smtp import Envelope as ServerEnvelope
 from esmtp_plugins import sasl_crammd5, sasl_login, sasl_ntlm, sasl_plain
 from support import Runner, Sink, SmtpServer, _Controller, _Server, transcript_lines
 
-from esmtp.config import Identity
+from esmtp.config.model import Identity
 from esmtp.errors import AuthenticationError, ConfigError
-from esmtp.sasl import choose_mechanisms
+from esmtp.smtp.sasl import choose_mechanisms
 from esmtp.types import Credentials, SaslMechanism
 
 MESSAGE = b"From: Alice <alice@example.org>\nTo: Bob <bob@example.net>\nSubject: auth\n\nHello.\n"

@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from support import Runner, start_server
 
-from esmtp.config import (
+from esmtp.config.files import load_config
+from esmtp.config.model import (
     CORE_KEYWORDS,
     Config,
     Identity,
     Statement,
-    load_config,
     parse_hostname,
 )
-from esmtp.config_parser import parse_config
+from esmtp.config.parser import parse_config
 from esmtp.errors import EX_CONFIG, ConfigError, ConfigNotFound
 from esmtp.types import KeywordSpec
 

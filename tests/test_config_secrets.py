@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from support import Runner
 
-from esmtp.config import Config, load_config
+from esmtp.config.files import load_config
+from esmtp.config.model import Config
 from esmtp.errors import ConfigError
 from esmtp.plugins import load_hooks, resolve_config
 
@@ -77,7 +78,7 @@ def test_errors_on_other_statements_still_quote_the_word(tmp_path: Path) -> None
 
 
 def test_plugin_secret_keyword_value_is_not_shown() -> None:
-    from esmtp.config_parser import parse_config
+    from esmtp.config.parser import parse_config
     from esmtp.types import KeywordSpec
 
     config = parse_config("oauth2_client_secret = Rt-S3c\n", "esmtprc")

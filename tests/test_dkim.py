@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from relay_support import start_relay, stop_relays
 from support import Runner, SmtpServer, free_port, wait_for_queue_runner
 
-from esmtp.config import Config, Identity
+from esmtp.config.model import Config, Identity
 from esmtp.errors import ConfigError
 from esmtp.message import read_message
 
@@ -188,7 +188,7 @@ def test_a_third_party_header_plugin_runs_before_signing(smtp_server: SmtpServer
     """A site plugin that adds a field as late as it can (a ``trylast`` fixup with a high PLUGIN_ORDER, and one on
     the signing hook itself) still runs before the signature is made: the fields are signed and verify."""
     from esmtp import hookimpl
-    from esmtp.config_parser import parse_config
+    from esmtp.config.parser import parse_config
     from esmtp.pipeline import submit
     from esmtp.plugins import Hooks, make_plugin_manager, resolve_config
     from esmtp.trace import Trace
@@ -354,7 +354,7 @@ def test_a_missing_key_is_refused(run: Runner, smtp_server: SmtpServer, tmp_path
     ("  dkim_selector s\n  dkim_key_file /k\n  dkim_domain 'a;b'\n", "is not a domain name"),
 ])
 def test_settings_a_send_cannot_use_are_configuration_errors(lines: str, error: str) -> None:
-    from esmtp.config_parser import parse_config
+    from esmtp.config.parser import parse_config
     from esmtp.plugins import Hooks, make_plugin_manager, resolve_config
 
     config = parse_config(f"identity alice@{DOMAIN}\n{lines}", "rc")
@@ -464,7 +464,7 @@ def test_body_hash_matches_dkimpy_however_the_body_is_chunked(raw: bytes, cuts: 
     expected = hashlib.sha256((Relaxed if canon == "relaxed" else Simple).canonicalize_body(_wire(raw))).digest()
     points = sorted({min(cut, len(raw)) for cut in cuts})
     chunks = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
-    from esmtp.wire import crlf_lines
+    from esmtp.smtp.wire import crlf_lines
 
     assert body_hash(crlf_lines(chunks), canon) == expected
 
@@ -494,7 +494,7 @@ def test_the_body_streamed_for_the_hash_is_the_body_sent(fields: list[bytes], bo
         sent = b"".join(message.chunks())
         head = message.header_bytes()
         expected = sent[len(head) + len(message.newline):] if head else sent
-        from esmtp.wire import crlf_lines
+        from esmtp.smtp.wire import crlf_lines
 
         assert b"".join(body_chunks(message)) == b"".join(crlf_lines([expected]))
 

@@ -11,7 +11,7 @@ import pytest
 from support import SmtpServer
 
 from esmtp import hookimpl, hookspecs
-from esmtp.config import Config, Identity, Statement
+from esmtp.config.model import Config, Identity, Statement
 from esmtp.errors import ConfigError, DeliveryFailed, PluginError, TemporaryFailure
 from esmtp.message import Message, read_message
 from esmtp.options import Options
@@ -292,7 +292,7 @@ def test_blocked_plugin_is_never_imported(config: Config, monkeypatch: pytest.Mo
 
 
 def test_hook_esmtp_check_config(hooks: Hooks, config: Config) -> None:
-    from esmtp.check import check
+    from esmtp.diagnostics.check import check
 
     class Strict:
         @hookimpl

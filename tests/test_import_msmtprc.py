@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from support import Result, Runner, SmtpServer
 
-from esmtp.config import Config, Identity
-from esmtp.config_parser import parse_config
+from esmtp.config.model import Config, Identity
+from esmtp.config.parser import parse_config
 from esmtp.errors import EX_CONFIG, EX_USAGE
 
 DATA = Path(__file__).parent / "data" / "msmtprc"
@@ -163,7 +163,7 @@ def test_standard_input(run: Runner) -> None:
     "value", ["plain", "a b", 'x"y', "x'y", "both\"and'q \\ z", "#x", "", "a=b", "DOM\\user", "pa;ss,word", "é ü"]
 )
 def test_values_are_written_so_that_esmtp_reads_them_back(value: str) -> None:
-    from esmtp.import_msmtprc import quote
+    from esmtp.config.import_msmtprc import quote
 
     assert parse_config(f"password {quote(value)}\n", "t").identities[0].password == value
 

@@ -38,13 +38,13 @@ def documented_words(page: Path) -> set[str]:
 
 
 def from_config_modules(name: str) -> Any:
-    """``name`` from the module that holds it: the parser moves from esmtp/config.py to esmtp/config_parser.py."""
-    for module in ("esmtp.config_parser", "esmtp.config"):
+    """``name`` from the module that holds it: the parser moves from esmtp/config/model.py to esmtp/config/parser.py."""
+    for module in ("esmtp.config.parser", "esmtp.config.model"):
         try:
             return getattr(importlib.import_module(module), name)
         except (ModuleNotFoundError, AttributeError):
             continue
-    pytest.fail(f"neither esmtp.config_parser nor esmtp.config has {name}: update tests/test_manpages.py to read it")
+    pytest.fail(f"neither esmtp.config.parser nor esmtp.config.model has {name}: update tests/test_manpages.py")
 
 
 def grammar_keywords() -> dict[str, str]:
@@ -58,7 +58,7 @@ def declared_keywords() -> dict[str, str]:
     """Every keyword of the core and of esmtp's own plugins, with who declares it."""
     found = grammar_keywords()
     for spec in from_config_modules("CORE_KEYWORDS"):
-        found[spec.name] = "the core (CORE_KEYWORDS in esmtp/config.py)"
+        found[spec.name] = "the core (CORE_KEYWORDS in esmtp/config/model.py)"
     for entry_point in entry_points(group="esmtp.plugins"):
         if entry_point.dist is None or entry_point.dist.name != "esmtp":
             continue  # a third-party plugin documents itself

@@ -46,7 +46,7 @@ def test_licence_metadata() -> None:
 
 
 def test_readme_quick_start_sets_the_sender_and_ci_runs_its_set_up_commands() -> None:
-    from esmtp.config_parser import parse_config
+    from esmtp.config.parser import parse_config
 
     readme = (ROOT / "README.md").read_text()
     quick_start = readme.split("## Quick start", 1)[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from esmtp import hookimpl
-from esmtp.config import Config, Identity
+from esmtp.config.model import Config, Identity
 from esmtp.password_sources import MASK, PasswordSource, password_source
 from esmtp.plugins import Hooks, make_plugin_manager
 

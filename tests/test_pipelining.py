@@ -1,4 +1,4 @@
-"""esmtp/pipelining.py against the installed aiosmtplib: the private names it uses still exist, and it keeps the
+"""esmtp/smtp/pipelining.py against the installed aiosmtplib: the private names it uses still exist, and it keeps the
 defences of the ``data_received`` it replaces. A failure here after an aiosmtplib upgrade means the extension must
 be reviewed against the new release before the dependency range in pyproject.toml admits it."""
 
@@ -15,7 +15,7 @@ import pytest
 from aiosmtplib.errors import SMTPResponseException
 from aiosmtplib.protocol import SMTPProtocol
 
-from esmtp.pipelining import MAX_REPLY_BYTES, PRIVATE_API, PipeliningProtocol, adopt
+from esmtp.smtp.pipelining import MAX_REPLY_BYTES, PRIVATE_API, PipeliningProtocol, adopt
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def test_private_names_still_exist() -> None:
 
     protocol = asyncio.run(build())
     missing = [name for name in PRIVATE_API if not hasattr(protocol, name)]
-    assert not missing, f"aiosmtplib's SMTPProtocol lost {missing}: review esmtp/pipelining.py against this release"
+    assert not missing, f"aiosmtplib's SMTPProtocol lost {missing}: review esmtp/smtp/pipelining.py for this release"
     assert isinstance(protocol._buffer, bytearray)
     # The methods overridden, with the signatures the overrides assume.
     assert list(inspect.signature(SMTPProtocol.read_response).parameters) == ["self", "timeout"]

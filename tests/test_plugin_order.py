@@ -10,7 +10,7 @@ import pytest
 from support import Runner, SmtpServer
 
 from esmtp import plugins
-from esmtp.config import Config, Identity
+from esmtp.config.model import Config, Identity
 from esmtp.message import read_message
 from esmtp.plugins import BUILTIN_PLUGINS, EntryPointRecord, load_hooks
 from esmtp.types import Envelope

@@ -17,11 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esmtp.addresses import check_address, header_addresses, parse_recipients, parse_sender
-from esmtp.config_parser import parse_config
+from esmtp.config.parser import parse_config
 from esmtp.errors import ConfigError, EsmtpError, UsageError
 from esmtp.message import read_message
 from esmtp.options import parse_args
-from esmtp.wire import encode_data
+from esmtp.smtp.wire import encode_data
 
 # Bytes rich in what matters to SMTP data: CR, LF, dots, and a few ordinary bytes.
 SMTP_BYTES = st.lists(st.sampled_from([b"\r", b"\n", b".", b"\r\n", b"a", b" ", b"\x00", b"\xff"]), max_size=60).map(

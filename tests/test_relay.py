@@ -363,7 +363,7 @@ def test_socket_activation_takes_the_first_callers_environment(run: Runner, smtp
     listener.listen(16)
     launcher = ("import os, sys; os.environ['LISTEN_PID'] = str(os.getpid()); os.environ['LISTEN_FDS'] = '1'; "
                 "os.dup2(int(sys.argv[1]), 3); os.execv(sys.executable, [sys.executable, '-P', '-c', "
-                "'import sys; from esmtp.relay_daemon import main; sys.exit(main(sys.argv[1:]))', sys.argv[2]])")
+                "'import sys; from esmtp.relay.daemon import main; sys.exit(main(sys.argv[1:]))', sys.argv[2]])")
     with listener:
         subprocess.Popen([PYTHON, "-c", launcher, str(listener.fileno()), str(path)], pass_fds=(listener.fileno(),),
                          env={"PATH": "/usr/bin:/bin", "ESMTP_RELAY_DAEMON": "1"}, cwd="/",

@@ -13,7 +13,7 @@ from esmtp_plugins.masquerade import Masquerade
 from support import Runner, SmtpServer
 from test_mda import calls, path_env
 
-from esmtp.config import Config, Identity
+from esmtp.config.model import Config, Identity
 from esmtp.errors import ConfigError
 from esmtp.message import read_message
 from esmtp.pipeline import submit

@@ -10,7 +10,7 @@ import pytest
 from support import Runner, SmtpServer, free_port
 from test_mda import calls, mailbox_messages, path_env
 
-from esmtp.config import Config, Identity
+from esmtp.config.model import Config, Identity
 from esmtp.envelope import expand_mask
 from esmtp.route import esmtp_route
 from esmtp.types import Envelope

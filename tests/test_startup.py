@@ -107,7 +107,7 @@ def test_bs_session_without_mail_makes_no_smtp_connection(run: Runner, tmp_path:
     run.write_config("hostname 127.0.0.1:1\n")
     code, modules = run_in_process(run, tmp_path, "sendmail", "-bs", input=b"EHLO c\r\nNOOP\r\nQUIT\r\n")
     assert code == 0
-    assert "esmtp.stdio_server" in modules
+    assert "esmtp.server.dialogue" in modules
     assert not {"asyncio", "ssl", "aiosmtplib"} & modules  # the smarthost is contacted for a message, not before
 
 

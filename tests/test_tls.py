@@ -37,9 +37,9 @@ from support import (
 sys.path.insert(0, str(Path(__file__).resolve().parent / "interop"))
 from interop_tls import TLSFiles, generate_tls_files
 
-from esmtp import tls
-from esmtp.config import Identity
+from esmtp.config.model import Identity
 from esmtp.errors import ConfigError
+from esmtp.smtp import tls
 
 MESSAGE = b"From: Alice <alice@example.org>\nTo: Bob <bob@example.net>\nSubject: tls\n\nover TLS\n"
 SEND = ("-f", "alice@example.org", "bob@example.net")
@@ -690,17 +690,14 @@ def test_client_file_without_key_is_an_error(home: Path, pki: TLSFiles) -> None:
 
 
 def test_tls_is_not_imported_at_start_up() -> None:
-    code = "import sys, esmtp.cli; print(sorted(m for m in ('ssl', 'esmtp.tls') if m in sys.modules))"
+    code = "import sys, esmtp.cli; print(sorted(m for m in ('ssl', 'esmtp.smtp.tls') if m in sys.modules))"
     out = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_smtps_port_defaults_to_465() -> None:
-    from esmtp.smtp import SmtpSession
-    from esmtp.trace import Trace
-
     def port(identity: Identity) -> int:
-        return SmtpSession(identity, {}, Trace()).port
+        return identity.endpoint()[1]
 
     assert port(Identity(None, hostname="mail.example.org", options={"smtps": "enabled"})) == 465
     assert port(Identity(None, hostname="mail.example.org")) == 587

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from esmtp.wire import DataEncoder, encode_data
+from esmtp.smtp.wire import DataEncoder, encode_data
 
 CASES = [
     (b"", b".\r\n"),

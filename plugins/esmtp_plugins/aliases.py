@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from esmtp import hookimpl
-from esmtp.config import Config
+from esmtp.config.model import Config
 from esmtp.errors import ConfigError
 from esmtp.message import Message
 from esmtp.types import Envelope, KeywordSpec

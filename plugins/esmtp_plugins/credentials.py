@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from esmtp.errors import UsageError
 
 if TYPE_CHECKING:
-    from esmtp.config import Config, Identity
+    from esmtp.config.model import Config, Identity
 
 #: Keywords that supply the secret: an identity with one of them is not looked up in the keyring or ~/.netrc.
 COMMAND_KEYWORDS = ("password_command", "passwordeval")
@@ -38,7 +38,7 @@ def find_identity(config: Config, name: str | None) -> Identity:
     """The identity ``--identity NAME`` means (its address), the default identity when no name is given."""
     if name is None:
         return config.default
-    from esmtp.identities import identity_addresses, named_identity
+    from esmtp.config.identities import identity_addresses, named_identity
 
     found = named_identity(config, name)  # the rule of --identity for a send
     if found is None:
@@ -55,7 +55,7 @@ def load_keyring() -> Any | None:
         return None
     try:
         backend = keyring.get_keyring()
-    except Exception:
+    except Exception:  # noqa: BLE001  (a backend that cannot start, whatever it raises, is no keyring)
         return None
     if isinstance(backend, fail.Keyring) or type(backend).__module__.startswith("keyring.backends.null"):
         return None

@@ -20,7 +20,7 @@ from esmtp import hookimpl
 from esmtp.types import KeywordSpec
 
 if TYPE_CHECKING:
-    from esmtp.config import Config, Identity
+    from esmtp.config.model import Config, Identity
     from esmtp.message import Message
     from esmtp.options import Options
     from esmtp.trace import Trace

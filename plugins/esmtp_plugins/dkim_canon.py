@@ -1,6 +1,6 @@
 """DKIM canonicalization (RFC 6376 3.4) and the body hash, computed on the stream.
 
-Everything here works on the message as the receiver holds it: CRLF line endings (:class:`esmtp.wire.LineEndings`,
+Everything here works on the message as the receiver holds it: CRLF line endings (:class:`esmtp.smtp.wire.LineEndings`,
 the same conversion the SMTP client applies) and no dot-stuffing (transport, undone by the server). The body is fed
 in chunks of any size; the memory held between chunks is bounded (a few bytes of trailing white space and a count
 of empty lines), so a 100 MB body is hashed in constant memory.
@@ -23,7 +23,7 @@ _CRLF = b"\r\n"
 
 def crlf(raw: bytes) -> bytes:
     """One header field (or any whole piece of text) with the line endings the wire gives it: bare LF and lone CR
-    become CRLF, as :class:`esmtp.wire.LineEndings` converts them."""
+    become CRLF, as :class:`esmtp.smtp.wire.LineEndings` converts them."""
     return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 

@@ -14,7 +14,7 @@ import binascii
 import os
 from typing import Any, NamedTuple
 
-from esmtp.config import check_user_file
+from esmtp.config.files import check_user_file
 from esmtp.errors import ConfigError
 
 #: The two signing algorithms (RFC 6376, RFC 8463).

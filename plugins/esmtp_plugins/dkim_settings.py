@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from esmtp.errors import ConfigError
 
 if TYPE_CHECKING:
-    from esmtp.config import Config, Identity
+    from esmtp.config.model import Config, Identity
     from esmtp.message import Message
     from esmtp.trace import Trace
 

@@ -2,7 +2,7 @@
 
 The message is streamed once from its spool for the body hash (``bh=``), then the chosen header fields and the new
 field itself (with ``b=`` empty) are canonicalized and signed. The receiver holds what the wire carried with the
-dot-stuffing undone: the same line-ending conversion as :mod:`esmtp.wire`, which is applied here before
+dot-stuffing undone: the same line-ending conversion as :mod:`esmtp.smtp.wire`, which is applied here before
 canonicalization, so the signature covers the bytes sent whatever line endings the caller used. The header block
 and the body are bytes as given (8-bit and UTF-8 headers included: SMTPUTF8 and 8BITMIME send them unchanged).
 """
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from esmtp.message import Message
-from esmtp.wire import crlf_lines
+from esmtp.smtp.wire import crlf_lines
 
 from .dkim_canon import BodyHasher, canonical_header, crlf
 from .dkim_keys import SigningKey

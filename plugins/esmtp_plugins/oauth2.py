@@ -18,7 +18,7 @@ from esmtp.types import KeywordSpec
 from .oauth2_settings import KEYWORDS, PROVIDERS, SECRET_KEYWORDS
 
 if TYPE_CHECKING:
-    from esmtp.config import Config, Identity
+    from esmtp.config.model import Config, Identity
     from esmtp.options import Options
     from esmtp.trace import Trace
     from esmtp.types import SaslMechanism

@@ -10,7 +10,7 @@ from esmtp.errors import ConfigError
 from .credentials import identity_name, where
 
 if TYPE_CHECKING:
-    from esmtp.config import Identity
+    from esmtp.config.model import Identity
 
 #: What ``oauth2_provider`` fills in. Microsoft's "common" tenant serves every organisation and personal accounts.
 PROVIDERS: dict[str, dict[str, str]] = {

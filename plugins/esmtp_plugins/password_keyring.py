@@ -18,7 +18,7 @@ from esmtp.password_sources import PasswordSource
 from .credentials import find_identity, has_other_source, identity_name, load_keyring
 
 if TYPE_CHECKING:
-    from esmtp.config import Config, Identity
+    from esmtp.config.model import Config, Identity
     from esmtp.options import Options
     from esmtp.trace import Trace
 
@@ -40,7 +40,7 @@ def esmtp_secret(identity: Identity, host: str, trace: Trace) -> str | None:
         return None
     try:
         secret = keyring.get_password(service(host), identity.username)
-    except Exception as error:  # a locked or unreachable keyring: the caller or the queue should try again
+    except Exception as error:  # noqa: BLE001  (a locked or unreachable keyring, whatever the backend raises: try again)
         raise TemporaryFailure(
             f"the keyring could not be read for {service(host)} ({type(error).__name__}: {error})"
         ) from None
@@ -81,7 +81,7 @@ def esmtp_command(options: Options, config: Config) -> int | None:
         raise UsageError("no password given; nothing stored")
     try:
         keyring.set_password(service(host), identity.username, secret)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001  (keyring backends raise their own types)
         raise TemporaryFailure(f"the keyring could not store the password ({type(error).__name__})") from None
     backend = keyring.get_keyring()
     print(f"Stored the password for {identity.username} at {host} (identity {name}) in the keyring "
@@ -95,7 +95,7 @@ def esmtp_password_source(identity: Identity) -> PasswordSource | None:
     ``--check --secrets`` looks the entry up, and then also ``~/.netrc``, which comes next)."""
     if identity.username is None or has_other_source(identity) or load_keyring() is None:
         return None
-    from esmtp.describe import server
+    from esmtp.diagnostics.describe import server
     from esmtp.trace import Trace
 
     host = server(identity)[0]

@@ -10,14 +10,14 @@ import os
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.config import check_user_file as check_private_file
+from esmtp.config.files import check_user_file as check_private_file
 from esmtp.errors import ConfigError
 from esmtp.password_sources import PasswordSource
 
 from .credentials import has_other_source
 
 if TYPE_CHECKING:
-    from esmtp.config import Identity
+    from esmtp.config.model import Identity
     from esmtp.trace import Trace
 
 
@@ -53,7 +53,7 @@ def esmtp_secret(identity: Identity, host: str, trace: Trace) -> str | None:
 def esmtp_password_source(identity: Identity) -> PasswordSource | None:
     """``--pretend``/``--check``: the netrc entry that would supply the password, if there is one (reading the local
     file costs nothing and prompts for nothing; the password is not shown)."""
-    from esmtp.describe import server
+    from esmtp.diagnostics.describe import server
     from esmtp.trace import Trace
 
     host = server(identity)[0]

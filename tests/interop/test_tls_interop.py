@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from postfix_server import PostfixServer
 
-from esmtp.tls import format_fingerprint
+from esmtp.smtp.tls import format_fingerprint
 
 pytestmark = pytest.mark.interop
 

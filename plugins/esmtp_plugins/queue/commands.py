@@ -18,7 +18,7 @@ from .settings import Settings, queue_path, settings_for
 from .store import QueueStore
 
 if TYPE_CHECKING:
-    from esmtp.config import Config
+    from esmtp.config.model import Config
     from esmtp.options import Options
 
 

@@ -13,7 +13,7 @@ from esmtp.errors import DeliveryError, EsmtpError, LocalDeliveryError, Recipien
 from esmtp.types import Envelope, EnvelopeDetails
 
 if TYPE_CHECKING:
-    from esmtp.config import Identity
+    from esmtp.config.model import Identity
 
 FORMAT_VERSION = 1
 ErrorKind = Literal["connect", "reply", "local"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from esmtp.config import Config
+    from esmtp.config.model import Config
 
 QueueMode = Literal["disabled", "fallback", "always"]
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -19,7 +19,7 @@ def parse_duration(text: str, keyword: str) -> float:
     """``90``, ``30s``, ``5m``, ``2h``, ``5d``, ``1w`` (also combined: ``1h30m``) in seconds."""
     import re
 
-    from esmtp.durations import hint
+    from esmtp.config.durations import hint
     from esmtp.errors import ConfigError
 
     value = text.strip().lower()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from esmtp.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

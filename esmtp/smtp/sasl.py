@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 
-from .config import Identity
-from .errors import AuthenticationError, EsmtpError, TemporaryFailure
-from .types import Credentials, SaslMechanism
+from esmtp.config.model import Identity
+from esmtp.errors import AuthenticationError, EsmtpError, TemporaryFailure
+from esmtp.types import Credentials, SaslMechanism
 
 #: Sends one command line (without CRLF) and returns (code, text); ``secret`` masks it in transcripts.
 Command = Callable[[bytes, bool], Awaitable[tuple[int, str]]]
@@ -66,7 +66,7 @@ def allowed_mechanisms(identity: Identity, installed: dict[str, SaslMechanism]) 
     names = [name.upper() for name in wanted.replace(",", " ").split()]
     missing = [name for name in names if name not in installed]
     if missing:
-        from .errors import ConfigError
+        from esmtp.errors import ConfigError
 
         where = f"{identity.source}:{identity.lines.get('auth_mechanisms', identity.lineno)}: " if identity.source \
             else ""

@@ -17,7 +17,7 @@ installed (the dependency range in pyproject.toml is the range the CI tests, low
 
 What would make it unnecessary: an aiosmtplib API to write several commands and read their replies in turn (for
 example ``SMTPProtocol.read_response`` keeping replies that arrive early, or a public ``execute_pipelined(commands)``
-returning one reply per command). With that, this module and the class swap in :mod:`esmtp.smtp` go away.
+returning one reply per command). With that, this module and the class swap in :mod:`esmtp.smtp.session` go away.
 
 tests/test_pipelining.py checks every private name used here against the installed aiosmtplib, so an upgrade that
 changes them fails loudly there instead of quietly in a user's session.
@@ -56,7 +56,7 @@ class PipeliningProtocol(SMTPProtocol):
             return
         try:
             response = self._read_response_from_buffer()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001  (whatever the parse raises is the waiting command's error)
             _fail(waiter, error)
             return
         if response is not None:

@@ -18,12 +18,11 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .config import Identity
-from .errors import EX_NOPERM, ConfigError, DeliveryError, PermanentFailure, TemporaryFailure
-
 # Re-exported: callers and tests know them as tls.format_fingerprint and tls.parse_fingerprint.
-from .fingerprints import format_fingerprint as format_fingerprint
-from .fingerprints import parse_fingerprint as parse_fingerprint
+from esmtp.config.fingerprints import format_fingerprint as format_fingerprint
+from esmtp.config.fingerprints import parse_fingerprint as parse_fingerprint
+from esmtp.config.model import Identity
+from esmtp.errors import EX_NOPERM, ConfigError, DeliveryError, PermanentFailure, TemporaryFailure
 
 _VERSIONS = {
     "1.0": ssl.TLSVersion.TLSv1,

@@ -1,6 +1,6 @@
-"""The esmtprc grammar: esmtp 1.2's lexer and parser, turning file text into a :class:`~esmtp.config.Config`.
+"""The esmtprc grammar: esmtp 1.2's lexer and parser, turning file text into a :class:`~esmtp.config.model.Config`.
 
-See docs/configuration.md for the grammar and every keyword. Imports nothing beyond what :mod:`esmtp.config` does.
+See docs/configuration.md for the grammar and every keyword. Imports nothing beyond what :mod:`esmtp.config.model` does.
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from .config import CORE_KEYWORDS, Config, Identity, StartTLS, Statement, parse_hostname, secret_error
-from .durations import hint, spelled_out
-from .errors import ConfigError
+from esmtp.config.durations import hint, spelled_out
+from esmtp.config.model import CORE_KEYWORDS, Config, Identity, StartTLS, Statement, parse_hostname, secret_error
+from esmtp.errors import ConfigError
 
 _CORE = {spec.name: spec for spec in CORE_KEYWORDS}
 
@@ -362,7 +362,7 @@ class _Parser:
             raise self.error(token.lineno, f"'{word}' takes a number of seconds greater than 0, not '{value}'"
                                            f"{hint(value, seconds_only=True)}")
         if word == "tls_fingerprint":
-            from .fingerprints import parse_fingerprint
+            from esmtp.config.fingerprints import parse_fingerprint
 
             try:
                 parse_fingerprint(value)

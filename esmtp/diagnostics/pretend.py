@@ -6,27 +6,27 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from . import describe
-from .password_sources import password_source
+from esmtp.diagnostics import describe
+from esmtp.password_sources import password_source
 
 if TYPE_CHECKING:
-    from .config import Config, Identity
-    from .message import Message
-    from .options import Options
-    from .plugins import Hooks
-    from .types import Envelope, Route
+    from esmtp.config.model import Config, Identity
+    from esmtp.message import Message
+    from esmtp.options import Options
+    from esmtp.plugins import Hooks
+    from esmtp.types import Envelope, Route, RunContext
 
 
 def plan(options: Options, config: Config, hooks: Hooks) -> int:
     """Read standard input as a send would, then print what would be done with it. Returns 0."""
     import os
 
-    from .envelope import build_envelope
-    from .identities import choose_identity
-    from .message import read_message
-    from .pipeline import prepare
-    from .trace import Trace
-    from .types import RunContext
+    from esmtp.config.identities import choose_identity
+    from esmtp.envelope import build_envelope
+    from esmtp.message import read_message
+    from esmtp.pipeline import prepare
+    from esmtp.trace import Trace
+    from esmtp.types import RunContext
 
     stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
     with read_message(stdin) as message:
@@ -42,7 +42,7 @@ def plan(options: Options, config: Config, hooks: Hooks) -> int:
         route = prepare(envelope, message, RunContext(config, hooks, trace))
         hooks.sign_message(envelope, message, config, trace)  # the signature a send would add (DKIM), made now
         sys.stdout.write(_identity_lines(envelope.identity, choice.reason, config, hooks))
-        sys.stdout.write(_route_lines(envelope, route, config))
+        sys.stdout.write(_route_lines(envelope, route, RunContext(config, hooks, Trace())))
         sys.stdout.write(_header_lines(message))
     sys.stdout.write("nothing was sent (--pretend)\n")
     return 0
@@ -52,7 +52,7 @@ def _has_recipients(options: Options, message: Message) -> bool:
     if options.recipients:
         return True
     if options.read_recipients:
-        from .envelope import recipients_from_headers
+        from esmtp.envelope import recipients_from_headers
 
         return bool(recipients_from_headers(message))
     return False
@@ -76,7 +76,9 @@ def _identity_lines(identity: Identity, reason: str, config: Config, hooks: Hook
     return "".join(f"{name + ':':<17}{value}\n" for name, value in lines)
 
 
-def _route_lines(envelope: Envelope, route: Route, config: Config) -> str:
+def _route_lines(envelope: Envelope, route: Route, context: RunContext) -> str:
+    config = context.config
+    agents = context.hooks.delivery_agents()
     lines = [f"{'sender:':<17}<{envelope.sender}>\n"]
     queue = config.options.get("queue", "disabled")
     if queue != "disabled":
@@ -87,20 +89,11 @@ def _route_lines(envelope: Envelope, route: Route, config: Config) -> str:
         if not recipients:
             continue
         lines.append(f"{'to (' + agent + '):':<17}{', '.join(recipients)}\n")
-        if agent == "mda":
-            lines.append(f"{'mda command:':<17}{_mda_command(config, envelope, recipients)}\n")
+        offered = agents.get(agent)
+        describe = getattr(offered.factory(context), "describe", None) if offered is not None else None
+        if describe is not None:  # an agent may say what it would do (the MDA: its command line)
+            lines.append(f"{agent + ' command:':<17}{describe(envelope, recipients)}\n")
     return "".join(lines)
-
-
-def _mda_command(config: Config, envelope: Envelope, recipients: list[str]) -> str:
-    """The MDA command line exactly as it would run, or why it would not."""
-    if not config.mda:
-        return "none configured: local delivery would fail (set 'mda', or 'qualifydomain')"
-    try:
-        from esmtp_plugins.mda import MdaCommand
-    except ImportError:  # the built-in MDA plugin replaced by another one
-        return config.mda
-    return MdaCommand.parse(config.mda).display(recipients, envelope.given_sender or "")
 
 
 def _header_lines(message: Message) -> str:

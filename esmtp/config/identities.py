@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from esmtp.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .config import Config, Identity
+    from esmtp.config.model import Config, Identity
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 One process per user and configuration (and environment: see ``front.fingerprint``), listening on a Unix socket in
 a 0700 directory, serving only its own uid (SO_PEERCRED). It keeps what every run would otherwise pay for: the
 interpreter, asyncio and aiosmtplib, the parsed configuration and the plugins (reloaded when the file's inode, mtime
-or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.relay_sessions`). Each request
+or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.smtp.kept`). Each request
 runs :func:`esmtp.cli.main` in a thread of its own, with the caller's stdout, stderr and spooled standard input in
 place of the process's, so the caller sees what a run of its own would give. It exits after ``relay_daemon_idle``
 seconds without a request. Started by the front end (or by systemd socket activation: contrib/).
@@ -22,23 +22,19 @@ import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .front import PROTOCOL, fingerprint
+from esmtp.crashpoints import crashpoint
+from esmtp.errors import EsmtpError
+from esmtp.front import PROTOCOL, fingerprint
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .options import Options
-    from .plugins import Hooks
-    from .relay_sessions import SessionPool
+    from esmtp.config.model import Config
+    from esmtp.options import Options
+    from esmtp.plugins import Hooks
+    from esmtp.smtp.kept import KeptSessions
 
 DEFAULT_IDLE = 300.0
 _MAX_REQUEST = 1 << 20
 _CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
-
-
-def crash_point(name: str) -> None:
-    """Test instrumentation: die here (SIGKILL) when ``ESMTP_RELAY_TEST_CRASH`` names this point."""
-    if os.environ.get("ESMTP_RELAY_TEST_CRASH") == name:
-        os.kill(os.getpid(), 9)
 
 
 # ---- the caller's standard streams, per request thread ---------------------------------------------------------------
@@ -89,7 +85,7 @@ def _signature(paths: list[str]) -> tuple[tuple[int, ...] | None, ...]:
 class Configs:
     """The parsed configuration and loaded plugins for each ``-C`` value; loaded again when a file changes."""
 
-    def __init__(self, sessions: SessionPool) -> None:
+    def __init__(self, sessions: KeptSessions) -> None:
         self.sessions = sessions
         self._lock = threading.Lock()
         self._cache: dict[str | None, tuple[tuple[Any, ...], Config | None, Hooks]] = {}
@@ -103,7 +99,7 @@ class Configs:
 
     def load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
         """:func:`esmtp.cli._load`, from the cache while the file is unchanged (same errors otherwise)."""
-        from .config import load_config
+        from esmtp.config.files import load_config
 
         key = options.config_file
         signature = _signature(self._candidates(key))
@@ -121,9 +117,9 @@ class Configs:
 
     @staticmethod
     def _fresh(key: str | None) -> tuple[Config | None, Hooks]:
-        from .config import load_config
-        from .errors import ConfigNotFound
-        from .plugins import load_hooks, resolve_config
+        from esmtp.config.files import load_config
+        from esmtp.errors import ConfigNotFound
+        from esmtp.plugins import load_hooks, resolve_config
 
         config: Config | None
         try:
@@ -140,11 +136,11 @@ class Configs:
     def setting(self, config_file: str | None) -> tuple[bool, float]:
         """Whether the configuration lets the relay run (``relay_daemon``, ``ESMTP_RELAY_DAEMON``), and its idle
         time. A configuration that cannot be read leaves the answer to the front end's own scan."""
-        from .options import Options
+        from esmtp.options import Options
 
         try:
             config, _ = self.load(Options(config_file=config_file), need_config=False)
-        except Exception:
+        except (EsmtpError, OSError):
             return True, DEFAULT_IDLE
         options = config.options if config is not None else {}
         forced = os.environ.get("ESMTP_RELAY_DAEMON")
@@ -159,14 +155,14 @@ class RelayServer:
     """Accepts requests on ``listener`` until idle; each in its own thread."""
 
     def __init__(self, listener: socket.socket, path: str, adopt_environment: bool) -> None:
-        from .relay_sessions import SessionPool
+        from esmtp.smtp.kept import KeepPolicy, KeptSessions
 
         self.listener = listener
         self.path = path
         self.adopt_environment = adopt_environment
         #: Socket activation: the socket file is systemd's, not ours to remove.
         self.activated = adopt_environment
-        self.sessions = SessionPool()
+        self.sessions = KeptSessions(KeepPolicy(bracketed=False))
         self.configs = Configs(self.sessions)
         self.idle = DEFAULT_IDLE
         self.active = 0
@@ -241,14 +237,14 @@ class RelayServer:
         if not enabled:
             self.stopping = True
             return b"local\n"
-        crash_point("handover")
+        crashpoint("handover")
         code = self._run(argv, cwd, fds)
-        crash_point("reply")
+        crashpoint("reply")
         return f"{code}\n".encode()
 
     def _run(self, argv: list[str], cwd: str, fds: list[int]) -> int:
         """Run the command with the caller's streams: stdout, stderr and (for a message) the spool file."""
-        from .cli import main as run_command
+        from esmtp.cli import main as run_command
 
         out = open(os.dup(fds[0]), "w", encoding="utf-8", errors="strict")  # noqa: SIM115
         err = open(os.dup(fds[1]), "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
@@ -272,11 +268,11 @@ class RelayServer:
     def _runs_commands(self, argv: list[str], cwd: str) -> bool:
         """Whether the configuration names commands (MDA, pre/postconnect) that inherit stdout, stderr and the
         working directory: such runs move the caller's onto the process for their duration, one at a time."""
-        from .options import Options
+        from esmtp.options import Options
 
         try:
             config, _ = self.configs.load(Options(config_file=_config_file(argv, cwd)), need_config=False)
-        except Exception:
+        except (EsmtpError, OSError):
             return False
         if config is None:
             return False
@@ -303,7 +299,7 @@ def _restore_process(saved: tuple[int, int, int]) -> None:
 
 
 def _config_file(argv: list[str], cwd: str) -> str | None:
-    from .front import scan_argv
+    from esmtp.front import scan_argv
 
     scanned = scan_argv(argv)
     config = scanned[1] if scanned is not None else None
@@ -312,7 +308,7 @@ def _config_file(argv: list[str], cwd: str) -> str | None:
 
 def _adopt(theirs: str) -> None:
     """Socket activation: take the first caller's environment (systemd's is not the user's shell's)."""
-    from .front import FINGERPRINT_VARS
+    from esmtp.front import FINGERPRINT_VARS
 
     for part in theirs.split("\x1f"):
         name, _, value = part.partition("=")
@@ -383,6 +379,6 @@ def main(args: list[str]) -> int:
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
     _install_routing()
-    from . import cli, smtp  # noqa: F401  (what every message needs, loaded once)
+    from esmtp.smtp import session as smtp  # noqa: F401  (what every message needs, loaded once)
 
     return RelayServer(listener, path, adopt_environment=activated).serve()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from .message import MAX_HEADER_BYTES
+from esmtp.message import MAX_HEADER_BYTES
 
 #: RFC 5321 4.5.3.1.6: a text line is at most 998 characters before its line ending.
 TEXT_LIMIT = 998

@@ -1,8 +1,8 @@
 """``sendmail -bs``: the ESMTP server dialogue on standard input and output.
 
-This module speaks the protocol: commands and replies (:mod:`esmtp.stdio_input` reads the lines and the DATA,
+This module speaks the protocol: commands and replies (:mod:`esmtp.server.input` reads the lines and the DATA,
 within limits). What happens to an envelope (the local checks at RCPT, the pipeline after the final dot) is the
-:class:`Relay`'s job (:mod:`esmtp.stdio_relay`).
+:class:`Relay`'s job (:mod:`esmtp.server.relay`).
 
 Why not aiosmtpd, the usual asyncio SMTP server: it is built for sockets. Over stdio it needs two pipe transports
 glued under one ``StreamReaderProtocol`` (it asks its transport for a peer name and writes through the read side's
@@ -23,13 +23,13 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
-from .addresses import check_address
-from .errors import EX_IOERR, EX_PROTOCOL, EX_TEMPFAIL, DataError
-from .message import read_message
-from .stdio_input import DataStream, IdleTimeout, LineReader, Reject
+from esmtp.addresses import check_address
+from esmtp.errors import EX_IOERR, EX_PROTOCOL, EX_TEMPFAIL, DataError
+from esmtp.message import read_message
+from esmtp.server.input import DataStream, IdleTimeout, LineReader, Reject
 
 if TYPE_CHECKING:
-    from .message import Message
+    from esmtp.message import Message
 
 #: RFC 5321 4.5.3.1.4 allows 512 octets for a command line; SMTPUTF8 addresses and DSN parameters need more.
 COMMAND_LIMIT = 2048

@@ -12,20 +12,20 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from . import describe
-from .errors import EX_CONFIG, EX_OK, EsmtpError
-from .identities import where
-from .password_sources import password_source
+from esmtp.config.identities import where
+from esmtp.diagnostics import describe
+from esmtp.errors import EX_CONFIG, EX_OK, EsmtpError
+from esmtp.password_sources import password_source
 
 if TYPE_CHECKING:
-    from .config import Config, Identity
-    from .options import Options
-    from .plugins import Hooks
+    from esmtp.config.model import Config, Identity
+    from esmtp.options import Options
+    from esmtp.plugins import Hooks
 
 
 def check(options: Options, config: Config, hooks: Hooks) -> int:
     """Print ``ok``/``FAIL`` per identity; return 0, or 78 when any identity cannot be used."""
-    from .progname import warn
+    from esmtp.progname import warn
 
     problems = checked = 0
     exposed = _exposed(config)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import string
 
-from .errors import ConfigError
+from esmtp.errors import ConfigError
 
 
 def parse_fingerprint(text: str) -> bytes:

@@ -12,9 +12,9 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from .config import parse_hostname
-from .errors import ConfigError, ConfigNotFound
-from .msmtprc import Account, Msmtprc, Setting, parse_msmtprc
+from esmtp.config.model import parse_hostname
+from esmtp.config.msmtprc import Account, Msmtprc, Setting, parse_msmtprc
+from esmtp.errors import ConfigError, ConfigNotFound
 
 #: msmtp commands whose value esmtp takes under another keyword, unchanged.
 _RENAMED = {"user": "username", "password": "password", "passwordeval": "password_command"}
@@ -239,7 +239,7 @@ def convert(rc: Msmtprc) -> str:
     for an account defined before it with the same address comes later and wins for ``-f`` (esmtp takes the last
     matching block, msmtp the first matching account).
     """
-    from . import __version__
+    from esmtp import __version__
 
     out = [
         f"# esmtprc converted from {rc.path} by esmtp --import-msmtprc (esmtp {__version__}).",
@@ -307,7 +307,7 @@ def import_command(path: str | None) -> int:
 
 def _syslog(value: str) -> str | None:
     """msmtp's ``syslog`` value as esmtp's: ``on`` is msmtp's default facility, LOG_USER; None if it has none."""
-    from .delivery_log import SYSLOG_CHOICES
+    from esmtp.config.model import SYSLOG_CHOICES
 
     lowered = value.lower()
     if lowered in ("", "on"):

@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import Config, Identity
-    from .plugins import Hooks
+    from esmtp.config.model import Config, Identity
+    from esmtp.plugins import Hooks
 
 
 def server(identity: Identity) -> tuple[str, int]:
-    """The ``(host, port)`` a send connects to (the port defaults as in :class:`esmtp.smtp.SmtpSession`)."""
-    from .smtp import SMTPS_PORT, SUBMISSION_PORT
-
-    return identity.server(SMTPS_PORT if identity.options.get("smtps") == "enabled" else SUBMISSION_PORT)
+    """The ``(host, port)`` a send connects to."""
+    return identity.endpoint()
 
 
 def tls_mode(identity: Identity) -> str:
@@ -32,8 +30,8 @@ def trust(identity: Identity) -> str:
     """What the server certificate is checked against. Reads esmtp's certificate files (errors name the file)."""
     if not uses_tls(identity):
         return "-"
-    from . import tls
-    from .fingerprints import format_digest
+    from esmtp.config.fingerprints import format_digest
+    from esmtp.smtp import tls
 
     policy = tls.make_policy(identity, server(identity)[0])
     if policy.fingerprint is not None:
@@ -52,7 +50,7 @@ def mechanisms(identity: Identity, hooks: Hooks) -> str:
     """The SASL mechanisms that may be used, in the order they are preferred."""
     if identity.username is None and identity.password is None:
         return "- (no username or password: no AUTH)"
-    from .sasl import allowed_mechanisms
+    from esmtp.smtp.sasl import allowed_mechanisms
 
     allowed = allowed_mechanisms(identity, hooks.sasl_mechanisms())
     how = "auth_mechanisms" if identity.options.get("auth_mechanisms") else "by strength"
@@ -66,7 +64,7 @@ def mechanisms(identity: Identity, hooks: Hooks) -> str:
 
 def log_targets(identity: Identity, config: Config) -> str:
     """Where delivery attempts are logged (see :mod:`esmtp.delivery_log`)."""
-    from .delivery_log import settings_for
+    from esmtp.delivery_log import settings_for
 
     settings = settings_for(identity, config)
     targets = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Identity
+from esmtp.config.model import Identity
 
 #: Opening the TCP connection: a host that does not answer is usually down or filtered; cron should not hang on it.
 CONNECT = 30.0

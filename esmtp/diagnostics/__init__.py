@@ -1,0 +1,2 @@
+"""What esmtp can say about itself without sending: ``--pretend``, ``--check``, ``--serverinfo`` and the words they
+share."""
