@@ -30,6 +30,7 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
        {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
        {prog} --store-password [--identity ADDR]         store a password in the keyring
        {prog} --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
+       {prog} --dkim-keygen --selector S --domain D [--algorithm A] [--output FILE]  make a DKIM key
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
   -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
@@ -171,9 +172,8 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
         from esmtp.diagnostics.serverinfo import serverinfo
 
         return serverinfo(options, config, hooks)
-    if options.mode in ("store-password", "oauth2-login"):
-        config, hooks = load(options, need_config=True)
-        assert config is not None
+    if options.mode in ("store-password", "oauth2-login", "dkim-keygen"):
+        config, hooks = load(options, need_config=options.mode != "dkim-keygen")  # a key is made before any use
         code = hooks.command(options, config)
         if code is None:
             raise ConfigError(f"no installed or enabled plugin handles --{options.mode}")

@@ -133,7 +133,7 @@ def private_dir(path: str, *, create: bool) -> bool:
     return info.st_uid == os.getuid() and (info.st_mode & 0o170777) == 0o040700
 
 
-def open_user_file(path: str) -> tuple[int | None, str | None]:
+def open_user_file(path: str, holds: str = "a password") -> tuple[int | None, str | None]:
     """Open ``~/.esmtprc`` as esmtp 1.2's rcfile_check allows it, without blocking on a FIFO.
 
     ``(fd, None)``: a regular file owned by us with no group/other bits but g+x (or a symbolic link, owned by us, to
@@ -176,7 +176,7 @@ def open_user_file(path: str) -> tuple[int | None, str | None]:
         problem = f"File {shown} must be a regular file."
     elif mode & 0o067:
         target = os.path.realpath(path) if symlink else path
-        problem = (f"File {shown} must not be readable or writable by others (it may hold a password), but its mode "
+        problem = (f"File {shown} must not be readable or writable by others (it may hold {holds}), but its mode "
                    f"is {mode:04o}. Fix it with: chmod 600 {target}")
     elif info.st_uid != os.geteuid():
         problem = f"File {shown} must be owned by you."

@@ -211,6 +211,27 @@ def auth_server() -> Iterator[SmtpServer]:
     server.controller.stop()
 
 
+def wait_for_queue_runner(queue: Path, timeout: float = 30) -> None:
+    """Wait until no background run holds the runner lock of the queue directory ``queue`` (the lock is taken
+    before the queueing command exits)."""
+    import fcntl
+
+    path = queue / "runner.lock"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not path.exists():
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.05)
+        finally:
+            os.close(fd)
+    raise AssertionError("the background run did not finish")
+
+
 @dataclass
 class Result:
     returncode: int

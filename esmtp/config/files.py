@@ -22,12 +22,12 @@ def _open_error(path: str, error: OSError) -> ConfigError:
     return ConfigError(f"open: {path}: {error.strerror or error}")
 
 
-def check_user_file(path: str) -> bool:
-    """esmtp's rcfile_check (for ``~/.netrc`` too): False when the file does not exist; ConfigError when it may not be
-    used."""
+def check_user_file(path: str, *, holds: str = "a password") -> bool:
+    """esmtp's rcfile_check (for ``~/.netrc`` and DKIM keys too): False when the file does not exist; ConfigError when
+    it may not be used. ``holds`` says why in the error (a DKIM key file holds a private key)."""
     from esmtp.front import open_user_file
 
-    fd, problem = open_user_file(path)
+    fd, problem = open_user_file(path, holds)
     if problem is not None:
         raise ConfigError(problem)
     if fd is not None:

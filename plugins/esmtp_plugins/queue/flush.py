@@ -3,10 +3,11 @@
 Loaded only when a flush runs (in the foreground, or the background run); with the modules it uses (sessions,
 message, tidier, bounce), it is the part of the queue that imports asyncio and the SMTP client.
 
-Per entry: lock it, re-route its stored envelope (the stored message is final: no header fix-ups run again), send
-each leg, then record the outcome in one state change: delivered (the entry is marked, then removed), deferred
-(retry later with exponential backoff), or failed (moved to ``failed/``, with a bounce when the configuration asks
-for one). The outcome of a message is recorded before the data of the next one is sent.
+Per entry: lock it, re-route its stored envelope (the stored message is final: no header fix-ups run again), sign it
+(``esmtp_sign_message``: a signature is made when the message is sent, not when it was queued), send each leg, then
+record the outcome in one state change: delivered (the entry is marked, then removed), deferred (retry later with
+exponential backoff), or failed (moved to ``failed/``, with a bounce when the configuration asks for one). The
+outcome of a message is recorded before the data of the next one is sent.
 
 Duplicates: a message is sent twice only if the process dies (or the connection breaks) after the final dot was
 written and before the entry was marked delivered, which is the unavoidable window of every MTA: the server may have
@@ -246,6 +247,7 @@ class Flusher:
         message = QueuedMessage(claim.fd, entry, self.store.eml(entry.id))
         route = self.hooks.route(envelope, self.config)
         self.hooks.before_deliver(envelope, message, route, self.config)
+        self.hooks.sign_message(envelope, message, self.config, self.trace)  # now: a fresh signature for this try
         return Job(claim, envelope, message, self._legs(route, entry, envelope), now)
 
     async def _run(self, job: Job, group: KeptSession, work: deque[Entry], meanwhile: Callable[[], None]) -> None:
