@@ -27,7 +27,8 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
        {prog} -bs                               an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
        {prog} --pretend [options] [recipient...]  show what a send would do; send nothing
        {prog} --serverinfo [--login] [--identity NAME]  show what the server offers; send nothing
-       {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
+       {prog} --check [--secrets] [-C FILE] [ADDRESS...]
+                                          validate the configuration (and which identity each ADDRESS gets)
        {prog} --store-password [--identity ADDR]         store a password in the keyring
        {prog} --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
        {prog} --dkim-keygen --selector S --domain D [--algorithm A] [--output FILE]  make a DKIM key

@@ -102,6 +102,8 @@ def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str],
         from esmtp.diagnostics.describe import server, uses_tls
 
         host: str = server(identity)[0]
+        if result is not None and result.server:  # with several servers, the one that took it
+            host = result.server.split(" ")[0].rpartition(":")[0].strip("[]") or host
         tls = "on" if uses_tls(identity) else "off"
     else:
         host, tls, authenticated = agent, "off", False
