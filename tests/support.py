@@ -145,6 +145,14 @@ def free_port() -> int:
     return int(held.getsockname()[1])
 
 
+def port_for_a_program() -> int:
+    """A loopback port for a server program that must be told its port (microsocks, Postfix): bound once to find a
+    free one, then released for the program to bind. Servers of our own bind port 0 (:class:`BindsPortZero`)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class BindsPortZero:
     """An aiosmtpd controller that binds port 0 itself and reads its port back (``self.port``) before it serves:
     no probe-then-bind race with other servers of a parallel test run."""

@@ -97,6 +97,7 @@ def test_inheritance_follows_msmtp(run: Runner) -> None:
         "# msmtp line 36: tls_fingerprint 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33 -- only SHA-256",
         "# msmtp line 37: tls_cert_file ~/.certs/me.crt -- esmtp reads the client certificate and its key",
         "# msmtp account 'pattern' (",
+        "# msmtp account 'otherpattern' (",
         "not converted: it has no 'from' address",
         "# msmtp line 53: user nobody -- not converted: msmtp does not authenticate without 'auth on'",
     ):

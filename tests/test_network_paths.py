@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from support import Runner, ScriptedServer, SmtpServer, free_port
+from support import Runner, ScriptedServer, SmtpServer, free_port, port_for_a_program
 
 MESSAGE = b"From: me@example.org\nSubject: path\n\nbody\n"
 MICROSOCKS = shutil.which("microsocks") or "/usr/bin/microsocks"
@@ -26,7 +26,7 @@ def socks_proxy() -> Iterator[StartProxy]:
     def start(*args: str) -> int:
         if not shutil.which(MICROSOCKS):
             pytest.skip("microsocks is not installed: run .ci/install-routing-deps.sh")
-        port = free_port()
+        port = port_for_a_program()
         proc = subprocess.Popen([MICROSOCKS, "-i", "127.0.0.1", "-p", str(port), *args],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proc)
