@@ -25,6 +25,8 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
        {prog} -q | -qIID | --flush [ID...]      deliver the queue now (all of it, or these entries)
        {prog} --remove ID...                    delete queue entries
        {prog} -bs                               an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
+       {prog} --listen [ADDRESS:]PORT...        an SMTP listener for applications and containers (foreground)
+       {prog} --hash-password < PASSWORD        print a password hash for listen_auth_file
        {prog} --pretend [options] [recipient...]  show what a send would do; send nothing
        {prog} --serverinfo [--login] [--identity NAME]  show what the server offers; send nothing
        {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
@@ -146,6 +148,14 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
         from esmtp.server.relay import serve
 
         return serve(options, lambda: _load(options, need_config=True))
+    if options.mode == "listen":
+        from esmtp.server.listener import listen
+
+        return listen(options, lambda: _load(options, need_config=True))
+    if options.mode == "hash-password":
+        from esmtp.server.clients import hash_command
+
+        return hash_command()
     if options.mode in ("mailq", "flush", "remove"):
         if options.mode == "mailq" and load is _load:
             config, hooks = _load(options, need_config=False, tolerant=True)  # a broken file must not stop a listing

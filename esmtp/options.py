@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     Mode = Literal[
         "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check",
-        "store-password", "oauth2-login", "import-msmtprc",
+        "store-password", "oauth2-login", "import-msmtprc", "listen", "hash-password",
     ]
 
 
@@ -67,6 +67,8 @@ class Options:
     device: bool = False
     #: ``--import-msmtprc FILE``: the msmtp configuration to convert (None: msmtp's default locations).
     msmtprc: str | None = None
+    #: ``--listen [ADDRESS:]PORT`` (repeatable), or ``systemd`` for the sockets systemd passes.
+    listen: list[str] = field(default_factory=list)
     #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
@@ -89,7 +91,7 @@ _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 _LONG_OPTIONS: dict[str, Mode] = {
     "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove", "--serverinfo": "serverinfo",
     "--check": "check", "--store-password": "store-password", "--oauth2-login": "oauth2-login",
-    "--import-msmtprc": "import-msmtprc",
+    "--import-msmtprc": "import-msmtprc", "--hash-password": "hash-password",
 }
 #: Long flags that modify a mode rather than select one (the Options attribute they set).
 _LONG_FLAGS = {
@@ -148,6 +150,15 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
                 raise UsageError("option --identity requires an argument (an identity's address)")
             value, index = argv[index], index + 1
         opts.identity = _identity_name(value, name)
+        return index
+    if name == "--listen":
+        if not has_value:
+            if index >= len(argv):
+                raise UsageError("option --listen requires an argument ([ADDRESS:]PORT, or systemd)")
+            value, index = argv[index], index + 1
+        reject_unsafe(value, "--listen")
+        opts.listen.append(value)
+        opts.mode = "listen"
         return index
     if name not in _LONG_OPTIONS and name not in _LONG_FLAGS:
         raise UsageError(f"unknown option {name}")

@@ -156,6 +156,24 @@ def secret_error(keyword: str) -> str:
     )
 
 
+#: The SMTP listener's keywords (``esmtp --listen``: docs/listener.md); all global.
+LISTEN_KEYWORDS: tuple[KeywordSpec, ...] = (
+    KeywordSpec("listen_allow", scope="global",
+                help="client addresses and networks (CIDR) allowed to connect; default loopback only"),
+    KeywordSpec("listen_auth_file", scope="global", help="file of user:hash[:senders] lines; AUTH is then required"),
+    KeywordSpec("listen_auth_plaintext", scope="global", choices=("enabled", "disabled"),
+                help="offer AUTH PLAIN/LOGIN without TLS (default disabled)"),
+    KeywordSpec("listen_tls_cert", scope="global", help="certificate chain (PEM) for STARTTLS and implicit TLS"),
+    KeywordSpec("listen_tls_key", scope="global", help="private key (PEM) of listen_tls_cert"),
+    KeywordSpec("listen_smtps", scope="global", help="listening ports that speak implicit TLS (465)"),
+    KeywordSpec("listen_max_size", scope="global", help="largest message in bytes (SIZE)"),
+    KeywordSpec("listen_max_recipients", scope="global", help="recipients per message"),
+    KeywordSpec("listen_max_connections", scope="global", help="clients connected at once, in all"),
+    KeywordSpec("listen_max_per_address", scope="global", help="clients connected at once from one address"),
+    KeywordSpec("listen_idle_timeout", scope="global", help="seconds to wait for a command line (300)"),
+    KeywordSpec("listen_data_timeout", scope="global", help="seconds a message's DATA may take in all (600)"),
+)
+
 #: Extension keywords the core itself understands (plugins add more through ``esmtp_config_keywords``).
 CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("auth_mechanisms", help="allowed SASL mechanisms in order of preference"),
@@ -172,6 +190,7 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
                 help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
     KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),
+    *LISTEN_KEYWORDS,
 )
 
 #: Hints for keywords people expect from other mailers.

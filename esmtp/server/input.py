@@ -1,4 +1,9 @@
-"""``sendmail -bs``: reading the caller's input, command lines and DATA, within limits and an idle timeout."""
+"""Reading an SMTP client's input, command lines and DATA, within limits and timeouts.
+
+The line splitting (:class:`LineBuffer`) and the DATA rules (:class:`DataLines`) do no I/O, so that the ``-bs``
+server on a pipe (:class:`LineReader`, blocking) and the listener on sockets (:mod:`esmtp.server.listener`, asyncio)
+apply the same limits the same way.
+"""
 
 from __future__ import annotations
 
@@ -23,15 +28,59 @@ class IdleTimeout(Exception):
     """The caller sent nothing for too long."""
 
 
-class LineReader:
-    """Lines from a file descriptor, each with its line ending (LF or CRLF, as sent), with a length limit."""
+class LineBuffer:
+    """Bytes received so far, cut into lines (each with its line ending, LF or CRLF as sent) with a length limit.
+
+    A line longer than the limit is dropped as it arrives, never held: the buffer stays below the limit plus one
+    read's worth of bytes, whatever the peer sends.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.eof = False
+        self._start = 0
+        self._skipping = False
+
+    def feed(self, chunk: bytes) -> None:
+        """Add received bytes; ``b""`` is the end of input."""
+        if chunk:
+            self.buffer += chunk
+        else:
+            self.eof = True
+
+    def has_line(self) -> bool:
+        return self.buffer.find(b"\n") >= 0
+
+    def line(self, limit: int) -> bytes | None:
+        """The next complete line, or None when more input is needed. Raises EOFError at the end of input (a last
+        line without LF is dropped), and Reject once a line longer than ``limit`` (not counting its line ending)
+        has been skipped to its end."""
+        end = self.buffer.find(b"\n", self._start)
+        if end >= 0:
+            line = bytes(self.buffer[: end + 1])
+            del self.buffer[: end + 1]
+            skipped, self._start, self._skipping = self._skipping, 0, False
+            if skipped or len(line.rstrip(b"\r\n")) > limit:
+                raise Reject(f"500 5.5.2 Line too long (more than {limit} characters)")
+            return line
+        if self.eof:
+            raise EOFError
+        if len(self.buffer) > limit + 2:
+            self.buffer.clear()  # keep skipping to the end of this line, never holding it
+            self._start, self._skipping = 0, True
+        else:
+            self._start = len(self.buffer)
+        return None
+
+
+class LineReader(LineBuffer):
+    """Lines from a file descriptor (the ``-bs`` pipe), waiting at most ``timeout`` seconds for each read."""
 
     def __init__(self, fd: int, timeout: float, before_wait: Callable[[], None]) -> None:
+        super().__init__()
         self.fd = fd
         self.timeout = timeout
         self.before_wait = before_wait  # called before blocking: pending replies must go out first (RFC 2920)
-        self.buffer = bytearray()
-        self.eof = False
 
     def _fill(self) -> None:
         import select
@@ -40,66 +89,56 @@ class LineReader:
         ready, _, _ = select.select([self.fd], [], [], self.timeout)
         if not ready:
             raise IdleTimeout
-        chunk = os.read(self.fd, 1 << 16)
-        if chunk:
-            self.buffer += chunk
-        else:
-            self.eof = True
+        self.feed(os.read(self.fd, 1 << 16))
 
     def line(self, limit: int) -> bytes:
-        """The next line, LF included. Raises EOFError at the end of input (a last line without LF is dropped),
-        and Reject after skipping a line longer than ``limit`` (not counting its line ending)."""
-        start = 0
-        skipped = False
+        """The next line, LF included (see :meth:`LineBuffer.line`); blocks for more input as needed."""
         while True:
-            end = self.buffer.find(b"\n", start)
-            if end >= 0:
-                line = bytes(self.buffer[: end + 1])
-                del self.buffer[: end + 1]
-                if skipped or len(line.rstrip(b"\r\n")) > limit:
-                    raise Reject(f"500 5.5.2 Line too long (more than {limit} characters)")
+            line = super().line(limit)
+            if line is not None:
                 return line
-            if self.eof:
-                raise EOFError
-            if len(self.buffer) > limit + 2:
-                self.buffer.clear()  # keep skipping to the end of this line, never holding it
-                start, skipped = 0, True
-            else:
-                start = len(self.buffer)
             self._fill()
 
 
-class DataStream:
-    """The DATA of one message as a file for :func:`read_message`: dot-unstuffed, ending at the lone dot.
+class DataLines:
+    """The DATA rules, one received line at a time: dot-unstuffing, the end at the lone dot, and the line-length,
+    header-size and message-size limits. :meth:`take` raises Reject for a limit (the rest of the data must then be
+    read and dropped up to the dot: :meth:`drop`)."""
 
-    Enforces the line-length, header-size and message-size limits. Raises Reject for a limit (the rest of the data
-    must then be skipped with :meth:`skip`), EOFError when the input ends before the dot, IdleTimeout.
-    """
+    #: The line limit to read DATA lines with: a stuffed dot does not count.
+    READ_LIMIT = TEXT_LIMIT + 1
 
-    def __init__(self, reader: LineReader, max_size: int) -> None:
-        self.reader = reader
+    def __init__(self, max_size: int, *, strict: bool = False) -> None:
         self.max_size = max_size
+        #: The network's rule: only ``<CRLF>.<CRLF>`` ends the data (a pipe's caller may end its lines with LF).
+        self.strict = strict
+        self.after_crlf = True
         self.size = 0
         self.in_header = True
         self.header_size = 0
         self.done = False
-        self.pending = b""
 
-    def _next_line(self) -> bytes:
-        if self.done:
-            return b""
-        too_long = f"500 5.5.2 Message has a line longer than {TEXT_LIMIT} characters (RFC 5321 4.5.3.1.6)"
-        try:
-            line = self.reader.line(TEXT_LIMIT + 1)  # a stuffed dot does not count
-        except Reject:
-            raise Reject(too_long) from None
-        if line in (b".\r\n", b".\n"):
+    @staticmethod
+    def too_long() -> Reject:
+        return Reject(f"500 5.5.2 Message has a line longer than {TEXT_LIMIT} characters (RFC 5321 4.5.3.1.6)")
+
+    def take(self, line: bytes) -> bytes:
+        """The message line that the received ``line`` stands for; ``b""`` for the final dot (then ``done``).
+
+        A dot line ending in a bare CR, or a CR in the middle of a line, is data like any other. With ``strict``
+        (the listener), only ``<CRLF>.<CRLF>`` ends the data: ``<LF>.<LF>``, ``<LF>.<CRLF>`` and ``<CRLF>.<LF>``
+        are data, which the upstream then receives with CRLF line endings and the dot stuffed, so no sequence a
+        client sends can end the message early at either end (SMTP smuggling, 2023). Without ``strict`` (a pipe,
+        whose caller may end its lines with LF) a lone dot ends the data whatever the line endings.
+        """
+        after_crlf, self.after_crlf = self.after_crlf, line.endswith(b"\r\n")
+        if (line == b".\r\n" and (after_crlf or not self.strict)) or (line == b".\n" and not self.strict):
             self.done = True
             return b""
         if line.startswith(b"."):
             line = line[1:]
         elif len(line.rstrip(b"\r\n")) > TEXT_LIMIT:
-            raise Reject(too_long)
+            raise self.too_long()
         self.size += len(line)
         if self.size > self.max_size:
             raise Reject(f"552 5.3.4 Message larger than the maximum size of {self.max_size} bytes")
@@ -110,6 +149,28 @@ class DataStream:
             elif self.header_size > MAX_HEADER_BYTES:
                 raise Reject(f"552 5.3.4 Header block larger than {MAX_HEADER_BYTES // 1024} KiB")
         return line
+
+
+class DataStream:
+    """The DATA of one message as a file for :func:`read_message`, read from a blocking :class:`LineReader`.
+
+    Raises Reject for a limit (the rest of the data must then be skipped with :meth:`skip`), EOFError when the input
+    ends before the dot, IdleTimeout.
+    """
+
+    def __init__(self, reader: LineReader, max_size: int) -> None:
+        self.reader = reader
+        self.lines = DataLines(max_size)
+        self.pending = b""
+
+    def _next_line(self) -> bytes:
+        if self.lines.done:
+            return b""
+        try:
+            line = self.reader.line(DataLines.READ_LIMIT)
+        except Reject:
+            raise DataLines.too_long() from None
+        return self.lines.take(line)
 
     def readline(self, size: int = -1) -> bytes:
         line = self.pending or self._next_line()
@@ -122,14 +183,14 @@ class DataStream:
     def read(self, size: int = -1) -> bytes:
         parts = [self.readline()]
         total = len(parts[0])
-        while parts[-1] and total < size and self.reader.buffer.find(b"\n") >= 0:
+        while parts[-1] and total < size and self.reader.has_line():
             parts.append(self._next_line())  # only lines already buffered: no wait in the middle of a chunk
             total += len(parts[-1])
         return b"".join(parts)
 
     def skip(self) -> None:
         """Read and drop the rest of the data, up to the lone dot."""
-        while not self.done:
+        while not self.lines.done:
             try:
                 self._next_line()
             except Reject:

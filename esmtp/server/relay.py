@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from esmtp.config.model import Config, Identity
     from esmtp.message import Message
     from esmtp.options import Options
+    from esmtp.relay.sessions import SessionPool
     from esmtp.smtp.session import SmtpSession
     from esmtp.trace import Trace
     from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, RunContext
@@ -166,13 +167,16 @@ def success_reply(results: list[DeliveryResult]) -> str:
 class PipelineRelay:
     """Envelopes from the dialogue into the pipeline (the :class:`esmtp.server.dialogue.Relay` of a ``-bs`` run)."""
 
-    def __init__(self, options: Options, config: Config, hooks: SessionHooks, trace: Trace) -> None:
+    def __init__(self, options: Options, config: Config, hooks: Hooks, trace: Trace,
+                 sessions: SessionPool | None = None) -> None:
         from esmtp.types import RunContext
 
         self.options = options
         self.config = config
         self.hooks = hooks
-        self.context = RunContext(config, hooks, trace)
+        #: ``sessions``: the listener's kept upstream sessions, shared by all its clients (the ``-bs`` server keeps
+        #: its own through :class:`SessionHooks` instead).
+        self.context = RunContext(config, hooks, trace, sessions)
 
     def envelope(self, transaction: Transaction, recipients: list[str]) -> Envelope:
         """The envelope as :func:`esmtp.envelope.build_envelope` makes it, with MAIL FROM as the ``-f`` sender."""
@@ -184,7 +188,7 @@ class PipelineRelay:
         return Envelope(
             sender=sender, recipients=list(recipients), identity=identity, full_name=self.options.full_name,
             notify=transaction.notify, ret=transaction.ret, envid=transaction.envid, body_type=transaction.body,
-            given_sender=transaction.sender,
+            given_sender=transaction.sender, client=transaction.client,
         )
 
     def check_recipient(self, transaction: Transaction, address: str) -> str | None:
@@ -208,6 +212,9 @@ class PipelineRelay:
         from esmtp.pipeline import submit
         from esmtp.progname import warn
 
+        if transaction.received is not None:  # the listener's trace field, on top of what the client sent
+            field = f"Received: {transaction.received}".replace("\n", "\n\t").encode("utf-8", "surrogateescape")
+            message.headers.insert(0, field.replace(b"\n", message.newline) + message.newline)
         try:
             results = submit(self.envelope(transaction, transaction.recipients), message, self.context)
         except EsmtpError as error:
