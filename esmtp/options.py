@@ -156,7 +156,8 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
             if index >= len(argv):
                 raise UsageError("option --listen requires an argument ([ADDRESS:]PORT, or systemd)")
             value, index = argv[index], index + 1
-        reject_unsafe(value, "--listen")
+        if value != "systemd":
+            listen_address(value)
         opts.listen.append(value)
         opts.mode = "listen"
         return index
@@ -169,6 +170,21 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
     else:
         opts.mode = _LONG_OPTIONS[name]
     return index
+
+
+def listen_address(value: str) -> tuple[str | None, int]:
+    """``--listen [ADDRESS:]PORT`` (``[IPv6]:PORT`` for IPv6) → the address (None: every address) and the port."""
+    address: str | None
+    if value.startswith("["):
+        address, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif ":" in value:
+        address, _, port = value.rpartition(":")
+    else:
+        address, port = None, value
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536 or (address and not address.isprintable()):
+        raise UsageError(f"--listen {value}: expected [ADDRESS:]PORT, such as 127.0.0.1:2525 or 25, or systemd")
+    return address or None, int(port)
 
 
 def _identity_name(value: str, shown: str) -> str:

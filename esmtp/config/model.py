@@ -172,6 +172,8 @@ LISTEN_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("listen_max_per_address", scope="global", help="clients connected at once from one address"),
     KeywordSpec("listen_idle_timeout", scope="global", help="seconds to wait for a command line (300)"),
     KeywordSpec("listen_data_timeout", scope="global", help="seconds a message's DATA may take in all (600)"),
+    KeywordSpec("listen_grace", scope="global",
+                help="on SIGTERM, seconds a message still arriving may take before its client gets 421 (30)"),
 )
 
 #: Extension keywords the core itself understands (plugins add more through ``esmtp_config_keywords``).

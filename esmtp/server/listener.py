@@ -27,7 +27,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from esmtp.errors import ConfigError, DataError, UsageError
+from esmtp.errors import ConfigError, DataError
 from esmtp.server.dialogue import COMMAND_LIMIT, Dialogue, Transaction
 from esmtp.server.input import DataLines, LineBuffer, Reject
 
@@ -281,10 +281,9 @@ class Connection:
         except Closing as closing:
             dialogue.reply(closing.reply)
         except (EOFError, OSError):
-            pass  # the client hung up, or broke the connection: nobody to answer
-        else:
-            with contextlib.suppress(Exception):
-                await self._write()
+            dialogue.pending.clear()  # the client hung up, or broke the connection: nobody to answer
+        with contextlib.suppress(Exception):
+            await self._write()
         await self._close()
 
     async def _close(self) -> None:
@@ -354,15 +353,16 @@ class Connection:
 
     async def _starttls(self) -> None:
         self.dialogue.tls_started()
-        self.lines = LineBuffer()  # RFC 3207 5: what was pipelined after STARTTLS in clear text is dropped
-        await self._write()
-        self.lines.buffer.clear()
+        # RFC 3207 5: what was pipelined after STARTTLS in clear text is dropped, never read as commands after it.
+        self.lines = LineBuffer()
+        # The 220 goes out and TLS starts without a pass of the event loop in between (no wait_for, which runs its
+        # coroutine as a task): the client's ClientHello must reach the TLS layer, not the plain stream's buffer.
+        self.writer.write(self.dialogue.output())
         try:
-            starting = self.writer.start_tls(self.listener.tls, ssl_handshake_timeout=_SSL_HANDSHAKE_TIMEOUT)
-            await asyncio.wait_for(starting, _SSL_HANDSHAKE_TIMEOUT + 1)
+            async with asyncio.timeout(_SSL_HANDSHAKE_TIMEOUT + 1):
+                await self.writer.start_tls(self.listener.tls, ssl_handshake_timeout=_SSL_HANDSHAKE_TIMEOUT)
         except Exception as error:  # a failed handshake: nothing more can be said on this connection
             raise OSError(f"TLS handshake failed: {error}") from None
-        self.lines = LineBuffer()
 
 
 class Listener:
@@ -457,21 +457,6 @@ class Listener:
         self.pool.shutdown(wait=True)
 
 
-def parse_listen(value: str) -> tuple[str | None, int]:
-    """``[ADDRESS:]PORT`` (``[IPv6]:PORT`` for IPv6) → address (None: all) and port. Raises UsageError."""
-    address: str | None
-    if value.startswith("["):
-        address, _, rest = value[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif ":" in value:
-        address, _, port = value.rpartition(":")
-    else:
-        address, port = None, value
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--listen {value}: expected [ADDRESS:]PORT, such as 127.0.0.1:2525 or 25")
-    return address or None, int(port)
-
-
 def _bind(address: str | None, port: int) -> list[socket.socket]:
     hosts = [address] if address else ["0.0.0.0", "::"]  # all: who may connect is listen_allow's job
     sockets = []
@@ -546,6 +531,7 @@ def _be_init() -> None:
 
 def listen(options: Options, load: Callable[[], tuple[Config | None, Hooks]]) -> int:
     """Run the listener in the foreground until SIGTERM or SIGINT; return the exit status."""
+    from esmtp.options import listen_address
     from esmtp.progname import warn
     from esmtp.relay.sessions import SessionPool
     from esmtp.server.relay import PipelineRelay
@@ -567,7 +553,7 @@ def listen(options: Options, load: Callable[[], tuple[Config | None, Hooks]]) ->
     for value in options.listen:
         if value == "systemd":
             continue
-        address, port = parse_listen(value)
+        address, port = listen_address(value)
         sockets.extend((sock, port in settings.smtps_ports) for sock in _bind(address, port))
     if not sockets:
         raise ConfigError("--listen systemd: systemd passed no socket (LISTEN_FDS); start the .socket unit")

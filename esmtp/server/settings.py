@@ -108,6 +108,7 @@ def load_settings(config: Config) -> ListenSettings:
     settings.max_per_address = int(_number(config, "listen_max_per_address", MAX_PER_ADDRESS))
     settings.idle_timeout = _number(config, "listen_idle_timeout", IDLE_TIMEOUT, integer=False)
     settings.data_timeout = _number(config, "listen_data_timeout", DATA_TIMEOUT, integer=False)
+    settings.grace = _number(config, "listen_grace", GRACE, integer=False)
     return settings
 
 
