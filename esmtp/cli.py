@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from esmtp.config.model import Config
     from esmtp.options import Options
     from esmtp.plugins import Hooks
-    from esmtp.relay.sessions import SessionPool
+    from esmtp.smtp.kept import KeptSessions
 
     Loader = Callable[..., tuple[Config | None, Hooks]]
 
@@ -89,7 +89,7 @@ def _ignore_broken(error: ConfigError) -> None:
          "queue directory, or ESMTP_QUEUE_DIR, is listed)")
 
 
-def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
+def _send(options: Options, load: Loader, sessions: KeptSessions | None) -> int:
     from esmtp.envelope import build_envelope
     from esmtp.message import read_message
     from esmtp.pipeline import submit
@@ -115,7 +115,7 @@ def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
     return 0
 
 
-def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None = None, cwd: str | None = None) -> int:
+def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None = None, cwd: str | None = None) -> int:
     """Run the command for ``argv``; return the exit code.
 
     The warm relay (:mod:`esmtp.relay.daemon`) passes its cached configuration ``load``-er, its kept SMTP
@@ -195,7 +195,7 @@ def _say(text: str) -> None:
         sys.stderr.write(text)
 
 
-def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: SessionPool | None = None,
+def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptSessions | None = None,
          cwd: str | None = None) -> int:
     """Entry point of a run (the keyword arguments are the warm relay's: see :func:`run`)."""
     from esmtp.progname import set_name

@@ -16,7 +16,6 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from esmtp.delivery_log import SYSLOG_CHOICES
 from esmtp.errors import ConfigError, ConfigNotFound
 from esmtp.types import KeywordSpec as KeywordSpec  # re-exported: plugins written before it moved import it from here
 
@@ -27,6 +26,12 @@ StartTLS = Literal["disabled", "enabled", "required"]
 
 #: Port used when an identity has no ``hostname`` at all (esmtp connects to localhost:25).
 LOCALHOST = ("localhost", 25)
+#: Port when ``hostname`` has none: submission (587), or 465 with ``smtps enabled``.
+SUBMISSION_PORT = 587
+SMTPS_PORT = 465
+#: syslog facilities by the names ``syslog`` accepts (also as LOG_MAIL, LOG_LOCAL0...).
+FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
+SYSLOG_CHOICES = ("enabled", "disabled", *FACILITIES, *(f"LOG_{name.upper()}" for name in FACILITIES))
 
 
 @dataclass(slots=True)
@@ -53,6 +58,15 @@ class Identity:
     lineno: int = 0
     #: The line of each keyword set in this block (esmtp field names such as ``password``, extension keywords).
     lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def implicit_tls(self) -> bool:
+        """``smtps enabled``: TLS from the first byte."""
+        return self.options.get("smtps") == "enabled"
+
+    def endpoint(self) -> tuple[str, int]:
+        """The ``(host, port)`` a send connects to: :meth:`server` with the port for the TLS mode."""
+        return self.server(SMTPS_PORT if self.implicit_tls else SUBMISSION_PORT)
 
     def server(self, default_port: int) -> tuple[str, int]:
         """The ``(host, port)`` to connect to.

@@ -533,9 +533,9 @@ def listen(options: Options, load: Callable[[], tuple[Config | None, Hooks]]) ->
     """Run the listener in the foreground until SIGTERM or SIGINT; return the exit status."""
     from esmtp.options import listen_address
     from esmtp.progname import warn
-    from esmtp.relay.sessions import SessionPool
     from esmtp.server.relay import PipelineRelay
     from esmtp.server.settings import load_settings, server_tls
+    from esmtp.smtp.kept import KeptSessions
     from esmtp.trace import Trace
 
     config, hooks = load()
@@ -561,7 +561,7 @@ def listen(options: Options, load: Callable[[], tuple[Config | None, Hooks]]) ->
         _be_init()
     _raise_file_limit()
     trace = Trace(verbose=options.verbose, transcript_path=options.transcript)
-    sessions = SessionPool()
+    sessions = KeptSessions()
     relay = PipelineRelay(options, config, hooks, trace, sessions)
     listener = Listener(settings, relay, clients, tls, os.uname().nodename)
 

@@ -297,10 +297,10 @@ class MdaAgent:
         described = describe_status(template, status)
         if status == 0:
             return DeliveryResult("mda", recipients, described)
-        code = EX_TEMPFAIL if status == EX_TEMPFAIL else EX_OSERR
-        suffix = " (a temporary failure)" if code == EX_TEMPFAIL else ""
+        temporary = status == EX_TEMPFAIL  # the MDA's own word (procmail, maildrop: a full or locked mailbox)
+        suffix = " (a temporary failure)" if temporary else ""
         raise LocalDeliveryError(f"local delivery to {', '.join(recipients)} failed: {described}{suffix}",
-                                 exit_code=code)
+                                 temporary=temporary)
 
 
 def describe_status(template: str, status: int) -> str:
