@@ -72,7 +72,14 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
     hooks = load_hooks(config)
     if config is not None:
         try:
-            resolve_config(config, hooks)
+            try:
+                resolve_config(config, hooks)
+            except ConfigError as error:
+                if not config.origins:
+                    raise
+                from esmtp.config.environment import name_error
+
+                raise name_error(config, error) from None
         except ConfigError as error:
             if not tolerant:
                 raise
