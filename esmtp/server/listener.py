@@ -494,7 +494,15 @@ def systemd_sockets() -> list[socket.socket]:
         os.environ.pop(name, None)  # not for the children (an MDA, a preconnect command)
     sockets = []
     for fd in range(3, 3 + count):
-        sock = socket.socket(fileno=fd)
+        try:
+            sock = socket.socket(fileno=fd)
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        except OSError as error:
+            reason = error.strerror or error
+            raise ConfigError(f"LISTEN_FDS={count}: descriptor {fd} is not a socket ({reason})") from None
+        if sock.type != socket.SOCK_STREAM or not listening:
+            raise ConfigError(f"LISTEN_FDS={count}: descriptor {fd} is not a listening stream socket (in the .socket "
+                              "unit: ListenStream=, Accept=no)")
         sock.setblocking(False)
         sockets.append(sock)
     return sockets
