@@ -54,7 +54,7 @@ def _prog(argv: list[str]) -> str:
 def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
     """The configuration and the plugins. ``tolerant`` (mailq): a broken file is a warning and the run goes on
     without it, so that the queue can still be listed."""
-    from esmtp.config.model import load_config
+    from esmtp.config.files import load_config
     from esmtp.plugins import load_hooks, resolve_config
 
     config: Config | None
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptS
     except KeyboardInterrupt:
         _say(f"{prog}: interrupted; the message was not sent\n")
         code = EX_TEMPFAIL
-    except Exception as error:  # a bug: report it without a traceback (it could hold a secret)
+    except Exception as error:  # noqa: BLE001  (a bug: reported without a traceback, which could hold a secret)
         _say(f"{prog}: internal error: {type(error).__name__}: {error}\n")
         if os.environ.get("ESMTP_DEBUG") == "1":
             import traceback

@@ -81,7 +81,11 @@ class RunContext:
 
 
 class DeliveryAgentImpl(Protocol):
-    """Delivers one message to some recipients. Runs synchronously; async agents drive their own event loop."""
+    """Delivers one message to some recipients. Runs synchronously; async agents drive their own event loop.
+
+    An agent may also have ``describe(envelope, recipients) -> str``: the command it would run, or what it would do,
+    in words, without doing it (``--pretend`` shows it as "<agent> command:"; the MDA gives its command line).
+    """
 
     def deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult: ...
 

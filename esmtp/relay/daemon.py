@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
 from esmtp.crashpoints import crashpoint
+from esmtp.errors import EsmtpError
 from esmtp.front import PROTOCOL, fingerprint
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class Configs:
 
     def load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
         """:func:`esmtp.cli._load`, from the cache while the file is unchanged (same errors otherwise)."""
-        from esmtp.config.model import load_config
+        from esmtp.config.files import load_config
 
         key = options.config_file
         signature = _signature(self._candidates(key))
@@ -116,7 +117,7 @@ class Configs:
 
     @staticmethod
     def _fresh(key: str | None) -> tuple[Config | None, Hooks]:
-        from esmtp.config.model import load_config
+        from esmtp.config.files import load_config
         from esmtp.errors import ConfigNotFound
         from esmtp.plugins import load_hooks, resolve_config
 
@@ -139,7 +140,7 @@ class Configs:
 
         try:
             config, _ = self.load(Options(config_file=config_file), need_config=False)
-        except Exception:
+        except (EsmtpError, OSError):
             return True, DEFAULT_IDLE
         options = config.options if config is not None else {}
         forced = os.environ.get("ESMTP_RELAY_DAEMON")
@@ -271,7 +272,7 @@ class RelayServer:
 
         try:
             config, _ = self.configs.load(Options(config_file=_config_file(argv, cwd)), need_config=False)
-        except Exception:
+        except (EsmtpError, OSError):
             return False
         if config is None:
             return False

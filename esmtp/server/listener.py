@@ -282,7 +282,7 @@ class Connection:
             dialogue.reply(closing.reply)
         except (EOFError, OSError):
             dialogue.pending.clear()  # the client hung up, or broke the connection: nobody to answer
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, TimeoutError):
             await self._write()
         await self._close()
 
@@ -291,7 +291,7 @@ class Connection:
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 5)
-        except Exception:
+        except (OSError, TimeoutError):
             self.writer.transport.abort()
 
     async def _work(self, work: Callable[[], None]) -> None:
@@ -361,7 +361,7 @@ class Connection:
         try:
             async with asyncio.timeout(_SSL_HANDSHAKE_TIMEOUT + 1):
                 await self.writer.start_tls(self.listener.tls, ssl_handshake_timeout=_SSL_HANDSHAKE_TIMEOUT)
-        except Exception as error:  # a failed handshake: nothing more can be said on this connection
+        except (OSError, TimeoutError) as error:  # a failed handshake (ssl.SSLError is an OSError): nothing more
             raise OSError(f"TLS handshake failed: {error}") from None
 
 
@@ -407,7 +407,7 @@ class Listener:
         assert task is not None
         refusal = self._refusal(peer)
         if refusal is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError, TimeoutError):
                 writer.write(refusal.encode())
                 await asyncio.wait_for(writer.drain(), 5)
             writer.transport.abort()

@@ -282,6 +282,13 @@ class MdaAgent:
     def __init__(self, context: RunContext) -> None:
         self.context = context
 
+    def describe(self, envelope: Envelope, recipients: list[str]) -> str:
+        """The command line exactly as it would run (``--pretend``), or why it would not."""
+        template = self.context.config.mda
+        if not template:
+            return "none configured: local delivery would fail (set 'mda', or 'qualifydomain')"
+        return MdaCommand.parse(template).display(recipients, envelope.given_sender or "")
+
     def deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult:
         template = self.context.config.mda
         if not template:

@@ -147,7 +147,7 @@ def background_main(argv: list[str]) -> int:
     try:
         import asyncio
 
-        from esmtp.config.model import load_config
+        from esmtp.config.files import load_config
         from esmtp.plugins import Hooks, make_plugin_manager, resolve_config
         from esmtp.trace import Trace
 
@@ -167,7 +167,7 @@ def background_main(argv: list[str]) -> int:
     except EsmtpError as error:
         print(f"{stamp} [{os.getpid()}] background run failed: {error}", flush=True)
         return error.exit_code
-    except Exception as error:  # the log is the only place anybody will see it
+    except Exception as error:  # noqa: BLE001  (the log is the only place anybody will see it)
         print(f"{stamp} [{os.getpid()}] background run failed: {type(error).__name__}: {error}", flush=True)
         return EX_SOFTWARE
     report = flusher.report
