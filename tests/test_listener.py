@@ -439,6 +439,19 @@ def test_sigterm_grace_runs_out_mid_data_gives_421_and_nothing_relayed(
     assert auth_server.sink.messages == []
 
 
+def test_auth_file_without_tls_or_plaintext_opt_in_is_refused_at_start(run: Runner, auth_server: SmtpServer) -> None:
+    users = run.home / "listen-users"
+    users.write_text(f"app:{hash_password(run, 'pw')}\n")
+    configure(run, auth_server, f"listen_auth_file {users}\n")
+    result = run("--listen", "127.0.0.1:1", program="esmtp")
+    assert result.returncode == 78 and "listen_auth_file needs TLS" in result.stderr
+    users.write_text("app:plaintext-password\n")
+    configure(run, auth_server, f"listen_auth_file {users}\nlisten_auth_plaintext enabled\n")
+    result = run("--listen", "127.0.0.1:1", program="esmtp")
+    assert result.returncode == 78 and "listen-users:1: user 'app': the hash does not start with $scrypt$" in result.stderr
+    assert "plaintext-password" not in result.stderr
+
+
 def test_listen_usage_errors(run: Runner) -> None:
     for value in ("nonsense", "127.0.0.1:99999", "[::1]"):
         result = run("--listen", value, program="esmtp")

@@ -102,6 +102,10 @@ def load_settings(config: Config) -> ListenSettings:
     if not all(port.isdigit() and 0 < int(port) < 65536 for port in ports):
         raise ConfigError(f"{config.where('listen_smtps')}: listen_smtps takes port numbers")
     settings.smtps_ports = frozenset(int(port) for port in ports)
+    if settings.auth_file and not settings.tls_cert and not settings.auth_plaintext:
+        raise ConfigError(f"{config.where('listen_auth_file')}: listen_auth_file needs TLS to offer AUTH (PLAIN and "
+                          "LOGIN send the password): set listen_tls_cert and listen_tls_key, or listen_auth_plaintext "
+                          "enabled")
     settings.max_size = int(_number(config, "listen_max_size", MAX_SIZE))
     settings.max_recipients = int(_number(config, "listen_max_recipients", MAX_RECIPIENTS))
     settings.max_connections = int(_number(config, "listen_max_connections", MAX_CONNECTIONS))
