@@ -448,8 +448,21 @@ def test_auth_file_without_tls_or_plaintext_opt_in_is_refused_at_start(run: Runn
     users.write_text("app:plaintext-password\n")
     configure(run, auth_server, f"listen_auth_file {users}\nlisten_auth_plaintext enabled\n")
     result = run("--listen", "127.0.0.1:1", program="esmtp")
-    assert result.returncode == 78 and "listen-users:1: user 'app': the hash does not start with $scrypt$" in result.stderr
+    assert result.returncode == 78
+    assert "listen-users:1: user 'app': the hash does not start with $scrypt$" in result.stderr
     assert "plaintext-password" not in result.stderr
+
+
+def test_sighup_is_ignored(run: Runner, auth_server: SmtpServer, listeners: list[Listener]) -> None:
+    configure(run, auth_server)
+    listener = start_listener(run)
+    listeners.append(listener)
+    listener.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "SIGHUP ignored" in listener.text)
+    with client(listener) as smtp:
+        smtp.sendmail("app@example.org", ["bob@example.net"], MESSAGE)
+    assert len(auth_server.sink.messages) == 1
+    assert listener.stop() == 0
 
 
 def test_listen_usage_errors(run: Runner) -> None:

@@ -578,6 +578,9 @@ def listen(options: Options, load: Callable[[], tuple[Config | None, Hooks]]) ->
         stopped = asyncio.Event()
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, stopped.set)
+        # SIGHUP would end the process at once, messages in flight included: it is ignored (restart to reload).
+        loop.add_signal_handler(signal.SIGHUP, warn, "SIGHUP ignored: restart the listener to read the configuration "
+                                                     "again (SIGTERM lets the messages in progress finish)")
         await listener.serve(sockets)
         shown = ", ".join(_shown(sock, implicit) for sock, implicit in sockets)
         warn(f"listening on {shown} ({'AUTH required' if clients else 'no AUTH'}; "
