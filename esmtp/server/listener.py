@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from esmtp.errors import ConfigError, DataError
 from esmtp.server.dialogue import COMMAND_LIMIT, Dialogue, Transaction
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from esmtp.server.dialogue import Relay
     from esmtp.server.settings import ListenSettings
 
+#: A message's DATA is held in memory up to this size, then in an unnamed file (at most this much per client).
+SPOOL_IN_MEMORY = 64 * 1024
 #: Failed AUTH attempts on one connection before it is closed.
 MAX_AUTH_FAILURES = 3
 _SSL_HANDSHAKE_TIMEOUT = 30.0
@@ -305,17 +307,19 @@ class Connection:
             raise
 
     async def _data(self, transaction: Transaction) -> None:
-        """Read the message into a spool file within the limits, then deliver it from a worker thread."""
-        from esmtp.message import _spool_file, read_message
+        """Read the message within the limits (in memory up to :data:`SPOOL_IN_MEMORY`, then in an unnamed file),
+        then deliver it from a worker thread."""
+        import tempfile
+
+        from esmtp.message import read_message
 
         self.phase = "data"
         settings = self.listener.settings
         lines = DataLines(self.dialogue.max_size, strict=True)
         data_deadline = time.monotonic() + settings.data_timeout
         refused: Reject | OSError | None = None
-        fd, path = _spool_file(None)
         try:
-            with os.fdopen(fd, "wb") as spool:
+            with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as spool:
                 while not lines.done:
                     deadline = min(data_deadline, time.monotonic() + settings.idle_timeout)
                     try:
@@ -329,27 +333,24 @@ class Connection:
                             spool.write(text)
                         except OSError as error:
                             refused = error
-            if refused is not None:
-                self.dialogue.data_refused(refused)
-                return
-
-            def deliver() -> None:
-                try:
-                    with open(path, "rb") as data:
-                        message = read_message(data)
-                except (DataError, OSError) as error:
-                    self.dialogue.data_refused(error)
+                if refused is not None:
+                    self.dialogue.data_refused(refused)
                     return
-                with message:
-                    self.dialogue.message(transaction, message)
 
-            await self._work(deliver)
+                def deliver() -> None:
+                    try:
+                        spool.seek(0)
+                        message = read_message(cast("BinaryIO", spool))
+                    except (DataError, OSError) as error:
+                        self.dialogue.data_refused(error)
+                        return
+                    with message:
+                        self.dialogue.message(transaction, message)
+
+                await self._work(deliver)
         except TimeoutError:
             raise Closing(f"421 4.4.2 {self.dialogue.hostname} Timeout during DATA: the message was not taken; "
                           "try again later") from None
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
     async def _starttls(self) -> None:
         self.dialogue.tls_started()
