@@ -284,6 +284,11 @@ class Connection:
             dialogue.reply(closing.reply)
         except (EOFError, OSError):
             dialogue.pending.clear()  # the client hung up, or broke the connection: nobody to answer
+        except Exception as error:  # noqa: BLE001  (a bug: this client gets 421, the others go on; no traceback)
+            from esmtp.progname import warn
+
+            warn(f"internal error serving {dialogue.peer}: {type(error).__name__}: {error}")
+            dialogue.reply(f"421 4.3.0 {dialogue.hostname} internal error; try again later")
         with contextlib.suppress(OSError, TimeoutError):
             await self._write()
         await self._close()
