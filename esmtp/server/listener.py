@@ -9,8 +9,8 @@ authenticated connection per identity, used by one message at a time.
 
 Every wait is bounded: a command line must arrive whole within ``listen_idle_timeout`` (a client that sends a byte
 a minute is cut off, not kept), a message's DATA within ``listen_data_timeout``; a line longer than the limit is
-dropped as it arrives, and the DATA goes to a spool file, so a client never holds more than a few tens of
-kilobytes of memory. On SIGTERM the listener stops accepting, answers idle clients 421, lets messages whose DATA is
+dropped as it arrives, and the DATA goes to a spool file beyond its first 64 KiB, so a client never holds more than
+about 200 KiB of memory. On SIGTERM the listener stops accepting, answers idle clients 421, lets messages whose DATA is
 arriving finish (for :data:`~esmtp.server.settings.GRACE` seconds, then 421: the client keeps the message), waits
 for every delivery in progress to be answered, and exits: a message is delivered and answered 250, or not
 delivered and answered 4xx (or not answered at all), never both.
