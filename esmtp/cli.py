@@ -197,9 +197,12 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
 
 
 def _say(text: str) -> None:
-    """Report on stderr; a reader that has gone away must not change the exit code."""
+    """Report on stderr (control characters escaped: an error may quote a server); a reader that has gone away must
+    not change the exit code."""
+    from esmtp.progname import printable
+
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(text)
+        sys.stderr.write(printable(text))
 
 
 def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptSessions | None = None,

@@ -18,12 +18,17 @@ import _socket as socket
 import os
 import sys
 
-#: Letters that take an argument (esmtp 1.2's getopt string plus Postfix's), as in :mod:`esmtp.options`.
-_WITH_ARGUMENT = "ABbCdeFfhLMNOopRrVX"
-#: Environment that changes what a run does: a resident process serves only callers that agree on all of it.
+#: Letters that take an argument: :mod:`esmtp.options`' ``_WITH_ARGUMENT`` (a copy, not an import: start-up cost;
+#: tests/test_options.py checks that they agree, and that the scan reads every option as the parser does).
+_WITH_ARGUMENT = "aABbCdeFfhLMNOopRrVX"
+#: Environment that changes what a run does: a resident process serves only callers that agree on all of it. Every
+#: variable that esmtp or its plugins read is here (tests/test_relay.py greps the code for them), and what the
+#: libraries read that matters (PYTHON_KEYRING_BACKEND: keyring's choice of backend).
 FINGERPRINT_VARS = ("HOME", "TZ", "PATH", "TMPDIR", "LANG", "LC_ALL", "PYTHONPATH", "XDG_CACHE_HOME",
-                    "XDG_STATE_HOME", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD", "ESMTP_STRICT_PLUGINS",
-                    "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON", "ESMTP_RELAY_TEST_CRASH")
+                    "XDG_STATE_HOME", "XDG_CONFIG_DIR", "USER", "LOGNAME", "NETRC", "PYTHON_KEYRING_BACKEND",
+                    "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD", "ESMTP_STRICT_PLUGINS", "ESMTP_DISABLE_PLUGINS",
+                    "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON", "ESMTP_RELAY_TEST_CRASH", "ESMTP_QUEUE_CRASH_AT",
+                    "ESMTP_BS_TIMEOUT", "ESMTP_OAUTH2_LOGIN_TIMEOUT")
 PROTOCOL = b"esmtp-relay-1"
 CHUNK = 1 << 16
 #: How long a front end waits for a resident process that another front end has just started.

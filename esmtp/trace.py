@@ -12,6 +12,7 @@ import time
 from typing import TextIO
 
 from esmtp.errors import ConfigError
+from esmtp.progname import printable
 
 
 class Trace:
@@ -32,6 +33,7 @@ class Trace:
         return bool(self.verbose or self._file)
 
     def _emit(self, line: str) -> None:
+        line = printable(line)  # a server's reply may hold ESC, BEL, CR: never raw on the terminal
         if self._file is not None:
             now = time.time()
             self._file.write(f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {line}\n")

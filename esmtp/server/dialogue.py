@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 from esmtp.addresses import check_address
 from esmtp.errors import EX_IOERR, EX_PROTOCOL, EX_TEMPFAIL, DataError
 from esmtp.message import read_message
+from esmtp.progname import printable
 from esmtp.server.input import DataStream, IdleTimeout, LineReader, Reject
 
 if TYPE_CHECKING:
@@ -261,7 +262,8 @@ class Dialogue:
         if not self.extended:
             self.reply(f"250 {self.hostname}")
             return True
-        self.reply("\n".join([f"250 {self.hostname} greets {argument}", *(f"250 {e}" for e in self.extensions())]))
+        greets = printable(argument)  # no control character of the caller's goes back (a CR would split the line)
+        self.reply("\n".join([f"250 {self.hostname} greets {greets}", *(f"250 {e}" for e in self.extensions())]))
         return True
 
     def check_sender(self, address: str) -> None:
@@ -284,7 +286,7 @@ class Dialogue:
     def _mail_param(self, transaction: Transaction, name: str, value: str) -> None:
         if not self.extended:
             raise Reject("555 5.5.4 MAIL parameters need EHLO")
-        if name == "SIZE" and value.isdigit():
+        if name == "SIZE" and value.isascii() and value.isdigit():  # not "²", which int() refuses
             if int(value) > self.max_size:
                 raise Reject(f"552 5.3.4 Message larger than the maximum size of {self.max_size} bytes")
         elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
@@ -383,11 +385,22 @@ class StdioServer(Dialogue):
         super().__init__(relay, hostname=hostname)
         self.out = outfd
         self.reader = LineReader(infd, timeout, self.flush)
+        #: The caller stopped reading replies (see :meth:`flush`).
+        self.stalled = False
 
     def flush(self) -> None:
+        """Write the pending replies, each wait for the caller to read bounded by the idle timeout: a caller that
+        stops reading ends the session as a broken pipe would (OSError), never blocks it."""
+        import select
+
         data = self.output()
-        while data:
-            data = data[os.write(self.out, data) :]
+        while data and not self.stalled:
+            _, ready, _ = select.select([], [self.out], [], self.reader.timeout)
+            if not ready:
+                self.stalled = True  # nothing more is written: the last flush must not wait again
+                raise TimeoutError(f"the caller read no reply for {self.reader.timeout:g} seconds")
+            # At most PIPE_BUF bytes, which a writable pipe takes without blocking.
+            data = data[os.write(self.out, data[: select.PIPE_BUF]) :]
 
     def run(self) -> int:
         """Greet, then answer commands until QUIT, end of input, the idle timeout or too many errors."""
@@ -401,6 +414,12 @@ class StdioServer(Dialogue):
             self.timed_out(self.reader.timeout)
         except OSError:
             self.note(EX_IOERR)  # the pipe broke: the caller is gone
+        except BaseException:
+            # A bug (or an interrupt): the replies already earned still go out (a delivered message's 250 among
+            # them, or the caller would send it again); the error is then reported as any other.
+            with contextlib.suppress(OSError):
+                self.flush()
+            raise
         with contextlib.suppress(OSError):  # the caller is gone
             self.flush()
         return self.status
@@ -428,9 +447,20 @@ class StdioServer(Dialogue):
             self.note(EX_TEMPFAIL)
             raise
         except (Reject, DataError, OSError) as refused:  # if our input broke instead of the spool, skip() raises again
-            stream.skip()
+            self._skip(stream)
             self.data_refused(refused)
             return
         with message:
-            stream.skip()  # the dot itself, if read_message stopped before it
+            self._skip(stream)  # the dot itself, if read_message stopped before it
+            # The replies earned so far go out before a delivery that may take minutes (or be killed): a pipelined
+            # earlier message's 250 must not wait behind this one. A caller already gone gets nothing delivered.
+            self.flush()
             self.message(transaction, message)
+
+    def _skip(self, stream: DataStream) -> None:
+        """The rest of the data, to the final dot. Input that ends first leaves a message unanswered: 75."""
+        try:
+            stream.skip()
+        except EOFError:
+            self.note(EX_TEMPFAIL)
+            raise

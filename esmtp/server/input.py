@@ -38,8 +38,11 @@ class LineBuffer:
     def __init__(self) -> None:
         self.buffer = bytearray()
         self.eof = False
+        #: Whether the last line read (or skipped) ended in CRLF: only ``<CRLF>.<CRLF>`` ends DATA.
+        self.crlf = True
         self._start = 0
         self._skipping = False
+        self._cr_before = False
 
     def feed(self, chunk: bytes) -> None:
         """Add received bytes; ``b""`` is the end of input."""
@@ -59,13 +62,15 @@ class LineBuffer:
         if end >= 0:
             line = bytes(self.buffer[: end + 1])
             del self.buffer[: end + 1]
-            skipped, self._start, self._skipping = self._skipping, 0, False
+            self.crlf = line.endswith(b"\r\n") or (line == b"\n" and self._cr_before)
+            skipped, self._start, self._skipping, self._cr_before = self._skipping, 0, False, False
             if skipped or len(line.rstrip(b"\r\n")) > limit:
                 raise Reject(f"500 5.5.2 Line too long (more than {limit} characters)")
             return line
         if self.eof:
             raise EOFError
         if len(self.buffer) > limit + 2:
+            self._cr_before = self.buffer.endswith(b"\r")
             self.buffer.clear()  # keep skipping to the end of this line, never holding it
             self._start, self._skipping = 0, True
         else:
@@ -101,18 +106,22 @@ class LineReader(LineBuffer):
 
 
 class DataLines:
-    """The DATA rules, one received line at a time: dot-unstuffing, the end at the lone dot, and the line-length,
-    header-size and message-size limits. :meth:`take` raises Reject for a limit (the rest of the data must then be
-    read and dropped up to the dot: :meth:`drop`)."""
+    """The DATA rules, one received line at a time: dot-unstuffing, the end at ``<CRLF>.<CRLF>``, and the
+    line-length, header-size and message-size limits. :meth:`take` raises Reject for a limit (the rest of the data
+    must then be read and dropped up to the dot); a line too long to read is reported with :meth:`skipped`.
+
+    Only ``<CRLF>.<CRLF>`` ends the data (RFC 5321 4.1.1.4): a lone dot with a bare LF on either side is text, kept
+    with its dot (stuffed again on the way out), so that the lines after it can never be read as commands, here or
+    by the smarthost (SMTP smuggling, 2023). A lone CR is no line ending here at all.
+    """
 
     #: The line limit to read DATA lines with: a stuffed dot does not count.
     READ_LIMIT = TEXT_LIMIT + 1
 
-    def __init__(self, max_size: int, *, strict: bool = False) -> None:
+    def __init__(self, max_size: int, *, after_crlf: bool = True) -> None:
         self.max_size = max_size
-        #: The network's rule: only ``<CRLF>.<CRLF>`` ends the data (a pipe's caller may end its lines with LF).
-        self.strict = strict
-        self.after_crlf = True
+        #: Whether the line before the next one ended in CRLF (the DATA command's own line first).
+        self.after_crlf = after_crlf
         self.size = 0
         self.in_header = True
         self.header_size = 0
@@ -122,20 +131,17 @@ class DataLines:
     def too_long() -> Reject:
         return Reject(f"500 5.5.2 Message has a line longer than {TEXT_LIMIT} characters (RFC 5321 4.5.3.1.6)")
 
-    def take(self, line: bytes) -> bytes:
-        """The message line that the received ``line`` stands for; ``b""`` for the final dot (then ``done``).
+    def skipped(self, crlf: bool) -> None:
+        """A line too long to read was skipped; ``crlf``: whether it ended in CRLF."""
+        self.after_crlf = crlf
 
-        A dot line ending in a bare CR, or a CR in the middle of a line, is data like any other. With ``strict``
-        (the listener), only ``<CRLF>.<CRLF>`` ends the data: ``<LF>.<LF>``, ``<LF>.<CRLF>`` and ``<CRLF>.<LF>``
-        are data, which the upstream then receives with CRLF line endings and the dot stuffed, so no sequence a
-        client sends can end the message early at either end (SMTP smuggling, 2023). Without ``strict`` (a pipe,
-        whose caller may end its lines with LF) a lone dot ends the data whatever the line endings.
-        """
+    def take(self, line: bytes) -> bytes:
+        """The message line that the received ``line`` stands for; ``b""`` for the final dot (then ``done``)."""
         after_crlf, self.after_crlf = self.after_crlf, line.endswith(b"\r\n")
-        if (line == b".\r\n" and (after_crlf or not self.strict)) or (line == b".\n" and not self.strict):
+        if line == b".\r\n" and after_crlf:
             self.done = True
             return b""
-        if line.startswith(b"."):
+        if line.startswith(b".") and line not in (b".\r\n", b".\n"):
             line = line[1:]
         elif len(line.rstrip(b"\r\n")) > TEXT_LIMIT:
             raise self.too_long()
@@ -160,7 +166,7 @@ class DataStream:
 
     def __init__(self, reader: LineReader, max_size: int) -> None:
         self.reader = reader
-        self.lines = DataLines(max_size)
+        self.lines = DataLines(max_size, after_crlf=reader.crlf)
         self.pending = b""
 
     def _next_line(self) -> bytes:
@@ -169,6 +175,7 @@ class DataStream:
         try:
             line = self.reader.line(DataLines.READ_LIMIT)
         except Reject:
+            self.lines.skipped(self.reader.crlf)
             raise DataLines.too_long() from None
         return self.lines.take(line)
 

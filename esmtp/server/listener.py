@@ -320,7 +320,7 @@ class Connection:
 
         self.phase = "data"
         settings = self.listener.settings
-        lines = DataLines(self.dialogue.max_size, strict=True)
+        lines = DataLines(self.dialogue.max_size, after_crlf=self.lines.crlf)
         data_deadline = time.monotonic() + settings.data_timeout
         refused: Reject | OSError | None = None
         try:
@@ -329,9 +329,14 @@ class Connection:
                     deadline = min(data_deadline, time.monotonic() + settings.idle_timeout)
                     try:
                         line = await self._line(DataLines.READ_LIMIT, deadline)
+                    except Reject:  # a line too long to read, skipped
+                        lines.skipped(self.lines.crlf)
+                        refused = refused or DataLines.too_long()
+                        continue
+                    try:
                         text = lines.take(line)
                     except Reject as error:
-                        refused = refused or (error if error.reply[:3] != "500" else DataLines.too_long())
+                        refused = refused or error
                         continue
                     if refused is None and text:
                         try:
@@ -341,6 +346,9 @@ class Connection:
                 if refused is not None:
                     self.dialogue.data_refused(refused)
                     return
+
+                # The replies earned so far go out before a delivery that may take a while (pipelining clients).
+                await self._write()
 
                 def deliver() -> None:
                     try:
