@@ -557,7 +557,7 @@ class SmtpSession:
             for reply in replies:
                 self.trace.server(reply.code, reply.message)
             await self.abort()
-            raise _failure(self.server, "closed the connection", closing) from None
+            raise failure(self.server, "closed the connection", closing) from None
 
     async def _reset(self, data_reply: SMTPResponse | None) -> None:
         """Leave the transaction. After a 354 the only safe way out is to drop the connection (no partial mail)."""
