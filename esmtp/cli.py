@@ -27,7 +27,8 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
        {prog} -bs                               an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
        {prog} --pretend [options] [recipient...]  show what a send would do; send nothing
        {prog} --serverinfo [--login] [--identity NAME]  show what the server offers; send nothing
-       {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
+       {prog} --check [--secrets] [-C FILE] [ADDRESS...]
+                                          validate the configuration (and which identity each ADDRESS gets)
        {prog} --store-password [--identity ADDR]         store a password in the keyring
        {prog} --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
        {prog} --dkim-keygen --selector S --domain D [--algorithm A] [--output FILE]  make a DKIM key
@@ -66,7 +67,7 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
     except ConfigError as error:
         if not tolerant:
             raise
-        _ignore_broken(error)
+        ignore_broken(error)
         config = None
     hooks = load_hooks(config)
     if config is not None:
@@ -75,12 +76,13 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
         except ConfigError as error:
             if not tolerant:
                 raise
-            _ignore_broken(error)
+            ignore_broken(error)
             return None, load_hooks(None)
     return config, hooks
 
 
-def _ignore_broken(error: ConfigError) -> None:
+def ignore_broken(error: ConfigError) -> None:
+    """What a tolerant load (mailq) says about a configuration it goes on without (here and in the warm relay)."""
     from esmtp.progname import warn
 
     warn(f"warning: {error}")
@@ -102,6 +104,9 @@ def _send(options: Options, load: Loader, sessions: KeptSessions | None) -> int:
 
         return plan(options, config, hooks)
     trace = Trace(verbose=options.verbose, transcript_path=options.transcript)
+    note = getattr(sys.modules.get("esmtp.front"), "RELAY_NOTE", "")
+    if note:
+        trace.info(note)  # why this run did not go through the warm relay, when the front end knows
     try:
         stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
         with read_message(stdin) as message:
@@ -148,10 +153,8 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
 
         return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
-        if options.mode == "mailq" and load is _load:
-            config, hooks = _load(options, need_config=False, tolerant=True)  # a broken file must not stop a listing
-        else:
-            config, hooks = load(options, need_config=False)
+        # A broken file must not stop a listing: the loader (ours, or the warm relay's) warns and goes on without it.
+        config, hooks = load(options, need_config=False, tolerant=options.mode == "mailq")
         code = hooks.queue_command(options, config)
         if code is None:
             if options.mode == "mailq":
@@ -180,9 +183,12 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
 
 
 def _say(text: str) -> None:
-    """Report on stderr; a reader that has gone away must not change the exit code."""
+    """Report on stderr (control characters escaped: an error may quote a server); a reader that has gone away must
+    not change the exit code."""
+    from esmtp.progname import printable
+
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(text)
+        sys.stderr.write(printable(text))
 
 
 def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptSessions | None = None,

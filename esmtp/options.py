@@ -348,5 +348,8 @@ def _place_operands(opts: Options, operands: list[str]) -> None:
             opts.recipients.extend(parse_recipients(word))
         if not opts.recipients and not opts.read_recipients and not opts.pretend:
             raise UsageError("Recipient names must be specified")
+    elif opts.mode == "check":
+        for word in operands:  # the addresses whose identity --check explains
+            opts.recipients.extend(parse_recipients(word))
     else:
         opts.ignored.extend(operands)  # esmtp 1.2 accepted and ignored them (mailq bob@x lists the queue)

@@ -65,6 +65,9 @@ class DeliveryResult:
     agent: str
     recipients: list[str]
     detail: str = ""
+    #: The server that took the message (``host:port``), when the agent talks to one: with several servers
+    #: (failover) it says which.
+    server: str | None = None
 
 
 @dataclass(slots=True)

@@ -128,17 +128,52 @@ class _Server(AiosmtpdSMTP):
         super().connection_made(transport)
 
 
+#: Sockets bound by :func:`free_port`, held (never listening) until the test process ends.
+_HELD_PORTS: list[socket.socket] = []
+
+
 def free_port() -> int:
+    """A loopback port on which nothing listens, for a server that must be unreachable (connection refused).
+
+    The port stays bound, without listening, for the rest of the test process: no server started later (they bind
+    port 0, see :class:`BindsPortZero`) can be given it, so a connection to it is refused for as long as a test may
+    use it. (A probe that binds, closes and hands the number on would race with every other bind.)
+    """
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    _HELD_PORTS.append(held)
+    return int(held.getsockname()[1])
+
+
+def port_for_a_program() -> int:
+    """A loopback port for a server program that must be told its port (microsocks, Postfix): bound once to find a
+    free one, then released for the program to bind. Servers of our own bind port 0 (:class:`BindsPortZero`)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-class _Controller(Controller):
+class BindsPortZero:
+    """An aiosmtpd controller that binds port 0 itself and reads its port back (``self.port``) before it serves:
+    no probe-then-bind race with other servers of a parallel test run."""
+
+    hostname: str
+    port: int
+    ssl_context: ssl.SSLContext | None
+    loop: Any
+    _factory_invoker: Any
+
+    def _create_server(self) -> Any:
+        listener = socket.create_server((self.hostname, 0))
+        self.port = int(listener.getsockname()[1])
+        return self.loop.create_server(self._factory_invoker, sock=listener, ssl=self.ssl_context)
+
+
+class _Controller(BindsPortZero, Controller):
     def __init__(self, sink: Sink, *, users: dict[str, str] | None, **kwargs: Any) -> None:
         self.sink = sink
         self.users = users
-        super().__init__(_Handler(sink), hostname="127.0.0.1", port=free_port(), **kwargs)
+        super().__init__(_Handler(sink), hostname="127.0.0.1", port=0, **kwargs)
 
     def factory(self) -> AiosmtpdSMTP:
         server_kwargs: dict[str, Any] = {"enable_SMTPUTF8": True, "data_size_limit": 1 << 30}
@@ -325,6 +360,8 @@ class Connection:
     commands: list[Command] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     tls: bool = False
+    #: The client's address, as the server sees it.
+    peer: str = ""
 
 
 #: What a stage does: a reply line, a :class:`Reply`, an action, or a function of the connection and the command line
@@ -392,10 +429,10 @@ class ScriptedServer:
     def _accept(self) -> None:
         while True:
             try:
-                conn, _ = self._listener.accept()
+                conn, peer = self._listener.accept()
             except OSError:
                 return
-            connection = Connection()
+            connection = Connection(peer=peer[0])
             self.connections.append(connection)
             threading.Thread(target=self._serve, args=(conn, connection), daemon=True).start()
 

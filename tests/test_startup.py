@@ -49,7 +49,7 @@ def test_mailq_loads_no_network_or_email_modules(run: Runner, tmp_path: Path) ->
     assert code == 0
     # Plugins are imported when a hook they implement is called: mailq needs only the queue.
     plugins = {m for m in modules if m.startswith("esmtp_plugins.")}
-    allowed = ("settings", "entry", "store", "commands", "listing")
+    allowed = ("settings", "entry", "store", "commands", "listing", "clock")
     assert plugins <= {"esmtp_plugins.queue", *(f"esmtp_plugins.queue.{m}" for m in allowed)}
     unwanted = {*HEAVY, "email.parser", "email.headerregistry", "importlib_metadata", "importlib.metadata"}
     assert not unwanted & modules, unwanted & modules
@@ -121,7 +121,7 @@ def test_enqueue_imports_no_asyncio_ssl_or_aiosmtplib(run: Runner, tmp_path: Pat
     assert not set(HEAVY) & modules
     # Only a flush imports the delivery part of the queue package.
     queue_modules = {m for m in modules if m.startswith("esmtp_plugins.queue.")}
-    allowed = ("settings", "entry", "store", "background")
+    allowed = ("settings", "entry", "store", "background", "clock")
     assert queue_modules <= {f"esmtp_plugins.queue.{m}" for m in allowed}, queue_modules
 
 

@@ -1,4 +1,5 @@
-"""``--check [--secrets]``: validate the configuration a send would read, one line per identity. Contacts nothing.
+"""``--check [--secrets] [-f ADDRESS] [ADDRESS...]``: validate the configuration a send would read, one line per
+identity, then say which identity each ADDRESS (as a sender) would use and why. Contacts nothing.
 
 Loading already checks the file's permissions, its grammar and the plugins' keywords (a failure there is the usual
 ``file:line`` error, exit 78). Then each identity is checked as a send would use it: its server, its TLS files and
@@ -12,7 +13,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from esmtp.config.identities import where
+from esmtp.config.identities import choose_identity, where
 from esmtp.diagnostics import describe
 from esmtp.errors import EX_CONFIG, EX_OK, EsmtpError
 from esmtp.password_sources import password_source
@@ -52,14 +53,32 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
         problems += 1
         print(f"FAIL plugin settings in {config.path}")
         warn(str(error))
+    for address in [options.sender, *options.recipients] if options.sender else options.recipients:
+        try:
+            choice = choose_identity(config, address)
+        except EsmtpError as error:  # two patterns tie for this address
+            problems += 1
+            print(f"FAIL sender {address}")
+            warn(str(error))
+            continue
+        print(f"sender {address}: identity {choice.identity.address or '(global section)'}: {choice.reason}")
     if problems:
         return EX_CONFIG
-    print(f"{config.path}: {checked} identity block(s) checked; nothing was contacted")
+    if options.secrets:  # say that it ran: a passing --secrets would otherwise look like a plain --check
+        print(f"{config.path}: {checked} identity block(s) and their secrets checked (password_command run, keyring "
+              "and OAuth2 tokens read); no server was contacted")
+    else:
+        print(f"{config.path}: {checked} identity block(s) checked; nothing was contacted")
     return EX_OK
 
 
 def _has_settings(identity: Identity) -> bool:
-    return any((identity.hostname, identity.username, identity.password, identity.options))
+    """Whether a block holds settings a send would use as this block's: the delivery log's keywords in the global
+    section apply to every identity, so they alone make no block to check."""
+    from esmtp.delivery_log import INHERITED
+
+    own = set(identity.options) - (set(INHERITED) if identity.address is None else set())
+    return any((identity.hostname, identity.username, identity.password, own))
 
 
 def _check_identity(identity: Identity, hooks: Hooks, secrets: bool) -> str:
@@ -72,6 +91,13 @@ def _check_identity(identity: Identity, hooks: Hooks, secrets: bool) -> str:
         located = identity.source and problem.startswith(identity.source)
         raise EsmtpError(problem if located else f"password ({source.description}): {problem}", exit_code=EX_CONFIG)
     parts = [f"{host}:{port}", describe.tls_mode(identity).split(":")[0]]
+    if identity.servers:  # failover: every server, with its own TLS mode
+        from esmtp.smtp.failover import candidates
+
+        parts[:2] = [", then ".join(f"{describe.server(server)[0]}:{describe.server(server)[1]} "
+                                    f"{describe.tls_mode(server).split(':')[0]}" for server in candidates(identity))]
+    if identity.options.get("fallback_identity"):
+        parts.append(f"fallback_identity {identity.options['fallback_identity']}")
     if trust != "-":
         parts.append(f"trust {trust}")
     if identity.username is not None:
