@@ -115,7 +115,7 @@ def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str],
         "errormsg": " ".join(str(error).split()) if error is not None else None,
         "exitcode": _EXIT_NAMES.get(error.exit_code if error is not None else EX_OK, "EX_SOFTWARE"),
         "identity": identity.address or "(global)", "queue_id": queue_id, "duration": round(duration, 3),
-        "bounce_id": bounce_id,
+        "bounce_id": bounce_id, "client": envelope.client,
     }
 
 

@@ -131,6 +131,9 @@ class Config:
     #: The ``defaults`` section (None without one): its statements are inherited by every identity that does not
     #: set them itself.
     defaults: Identity | None = None
+    #: A configuration made from the environment (:mod:`esmtp.config.environment`): keyword → the variable that
+    #: set it, in line order.
+    origins: dict[str, str] = field(default_factory=dict)
 
     def where(self, keyword: str, identity: Identity | None = None) -> str:
         """``file:line`` of the statement that set ``keyword`` (globally, or in ``identity``), for messages."""
@@ -186,6 +189,26 @@ def secret_error(keyword: str) -> str:
     )
 
 
+#: The SMTP listener's keywords (``esmtp --listen``: docs/listener.md); all global.
+LISTEN_KEYWORDS: tuple[KeywordSpec, ...] = (
+    KeywordSpec("listen_allow", scope="global",
+                help="client addresses and networks (CIDR) allowed to connect; default loopback only"),
+    KeywordSpec("listen_auth_file", scope="global", help="file of user:hash[:senders] lines; AUTH is then required"),
+    KeywordSpec("listen_auth_plaintext", scope="global", choices=("enabled", "disabled"),
+                help="offer AUTH PLAIN/LOGIN without TLS (default disabled)"),
+    KeywordSpec("listen_tls_cert", scope="global", help="certificate chain (PEM) for STARTTLS and implicit TLS"),
+    KeywordSpec("listen_tls_key", scope="global", help="private key (PEM) of listen_tls_cert"),
+    KeywordSpec("listen_smtps", scope="global", help="listening ports that speak implicit TLS (465)"),
+    KeywordSpec("listen_max_size", scope="global", help="largest message in bytes (SIZE)"),
+    KeywordSpec("listen_max_recipients", scope="global", help="recipients per message"),
+    KeywordSpec("listen_max_connections", scope="global", help="clients connected at once, in all"),
+    KeywordSpec("listen_max_per_address", scope="global", help="clients connected at once from one address"),
+    KeywordSpec("listen_idle_timeout", scope="global", help="seconds to wait for a command line (300)"),
+    KeywordSpec("listen_data_timeout", scope="global", help="seconds a message's DATA may take in all (600)"),
+    KeywordSpec("listen_grace", scope="global",
+                help="on SIGTERM, seconds a message still arriving may take before its client gets 421 (30)"),
+)
+
 #: Extension keywords the core itself understands (plugins add more through ``esmtp_config_keywords``).
 CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("auth_mechanisms", help="allowed SASL mechanisms in order of preference"),
@@ -209,6 +232,7 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("ip_version", choices=("4", "6"), help="connect over IPv4 only (4) or IPv6 only (6)"),
     KeywordSpec("proxy_host", help="connect through this SOCKS5 proxy, which resolves the server's name"),
     KeywordSpec("proxy_port", help="the SOCKS5 proxy's port (1080)"),
+    *LISTEN_KEYWORDS,
 )
 
 #: Hints for keywords people expect from other mailers.
@@ -294,6 +318,3 @@ def _port_number(value: str, port: str) -> int:
         return socket.getservbyname(port, "tcp")
     except OSError:
         raise ValueError(f"hostname '{value}': '{port}' is neither a port number nor a service name") from None
-
-
-# ---- finding the file ------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
     from esmtp.progname import warn
 
     problems = checked = 0
+    _origins(config)
     exposed = _exposed(config)
     for identity in config.identities:
         if identity.address is None and identity is not config.default and not _has_settings(identity):
@@ -70,6 +71,25 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
     else:
         print(f"{config.path}: {checked} identity block(s) checked; nothing was contacted")
     return EX_OK
+
+
+def _origins(config: Config) -> None:
+    """Where the settings come from: the variables of a configuration made from the environment (values of secret
+    keywords not shown), or the ``ESMTP_`` keyword variables that a configuration file makes ignored."""
+    from esmtp.config import environment
+
+    if config.origins:
+        from esmtp.config.parser import looks_secret
+
+        print(f"configuration from the environment ({len(config.origins)} variable(s); no configuration file):")
+        for keyword, name in config.origins.items():
+            value = "(secret, not shown)" if looks_secret(keyword) else repr(os.environ.get(name, ""))
+            print(f"     {keyword} from {name}" + ("" if name.endswith("_FILE") else f" = {value}"))
+        return
+    ignored = environment.ignored()
+    if ignored:
+        print(f"note: {', '.join(ignored)} ignored: settings come from {config.path}, and the environment is read "
+              "only when there is no configuration file")
 
 
 def _has_settings(identity: Identity) -> bool:
