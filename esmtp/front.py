@@ -353,6 +353,12 @@ def system_path(variable: str, default: str) -> str:
     return os.environ.get(variable) or default
 
 
+def system_maildrop() -> str:
+    """``ESMTP_SYSTEM_MAILDROP``, else ``maildrop`` in ``ESMTP_SYSTEM_SPOOL``, else the default."""
+    spool = os.environ.get("ESMTP_SYSTEM_SPOOL")
+    return system_path("ESMTP_SYSTEM_MAILDROP", os.path.join(spool, "maildrop") if spool else SYSTEM_MAILDROP)
+
+
 def system_mode(argv: list[str]) -> str | None:
     """What the system service is asked to do for ``argv`` ("deliver", "mailq", "flush" or "remove"), or None when
     this run is not for it: the user has a ``~/.esmtprc`` or gives ``-C`` (their own configuration wins), the command
@@ -405,7 +411,7 @@ def system_mode(argv: list[str]) -> str | None:
                     mode = found
                 break
     socket_file = system_path("ESMTP_SYSTEM_SOCKET", SYSTEM_SOCKET)
-    if not (os.path.exists(socket_file) or os.path.isdir(system_path("ESMTP_SYSTEM_MAILDROP", SYSTEM_MAILDROP))):
+    if not (os.path.exists(socket_file) or os.path.isdir(system_maildrop())):
         return None
     return mode
 
@@ -460,7 +466,7 @@ def _maildrop(argv: list[str], spool: int) -> int:
     import fcntl  # only here: the service is down
     import time
 
-    directory = system_path("ESMTP_SYSTEM_MAILDROP", SYSTEM_MAILDROP)
+    directory = system_maildrop()
     path = os.path.join(directory, f"{int(time.time())}.{os.getpid()}.{os.urandom(8).hex()}")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
@@ -470,6 +476,7 @@ def _maildrop(argv: list[str], spool: int) -> int:
         return 75
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.fchmod(fd, 0o640)  # whatever our umask: the directory's group (the service's, setgid) may read it
         words = b"\0".join(_encode(argv))
         size = os.fstat(spool).st_size
         data = MAILDROP_MAGIC + b"%d\n%d\n%d\n" % (os.getuid(), len(words), size) + words

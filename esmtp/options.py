@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     Mode = Literal[
         "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check",
-        "store-password", "oauth2-login", "import-msmtprc",
+        "store-password", "oauth2-login", "import-msmtprc", "system-daemon", "system-setup",
     ]
 
 
@@ -89,7 +89,7 @@ _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 _LONG_OPTIONS: dict[str, Mode] = {
     "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove", "--serverinfo": "serverinfo",
     "--check": "check", "--store-password": "store-password", "--oauth2-login": "oauth2-login",
-    "--import-msmtprc": "import-msmtprc",
+    "--import-msmtprc": "import-msmtprc", "--system-daemon": "system-daemon", "--system-setup": "system-setup",
 }
 #: Long flags that modify a mode rather than select one (the Options attribute they set).
 _LONG_FLAGS = {

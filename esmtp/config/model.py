@@ -172,6 +172,10 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
                 help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
     KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),
+    KeywordSpec("allow_from_override", scope="global", choices=("on", "off"),
+                help="system service: whether local users may choose the envelope sender (-f, -t's From:); default on"),
+    KeywordSpec("admin_address", scope="global",
+                help="where mail to local names goes when there is no MDA and no qualifydomain (and double bounces)"),
 )
 
 #: Hints for keywords people expect from other mailers.
