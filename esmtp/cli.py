@@ -59,7 +59,7 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
 
     config: Config | None
     try:
-        config = load_config(options.config_file)
+        config = load_config(options.config_file, system_path=system_config())
     except ConfigNotFound:
         if need_config:
             raise
@@ -79,6 +79,11 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
             _ignore_broken(error)
             return None, load_hooks(None)
     return config, hooks
+
+
+def system_config() -> str:
+    """``/etc/esmtprc``, or where ``ESMTP_SYSTEM_CONFIG`` puts it (the system service's configuration)."""
+    return os.environ.get("ESMTP_SYSTEM_CONFIG") or "/etc/esmtprc"
 
 
 def _ignore_broken(error: ConfigError) -> None:
@@ -177,6 +182,11 @@ def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None =
                 raise ConfigError("no queue plugin is installed or enabled; nothing to remove")
             return 0
         return code
+    if options.mode == "check" and options.config_file is None:
+        from esmtp.diagnostics.check import search_order
+
+        if search_order() and not os.access(system_config(), os.R_OK):
+            return 0  # the service checks its configuration itself; this user cannot read it
     if options.mode in ("serverinfo", "check"):
         config, hooks = load(options, need_config=True)
         assert config is not None

@@ -23,7 +23,7 @@ _WITH_ARGUMENT = "ABbCdeFfhLMNOopRrVX"
 #: Environment that changes what a run does: a resident process serves only callers that agree on all of it.
 FINGERPRINT_VARS = ("HOME", "TZ", "PATH", "TMPDIR", "LANG", "LC_ALL", "PYTHONPATH", "XDG_CACHE_HOME",
                     "XDG_STATE_HOME", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD", "ESMTP_STRICT_PLUGINS",
-                    "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON", "ESMTP_RELAY_TEST_CRASH")
+                    "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON", "ESMTP_RELAY_TEST_CRASH", "ESMTP_SYSTEM_CONFIG")
 PROTOCOL = b"esmtp-relay-1"
 #: The system service's protocol (:mod:`esmtp.relay.system`): the same frame, with these fields.
 SYSTEM_PROTOCOL = b"esmtp-system-1"
@@ -140,7 +140,7 @@ def config_setting(config: str | None) -> str:
     if config is None:
         home = os.environ.get("HOME")
         candidates = [os.path.join(home, ".esmtprc")] if home else []
-        candidates.append("/etc/esmtprc")
+        candidates.append(os.environ.get("ESMTP_SYSTEM_CONFIG") or "/etc/esmtprc")
     else:
         candidates = [config]
     for path in candidates:

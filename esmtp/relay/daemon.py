@@ -77,11 +77,14 @@ class Configs:
     def _candidates(config_file: str | None) -> list[str]:
         if config_file is not None:
             return [config_file]
+        from esmtp.cli import system_config
+
         home = os.environ.get("HOME")
-        return ([os.path.join(home, ".esmtprc")] if home else []) + ["/etc/esmtprc"]
+        return ([os.path.join(home, ".esmtprc")] if home else []) + [system_config()]
 
     def load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
         """:func:`esmtp.cli._load`, from the cache while the file is unchanged (same errors otherwise)."""
+        from esmtp.cli import system_config
         from esmtp.config.model import load_config
 
         key = options.config_file
@@ -95,18 +98,19 @@ class Configs:
                 cached = self._cache[key] = (signature, config, hooks)
         _, config, hooks = cached
         if config is None and need_config:
-            load_config(key)  # raises the ConfigNotFound a run of its own reports
+            load_config(key, system_path=system_config())  # raises the ConfigNotFound a run of its own reports
         return config, hooks
 
     @staticmethod
     def _fresh(key: str | None) -> tuple[Config | None, Hooks]:
+        from esmtp.cli import system_config
         from esmtp.config.model import load_config
         from esmtp.errors import ConfigNotFound
         from esmtp.plugins import load_hooks, resolve_config
 
         config: Config | None
         try:
-            config = load_config(key)
+            config = load_config(key, system_path=system_config())
         except ConfigNotFound:
             config = None
         hooks = load_hooks(config)
