@@ -39,7 +39,7 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
   -a NAME, --identity NAME   use this identity block, whatever the sender
   -v        verbose: show the SMTP dialogue        -X FILE  append a time-stamped protocol transcript to FILE
   --import-msmtprc [FILE]   print an esmtprc converted from an msmtp configuration
-  --system-setup            (root) prepare the system service: its user, directories, checks (docs/system.md)
+  --system-setup            (root) prepare the system service: its user, its directories, the checks
   --system-daemon           (root) run the system service in the foreground
   --version, --help
 Exit codes: 0 delivered or queued, 75 temporary failure (try again), 64-78 other errors (see esmtp(1)).

@@ -348,3 +348,39 @@ def test_sigterm_stops_accepting_and_exits(system: SystemService, smtp_server: S
     assert system.send(T1, "bob@example.net", input=message("later")).returncode == 0
     assert len(os.listdir(system.maildrop)) == 1
 
+
+
+def test_check_shows_the_order_and_where_the_mail_goes(system: SystemService) -> None:
+    result = system.send(T1, "--check", program="esmtp")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "order: ~/.esmtprc, then the system service, then /etc/esmtprc"
+    assert lines[1] == "  1. /nonexistent/.esmtprc: not found"
+    assert lines[2].startswith("  2. the system service: not running: messages wait in the maildrop")
+    assert lines[2].endswith("<- your mail goes here")
+    assert lines[3] == f"  3. {system.config}: not readable by you"
+
+
+# ---- local names and bounces -------------------------------------------------------------------------------------
+
+
+def test_local_names_and_double_bounces_go_to_admin_address(system: SystemService, smtp_server: SmtpServer) -> None:
+    system.write_config(f"hostname {smtp_server.hostport}\nqueue always\nbounce enabled\n"
+                        "admin_address ops@example.org\n")
+    smtp_server.sink.rcpt_replies["gone@example.net"] = "550 5.1.1 no such user"
+    smtp_server.sink.rcpt_replies[f"{T1}@{MAILNAME}"] = "550 5.1.1 no such mailbox either"
+    system.start()
+    smtp_server.sink.clear()
+    assert system.send("root", "root", input=message("for root")).returncode == 0
+    assert system.send(T1, "gone@example.net", input=message("doomed")).returncode == 0  # queued: exit 0
+
+    def to_ops() -> list[bytes]:
+        return [m.data for m in smtp_server.sink.messages if m.rcpt_tos == ["ops@example.org"]]
+
+    wait_until(lambda: len(to_ops()) == 2, timeout=60)
+    first, second = sorted(to_ops(), key=lambda data: b"Undelivered" in data)
+    assert b"Subject: for root" in first
+    assert b"Subject: Undelivered Mail Returned to Sender" in second  # the bounce to T1 failed: a double bounce
+    assert b"no such mailbox either" in second
+    time.sleep(1.0)
+    assert len(to_ops()) == 2  # reported once, never again

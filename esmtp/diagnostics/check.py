@@ -60,7 +60,8 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
 
 def search_order() -> bool:
     """Print where this user's mail goes, in order (docs/system.md): ``~/.esmtprc``, then the system service, then
-    ``/etc/esmtprc``. Returns whether the system service takes it (no ``~/.esmtprc``, the service installed)."""
+    ``/etc/esmtprc``. Returns whether the system service takes it (no ``~/.esmtprc``, the service installed).
+    Prints nothing when no system service is installed: then the file each line names tells it all."""
     from esmtp.cli import system_config
     from esmtp.front import SYSTEM_SOCKET, system_maildrop, system_mode, system_path
 
@@ -68,6 +69,8 @@ def search_order() -> bool:
     own = os.path.join(home, ".esmtprc") if home else None
     socket_file = system_path("ESMTP_SYSTEM_SOCKET", SYSTEM_SOCKET)
     service = system_mode(["sendmail", "-bm"]) is not None
+    if not (os.path.exists(socket_file) or os.path.isdir(system_maildrop())):
+        return False
     print("order: ~/.esmtprc, then the system service, then /etc/esmtprc")
     print(f"  1. {own or '~/.esmtprc (HOME is not set)'}: {'found' if own and os.path.exists(own) else 'not found'}")
     if os.path.exists(socket_file):
