@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from esmtp.config.model import Config
     from esmtp.options import Options
     from esmtp.plugins import Hooks
-    from esmtp.relay.sessions import SessionPool
+    from esmtp.smtp.kept import KeptSessions
 
     Loader = Callable[..., tuple[Config | None, Hooks]]
 
@@ -54,7 +54,7 @@ def _prog(argv: list[str]) -> str:
 def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
     """The configuration and the plugins. ``tolerant`` (mailq): a broken file is a warning and the run goes on
     without it, so that the queue can still be listed."""
-    from esmtp.config.model import load_config
+    from esmtp.config.files import load_config
     from esmtp.plugins import load_hooks, resolve_config
 
     config: Config | None
@@ -94,7 +94,7 @@ def _ignore_broken(error: ConfigError) -> None:
          "queue directory, or ESMTP_QUEUE_DIR, is listed)")
 
 
-def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
+def _send(options: Options, load: Loader, sessions: KeptSessions | None) -> int:
     from esmtp.envelope import build_envelope
     from esmtp.message import read_message
     from esmtp.pipeline import submit
@@ -124,7 +124,7 @@ def _send(options: Options, load: Loader, sessions: SessionPool | None) -> int:
     return 0
 
 
-def run(argv: list[str], *, load: Loader = _load, sessions: SessionPool | None = None, cwd: str | None = None,
+def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None = None, cwd: str | None = None,
         vet: Callable[[Options], None] | None = None) -> int:
     """Run the command for ``argv``; return the exit code.
 
@@ -213,7 +213,7 @@ def _say(text: str) -> None:
         sys.stderr.write(text)
 
 
-def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: SessionPool | None = None,
+def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptSessions | None = None,
          cwd: str | None = None, vet: Callable[[Options], None] | None = None) -> int:
     """Entry point of a run (the keyword arguments are the warm relay's: see :func:`run`)."""
     from esmtp.progname import set_name

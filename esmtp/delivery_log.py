@@ -18,15 +18,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from esmtp.errors import EX_OK, EsmtpError
+from esmtp.config.model import FACILITIES as FACILITIES
+from esmtp.config.model import SYSLOG_CHOICES as SYSLOG_CHOICES
+from esmtp.errors import EX_OK, DeliveryError, EsmtpError, RecipientsRejected
 
 if TYPE_CHECKING:
     from esmtp.config.model import Config, Identity
     from esmtp.types import DeliveryResult, Envelope
 
-#: syslog facilities by the names ``syslog`` accepts (also as LOG_MAIL, LOG_LOCAL0...).
-FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
-SYSLOG_CHOICES = ("enabled", "disabled", *FACILITIES, *(f"LOG_{name.upper()}" for name in FACILITIES))
 #: sysexits names for ``exitcode=``.
 _EXIT_NAMES = {
     0: "EX_OK", 64: "EX_USAGE", 65: "EX_DATAERR", 66: "EX_NOINPUT", 67: "EX_NOUSER", 68: "EX_NOHOST",
@@ -80,11 +79,12 @@ def _server_reply(agent: str, result: DeliveryResult | None, error: EsmtpError |
     """``smtpstatus`` and ``smtpmsg``: the server's last word on this attempt, if a server said one."""
     if result is not None:
         return _reply(result.detail) if agent == "smtp" else (None, None)
-    rejected: dict[str, str] | None = getattr(error, "rejected", None)
-    if rejected:
+    if isinstance(error, RecipientsRejected) and error.rejected:
+        rejected = error.rejected
         return _reply(next(iter(rejected.values())))[0], "; ".join(f"{r}: {text}" for r, text in rejected.items())
-    reply: str | None = getattr(error, "reply", None)
-    return _reply(reply) if reply else (None, None)
+    if isinstance(error, DeliveryError) and error.reply:
+        return _reply(error.reply)
+    return None, None
 
 
 def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str], duration: float, *,

@@ -26,13 +26,26 @@ EX_CONFIG = 78
 
 
 class EsmtpError(Exception):
-    """Base class. ``exit_code`` is the sysexits code the command exits with when this error ends a run."""
+    """Base class. ``exit_code`` is the sysexits code the command exits with when this error ends a run.
+
+    ``temporary`` says whether trying again later may succeed: the queue keeps such a message, ``-bs`` and the
+    listener answer 4xx, and the exit code is 75 (EX_TEMPFAIL) unless the error names another. Code that must tell
+    the two apart reads ``temporary``, never the exit code or the reply's first digit. (``exit_code=75`` alone still
+    makes an error temporary, for plugins written before the attribute existed.)
+    """
 
     exit_code = EX_SOFTWARE
+    temporary = False
 
-    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+    def __init__(self, message: str, *, exit_code: int | None = None, temporary: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if temporary is None and exit_code == EX_TEMPFAIL:
+            temporary = True
+        if temporary is not None:
+            self.temporary = temporary
+            if exit_code is None:
+                exit_code = EX_TEMPFAIL if temporary else type(self).exit_code
         if exit_code is not None:
             self.exit_code = exit_code
 
@@ -72,9 +85,10 @@ class DeliveryError(EsmtpError):
     """Delivery failed. ``reply`` holds the server's code and text when a server answered."""
 
     def __init__(
-        self, message: str, *, exit_code: int | None = None, code: int | None = None, reply: str | None = None
+        self, message: str, *, exit_code: int | None = None, temporary: bool | None = None, code: int | None = None,
+        reply: str | None = None,
     ) -> None:
-        super().__init__(message, exit_code=exit_code)
+        super().__init__(message, exit_code=exit_code, temporary=temporary)
         self.code = code
         self.reply = reply
 
@@ -83,6 +97,7 @@ class TemporaryFailure(DeliveryError):
     """4xx replies, refused connections, time-outs: the caller (or the queue) should try again later."""
 
     exit_code = EX_TEMPFAIL
+    temporary = True
 
 
 class PermanentFailure(DeliveryError):
@@ -100,12 +115,24 @@ class AuthenticationError(DeliveryError):
 class RecipientsRejected(DeliveryError):
     """Some RCPT TO commands were refused; no data was sent to anybody (all or nothing, as esmtp 1.2).
 
-    ``rejected`` maps each refused recipient to the server's reply.
+    ``rejected`` maps each refused recipient to the server's reply. The error is temporary (75) when every refusal
+    was (4xx), else permanent (67, EX_NOUSER).
     """
 
-    def __init__(self, message: str, *, rejected: dict[str, str], exit_code: int) -> None:
-        super().__init__(message, exit_code=exit_code)
+    exit_code = EX_NOUSER
+
+    def __init__(self, message: str, *, rejected: dict[str, str]) -> None:
+        super().__init__(message, temporary=bool(rejected) and all(map(_temporary_reply, rejected.values())))
         self.rejected = rejected
+
+    def refused_for_now(self, recipient: str) -> bool:
+        """Whether the server refused ``recipient`` temporarily (a 4xx reply)."""
+        return _temporary_reply(self.rejected[recipient])
+
+
+def _temporary_reply(reply: str) -> bool:
+    """A 4xx SMTP reply ("451 4.7.1 try later")."""
+    return reply[:1] == "4"
 
 
 class LocalDeliveryError(DeliveryError):
@@ -136,7 +163,8 @@ class DeliveryFailed(EsmtpError):
     def __init__(self, errors: list[EsmtpError], results: list[DeliveryResult]) -> None:
         lines = [str(error) for error in errors]
         lines += [f"delivered by {r.agent} to {', '.join(r.recipients)}: {r.detail}".rstrip(": ") for r in results]
-        permanent = [e.exit_code for e in errors if e.exit_code != EX_TEMPFAIL]
-        super().__init__("\n".join(lines), exit_code=permanent[0] if permanent else EX_TEMPFAIL)
+        permanent = [e.exit_code for e in errors if not e.temporary]
+        super().__init__("\n".join(lines), exit_code=permanent[0] if permanent else EX_TEMPFAIL,
+                         temporary=not permanent)
         self.errors = errors
         self.results = results

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from esmtp.delivery_log import record
-from esmtp.errors import EX_TEMPFAIL, DeliveryFailed, EsmtpError, NoDeliveryAgent
+from esmtp.errors import DeliveryFailed, EsmtpError, NoDeliveryAgent
 from esmtp.types import DeliveryResult
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def deliver_route(envelope: Envelope, message: Message, route: Route, context: R
         except EsmtpError as error:
             hooks.deliver_error(envelope, error, config)
             queue_id = None
-            if allow_queue and error.exit_code == EX_TEMPFAIL:
+            if allow_queue and error.temporary:
                 queue_id = hooks.queue_message(envelope, message, recipients, config, error)
             record(config, envelope, message.size, name, recipients, started, error=error, queue_id=queue_id)
             if queue_id is None:

@@ -1,24 +1,28 @@
 """The program name that prefixes every message: the name this process was called as (sendmail, mailq, esmtp...).
 
-``cli.main`` sets it from ``argv[0]``; code that runs without it (the queue's background run) says "esmtp".
+``cli.main`` sets it from ``argv[0]``; code that runs without it (the queue's background run) says "esmtp". A context
+variable, not a module global: the warm relay runs the requests of several callers at once, each in a thread (and
+event loop) of its own, and each caller must see the name it called.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from contextvars import ContextVar
 
-_name = ""
+_name: ContextVar[str] = ContextVar("progname", default="")
 
 
 def set_name(argv0: str) -> None:
-    global _name
-    _name = os.path.basename(argv0)
+    """Name the current run (this thread, and the tasks it starts) after ``argv0``."""
+    _name.set(os.path.basename(argv0))
 
 
 def name() -> str:
     """The basename of ``argv[0]`` as the command was called, or "esmtp" (also for ``python -c``)."""
-    return _name if _name and not _name.startswith("-") else "esmtp"
+    value = _name.get()
+    return value if value and not value.startswith("-") else "esmtp"
 
 
 def warn(text: str) -> None:

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from esmtp.config.model import Config, Identity
     from esmtp.message import Message
     from esmtp.plugins import Hooks
-    from esmtp.relay.sessions import SessionPool
+    from esmtp.smtp.kept import KeptSessions
     from esmtp.trace import Trace
 
 #: Where an extension keyword's value belongs: the identity block it appears in, or the whole file.
@@ -77,12 +77,16 @@ class RunContext:
     config: Config
     hooks: Hooks
     trace: Trace
-    #: The warm relay's kept SMTP sessions (None in a run of its own: one session per message).
-    sessions: SessionPool | None = None
+    #: The kept SMTP sessions of a long-lived process (None in a run of its own: one session per message).
+    sessions: KeptSessions | None = None
 
 
 class DeliveryAgentImpl(Protocol):
-    """Delivers one message to some recipients. Runs synchronously; async agents drive their own event loop."""
+    """Delivers one message to some recipients. Runs synchronously; async agents drive their own event loop.
+
+    An agent may also have ``describe(envelope, recipients) -> str``: the command it would run, or what it would do,
+    in words, without doing it (``--pretend`` shows it as "<agent> command:"; the MDA gives its command line).
+    """
 
     def deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult: ...
 

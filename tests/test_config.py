@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from support import Runner, start_server
 
+from esmtp.config.files import load_config
 from esmtp.config.model import (
     CORE_KEYWORDS,
     Config,
     Identity,
     Statement,
-    load_config,
     parse_hostname,
 )
 from esmtp.config.parser import parse_config

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from support import Runner
 
-from esmtp.config.model import Config, load_config
+from esmtp.config.files import load_config
+from esmtp.config.model import Config
 from esmtp.errors import ConfigError
 from esmtp.plugins import load_hooks, resolve_config
 

@@ -215,3 +215,30 @@ def test_no_secret_in_the_queue_log(run: Runner, auth_server: SmtpServer, tmp_pa
     stored = "".join(path.read_text(errors="replace") for path in queue_dir.rglob("*") if path.is_file())
     assert_no_secret(listing.stdout + listing.stderr + stored, PASSWORD)
     assert auth_server.sink.messages == []
+
+
+def test_password_command_cache_is_per_command_and_configuration_generation(tmp_path: Path) -> None:
+    """A secret is reused for the identity it was fetched for, never for a reloaded configuration (the warm relay
+    loads an edited file into new identity objects) or an edited command at the same line."""
+    from esmtp_plugins.password_command import esmtp_secret
+
+    from esmtp.config.model import Identity
+    from esmtp.trace import Trace
+    from esmtp.types import SaslMechanism
+
+    runs = tmp_path / "runs"
+    mechanism = SaslMechanism("PLAIN", 1, lambda credentials: None)  # type: ignore[arg-type, return-value]
+
+    def identity(command: str) -> Identity:
+        return Identity("me@example.org", username="me", source="/home/me/.esmtprc", lineno=3,
+                        options={"password_command": command})
+
+    def secret(block: Identity) -> str | None:
+        return esmtp_secret(identity=block, mechanism=mechanism, trace=Trace())
+
+    first = identity(f"echo run >> {runs}; echo old")
+    assert secret(first) == "old" and secret(first) == "old"
+    assert runs.read_text().count("run") == 1  # once per identity
+    assert secret(identity(f"echo run >> {runs}; echo old")) == "old"  # the file loaded again: run again
+    assert runs.read_text().count("run") == 2
+    assert secret(identity("echo new")) == "new"  # the command edited at the same line

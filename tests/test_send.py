@@ -329,3 +329,29 @@ def test_silent_server_times_out_as_a_temporary_failure(run: Runner, scripted_se
     result = run("x@example.net", input=MESSAGE, timeout=30)
     assert result.returncode == 75
     assert server.hostport in result.stderr and "timed out" in result.stderr.lower()
+
+
+def test_errors_say_whether_they_are_temporary() -> None:
+    """Whether to try again is the error's class (or its own word), and the exit code follows from it."""
+    from esmtp.errors import (
+        DeliveryFailed,
+        EsmtpError,
+        LocalDeliveryError,
+        PermanentFailure,
+        RecipientsRejected,
+        TemporaryFailure,
+    )
+
+    assert TemporaryFailure("x").temporary and TemporaryFailure("x").exit_code == 75
+    assert not PermanentFailure("x").temporary and PermanentFailure("x").exit_code == 69
+    later = RecipientsRejected("r", rejected={"a@x": "450 4.2.0 later", "b@x": "451 busy"})
+    assert later.temporary and later.exit_code == 75 and later.refused_for_now("a@x")
+    mixed = RecipientsRejected("r", rejected={"a@x": "450 later", "b@x": "550 5.1.1 no such user"})
+    assert not mixed.temporary and mixed.exit_code == 67 and not mixed.refused_for_now("b@x")
+    local = LocalDeliveryError("mailbox locked", temporary=True)
+    assert local.temporary and local.exit_code == 75
+    assert not LocalDeliveryError("bad").temporary and LocalDeliveryError("bad").exit_code == 71
+    assert EsmtpError("old plugin", exit_code=75).temporary  # plugins written before `temporary` existed
+    assert DeliveryFailed([TemporaryFailure("a"), later], []).temporary
+    both = DeliveryFailed([TemporaryFailure("a"), PermanentFailure("b")], [])
+    assert not both.temporary and both.exit_code == 69

@@ -696,11 +696,8 @@ def test_tls_is_not_imported_at_start_up() -> None:
 
 
 def test_smtps_port_defaults_to_465() -> None:
-    from esmtp.smtp.session import SmtpSession
-    from esmtp.trace import Trace
-
     def port(identity: Identity) -> int:
-        return SmtpSession(identity, {}, Trace()).port
+        return identity.endpoint()[1]
 
     assert port(Identity(None, hostname="mail.example.org", options={"smtps": "enabled"})) == 465
     assert port(Identity(None, hostname="mail.example.org")) == 587

@@ -307,7 +307,7 @@ def import_command(path: str | None) -> int:
 
 def _syslog(value: str) -> str | None:
     """msmtp's ``syslog`` value as esmtp's: ``on`` is msmtp's default facility, LOG_USER; None if it has none."""
-    from esmtp.delivery_log import SYSLOG_CHOICES
+    from esmtp.config.model import SYSLOG_CHOICES
 
     lowered = value.lower()
     if lowered in ("", "on"):

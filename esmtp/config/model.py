@@ -1,9 +1,7 @@
-"""The esmtprc configuration: the model (identities, extension keywords), file search order and permission checks.
+"""The esmtprc model: identities, extension keywords, server addresses and their default ports.
 
-The grammar (lexer and parser) is in :mod:`esmtp.config.parser`.
-
-Reading: ``-C file``, else ``~/.esmtprc`` (regular file, owned by the user, no group/other bits but g+x), else
-``/etc/esmtprc``. Only one file is read. See docs/configuration.md for the grammar and every keyword.
+The grammar (lexer and parser) is in :mod:`esmtp.config.parser`; finding and reading the file in
+:mod:`esmtp.config.files`. See docs/configuration.md for the grammar and every keyword.
 
 Start-up path: this module imports only ``dataclasses``, ``typing``, ``os``, ``stat`` and the records of
 :mod:`esmtp.types` (``socket`` only when a ``hostname`` names its port by service name).
@@ -11,13 +9,10 @@ Start-up path: this module imports only ``dataclasses``, ``typing``, ``os``, ``s
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from esmtp.delivery_log import SYSLOG_CHOICES
-from esmtp.errors import ConfigError, ConfigNotFound
+from esmtp.errors import ConfigError
 from esmtp.types import KeywordSpec as KeywordSpec  # re-exported: plugins written before it moved import it from here
 
 if TYPE_CHECKING:
@@ -27,6 +22,12 @@ StartTLS = Literal["disabled", "enabled", "required"]
 
 #: Port used when an identity has no ``hostname`` at all (esmtp connects to localhost:25).
 LOCALHOST = ("localhost", 25)
+#: Port when ``hostname`` has none: submission (587), or 465 with ``smtps enabled``.
+SUBMISSION_PORT = 587
+SMTPS_PORT = 465
+#: syslog facilities by the names ``syslog`` accepts (also as LOG_MAIL, LOG_LOCAL0...).
+FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
+SYSLOG_CHOICES = ("enabled", "disabled", *FACILITIES, *(f"LOG_{name.upper()}" for name in FACILITIES))
 
 
 @dataclass(slots=True)
@@ -53,6 +54,15 @@ class Identity:
     lineno: int = 0
     #: The line of each keyword set in this block (esmtp field names such as ``password``, extension keywords).
     lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def implicit_tls(self) -> bool:
+        """``smtps enabled``: TLS from the first byte."""
+        return self.options.get("smtps") == "enabled"
+
+    def endpoint(self) -> tuple[str, int]:
+        """The ``(host, port)`` a send connects to: :meth:`server` with the port for the TLS mode."""
+        return self.server(SMTPS_PORT if self.implicit_tls else SUBMISSION_PORT)
 
     def server(self, default_port: int) -> tuple[str, int]:
         """The ``(host, port)`` to connect to.
@@ -237,73 +247,3 @@ def _port_number(value: str, port: str) -> int:
 
 
 # ---- finding the file ------------------------------------------------------------------------------------------------
-
-
-def _read(path: str, flags: int = 0) -> str:
-    """The file's text (UTF-8; undecodable bytes survive as surrogates). Raises OSError."""
-    fd = os.open(path, os.O_RDONLY | flags)
-    with open(fd, "rb") as handle:
-        return handle.read().decode("utf-8", "surrogateescape")
-
-
-def _open_error(path: str, error: OSError) -> ConfigError:
-    return ConfigError(f"open: {path}: {error.strerror or error}")
-
-
-def _check_user_file(path: str) -> bool:
-    """esmtp's rcfile_check: False when the file does not exist; ConfigError when it may not be used."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    except OSError as error:
-        raise ConfigError(f"lstat: {path}: {error.strerror or error}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"File {path} must be a regular file.")
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o067:
-        raise ConfigError(
-            f"File {path} must not be readable or writable by others (it may hold a password), but its mode is "
-            f"{mode:04o}. Fix it with: chmod 600 {path}"
-        )
-    if info.st_uid != os.geteuid():
-        raise ConfigError(f"File {path} must be owned by you.")
-    return True
-
-
-def load_config(cli_path: str | None, *, home: str | None = None, system_path: str = "/etc/esmtprc") -> Config:
-    """Find and read the configuration as esmtp 1.2 does (``-C``, ``~/.esmtprc`` with checks, ``/etc/esmtprc``).
-
-    ``home`` defaults to ``$HOME``. Raises ConfigNotFound (exit 78) when there is no file at all, ConfigError for a
-    file that cannot be opened, fails the permission checks or does not parse.
-    """
-    from esmtp.config.parser import parse_config
-
-    if cli_path is not None:
-        try:
-            text = _read(cli_path)
-        except OSError as error:
-            raise _open_error(cli_path, error) from None
-        return parse_config(text, cli_path)
-    if home is None:
-        home = os.environ.get("HOME")
-    user_path = None
-    if home:
-        user_path = home + ("" if home.endswith("/") else "/") + ".esmtprc"
-        if _check_user_file(user_path):
-            try:
-                # O_NOFOLLOW: the file checked above cannot have been swapped for a symlink since.
-                return parse_config(_read(user_path, os.O_NOFOLLOW), user_path)
-            except FileNotFoundError:
-                pass
-            except OSError as error:
-                raise _open_error(user_path, error) from None
-    try:
-        return parse_config(_read(system_path), system_path)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        raise _open_error(system_path, error) from None
-    if user_path is None:
-        raise ConfigNotFound(f"No configuration file found at {system_path} (HOME is not set, so no ~/.esmtprc)")
-    raise ConfigNotFound(f"No configuration file found at {user_path} or {system_path}")

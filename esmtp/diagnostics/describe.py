@@ -10,10 +10,8 @@ if TYPE_CHECKING:
 
 
 def server(identity: Identity) -> tuple[str, int]:
-    """The ``(host, port)`` a send connects to (the port defaults as in :class:`esmtp.smtp.session.SmtpSession`)."""
-    from esmtp.smtp.session import SMTPS_PORT, SUBMISSION_PORT
-
-    return identity.server(SMTPS_PORT if identity.options.get("smtps") == "enabled" else SUBMISSION_PORT)
+    """The ``(host, port)`` a send connects to."""
+    return identity.endpoint()
 
 
 def tls_mode(identity: Identity) -> str:

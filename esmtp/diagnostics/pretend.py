@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from esmtp.message import Message
     from esmtp.options import Options
     from esmtp.plugins import Hooks
-    from esmtp.types import Envelope, Route
+    from esmtp.types import Envelope, Route, RunContext
 
 
 def plan(options: Options, config: Config, hooks: Hooks) -> int:
@@ -40,7 +40,7 @@ def plan(options: Options, config: Config, hooks: Hooks) -> int:
         choice = choose_identity(config, given, options.identity)
         route = prepare(envelope, message, RunContext(config, hooks, Trace()))
         sys.stdout.write(_identity_lines(envelope.identity, choice.reason, config, hooks))
-        sys.stdout.write(_route_lines(envelope, route, config))
+        sys.stdout.write(_route_lines(envelope, route, RunContext(config, hooks, Trace())))
         sys.stdout.write(_header_lines(message))
     sys.stdout.write("nothing was sent (--pretend)\n")
     return 0
@@ -74,7 +74,9 @@ def _identity_lines(identity: Identity, reason: str, config: Config, hooks: Hook
     return "".join(f"{name + ':':<17}{value}\n" for name, value in lines)
 
 
-def _route_lines(envelope: Envelope, route: Route, config: Config) -> str:
+def _route_lines(envelope: Envelope, route: Route, context: RunContext) -> str:
+    config = context.config
+    agents = context.hooks.delivery_agents()
     lines = [f"{'sender:':<17}<{envelope.sender}>\n"]
     queue = config.options.get("queue", "disabled")
     if queue != "disabled":
@@ -85,20 +87,11 @@ def _route_lines(envelope: Envelope, route: Route, config: Config) -> str:
         if not recipients:
             continue
         lines.append(f"{'to (' + agent + '):':<17}{', '.join(recipients)}\n")
-        if agent == "mda":
-            lines.append(f"{'mda command:':<17}{_mda_command(config, envelope, recipients)}\n")
+        offered = agents.get(agent)
+        describe = getattr(offered.factory(context), "describe", None) if offered is not None else None
+        if describe is not None:  # an agent may say what it would do (the MDA: its command line)
+            lines.append(f"{agent + ' command:':<17}{describe(envelope, recipients)}\n")
     return "".join(lines)
-
-
-def _mda_command(config: Config, envelope: Envelope, recipients: list[str]) -> str:
-    """The MDA command line exactly as it would run, or why it would not."""
-    if not config.mda:
-        return "none configured: local delivery would fail (set 'mda', or 'qualifydomain')"
-    try:
-        from esmtp_plugins.mda import MdaCommand
-    except ImportError:  # the built-in MDA plugin replaced by another one
-        return config.mda
-    return MdaCommand.parse(config.mda).display(recipients, envelope.given_sender or "")
 
 
 def _header_lines(message: Message) -> str:

@@ -7,8 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from esmtp.smtp.sasl import choose_mechanisms
-from esmtp.smtp.session import SmtpSession
+from esmtp.smtp.sasl import choose_mechanisms, uses_oauth2
 
 if TYPE_CHECKING:
     import ssl
@@ -16,46 +15,9 @@ if TYPE_CHECKING:
     from esmtp.config.model import Config, Identity
     from esmtp.options import Options
     from esmtp.plugins import Hooks
+    from esmtp.smtp.session import SmtpSession
     from esmtp.trace import Trace
     from esmtp.types import SaslMechanism
-
-
-class ProbeSession(SmtpSession):
-    """A send's session that stops before MAIL: it keeps the EHLO replies, and authenticates only for ``--login``."""
-
-    def __init__(self, identity: Identity, mechanisms: dict[str, SaslMechanism], trace: Trace, *, login: bool) -> None:
-        super().__init__(identity, mechanisms, trace)
-        self.login = login
-        #: The EHLO reply before STARTTLS (capabilities offered in clear), when STARTTLS was used.
-        self.plain_ehlo: str | None = None
-        self.authenticated = False
-
-    async def _starttls(self) -> None:
-        assert self._smtp is not None
-        if self._smtp.last_ehlo_response is not None:
-            self.plain_ehlo = self._smtp.last_ehlo_response.message
-        await super()._starttls()
-
-    async def _authenticate(self) -> None:
-        if self.login:
-            await super()._authenticate()
-            self.authenticated = True
-
-    def ehlo(self) -> str:
-        assert self._smtp is not None and self._smtp.last_ehlo_response is not None
-        return self._smtp.last_ehlo_response.message
-
-    def extensions(self) -> dict[str, str]:
-        assert self._smtp is not None
-        return dict(self._smtp.esmtp_extensions)
-
-    def auth_offered(self) -> list[str]:
-        assert self._smtp is not None
-        return [name.upper() for name in self._smtp.server_auth_methods]
-
-    def ssl_object(self) -> ssl.SSLObject | None:
-        assert self._smtp is not None
-        return self._smtp.get_transport_info("ssl_object")  # type: ignore[no-any-return]
 
 
 def serverinfo(options: Options, config: Config, hooks: Hooks) -> int:
@@ -76,10 +38,11 @@ def serverinfo(options: Options, config: Config, hooks: Hooks) -> int:
 
 async def _probe(identity: Identity, reason: str, hooks: Hooks, trace: Trace, *, login: bool) -> int:
     from esmtp.diagnostics import describe
+    from esmtp.smtp.kept import new_session
 
-    needs_auth = identity.username is not None or identity.password is not None
-    mechanisms = hooks.sasl_mechanisms() if needs_auth else {}
-    session = ProbeSession(identity, mechanisms, trace, login=login)
+    needs_auth = identity.username is not None or identity.password is not None or uses_oauth2(identity)
+    session = new_session(identity, hooks, trace, login=login)
+    mechanisms = session.mechanisms
     out = sys.stdout
     out.write(f"identity:    {identity.address or '(global section)'}: {reason}\n")
     out.write(f"server:      {session.server}, TLS: {describe.tls_mode(identity)}\n")
@@ -89,9 +52,9 @@ async def _probe(identity: Identity, reason: str, hooks: Hooks, trace: Trace, *,
         out.write(f"greeting:    {session.greeting}\n")
         if session.plain_ehlo is not None:
             out.write(f"before STARTTLS: {' '.join(_capabilities(session.plain_ehlo))}\n")
-        out.write(f"EHLO:        {session.ehlo().splitlines()[0] if session.ehlo() else ''}\n")
+        out.write(f"EHLO:        {session.ehlo_reply.splitlines()[0] if session.ehlo_reply else ''}\n")
         out.write("capabilities:\n")
-        for line in _capabilities(session.ehlo()):
+        for line in _capabilities(session.ehlo_reply):
             out.write(f"  {_human_capability(line)}\n")
         ssl_object = session.ssl_object()
         if ssl_object is not None:
@@ -126,7 +89,7 @@ def _human_capability(line: str) -> str:
     return line
 
 
-def _auth_line(identity: Identity, session: ProbeSession, mechanisms: dict[str, SaslMechanism],
+def _auth_line(identity: Identity, session: SmtpSession, mechanisms: dict[str, SaslMechanism],
                needs_auth: bool) -> str:
     from esmtp.errors import EsmtpError
 
@@ -144,7 +107,7 @@ def _auth_line(identity: Identity, session: ProbeSession, mechanisms: dict[str, 
     return text
 
 
-def _tls_lines(ssl_object: ssl.SSLObject, session: ProbeSession) -> str:
+def _tls_lines(ssl_object: ssl.SSLObject, session: SmtpSession) -> str:
     cipher = ssl_object.cipher()
     how = "pinned by tls_fingerprint" if session.tls is not None and session.tls.fingerprint else "verified"
     lines = [f"TLS:         {ssl_object.version()}, {cipher[0]} ({cipher[2]} bits)" if cipher else

@@ -3,7 +3,7 @@
 One process per user and configuration (and environment: see ``front.fingerprint``), listening on a Unix socket in
 a 0700 directory, serving only its own uid (SO_PEERCRED). It keeps what every run would otherwise pay for: the
 interpreter, asyncio and aiosmtplib, the parsed configuration and the plugins (reloaded when the file's inode, mtime
-or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.relay.sessions`). Each request
+or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.smtp.kept`). Each request
 runs :func:`esmtp.cli.main` in a thread of its own, with the caller's stdout, stderr and spooled standard input in
 place of the process's, so the caller sees what a run of its own would give. It exits after ``relay_daemon_idle``
 seconds without a request. Started by the front end (or by systemd socket activation: contrib/).
@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from esmtp.crashpoints import crashpoint
 from esmtp.front import PROTOCOL, fingerprint
 from esmtp.relay.serving import (
     BadRequest,
@@ -35,15 +36,9 @@ if TYPE_CHECKING:
     from esmtp.config.model import Config
     from esmtp.options import Options
     from esmtp.plugins import Hooks
-    from esmtp.relay.sessions import SessionPool
+    from esmtp.smtp.kept import KeptSessions
 
 DEFAULT_IDLE = 300.0
-
-
-def crash_point(name: str) -> None:
-    """Test instrumentation: die here (SIGKILL) when ``ESMTP_RELAY_TEST_CRASH`` names this point."""
-    if os.environ.get("ESMTP_RELAY_TEST_CRASH") == name:
-        os.kill(os.getpid(), 9)
 
 
 #: Held while a request has moved its streams and directory onto the process's (for commands it runs: MDA, hooks).
@@ -68,7 +63,7 @@ def _signature(paths: list[str]) -> tuple[tuple[int, ...] | None, ...]:
 class Configs:
     """The parsed configuration and loaded plugins for each ``-C`` value; loaded again when a file changes."""
 
-    def __init__(self, sessions: SessionPool) -> None:
+    def __init__(self, sessions: KeptSessions) -> None:
         self.sessions = sessions
         self._lock = threading.Lock()
         self._cache: dict[str | None, tuple[tuple[Any, ...], Config | None, Hooks]] = {}
@@ -85,7 +80,7 @@ class Configs:
     def load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
         """:func:`esmtp.cli._load`, from the cache while the file is unchanged (same errors otherwise)."""
         from esmtp.cli import system_config
-        from esmtp.config.model import load_config
+        from esmtp.config.files import load_config
 
         key = options.config_file
         signature = _signature(self._candidates(key))
@@ -104,7 +99,7 @@ class Configs:
     @staticmethod
     def _fresh(key: str | None) -> tuple[Config | None, Hooks]:
         from esmtp.cli import system_config
-        from esmtp.config.model import load_config
+        from esmtp.config.files import load_config
         from esmtp.errors import ConfigNotFound
         from esmtp.plugins import load_hooks, resolve_config
 
@@ -142,12 +137,12 @@ class RelayServer(Serving):
     """Serves its own user's requests until idle (``relay_daemon_idle``), each in its own thread."""
 
     def __init__(self, listener: socket.socket, path: str, adopt_environment: bool) -> None:
-        from esmtp.relay.sessions import SessionPool
+        from esmtp.smtp.kept import KeepPolicy, KeptSessions
 
         #: Socket activation: the socket file is systemd's, not ours to remove.
         super().__init__(listener, None if adopt_environment else path)
         self.adopt_environment = adopt_environment
-        self.sessions = SessionPool()
+        self.sessions = KeptSessions(KeepPolicy(bracketed=False))
         self.configs = Configs(self.sessions)
         self.idle = DEFAULT_IDLE
 
@@ -187,9 +182,9 @@ class RelayServer(Serving):
         if not enabled:
             self.stopping = True
             return b"local\n"
-        crash_point("handover")
+        crashpoint("handover")
         code = self._run(argv, cwd, fds)
-        crash_point("reply")
+        crashpoint("reply")
         return f"{code}\n".encode()
 
     def _run(self, argv: list[str], cwd: str, fds: list[int]) -> int:

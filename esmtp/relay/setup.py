@@ -49,7 +49,7 @@ def _config_step(paths: Paths, gid: int) -> tuple[list[str], list[str]]:
             done.append(f"set the mode of {path} to 0640 (it was {stat.S_IMODE(info.st_mode):04o})")
     todo: list[str] = []
     try:
-        from esmtp.config.model import load_config
+        from esmtp.config.files import load_config
         from esmtp.plugins import load_hooks, resolve_config
 
         config = load_config(path)

@@ -182,11 +182,12 @@ class SystemServer(Serving):
 
     def __init__(self, listener: socket.socket, path: str | None, paths: Paths) -> None:
         from esmtp.relay.daemon import Configs
-        from esmtp.relay.sessions import SessionPool
+        from esmtp.smtp.kept import KeepPolicy, KeptSessions
 
         super().__init__(listener, path)
         self.paths = paths
-        self.sessions = SessionPool()
+        #: One kept, logged-in connection per identity, shared by every account's messages.
+        self.sessions = KeptSessions(KeepPolicy())
         self.configs = Configs(self.sessions)
         self.maildrop = Maildrop(self)
         self._per_user: dict[int, int] = {}

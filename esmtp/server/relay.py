@@ -3,7 +3,8 @@
 The dialogue (:mod:`esmtp.server.dialogue`) is answered locally up to the final dot; then the message is rewritten,
 fixed up, routed and delivered (or queued) exactly as ``sendmail rcpt < message`` would do it, with the envelope
 from MAIL and RCPT, and the reply to the final dot says what really happened. Every transaction of the session goes
-over one connection (and one login) to each smarthost: :class:`SharedSmtp` keeps the sessions open between messages.
+over one connection (and one login) to each smarthost: the run's :class:`esmtp.smtp.kept.KeptSessions` keep the
+sessions open between messages (``preconnect`` before each connection, ``postconnect`` once it ends).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING
 from esmtp.errors import (
     EX_OK,
     EX_SOFTWARE,
-    EX_TEMPFAIL,
     DataError,
     DeliveryError,
     DeliveryFailed,
@@ -22,104 +22,21 @@ from esmtp.errors import (
     NoDeliveryAgent,
     RecipientsRejected,
 )
-from esmtp.plugins import Hooks
 from esmtp.server.dialogue import IDLE_TIMEOUT, StdioServer, Transaction
-from esmtp.smtp.agent import postconnect, preconnect
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Callable
 
-    from esmtp.config.model import Config, Identity
+    from esmtp.config.model import Config
     from esmtp.message import Message
     from esmtp.options import Options
-    from esmtp.smtp.session import SmtpSession
+    from esmtp.plugins import Hooks
+    from esmtp.smtp.kept import KeptSessions
     from esmtp.trace import Trace
-    from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, RunContext
+    from esmtp.types import DeliveryResult, Envelope
 
 #: Longest text we put on one reply line (RFC 5321 4.5.3.1.5 allows 512 octets with the code and CRLF).
 REPLY_TEXT = 400
-
-
-class SharedSmtp:
-    """The "smtp" delivery agent of a ``-bs`` session: one connection and one login per smarthost, kept between
-    messages on one event loop. A connection the server dropped in the meantime is opened again for the next
-    message; ``preconnect`` runs before each connection, ``postconnect`` once at the end if mail went out."""
-
-    def __init__(self, hooks: Hooks, trace: Trace) -> None:
-        self.hooks = hooks
-        self.trace = trace
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.sessions: dict[int, SmtpSession] = {}
-        self.sent: dict[int, Identity] = {}
-
-    def deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult:
-        import asyncio
-
-        from esmtp.types import DeliveryResult
-
-        if self.loop is None:
-            self.loop = asyncio.new_event_loop()
-        reply = self.loop.run_until_complete(self._send(envelope, message, recipients))
-        self.sent[id(envelope.identity)] = envelope.identity
-        return DeliveryResult("smtp", recipients, reply)
-
-    async def _send(self, envelope: Envelope, message: Message, recipients: list[str]) -> str:
-        session = await self._session(envelope.identity)
-        return await session.send(envelope, message, recipients)
-
-    async def _session(self, identity: Identity) -> SmtpSession:
-        import asyncio
-
-        from esmtp.smtp.session import SmtpSession
-
-        session = self.sessions.pop(id(identity), None)
-        if session is not None:
-            for _ in range(3):  # let a hang-up that arrived while we waited for the caller be noticed
-                await asyncio.sleep(0)
-            if session.is_open:
-                self.sessions[id(identity)] = session
-                return session
-            await session.abort()
-            self.trace.info(f"{session.server} closed the connection; opening a new one")
-        if identity.preconnect:
-            preconnect(identity.preconnect, self.trace)
-        session = SmtpSession(identity, self.hooks.sasl_mechanisms(), self.trace)
-        await session.open()
-        self.sessions[id(identity)] = session
-        return session
-
-    def close(self) -> None:
-        """QUIT every session, then run the ``postconnect`` commands of the identities that sent mail."""
-        if self.loop is None:
-            return
-        for session in self.sessions.values():
-            self.loop.run_until_complete(session.close())
-        self.sessions.clear()
-        self.loop.close()
-        self.loop = None
-        for identity in self.sent.values():
-            if identity.postconnect:
-                postconnect(identity.postconnect, self.trace)
-
-
-class SessionHooks(Hooks):
-    """The run's hooks, with the "smtp" agent replaced by the session's shared one (the core agent cannot be
-    blocked or offered twice, so this is the one place that can swap it)."""
-
-    def __init__(self, hooks: Hooks, smtp: SharedSmtp) -> None:
-        super().__init__(hooks.pm, hooks.loader)
-        self.smtp = smtp
-
-    def delivery_agents(self) -> dict[str, DeliveryAgent]:
-        from esmtp.types import DeliveryAgent
-
-        agents = super().delivery_agents()
-        agents["smtp"] = DeliveryAgent("smtp", self._agent)
-        return agents
-
-    def _agent(self, context: RunContext) -> SharedSmtp:
-        return self.smtp
 
 
 def _line(text: str) -> str:
@@ -144,7 +61,7 @@ def failure_reply(error: EsmtpError) -> str:
     4xx when the failure is temporary (the caller keeps the message), 5xx when it is permanent. The code and the
     enhanced status code are the smarthost's when it gave them; the text is esmtp's error (server and reply).
     """
-    temporary = error.exit_code == EX_TEMPFAIL
+    temporary = error.temporary
     server = (_server_reply(error) or "").split()
     code = "451" if temporary else "554"
     enhanced = "4.3.0" if temporary else ("5.3.0" if not isinstance(error, DataError) else "5.6.0")
@@ -166,13 +83,13 @@ def success_reply(results: list[DeliveryResult]) -> str:
 class PipelineRelay:
     """Envelopes from the dialogue into the pipeline (the :class:`esmtp.server.dialogue.Relay` of a ``-bs`` run)."""
 
-    def __init__(self, options: Options, config: Config, hooks: SessionHooks, trace: Trace) -> None:
+    def __init__(self, options: Options, config: Config, hooks: Hooks, trace: Trace, sessions: KeptSessions) -> None:
         from esmtp.types import RunContext
 
         self.options = options
         self.config = config
         self.hooks = hooks
-        self.context = RunContext(config, hooks, trace)
+        self.context = RunContext(config, hooks, trace, sessions)
 
     def envelope(self, transaction: Transaction, recipients: list[str]) -> Envelope:
         """The envelope as :func:`esmtp.envelope.build_envelope` makes it, with MAIL FROM as the ``-f`` sender."""
@@ -249,6 +166,7 @@ def serve(options: Options, load: Callable[[], tuple[Config | None, Hooks]]) -> 
 
     A configuration that cannot be loaded is answered with a 554 greeting (RFC 5321 3.1) naming the problem.
     """
+    from esmtp.smtp.kept import KeepPolicy, KeptSessions
     from esmtp.trace import Trace
 
     infd, outfd = _protocol_descriptors()
@@ -260,12 +178,12 @@ def serve(options: Options, load: Callable[[], tuple[Config | None, Hooks]]) -> 
     except EsmtpError as error:
         os.write(outfd, f"554 5.3.5 {hostname} {_line(' '.join(str(error).split()))}\r\n".encode())
         raise
-    smtp = SharedSmtp(hooks, trace)
-    relay = PipelineRelay(options, config, SessionHooks(hooks, smtp), trace)
+    sessions = KeptSessions(KeepPolicy(idle=_idle_timeout()))
+    relay = PipelineRelay(options, config, hooks, trace, sessions)
     try:
         return StdioServer(infd, outfd, relay, hostname=hostname, timeout=_idle_timeout()).run()
     finally:
         try:
-            smtp.close()
+            sessions.close()
         finally:
             trace.close()

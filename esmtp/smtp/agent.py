@@ -1,8 +1,8 @@
-"""The "smtp" delivery agent (core, not blockable): one session to the identity's server per message.
+"""The "smtp" delivery agent (core, not blockable): relays through the smarthost of the envelope's identity.
 
-The identity's ``preconnect`` command runs before the connection is opened (an ssh tunnel, a VPN, a dial-up link);
-``postconnect`` runs after the message was accepted. Both are the user's own shell commands and run under
-``/bin/sh -c`` as esmtp 1.2 ran them with ``system()``.
+In a run of its own, one session per message, bracketed by the identity's ``preconnect`` and ``postconnect``
+commands (:mod:`esmtp.smtp.bracket`). In a long-lived process (the warm relay, ``-bs``, the listener, the system
+service) the run's :class:`esmtp.smtp.kept.KeptSessions` carry the message over a kept connection.
 """
 
 from __future__ import annotations
@@ -11,57 +11,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.errors import EX_OSERR, DeliveryError, TemporaryFailure
-from esmtp.progname import warn
 
 if TYPE_CHECKING:  # imported when a message is sent, not when the plugin is registered (mailq, --flush)
     from esmtp.message import Message
-    from esmtp.trace import Trace
     from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, RunContext
-
-
-def run_command(command: str) -> int:
-    """Run ``command`` with ``/bin/sh -c``; return its exit status (negative: the signal that killed it).
-
-    Standard input is /dev/null (ours has been read to end of file); standard output and error are inherited, as
-    with ``system()``.
-    """
-    import subprocess
-
-    return subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, check=False).returncode
-
-
-def _outcome(status: int) -> str:
-    return f"received signal {-status}" if status < 0 else f"exited with non-zero status {status}"
-
-
-def preconnect(command: str, trace: Trace) -> None:
-    """Run the ``preconnect`` command. Its failure is temporary: nothing was sent, and a later try may succeed.
-
-    esmtp 1.2 exited 70 here; this implementation raises TemporaryFailure (75), so the queue can keep the message.
-    """
-    trace.info(f"Executing pre-connect command: {command}")
-    try:
-        status = run_command(command)
-    except OSError as error:
-        raise DeliveryError(f"Error executing pre-connect command: {error.strerror or error}",
-                            exit_code=EX_OSERR) from error
-    if status != 0:
-        raise TemporaryFailure(f'Pre-connect command "{command}" {_outcome(status)}; nothing was sent')
-
-
-def postconnect(command: str, trace: Trace) -> str | None:
-    """Run the ``postconnect`` command after a session in which the server accepted mail; return a warning if it
-    failed. The mail is already sent, so a failure only warns (esmtp 1.2 exited 70, which made callers retry a
-    message that had been delivered); the caller says where the warning goes."""
-    trace.info(f"Executing post-connect command: {command}")
-    try:
-        status = run_command(command)
-    except OSError as error:
-        return f"Error executing post-connect command: {error.strerror or error}"
-    if status != 0:
-        return f'Post-connect command "{command}" {_outcome(status)}'
-    return None
 
 
 class SmtpAgent:
@@ -71,34 +24,33 @@ class SmtpAgent:
         self.context = context
 
     def deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult:
+        from esmtp.types import DeliveryResult
+
+        identity, hooks, trace = envelope.identity, self.context.hooks, self.context.trace
+        sessions = self.context.sessions
+        if sessions is not None and sessions.keeps(identity):
+            reply = sessions.send(identity, hooks, trace, envelope, message, recipients)
+            return DeliveryResult("smtp", recipients, reply)
+
         import asyncio
 
-        from esmtp.smtp.session import SmtpSession
-
-        identity, trace = envelope.identity, self.context.trace
+        from esmtp.progname import warn
+        from esmtp.smtp.bracket import postconnect, preconnect
+        from esmtp.smtp.kept import new_session
 
         async def run() -> str:
-            session = SmtpSession(identity, self.context.hooks.sasl_mechanisms(), trace, self.context.hooks.secret)
+            session = new_session(identity, hooks, trace)
             await session.open()
             try:
                 return await session.send(envelope, message, recipients)
             finally:
                 await session.close()
 
-        sessions = self.context.sessions
-        if sessions is not None and not (identity.preconnect or identity.postconnect):
-            # The warm relay: the identity's kept connection (pre/postconnect commands keep a session per message).
-            reply = sessions.send(identity, self.context.hooks.sasl_mechanisms(), trace, envelope, message, recipients)
-            from esmtp.types import DeliveryResult
-
-            return DeliveryResult("smtp", recipients, reply)
         if identity.preconnect:
             preconnect(identity.preconnect, trace)
         reply = asyncio.run(run())
         if identity.postconnect and (warning := postconnect(identity.postconnect, trace)):
-            warn(f"warning: {warning} (the message was sent)")
-        from esmtp.types import DeliveryResult
-
+            warn(f"warning: {warning} (the mail was sent)")
         return DeliveryResult("smtp", recipients, reply)
 
 

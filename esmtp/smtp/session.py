@@ -19,8 +19,6 @@ from aiosmtplib.response import SMTPResponse
 
 from esmtp.config.model import Identity
 from esmtp.errors import (
-    EX_NOUSER,
-    EX_TEMPFAIL,
     AuthenticationError,
     ConfigError,
     DeliveryError,
@@ -41,9 +39,6 @@ from esmtp.types import Credentials, Envelope, SaslMechanism, SecretSource
 if TYPE_CHECKING:
     from esmtp.smtp.tls import TlsPolicy
 
-#: Port when ``hostname`` has none: submission (587), or 465 with ``smtps enabled``.
-SUBMISSION_PORT = 587
-SMTPS_PORT = 465
 
 
 def _failure(server: str, what: str, response: SMTPResponse) -> DeliveryError:
@@ -84,18 +79,24 @@ class SmtpSession:
     """One connection to the identity's server, usable for several messages (the queue sends many per session)."""
 
     def __init__(
-        self, identity: Identity, mechanisms: dict[str, SaslMechanism], trace: Trace,
-        secrets: SecretSource | None = None,
+        self, identity: Identity, mechanisms: dict[str, SaslMechanism], trace: Trace, secrets: SecretSource, *,
+        login: bool = True,
     ) -> None:
+        """Use :func:`esmtp.smtp.kept.new_session`, which passes the run's mechanisms and secret sources."""
         self.identity = identity
         self.mechanisms = mechanisms
         self.trace = trace
         #: Asked for the password or token when the configuration has no ``password`` (the plugins' sources).
         self.secrets = secrets
+        #: Authenticate after EHLO when the identity has credentials (``--serverinfo`` without ``--login``: never).
+        self.login = login
+        self.authenticated = False
+        #: The EHLO reply before STARTTLS (the capabilities offered in clear), when STARTTLS was used.
+        self.plain_ehlo: str | None = None
         self._secret: str | None = None
         self._refreshed = False
-        smtps = identity.options.get("smtps") == "enabled"
-        self.host, self.port = identity.server(SMTPS_PORT if smtps else SUBMISSION_PORT)
+        smtps = identity.implicit_tls
+        self.host, self.port = identity.endpoint()
         self.server = f"{self.host}:{self.port}"
         self.smtps = smtps
         self.timeouts = Timeouts.of(identity)
@@ -115,6 +116,31 @@ class SmtpSession:
         self._ready = False
         #: Whether the last :meth:`send` wrote any of its message's data (after the server's 354).
         self.data_started = False
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether the next transaction's commands went out with the last final dot (:meth:`pipeline_next`)."""
+        return self._written is not None
+
+    @property
+    def ehlo_reply(self) -> str:
+        """The server's last EHLO (or HELO) reply text, capabilities included."""
+        response = self._smtp.last_ehlo_response if self._smtp is not None else None
+        return response.message if response is not None else ""
+
+    def extensions(self) -> dict[str, str]:
+        """The ESMTP extensions of the last EHLO reply (lower-case names: their parameters)."""
+        return dict(self._smtp.esmtp_extensions) if self._smtp is not None else {}
+
+    def auth_offered(self) -> list[str]:
+        """The SASL mechanisms the server offers."""
+        return [name.upper() for name in self._smtp.server_auth_methods] if self._smtp is not None else []
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS connection's SSL object, or None on a connection in clear."""
+        if self._smtp is None:
+            return None
+        return self._smtp.get_transport_info("ssl_object")  # type: ignore[no-any-return]
 
     @property
     def is_open(self) -> bool:
@@ -226,8 +252,9 @@ class SmtpSession:
                     "('starttls enabled'; use 'starttls required' to refuse this)"
                 )
         identity = self.identity
-        if identity.username is not None or identity.password is not None or uses_oauth2(identity):
+        if self.login and (identity.username is not None or identity.password is not None or uses_oauth2(identity)):
             await self._authenticate()
+            self.authenticated = True
         self._ready = True
 
     async def _greet(self, sock: socket.socket) -> SMTPResponse:
@@ -260,6 +287,7 @@ class SmtpSession:
 
     async def _starttls(self) -> None:
         assert self._smtp is not None and self.tls is not None
+        self.plain_ehlo = self.ehlo_reply
         self.trace.client("STARTTLS")
         self._tls_phase = True
         try:
@@ -379,9 +407,7 @@ class SmtpSession:
         """The password (or token) from the configuration, else from the plugins' secret sources."""
         if self.identity.password is not None:
             return self.identity.password
-        secret = None
-        if self.secrets is not None:
-            secret = self.secrets(self.identity, self.host, mechanism, None, self.trace)
+        secret = self.secrets(self.identity, self.host, mechanism, None, self.trace)
         if secret is None:
             where = f"{self.identity.source}:{self.identity.lineno}: " if self.identity.source else ""
             raise ConfigError(
@@ -393,7 +419,7 @@ class SmtpSession:
 
     def _fresh_token(self, mechanism: SaslMechanism, rejected: str) -> str | None:
         """After a refused bearer token: a fresh one from the sources (once per session), else None."""
-        if not mechanism.bearer or self._refreshed or self.identity.password is not None or self.secrets is None:
+        if not mechanism.bearer or self._refreshed or self.identity.password is not None:
             return None
         self._refreshed = True
         fresh = self.secrets(self.identity, self.host, mechanism, rejected, self.trace)
@@ -637,11 +663,9 @@ class SmtpSession:
 
 def _rejected(server: str, rejected: dict[str, str]) -> RecipientsRejected:
     lines = "\n".join(f"  {rcpt}: {reply}" for rcpt, reply in rejected.items())
-    temporary = all(reply.startswith("4") for reply in rejected.values())
     return RecipientsRejected(
         f"{server} refused {len(rejected)} recipient(s); the message was not sent to anybody:\n{lines}",
         rejected=rejected,
-        exit_code=EX_TEMPFAIL if temporary else EX_NOUSER,
     )
 
 

@@ -282,6 +282,13 @@ class MdaAgent:
     def __init__(self, context: RunContext) -> None:
         self.context = context
 
+    def describe(self, envelope: Envelope, recipients: list[str]) -> str:
+        """The command line exactly as it would run (``--pretend``), or why it would not."""
+        template = self.context.config.mda
+        if not template:
+            return "none configured: local delivery would fail (set 'mda', or 'qualifydomain')"
+        return MdaCommand.parse(template).display(recipients, envelope.given_sender or "")
+
     def deliver(self, envelope: Envelope, message: Message, recipients: list[str]) -> DeliveryResult:
         template = self.context.config.mda
         if not template:
@@ -297,10 +304,10 @@ class MdaAgent:
         described = describe_status(template, status)
         if status == 0:
             return DeliveryResult("mda", recipients, described)
-        code = EX_TEMPFAIL if status == EX_TEMPFAIL else EX_OSERR
-        suffix = " (a temporary failure)" if code == EX_TEMPFAIL else ""
+        temporary = status == EX_TEMPFAIL  # the MDA's own word (procmail, maildrop: a full or locked mailbox)
+        suffix = " (a temporary failure)" if temporary else ""
         raise LocalDeliveryError(f"local delivery to {', '.join(recipients)} failed: {described}{suffix}",
-                                 exit_code=code)
+                                 temporary=temporary)
 
 
 def describe_status(template: str, status: int) -> str:

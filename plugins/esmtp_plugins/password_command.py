@@ -31,8 +31,13 @@ DEFAULT_TIMEOUT = 60.0
 _NOT_STARTED = {126: "could not be executed", 127: "was not found"}
 _STDERR_LIMIT = 500
 
-#: Secrets already fetched in this process, per identity block (a queue flush sends many messages per identity).
-_fetched: dict[tuple[str, int, str | None], str] = {}
+#: Secrets already fetched in this process (a queue flush sends many messages per identity), by the command that
+#: printed them and the identity object they were fetched for. An identity object belongs to one loading of the
+#: configuration (the warm relay loads the file again when it changes), so a secret never outlives the file that
+#: named its command, and an edited command is run afresh. The entry keeps its identity alive, so its ``id`` cannot
+#: be reused while the entry exists; a few generations at most are kept.
+_fetched: dict[tuple[int, str], tuple[Identity, str]] = {}
+_KEEP = 64
 
 
 def _kill_tree(pid: int) -> None:
@@ -108,14 +113,19 @@ def esmtp_secret(identity: Identity, mechanism: SaslMechanism, trace: Trace) -> 
     keyword = next((name for name in COMMAND_KEYWORDS if name in identity.options), None)
     if keyword is None:
         return None
-    key = (identity.source, identity.lineno, identity.address)
-    if key not in _fetched:
-        location = where(identity, keyword)
-        trace.info(f"running {keyword} ({location}) for the {mechanism.name} secret")
-        timeout = float(identity.options.get("timeout") or DEFAULT_TIMEOUT)
-        _fetched[key] = run_secret_command(identity.options[keyword], keyword=keyword, location=location,
-                                           timeout=timeout)
-    return _fetched[key]
+    command = identity.options[keyword]
+    key = (id(identity), command)
+    cached = _fetched.get(key)
+    if cached is not None and cached[0] is identity:
+        return cached[1]
+    location = where(identity, keyword)
+    trace.info(f"running {keyword} ({location}) for the {mechanism.name} secret")
+    timeout = float(identity.options.get("timeout") or DEFAULT_TIMEOUT)
+    secret = run_secret_command(command, keyword=keyword, location=location, timeout=timeout)
+    while len(_fetched) >= _KEEP:
+        del _fetched[next(iter(_fetched))]
+    _fetched[key] = (identity, secret)
+    return secret
 
 
 @hookimpl

@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.config.model import _check_user_file as check_private_file
+from esmtp.config.files import check_user_file as check_private_file
 from esmtp.errors import ConfigError
 from esmtp.password_sources import PasswordSource
 

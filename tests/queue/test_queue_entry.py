@@ -27,6 +27,6 @@ def test_every_optional_envelope_field_survives_the_queue() -> None:
 
 def test_error_kinds_decide_the_retry_schedule() -> None:
     assert error_kind(TemporaryFailure("421 busy", code=421)) == "reply"
-    assert error_kind(RecipientsRejected("refused", rejected={"b@x": "450 later"}, exit_code=75)) == "reply"
+    assert error_kind(RecipientsRejected("refused", rejected={"b@x": "450 later"})) == "reply"
     assert error_kind(TemporaryFailure("connection refused")) == "connect"
     assert error_kind(LocalDeliveryError("the MDA failed", exit_code=75)) == "local"

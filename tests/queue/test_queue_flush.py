@@ -10,11 +10,11 @@ from pathlib import Path
 from esmtp_plugins.queue.entry import Entry, new_id
 from esmtp_plugins.queue.flush import Report
 from esmtp_plugins.queue.message import QueuedMessage, split_fields
-from esmtp_plugins.queue.sessions import connection_key
 from esmtp_plugins.queue.store import QueueStore
 from support import SmtpServer, StartScripted
 
 from esmtp.config.model import Identity
+from esmtp.smtp.kept import connection_key
 from esmtp.smtp.session import SmtpSession
 from esmtp.trace import Trace
 from esmtp.types import Envelope
@@ -22,6 +22,11 @@ from esmtp.types import Envelope
 HEAD = b"From: a@example.org\r\nX-Folded: one\r\n\ttwo\r\nSubject: hi\r\n\r\n"
 BODY = b"line\r\n.\r\nend\r\n"
 
+
+
+def no_secret(*args: object) -> None:
+    """A secret source that has none (the identities here do not authenticate)."""
+    return None
 
 def stored(tmp_path: Path) -> tuple[QueueStore, Entry]:
     store = QueueStore(str(tmp_path / "q"))
@@ -77,7 +82,7 @@ def test_session_is_open_follows_the_connection(tmp_path: Path, smtp_server: Smt
     message = QueuedMessage(fd, entry, store.eml(entry.id))
 
     async def scenario() -> list[bool]:
-        session = SmtpSession(identity, {}, Trace())
+        session = SmtpSession(identity, {}, Trace(), no_secret)
         states = [session.is_open]
         await session.open()
         states.append(session.is_open)
@@ -100,7 +105,7 @@ def test_session_is_not_open_once_the_server_hung_up(scripted_server: StartScrip
     server = scripted_server()
 
     async def scenario() -> tuple[bool, bool]:
-        session = SmtpSession(Identity("a@example.org", hostname=server.hostport), {}, Trace())
+        session = SmtpSession(Identity("a@example.org", hostname=server.hostport), {}, Trace(), no_secret)
         await session.open()
         opened = session.is_open
         server.hang_up()

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
-from esmtp.errors import EX_CANTCREAT, EX_TEMPFAIL, EsmtpError
+from esmtp.errors import EX_CANTCREAT, EsmtpError
 from esmtp.types import KeywordSpec
 
 from .settings import settings_for
@@ -94,7 +94,7 @@ def esmtp_queue_message(
         why = failure.strerror or str(failure)
         if error is not None:
             raise EsmtpError(f"{error}\nand the message could not be queued in {store.path}: {why}",
-                             exit_code=EX_TEMPFAIL) from None
+                             temporary=True) from None
         raise EsmtpError(f"the message could not be queued in {store.path}: {why}; it was not sent",
                          exit_code=EX_CANTCREAT) from None
     if error is None:

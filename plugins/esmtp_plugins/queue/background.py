@@ -147,7 +147,7 @@ def background_main(argv: list[str]) -> int:
     try:
         import asyncio
 
-        from esmtp.config.model import load_config
+        from esmtp.config.files import load_config
         from esmtp.plugins import Hooks, make_plugin_manager, resolve_config
         from esmtp.trace import Trace
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from esmtp.config.model import Config, Identity
+from esmtp.crashpoints import crashpoint
 from esmtp.delivery_log import record
 from esmtp.errors import (
     EX_NOINPUT,
@@ -39,16 +40,20 @@ from esmtp.errors import (
 )
 from esmtp.plugins import Hooks
 from esmtp.progname import name as program_name
+from esmtp.smtp.kept import KeepPolicy, KeptSession, connection_key
 from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
 from .bounce import EXPIRED, make_bounce, wants_bounce, wants_double_bounce
 from .entry import Entry, ErrorKind, error_kind, is_due
 from .message import QueuedMessage
-from .sessions import GroupSession, connection_key
 from .settings import Settings, format_duration
-from .store import Claim, QueueStore, crashpoint
+from .store import Claim, QueueStore
 from .tidier import Tidier
+
+#: A flush sends without pause and drives its own retries: a connection that breaks is opened again for the next
+#: entry (after ``preconnect``), and after three breaks the rest of the group waits for the next run.
+QUEUE_POLICY = KeepPolicy(idle=float("inf"), resend_after_drop=False, bracketed=True, max_breaks=3)
 
 
 @dataclass(slots=True)
@@ -127,9 +132,8 @@ class Flusher:
         self.trace = trace
         self.selected = set(selected) if selected is not None else None
         self.context = RunContext(config, hooks, trace)
-        self.mechanisms = hooks.sasl_mechanisms()
         self.agents: dict[str, DeliveryAgent] = hooks.delivery_agents()
-        self.sessions: dict[tuple[object, ...], GroupSession] = {}
+        self.sessions: dict[tuple[object, ...], KeptSession] = {}
         self.report = Report()
         self.progress = progress or Progress(sys.stderr, False)
         self.errors = errors or sys.stderr
@@ -159,7 +163,7 @@ class Flusher:
             key = connection_key(identity)
             groups.setdefault(key, deque()).append(entry)
             if key not in self.sessions:
-                self.sessions[key] = GroupSession(identity, self)
+                self.sessions[key] = KeptSession(identity, self.hooks, self.trace, QUEUE_POLICY, warn=self._warn)
         self.progress.add(len(entries))
         limit = asyncio.Semaphore(self.settings.concurrency)
         await asyncio.gather(*(self._group(self.sessions[key], work, limit) for key, work in groups.items()))
@@ -169,7 +173,7 @@ class Flusher:
             await group.close()
         self.sessions.clear()
 
-    async def _group(self, group: GroupSession, work: deque[Entry], limit: asyncio.Semaphore) -> None:
+    async def _group(self, group: KeptSession, work: deque[Entry], limit: asyncio.Semaphore) -> None:
         """Deliver a group's entries in order over its session.
 
         Two entries are kept ready (locked, read and routed) ahead of the one being sent: the next one, whose MAIL,
@@ -207,7 +211,7 @@ class Flusher:
             ready.append(job)
 
     @staticmethod
-    def _announce(group: GroupSession, job: Job) -> None:
+    def _announce(group: KeptSession, job: Job) -> None:
         """Let the group's session pipeline ``job``'s commands with the final dot of the message before it."""
         pairs = job.legs.get("smtp")
         if pairs:
@@ -243,7 +247,7 @@ class Flusher:
         self.hooks.before_deliver(envelope, message, route, self.config)
         return Job(claim, envelope, message, self._legs(route, entry, envelope), now)
 
-    async def _run(self, job: Job, group: GroupSession, work: deque[Entry], meanwhile: Callable[[], None]) -> None:
+    async def _run(self, job: Job, group: KeptSession, work: deque[Entry], meanwhile: Callable[[], None]) -> None:
         claim = job.claim
         try:
             attempt = Attempt()
@@ -297,7 +301,7 @@ class Flusher:
                 legs.setdefault(agent, []).extend((address, stored) for address in addresses)
         return legs
 
-    async def _smtp_leg(self, group: GroupSession, job: Job, pairs: list[tuple[str, str]], attempt: Attempt,
+    async def _smtp_leg(self, group: KeptSession, job: Job, pairs: list[tuple[str, str]], attempt: Attempt,
                         meanwhile: Callable[[], None]) -> None:
         envelope, message = job.envelope, job.message
         pending = list(pairs)
@@ -321,17 +325,16 @@ class Flusher:
                     attempt.temporary(pending, error, "reply")
                     return
                 for routed, stored in refused:
-                    reply_text = error.rejected[routed]
-                    if reply_text.startswith("4"):
+                    if error.refused_for_now(routed):
                         attempt.temporary([(routed, stored)], error, "reply")
                     else:
-                        attempt.permanent([(routed, stored)], f"{session.server}: {reply_text}")
+                        attempt.permanent([(routed, stored)], f"{session.server}: {error.rejected[routed]}")
                 pending = [(r, s) for r, s in pending if r not in error.rejected]
                 continue  # nothing was sent: the others are tried again at once
             except EsmtpError as error:
                 self.hooks.deliver_error(envelope, error, self.config)
                 self._log(job, "smtp", pending, started, error=error)
-                if error.exit_code == EX_TEMPFAIL:
+                if error.temporary:
                     kind = error_kind(error)
                     if kind != "reply":
                         group.broke(error)
@@ -356,13 +359,16 @@ class Flusher:
         except EsmtpError as error:
             self.hooks.deliver_error(envelope, error, self.config)
             self._log(job, name, pairs, started, error=error)
-            if error.exit_code == EX_TEMPFAIL:
+            if error.temporary:
                 attempt.temporary(pairs, error, "local")
             else:
                 attempt.permanent(pairs, str(error))
             return
         self._log(job, name, pairs, started, result=result)
         attempt.ok(pairs, result)
+
+    def _warn(self, warning: str) -> None:
+        self.errors.write(f"{program_name()}: queue: warning: {warning} (the mail was sent)\n")
 
     def _log(self, job: Job, agent: str, pairs: list[tuple[str, str]], started: float, *,
              result: DeliveryResult | None = None, error: EsmtpError | None = None) -> None:

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from esmtp.crashpoints import crashpoint
+
 from .entry import DELIVERED_MARK, Delivered, Entry
 
 if TYPE_CHECKING:
@@ -445,16 +447,3 @@ class QueueStore:
         except (BlockingIOError, FileNotFoundError):
             return 0
         return 1
-
-
-# ---- crash points (tests only) -------------------------------------------------------------------------------------
-
-_CRASH_AT = frozenset(filter(None, os.environ.get("ESMTP_QUEUE_CRASH_AT", "").split(",")))
-
-
-def crashpoint(name: str) -> None:
-    """Die here with SIGKILL when ``ESMTP_QUEUE_CRASH_AT`` names this point (the crash tests set it)."""
-    if name in _CRASH_AT:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
