@@ -32,7 +32,19 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from esmtp.errors import EX_CONFIG, EX_NOPERM, EX_TEMPFAIL, EX_USAGE, ConfigError, EsmtpError, UsageError
+from esmtp.errors import (
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_NOHOST,
+    EX_NOPERM,
+    EX_NOUSER,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    ConfigError,
+    EsmtpError,
+    UsageError,
+)
 from esmtp.front import MAILDROP_MAGIC, SYSTEM_PROTOCOL, SYSTEM_SOCKET, system_maildrop, system_path
 from esmtp.relay.serving import (
     MAX_REQUEST,
@@ -60,6 +72,10 @@ MAILDROP_LIMIT = 64 << 20
 MAILDROP_GRACE = 600.0
 #: Requests one account may have in progress at once (a caller that never reads its stderr holds a thread).
 PER_USER = 8
+#: Exit codes that say the message itself cannot be sent (its command line, its data, its addresses): a maildrop
+#: file that ends so is moved aside. Any other failure (temporary, the configuration, a refused login) is the
+#: system's, and the file stays in the maildrop for the next intake.
+MESSAGE_ERRORS = (EX_USAGE, EX_DATAERR, EX_NOUSER, EX_NOHOST, EX_UNAVAILABLE)
 #: The commands of the command line the service runs; the others are run by the user's own front end.
 MODES = ("deliver", "mailq", "flush", "remove")
 
@@ -448,11 +464,11 @@ class Maildrop:
             code = self.server.run(uid, argv, null, 2, fd)
         finally:
             os.close(null)
-        if code == EX_TEMPFAIL:
+        if code not in (0, *MESSAGE_ERRORS):
             log(f"maildrop: {name}: not sent or queued (exit {code}); kept for the next intake")
             return 0
         if code != 0:
-            log(f"maildrop: {name}: could not be sent (exit {code}); kept in {self.server.paths.failed}")
+            log(f"maildrop: {name}: cannot be sent (exit {code}); kept in {self.server.paths.failed}")
             try:
                 os.rename(name, os.path.join(self.server.paths.failed, name), src_dir_fd=directory)
             except OSError as error:
