@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import SmtpServer, free_port
+from support import Reply, SmtpServer, StartScripted, free_port
 from system_support import MAILNAME, SystemService, shared_python, system, test_users, wait_until
 
 __all__ = ["shared_python", "system", "test_users"]
@@ -384,3 +384,31 @@ def test_local_names_and_double_bounces_go_to_admin_address(system: SystemServic
     assert b"no such mailbox either" in second
     time.sleep(1.0)
     assert len(to_ops()) == 2  # reported once, never again
+
+
+def test_a_dropped_message_that_cannot_be_sent_is_kept_aside(system: SystemService, smtp_server: SmtpServer) -> None:
+    system.write_config(f"hostname {smtp_server.hostport}\n")
+    smtp_server.sink.rcpt_replies["gone@example.net"] = "550 5.1.1 no such user"
+    assert system.send(T1, "gone@example.net", input=message("doomed")).returncode == 0  # the service is down
+    system.start()
+    failed = system.base / "spool" / "maildrop-failed"
+    wait_until(lambda: len(os.listdir(failed)) == 1)
+    assert os.listdir(system.maildrop) == []
+    assert "cannot be sent (exit 67)" in system.log()
+
+
+def test_sigterm_finishes_the_submission_in_progress(system: SystemService, scripted_server: StartScripted) -> None:
+    server = scripted_server({"dot": Reply("250 2.0.0 queued", wait_for_next=2.0)})  # a slow final reply
+    system.write_config(f"hostname {server.hostport}\n")
+    system.start()
+    proc = system.popen(T1, "bob@example.net")
+    assert proc.stdin is not None
+    proc.stdin.write(message("in flight"))
+    proc.stdin.close()
+    wait_until(lambda: any(c.verb == "DATA" for connection in server.connections for c in connection.commands))
+    assert system.process is not None
+    system.process.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    assert system.stop() == 0
+    assert [m.subject for m in server.messages] == ["in flight"]
+    assert os.listdir(system.maildrop) == []  # delivered by the service, not dropped
