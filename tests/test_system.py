@@ -412,3 +412,22 @@ def test_sigterm_finishes_the_submission_in_progress(system: SystemService, scri
     assert system.stop() == 0
     assert [m.subject for m in server.messages] == ["in flight"]
     assert os.listdir(system.maildrop) == []  # delivered by the service, not dropped
+
+
+def test_a_burst_from_one_user_beyond_its_share_goes_to_the_maildrop_and_is_delivered(
+        system: SystemService, smtp_server: SmtpServer) -> None:
+    system.write_config(f"hostname {smtp_server.hostport}\n")
+    system.start()
+    smtp_server.sink.clear()
+    procs = []
+    for index in range(40):
+        proc = system.popen(T1, "bob@example.net")
+        assert proc.stdin is not None
+        proc.stdin.write(message(f"burst {index:02d}"))
+        proc.stdin.close()
+        procs.append(proc)
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    expected = sorted(f"burst {index:02d}" for index in range(40))
+    wait_until(lambda: subjects(smtp_server) == expected, timeout=60)
+    assert smtp_server.sink.connections <= 2  # one kept connection (and the maildrop's intake shares it)

@@ -70,8 +70,10 @@ INTAKE_EVERY = 5.0
 MAILDROP_LIMIT = 64 << 20
 #: A maildrop file that is not complete yet is left alone this long (its writer may still be at it).
 MAILDROP_GRACE = 600.0
-#: Requests one account may have in progress at once (a caller that never reads its stderr holds a thread).
-PER_USER = 8
+#: Requests one account may have in progress at once, and all accounts together (a caller that never reads its
+#: stderr holds a thread). Beyond that the service answers "busy": a message then goes to the maildrop.
+PER_USER = 16
+IN_PROGRESS = 128
 #: Exit codes that say the message itself cannot be sent (its command line, its data, its addresses): a maildrop
 #: file that ends so is moved aside. Any other failure (temporary, the configuration, a refused login) is the
 #: system's, and the file stays in the maildrop for the next intake.
@@ -258,13 +260,13 @@ class SystemServer(Serving):
     def handle(self, conn: socket.socket) -> None:
         _, uid, _ = peer_credentials(conn)
         with self._lock:
-            busy = self._per_user.get(uid, 0)
-            if busy >= PER_USER:
-                log(f"uid {uid} has {busy} requests in progress already; refused one more")
-            else:
-                self._per_user[uid] = busy + 1
-        if busy >= PER_USER:
-            conn.sendall(b"%d\n" % EX_TEMPFAIL)
+            busy = self._per_user.get(uid, 0) >= PER_USER or sum(self._per_user.values()) >= IN_PROGRESS
+            if not busy:
+                self._per_user[uid] = self._per_user.get(uid, 0) + 1
+        if busy:
+            log(f"busy: uid {uid} has {PER_USER} requests in progress (or all accounts {IN_PROGRESS}); "
+                "its message goes to the maildrop")
+            conn.sendall(b"busy\n")  # not a code: the front end leaves a message in the maildrop
             return
         try:
             try:
