@@ -384,6 +384,21 @@ def test_local_names_and_double_bounces_go_to_admin_address(system: SystemServic
     assert b"no such mailbox either" in second
     time.sleep(1.0)
     assert len(to_ops()) == 2  # reported once, never again
+    assert system.process is not None
+    wait_until(lambda: not zombies(system.process.pid), timeout=10)  # the queue's background runs are reaped
+
+
+def zombies(parent: int) -> list[int]:
+    """Children of ``parent`` that have ended and were not waited for."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def test_a_dropped_message_that_cannot_be_sent_is_kept_aside(system: SystemService, smtp_server: SmtpServer) -> None:

@@ -128,6 +128,13 @@ def caller_streams(out: int, err: int, spool: int | None) -> Iterator[None]:
                 stream.close()
 
 
+def _reap_background_runs() -> None:
+    """The queue's background runs, started by requests of this long-lived process, must not stay as zombies."""
+    background = sys.modules.get("esmtp_plugins.queue.background")
+    if background is not None:
+        background.reap()
+
+
 # ---- the serving loop ------------------------------------------------------------------------------------------------
 
 
@@ -164,7 +171,7 @@ class Serving:
         return False
 
     def tick(self) -> None:
-        """Housekeeping while no connection comes (at most every :data:`TICK` seconds)."""
+        """Housekeeping, every :data:`TICK` seconds or so (quick: it runs in the accepting thread)."""
 
     def finish(self) -> None:
         """The last step, after the requests in progress have ended."""
@@ -175,16 +182,18 @@ class Serving:
 
     def serve(self) -> int:
         self.listener.settimeout(self.TICK)
+        last_tick = time.monotonic()
         while True:
             with self._lock:
                 if self.stopping or self.should_stop():
                     break
+            if time.monotonic() - last_tick >= self.TICK:  # also while connections keep coming
+                self.tick()
+                _reap_background_runs()
+                last_tick = time.monotonic()
             try:
                 conn, _ = self.listener.accept()
-            except TimeoutError:
-                self.tick()
-                continue
-            except InterruptedError:
+            except (TimeoutError, InterruptedError):
                 continue
             except OSError:
                 if self.stopping:

@@ -215,7 +215,9 @@ class SystemServer(Serving):
     # ---- what every run needs ----
 
     def load(self, options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
-        """The system configuration (whatever the request asked for), checked again whenever it changed."""
+        """The system configuration, checked (:func:`check_config_file`) at every use, whatever the request asked
+        for: the service always needs it, so ``need_config`` and ``tolerant`` (the signature of
+        :func:`esmtp.cli._load`) change nothing."""
         from esmtp.options import Options
 
         config, hooks = self.configs.load(Options(config_file=self.paths.config), need_config=True)
