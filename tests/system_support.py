@@ -37,19 +37,18 @@ def _needs_root() -> None:
         pytest.skip("the system service's tests run as root, with runuser and useradd")
 
 
-@pytest.fixture(scope="session")
-def shared_python() -> Iterator[Path]:
-    """A ``bin/`` directory with ``python``, ``sendmail``, ``mailq`` and ``esmtp`` that every local account can run:
-    a venv of /usr/bin/python3 whose site-packages adds this interpreter's (where esmtp and its dependencies are),
-    or, when other accounts cannot reach that, holds a copy of the packages a run imports."""
-    _needs_root()
+def build_shared_python(base: Path) -> Path:
+    """Make ``base/venv/bin`` with ``python``, ``sendmail``, ``mailq`` and ``esmtp`` that every local account can run,
+    and return it: a venv of /usr/bin/python3 whose site-packages adds this interpreter's (where esmtp and its
+    dependencies are), or, when other accounts cannot reach that, holds a copy of the packages a run imports.
+    Raises RuntimeError saying why it cannot (also used by benchmarks/system_service.py)."""
     system = Path("/usr/bin/python3")
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     found = subprocess.run([str(system), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                            capture_output=True, text=True, check=False) if system.exists() else None
     if found is None or found.stdout.strip() != version:
-        pytest.skip(f"needs /usr/bin/python3 of version {version} (the test interpreter's), for other accounts")
-    base = Path(tempfile.mkdtemp(prefix="esmtp-python-"))
+        raise RuntimeError(f"needs /usr/bin/python3 of version {version} (the test interpreter's), for other accounts")
+    base.mkdir(mode=0o755, exist_ok=True)
     base.chmod(0o755)
     subprocess.run([str(system), "-m", "venv", "--without-pip", str(base / "venv")], check=True)
     ours = base / "venv" / "lib" / f"python{version}" / "site-packages"
@@ -71,10 +70,31 @@ def shared_python() -> Iterator[Path]:
             shutil.copytree(next(iter(spec.submodule_search_locations)), ours / name, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__"))
     if not _importable_by_others(bin_dir):
+        raise RuntimeError(f"other accounts cannot import esmtp with {bin_dir / 'python'}")
+    return bin_dir
+
+
+def ensure_users(names: tuple[str, ...]) -> None:
+    """Create the accounts that are missing (no home directory, no login shell)."""
+    for name in names:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
+                            "/usr/sbin/nologin", name], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def shared_python() -> Iterator[Path]:
+    """:func:`build_shared_python` for the session."""
+    _needs_root()
+    base = Path(tempfile.mkdtemp(prefix="esmtp-python-"))
+    try:
+        yield build_shared_python(base)
+    except RuntimeError as why:
+        pytest.skip(str(why))
+    finally:
         shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"other accounts cannot import esmtp with {bin_dir / 'python'}")
-    yield bin_dir
-    shutil.rmtree(base, ignore_errors=True)
 
 
 #: What is not copied when the test's own site-packages cannot be reached by other accounts.
@@ -91,14 +111,9 @@ def _importable_by_others(bin_dir: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def test_users() -> tuple[str, ...]:
-    """The test accounts, created when missing (no home directory, no login shell)."""
+    """The test accounts, created when missing."""
     _needs_root()
-    for name in USERS:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
-                            "/usr/sbin/nologin", name], check=True, capture_output=True)
+    ensure_users(USERS)
     return USERS
 
 
