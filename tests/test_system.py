@@ -446,3 +446,16 @@ def test_a_burst_from_one_user_beyond_its_share_goes_to_the_maildrop_and_is_deli
     expected = sorted(f"burst {index:02d}" for index in range(40))
     wait_until(lambda: subjects(smtp_server) == expected, timeout=60)
     assert smtp_server.sink.connections <= 2  # one kept connection (and the maildrop's intake shares it)
+
+
+def test_root_flushes_the_system_queue_through_the_service(system: SystemService, smtp_server: SmtpServer) -> None:
+    closed = free_port()
+    system.write_config(f"hostname 127.0.0.1:{closed}\nqueue fallback\n")
+    system.start()
+    assert system.send(T1, "bob@example.net", input=message("waited")).returncode == 0  # queued: the server is down
+    assert not smtp_server.sink.messages
+    system.write_config(f"hostname {smtp_server.hostport}\nqueue fallback\n")  # read again at the next request
+    flush = system.send("root", "-q")
+    assert flush.returncode == 0, flush.stderr + system.log()
+    wait_until(lambda: subjects(smtp_server) == ["waited"])
+    assert "Mail queue is empty" in system.send(T1, program="mailq").stdout
