@@ -709,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
                     views += bench.flush()
                 elif workload == "big":
                     views += bench.big()
-            except Exception as exc:  # one broken workload must not lose the others' figures
+            except Exception as exc:  # noqa: BLE001  (one broken workload must not lose the others' figures)
                 err = f"harness error: {type(exc).__name__}: {exc}"
                 log(err)
                 view = View(workload, f"{workload} (failed)", "ms", 1000,

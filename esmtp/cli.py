@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptS
     except KeyboardInterrupt:
         _say(f"{prog}: interrupted; the message was not sent\n")
         code = EX_TEMPFAIL
-    except Exception as error:  # a bug: report it without a traceback (it could hold a secret)
+    except Exception as error:  # noqa: BLE001  (a bug: reported without a traceback, which could hold a secret)
         _say(f"{prog}: internal error: {type(error).__name__}: {error}\n")
         if os.environ.get("ESMTP_DEBUG") == "1":
             import traceback

@@ -166,7 +166,7 @@ def record(config: Config, envelope: Envelope, mailsize: int, agent: str, recipi
         duration = time.monotonic() - started
         write(settings, fields(envelope, mailsize, agent, recipients, duration, result=result, error=error,
                                queue_id=queue_id, bounce_id=bounce_id))
-    except Exception as failure:  # the log must never cost a delivery
+    except Exception as failure:  # noqa: BLE001  (the log must never cost a delivery: the mail is sent)
         from esmtp.progname import warn
 
         warn(f"warning: could not log the delivery attempt: {type(failure).__name__}: {failure}")

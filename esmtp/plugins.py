@@ -269,7 +269,7 @@ class PluginLoader:
                 raise PluginError(f"two plugins are named '{record.name}' (one from {record.dist})")
             try:
                 loaded.append((record, _load(record)))
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001  (a broken plugin is reported and skipped, never stops mail)
                 self._failed(record, error)
         # The call order must not follow the names (renaming a plugin would reorder the headers it adds): within a
         # tryfirst/plain/trylast tier, plugins run by PLUGIN_ORDER, then by name. pluggy calls the last registered
@@ -284,7 +284,7 @@ class PluginLoader:
             try:
                 self.pm.register(plugin, name=record.name)
                 self.cache.learn(record, plugin, *_offers(self.pm, plugin))
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001  (as above: a plugin whose hooks cannot be registered)
                 if self.pm.is_registered(plugin):
                     self.pm.unregister(plugin)  # registered (perhaps in part) but broken: none of its hooks may run
                 self._failed(record, error)

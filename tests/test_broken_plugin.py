@@ -47,3 +47,23 @@ def test_broken_plugin_is_skipped_and_mail_goes_out(run: Runner, smtp_server: Sm
         assert f"plugin 'broken_{how}'" in result.stderr and "is skipped" in result.stderr
         assert "internal error" not in result.stderr
         assert len(smtp_server.sink.messages) == attempt + 1
+
+
+def test_bs_refuses_for_now_a_recipient_a_buggy_router_cannot_check(run: Runner, smtp_server: SmtpServer,
+                                                                    tmp_path: Path) -> None:
+    """A router plugin with a bug: ``-bs`` answers that RCPT with 451 (the client keeps the message), never 250."""
+    site = install_plugin(tmp_path / "site", "buggy_router", '''
+from esmtp import hookimpl
+
+@hookimpl(tryfirst=True)
+def esmtp_route(envelope, config):
+    if any(r.startswith("bug@") for r in envelope.recipients):
+        raise KeyError("broken on purpose")
+''')
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    dialogue = b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bug@example.net>\r\nQUIT\r\n"
+    result = run("-bs", input=dialogue, env=run.env(PYTHONPATH=str(site)))
+    replies = result.stdout.splitlines()
+    assert replies[-2].startswith("451 4.3.0 <bug@example.net>: internal error (KeyError)"), replies
+    assert "KeyError" in result.stderr
+    assert not smtp_server.sink.messages

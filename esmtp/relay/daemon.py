@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from esmtp.crashpoints import crashpoint
+from esmtp.errors import EsmtpError
 from esmtp.front import PROTOCOL, fingerprint
 from esmtp.relay.serving import (
     BadRequest,
@@ -122,7 +123,7 @@ class Configs:
 
         try:
             config, _ = self.load(Options(config_file=config_file), need_config=False)
-        except Exception:
+        except (EsmtpError, OSError):
             return True, DEFAULT_IDLE
         options = config.options if config is not None else {}
         forced = os.environ.get("ESMTP_RELAY_DAEMON")
@@ -210,7 +211,7 @@ class RelayServer(Serving):
 
         try:
             config, _ = self.configs.load(Options(config_file=_config_file(argv, cwd)), need_config=False)
-        except Exception:
+        except (EsmtpError, OSError):
             return False
         if config is None:
             return False

@@ -326,7 +326,7 @@ class SystemServer(Serving):
         def intake() -> None:
             try:
                 self.maildrop.take_all()
-            except Exception as error:  # a bug must not stop the service: the next intake tries again
+            except Exception as error:  # noqa: BLE001  (a bug must not stop the service: the next intake retries)
                 log(f"maildrop: {type(error).__name__}: {error}")
             finally:
                 self._last_intake = time.monotonic()

@@ -114,8 +114,13 @@ class PipelineRelay:
             self.hooks.rewrite_envelope(envelope, Message([], os.devnull, 0), self.config)
             route = self.hooks.route(envelope, self.config)
             agents = self.hooks.delivery_agents()
-        except Exception:
+        except EsmtpError:  # a problem of this message's envelope or configuration: the pipeline reports it after DATA
             return None
+        except Exception as error:  # noqa: BLE001  (a plugin's bug: refused for now, never accepted blindly)
+            from esmtp.progname import warn
+
+            warn(f"internal error checking <{address}>: {type(error).__name__}: {error}")
+            return f"451 4.3.0 <{_line(address)}>: internal error ({_line(type(error).__name__)}); try again later"
         for name, recipients in route.legs.items():
             if recipients and (name not in agents or (name == "mda" and not self.config.mda)):
                 return _line(f"550 5.1.1 <{address}>: {NoDeliveryAgent(name, recipients)}")
@@ -130,7 +135,7 @@ class PipelineRelay:
         except EsmtpError as error:
             warn(str(error))
             return failure_reply(error), error.exit_code
-        except Exception as error:  # a bug: the caller keeps the message (and no traceback: it could hold a secret)
+        except Exception as error:  # noqa: BLE001  (a bug: the caller keeps the message; no traceback: secrets)
             warn(f"internal error: {type(error).__name__}: {error}")
             return f"451 4.3.0 internal error: {_line(type(error).__name__)}; try again later", EX_SOFTWARE
         for result in results:

@@ -50,7 +50,7 @@ class SmtpAgent:
             preconnect(identity.preconnect, trace)
         reply = asyncio.run(run())
         if identity.postconnect and (warning := postconnect(identity.postconnect, trace)):
-            warn(f"warning: {warning} (the mail was sent)")
+            warn(f"warning: {warning} (the message was sent)")
         return DeliveryResult("smtp", recipients, reply)
 
 

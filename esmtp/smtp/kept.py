@@ -101,7 +101,7 @@ class KeptSession:
         self.upcoming: tuple[Envelope, Message, list[str]] | None = None
         #: Held by the queue flush while a group of entries uses this session.
         self.lock = asyncio.Lock()
-        self._warn = warn or (lambda text: program_warn(f"warning: {text} (the mail was sent)"))
+        self._warn = warn or (lambda text: program_warn(f"warning: {text} (the message was sent)"))
 
     def announce(self, envelope: Envelope, message: Message, recipients: list[str]) -> None:
         """The transaction that comes next (:meth:`SmtpSession.pipeline_next`), for the session that is open or,

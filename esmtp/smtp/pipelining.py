@@ -56,7 +56,7 @@ class PipeliningProtocol(SMTPProtocol):
             return
         try:
             response = self._read_response_from_buffer()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001  (whatever the parse raises is the waiting command's error)
             _fail(waiter, error)
             return
         if response is not None:

@@ -55,7 +55,7 @@ def load_keyring() -> Any | None:
         return None
     try:
         backend = keyring.get_keyring()
-    except Exception:
+    except Exception:  # noqa: BLE001  (a backend that cannot start, whatever it raises, is no keyring)
         return None
     if isinstance(backend, fail.Keyring) or type(backend).__module__.startswith("keyring.backends.null"):
         return None

@@ -44,7 +44,7 @@ def _open_browser(url: str) -> bool:
 
     try:
         return webbrowser.open(url)
-    except Exception:
+    except (webbrowser.Error, OSError):
         return False
 
 

@@ -134,14 +134,14 @@ class KeyringStore:
     def get(self, name: str) -> str | None:
         try:
             value = self.keyring.get_password(self.service, name)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001  (keyring backends raise their own types: D-Bus, Secret Service...)
             raise TemporaryFailure(f"the keyring could not be read ({type(error).__name__})") from None
         return value if isinstance(value, str) else None
 
     def set(self, name: str, value: str) -> None:
         try:
             self.keyring.set_password(self.service, name, value)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001  (as above)
             raise TemporaryFailure(f"the keyring could not store a token ({type(error).__name__})") from None
 
     def delete(self, name: str) -> None:

@@ -40,7 +40,7 @@ def esmtp_secret(identity: Identity, host: str, trace: Trace) -> str | None:
         return None
     try:
         secret = keyring.get_password(service(host), identity.username)
-    except Exception as error:  # a locked or unreachable keyring: the caller or the queue should try again
+    except Exception as error:  # noqa: BLE001  (a locked or unreachable keyring, whatever the backend raises: try again)
         raise TemporaryFailure(
             f"the keyring could not be read for {service(host)} ({type(error).__name__}: {error})"
         ) from None
@@ -81,7 +81,7 @@ def esmtp_command(options: Options, config: Config) -> int | None:
         raise UsageError("no password given; nothing stored")
     try:
         keyring.set_password(service(host), identity.username, secret)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001  (keyring backends raise their own types)
         raise TemporaryFailure(f"the keyring could not store the password ({type(error).__name__})") from None
     backend = keyring.get_keyring()
     print(f"Stored the password for {identity.username} at {host} (identity {name}) in the keyring "

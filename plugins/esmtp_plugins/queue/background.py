@@ -185,7 +185,7 @@ def background_main(argv: list[str]) -> int:
     except EsmtpError as error:
         print(f"{stamp} [{os.getpid()}] background run failed: {error}", flush=True)
         return error.exit_code
-    except Exception as error:  # the log is the only place anybody will see it
+    except Exception as error:  # noqa: BLE001  (the log is the only place anybody will see it)
         print(f"{stamp} [{os.getpid()}] background run failed: {type(error).__name__}: {error}", flush=True)
         return EX_SOFTWARE
     report = flusher.report

@@ -189,7 +189,7 @@ class Flusher:
                 if not failures:
                     try:
                         self._fill(ready, work, 2)
-                    except BaseException as error:  # raised once the message in flight is recorded
+                    except BaseException as error:  # noqa: BLE001  (raised once the message in flight is recorded)
                         failures.append(error)
 
             try:
