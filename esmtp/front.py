@@ -31,6 +31,9 @@ SYSTEM_PROTOCOL = b"esmtp-system-1"
 #: (``ESMTP_SYSTEM_MAILDROP``): see docs/system.md.
 SYSTEM_SOCKET = "/run/esmtp/submit.sock"
 SYSTEM_MAILDROP = "/var/spool/esmtp/maildrop"
+#: The largest message the system service takes (``ESMTP_SYSTEM_MESSAGE_LIMIT`` bytes), through its socket or its
+#: maildrop: a bound on what one local user can make it spool.
+MESSAGE_LIMIT = 64 << 20
 #: The first line of a maildrop file; then the submitter's uid, the argv size, the message size and the argv.
 MAILDROP_MAGIC = b"esmtp-maildrop-1\n"
 CHUNK = 1 << 16
@@ -359,6 +362,12 @@ def system_maildrop() -> str:
     return system_path("ESMTP_SYSTEM_MAILDROP", os.path.join(spool, "maildrop") if spool else SYSTEM_MAILDROP)
 
 
+def message_limit() -> int:
+    """:data:`MESSAGE_LIMIT`, or ``ESMTP_SYSTEM_MESSAGE_LIMIT`` (bytes) when that is a number."""
+    value = os.environ.get("ESMTP_SYSTEM_MESSAGE_LIMIT", "")
+    return int(value) if value.isdigit() else MESSAGE_LIMIT
+
+
 def system_mode(argv: list[str]) -> str | None:
     """What the system service is asked to do for ``argv`` ("deliver", "mailq", "flush" or "remove"), or None when
     this run is not for it: the user has a ``~/.esmtprc`` or gives ``-C`` (their own configuration wins), the command
@@ -467,6 +476,11 @@ def _maildrop(argv: list[str], spool: int) -> int:
     import time
 
     directory = system_maildrop()
+    size = os.fstat(spool).st_size
+    if size > message_limit():
+        _say(argv, f"the message ({size} bytes) is larger than the mail system's limit ({message_limit()} bytes); "
+                   "nothing was sent")
+        return 65  # EX_DATAERR, as the service answers
     path = os.path.join(directory, f"{int(time.time())}.{os.getpid()}.{os.urandom(8).hex()}")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
@@ -478,7 +492,6 @@ def _maildrop(argv: list[str], spool: int) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.fchmod(fd, 0o640)  # whatever our umask: the directory's group (the service's, setgid) may read it
         words = b"\0".join(_encode(argv))
-        size = os.fstat(spool).st_size
         data = MAILDROP_MAGIC + b"%d\n%d\n%d\n" % (os.getuid(), len(words), size) + words
         os.lseek(spool, 0, 0)
         while data:

@@ -221,11 +221,12 @@ def test_hostile_requests_are_refused_and_the_service_keeps_serving(system: Syst
     assert subjects(smtp_server) == ["still served"]
 
 
-def _drop_file(system: SystemService, user: str, subject: str, claimed_uid: int | None = None) -> bytes:
+def _drop_file(system: SystemService, user: str, subject: str, claimed_uid: int | None = None,
+               body: bytes = b"Hi.\n") -> bytes:
     """A maildrop file as the front end writes it."""
     uid = pwd.getpwnam(user).pw_uid if claimed_uid is None else claimed_uid
     words = b"\0".join([b"sendmail", b"bob@example.net"])
-    body = message(subject)
+    body = message(subject, body=body)
     return b"esmtp-maildrop-1\n%d\n%d\n%d\n" % (uid, len(words), len(body)) + words + body
 
 
@@ -248,19 +249,19 @@ def test_hostile_maildrop_files_are_refused(system: SystemService, smtp_server: 
                           input=_drop_file(system, T1, "as root", claimed_uid=0)).returncode == 0
     assert system.as_user(T1, str(system.bin / "python"), "-c", write, str(drop / "claims-t2"),
                           input=_drop_file(system, T1, "as t2", claimed_uid=pwd.getpwnam(T2).pw_uid)).returncode == 0
-    big = _drop_file(system, T1, "big") + b"x" * 4096
+    big = _drop_file(system, T1, "big", body=b"x" * 4096 + b"\n")
     assert system.as_user(T1, str(system.bin / "python"), "-c", write, str(drop / "big"), input=big).returncode == 0
     # A flood of junk from T3, and one honest message from T2 among it.
     flood = "import sys, os\nfor i in range(300): open(os.path.join(sys.argv[1], 'junk%d' % i), 'wb').write(b'junk')"
     assert system.as_user(T3, str(system.bin / "python"), "-c", flood, str(drop)).returncode == 0
     assert system.send(T2, "bob@example.net", input=message("honest")).returncode == 0
-    system.extra["ESMTP_SYSTEM_MAILDROP_LIMIT"] = "2048"
+    system.extra["ESMTP_SYSTEM_MESSAGE_LIMIT"] = "2048"
     system.start()
     wait_until(lambda: os.listdir(drop) == [], timeout=60)
     assert subjects(smtp_server) == ["honest"]
     log = system.log()
     for reason in ("a symbolic link", "2 links", "not a regular file", "claims uid 0", f"belongs to uid {t1}",
-                   "larger than the maildrop's limit", "not a maildrop file"):
+                   "larger than the message limit", "not a maildrop file"):
         assert reason in log, log
     assert system.send(T1, "bob@example.net", input=message("after")).returncode == 0
     assert "after" in subjects(smtp_server)
@@ -459,3 +460,20 @@ def test_root_flushes_the_system_queue_through_the_service(system: SystemService
     assert flush.returncode == 0, flush.stderr + system.log()
     wait_until(lambda: subjects(smtp_server) == ["waited"])
     assert "Mail queue is empty" in system.send(T1, program="mailq").stdout
+
+
+def test_a_message_over_the_limit_is_refused_by_the_service_and_by_the_maildrop(
+        system: SystemService, smtp_server: SmtpServer) -> None:
+    system.extra["ESMTP_SYSTEM_MESSAGE_LIMIT"] = "2048"
+    system.write_config(f"hostname {smtp_server.hostport}\n")
+    big = message("big", body=b"x" * 4096 + b"\n")
+    down = system.send(T1, "bob@example.net", input=big)  # the service is down: the front end checks
+    assert down.returncode == 65
+    assert "larger than the mail system's limit (2048 bytes); nothing was sent" in down.stderr
+    assert os.listdir(system.maildrop) == []
+    system.start()
+    up = system.send(T1, "bob@example.net", input=big)
+    assert up.returncode == 65
+    assert "larger than the mail system's limit (2048 bytes); nothing was sent" in up.stderr
+    assert system.send(T1, "bob@example.net", input=message("small")).returncode == 0
+    assert subjects(smtp_server) == ["small"]

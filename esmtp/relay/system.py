@@ -45,7 +45,7 @@ from esmtp.errors import (
     EsmtpError,
     UsageError,
 )
-from esmtp.front import MAILDROP_MAGIC, SYSTEM_PROTOCOL, SYSTEM_SOCKET, system_maildrop, system_path
+from esmtp.front import MAILDROP_MAGIC, SYSTEM_PROTOCOL, SYSTEM_SOCKET, message_limit, system_maildrop, system_path
 from esmtp.relay.serving import (
     MAX_REQUEST,
     BadRequest,
@@ -66,8 +66,6 @@ if TYPE_CHECKING:
 
 #: Seconds between two looks at the maildrop while the service runs.
 INTAKE_EVERY = 5.0
-#: The largest maildrop file taken in (``ESMTP_SYSTEM_MAILDROP_LIMIT`` bytes): larger ones are refused.
-MAILDROP_LIMIT = 64 << 20
 #: A maildrop file that is not complete yet is left alone this long (its writer may still be at it).
 MAILDROP_GRACE = 600.0
 #: Requests one account may have in progress at once, and all accounts together (a caller that never reads its
@@ -307,6 +305,13 @@ class SystemServer(Serving):
                 log(f"refused a request from uid {uid}: the message is not a regular file")
                 _tell(fds[1], "esmtp: refused: the message must come as a regular file\n")
                 return EX_USAGE
+            size = os.fstat(fds[2]).st_size
+            if size > message_limit():
+                log(f"refused a message of {size} bytes from uid {uid}: larger than the limit")
+                program = os.path.basename(fields[2].decode("utf-8", "replace"))
+                _tell(fds[1], f"{program}: the message ({size} bytes) is larger than the mail system's limit "
+                              f"({message_limit()} bytes); nothing was sent\n")
+                return EX_DATAERR
         argv = [field.decode("utf-8", "surrogateescape") for field in fields[2:]]
         return self.run(uid, argv, fds[0], fds[1], fds[2] if len(fds) == 3 else None)
 
@@ -364,7 +369,7 @@ class Maildrop:
     def __init__(self, server: SystemServer) -> None:
         self.server = server
         self.path = server.paths.maildrop
-        self.limit = int(os.environ.get("ESMTP_SYSTEM_MAILDROP_LIMIT") or MAILDROP_LIMIT)
+        self.limit = message_limit()
 
     def take_all(self) -> int:
         """Take in every complete file; return how many were sent or queued."""
@@ -428,8 +433,8 @@ class Maildrop:
             raise Refused("not a regular file")
         if info.st_nlink != 1:
             raise Refused(f"it has {info.st_nlink} links")
-        if info.st_size > self.limit:
-            raise Refused(f"larger than the maildrop's limit ({info.st_size} > {self.limit} bytes)")
+        if info.st_size > self.limit + MAX_REQUEST + 128:  # the message, its command line and the header lines
+            raise Refused(f"larger than the message limit ({info.st_size} > {self.limit} bytes)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -448,6 +453,8 @@ class Maildrop:
         claimed, words, size = (int(part) for part in lines[:3])
         if claimed != info.st_uid:
             raise Refused(f"it claims uid {claimed} but belongs to uid {info.st_uid}")
+        if size > self.limit:
+            raise Refused(f"larger than the message limit ({size} > {self.limit} bytes)")
         start = len(MAILDROP_MAGIC) + sum(len(part) + 1 for part in lines[:3])
         if words > MAX_REQUEST:
             raise Refused("its command line is too long")
