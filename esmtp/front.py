@@ -483,6 +483,9 @@ def _maildrop(argv: list[str], spool: int) -> int:
         return 65  # EX_DATAERR, as the service answers
     path = os.path.join(directory, f"{int(time.time())}.{os.getpid()}.{os.urandom(8).hex()}")
     try:
+        if not os.stat(directory).st_mode & 0o2000:
+            # Without set-group-ID the file would not get the service's group, and the service could not read it.
+            raise OSError(1, "it is not set-group-ID (mode 3733): run esmtp --system-setup")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
     except OSError as error:
         _say(argv, f"the mail system's service is not running and its maildrop {directory} cannot take the "

@@ -135,13 +135,17 @@ def test_service_down_messages_wait_in_the_maildrop_and_go_once(system: SystemSe
         assert f"({user})" in received_line(got.data)
 
 
-def test_neither_service_nor_maildrop_is_a_temporary_failure(system: SystemService) -> None:
+@pytest.mark.parametrize("maildrop_mode, why", [(0o2700, "Permission denied"), (0o1733, "not set-group-ID")])
+def test_neither_service_nor_maildrop_is_a_temporary_failure(system: SystemService, maildrop_mode: int,
+                                                              why: str) -> None:
     system.socket.parent.chmod(0o700)  # the socket cannot be reached
-    system.maildrop.chmod(0o700)  # nor the maildrop written
+    system.maildrop.chmod(maildrop_mode)  # nor the maildrop used
     (system.socket.parent / "submit.sock").touch()
     result = system.send(T1, "bob@example.net", input=message("nowhere"))
     assert result.returncode == 75
-    assert "maildrop" in result.stderr
+    assert "maildrop" in result.stderr and why in result.stderr
+    assert "nothing was sent: try again later" in result.stderr
+    assert os.listdir(system.maildrop) == []
 
 
 def test_kill_9_during_a_burst_from_three_users_loses_nothing(system: SystemService,

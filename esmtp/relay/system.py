@@ -410,8 +410,10 @@ class Maildrop:
         except FileNotFoundError:
             return 0
         except OSError as error:
-            reason = "a symbolic link" if error.errno == errno.ELOOP else f"cannot be opened ({error.strerror})"
-            self._refuse(directory, name, reason)
+            if error.errno == errno.ELOOP:
+                self._refuse(directory, name, "a symbolic link")
+            elif self._older_than_grace(directory, name):  # unreadable for good (not the service's group)
+                self._refuse(directory, name, f"it cannot be opened ({error.strerror})")
             return 0
         try:
             uid, argv, start = self._check(fd)
@@ -488,6 +490,13 @@ class Maildrop:
         os.unlink(name, dir_fd=directory)
         log(f"maildrop: {name}: sent or queued")
         return 1
+
+    @staticmethod
+    def _older_than_grace(directory: int, name: str) -> bool:
+        try:
+            return time.time() - os.lstat(name, dir_fd=directory).st_mtime >= MAILDROP_GRACE
+        except OSError:
+            return False
 
     @staticmethod
     def _refuse(directory: int, name: str, reason: str) -> None:
