@@ -406,6 +406,8 @@ def system_mode(argv: list[str]) -> str | None:
             if letter == "q":
                 mode = "flush"
                 break
+            if letter == "I":
+                return None  # newaliases: nothing to rebuild, nothing for the service
             if letter in _WITH_ARGUMENT or letter == "a":
                 argument = word[pos + 1:]
                 if not argument and index < len(argv):

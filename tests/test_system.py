@@ -481,3 +481,24 @@ def test_a_message_over_the_limit_is_refused_by_the_service_and_by_the_maildrop(
     assert "larger than the mail system's limit (2048 bytes); nothing was sent" in up.stderr
     assert system.send(T1, "bob@example.net", input=message("small")).returncode == 0
     assert subjects(smtp_server) == ["small"]
+
+
+@pytest.mark.parametrize("argv, mode", [
+    (["sendmail", "-t", "-i"], "deliver"), (["sendmail", "-f", "a@b", "bob@x"], "deliver"), (["mailq"], "mailq"),
+    (["sendmail", "-bp"], "mailq"), (["mailq", "--json"], "mailq"), (["sendmail", "-q"], "flush"),
+    (["esmtp", "--remove", "ID"], "remove"), (["deliver"], "flush"),
+    (["sendmail", "--identity", "x", "b@x"], "deliver"),
+    (["sendmail", "-C", "/etc/mine", "bob@x"], None), (["sendmail", "-bs"], None), (["esmtp", "--check"], None),
+    (["esmtp", "--version"], None), (["newaliases"], None), (["sendmail", "-I"], None), (["sendmail", "-bi"], None),
+])
+def test_what_the_front_end_hands_to_the_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                 mode: str | None) -> None:
+    from esmtp import front
+
+    (tmp_path / "submit.sock").touch()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ESMTP_SYSTEM_SOCKET", str(tmp_path / "submit.sock"))
+    assert front.system_mode(argv) == mode
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".esmtprc").touch()
+    assert front.system_mode(argv) is None  # the user's own configuration wins
