@@ -12,6 +12,7 @@ import pwd
 import re
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -502,3 +503,37 @@ def test_what_the_front_end_hands_to_the_service(tmp_path: Path, monkeypatch: py
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / ".esmtprc").touch()
     assert front.system_mode(argv) is None  # the user's own configuration wins
+
+
+ACTIVATE = r"""
+import os, socket, sys
+# What systemd does for esmtp.socket: bind, then start the service with the socket as descriptor 3.
+path, program = sys.argv[1], sys.argv[2]
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(path)
+os.chmod(path, 0o666)
+listener.listen(16)
+if listener.fileno() != 3:
+    os.dup2(listener.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+os.execv(program, [program, "--system-daemon"])
+"""
+
+
+def test_socket_activation_takes_systemds_socket(system: SystemService, smtp_server: SmtpServer) -> None:
+    system.write_config(f"hostname {smtp_server.hostport}\n")
+    smtp_server.sink.clear()
+    script = system.base / "activate.py"
+    script.write_text(ACTIVATE)
+    log = system.base / "activated.log"
+    system.logs.append(log)
+    with open(log, "wb") as out:
+        system.process = subprocess.Popen([str(system.bin / "python"), str(script), str(system.socket),
+                                           str(system.bin / "esmtp")], stdout=out, stderr=subprocess.STDOUT,
+                                          env=system.env, cwd="/", pass_fds=())
+    wait_until(lambda: b"serving" in log.read_bytes())
+    assert system.send(T1, "bob@example.net", input=message("activated")).returncode == 0
+    assert subjects(smtp_server) == ["activated"]
+    assert system.stop() == 0
+    assert system.socket.exists()  # systemd's socket: not the service's to remove
