@@ -537,3 +537,15 @@ def test_socket_activation_takes_systemds_socket(system: SystemService, smtp_ser
     assert subjects(smtp_server) == ["activated"]
     assert system.stop() == 0
     assert system.socket.exists()  # systemd's socket: not the service's to remove
+
+
+def test_the_documented_system_configuration_is_valid() -> None:
+    from esmtp.config.parser import parse_config
+    from esmtp.plugins import load_hooks, resolve_config
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "system.md").read_text()
+    [example] = [block for block in guide.split("```") if "allow_from_override on" in block]
+    config = parse_config("\n".join(line.strip() for line in example.splitlines()), "docs/system.md")
+    resolve_config(config, load_hooks(config))
+    assert config.options["admin_address"] == "ops@example.org"
+    assert config.options["allow_from_override"] == "on"
