@@ -51,6 +51,68 @@ def check_address(address: str, what: str) -> str:
     return address
 
 
+def address_problem(address: str) -> str | None:
+    """What keeps ``address``, a bare envelope address as it would go into ``MAIL FROM:<>``/``RCPT TO:<>``, from
+    being one, or None: the one syntax check that the command line (:func:`parse_recipients`, :func:`parse_sender`)
+    and ``-bs`` (:mod:`esmtp.server.dialogue`) share, so that an address one of them refuses the other refuses too.
+
+    A mailbox is a local part (a dot-string of atext, or a quoted string) optionally followed by ``@`` and a domain
+    (a dot-string of atext, or an ``[address literal]``); a bare local part (``root``, unquoted) is a sendmail
+    tradition. UTF-8 counts as atext (SMTPUTF8). Control characters (TAB too) and angle brackets are never part of
+    one. The answer reads in a sentence: "contains a control character", "has an empty local part"...
+    """
+    unsafe = unsafe_character(address)
+    if unsafe is not None or "\t" in address:
+        return f"contains {unsafe or 'a control character'}"
+    if "<" in address or ">" in address:
+        return "contains an angle bracket"
+    if address.startswith('"'):
+        end = _quoted_end(address)
+        if end is None:
+            return "has an unterminated quoted local part"
+        rest = address[end:]
+        if not rest:
+            return "is a quoted local part without '@domain'"
+    else:
+        local = address.partition("@")[0]
+        rest = address[len(local):]
+        if not local:
+            return "has an empty local part"
+        if not _is_dot_string(local):
+            return f"has a local part that is not a dot-atom: {local!r} (quote it)"
+    if not rest:
+        return None
+    if not rest.startswith("@"):
+        return "has something after its quoted local part other than '@domain'"
+    domain = rest[1:]
+    if domain.startswith("[") and domain.endswith("]") and len(domain) > 2:
+        return None if not any(c in "[]\\ " for c in domain[1:-1]) else f"has an invalid address literal {domain!r}"
+    if not domain:
+        return "has an empty domain"
+    if not _is_dot_string(domain):
+        return f"has an invalid domain {domain!r}"
+    return None
+
+
+def _quoted_end(text: str) -> int | None:
+    """The index after the quoted string that ``text`` starts with, or None when it is not closed."""
+    escaped = False
+    for pos in range(1, len(text)):
+        char = text[pos]
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            return pos + 1
+    return None
+
+
+def _is_dot_string(text: str) -> bool:
+    """Dot-separated non-empty atoms of atext; UTF-8 (SMTPUTF8) counts as atext."""
+    return all(part and all(c in _ATEXT or c > "\x7f" for c in part) for part in text.split("."))
+
+
 def check_argument(value: str, what: str) -> str:
     """An address passed to a local command (the MDA's ``%T``/``%F``): safe as an address, and not an option.
 
@@ -86,10 +148,18 @@ def header_addresses(message: Message, names: tuple[str, ...]) -> list[str]:
 # --- the command line -------------------------------------------------------------------------------------------
 
 
+def _reject_unsafe_address(value: str, what: str) -> None:
+    """:func:`reject_unsafe`, and a TAB too: white space is squeezed out of an address list as it is read, and a
+    TAB that vanished there (``-f $'..\\t`@x'``) would send an address other than the one written."""
+    reject_unsafe(value, what)
+    if "\t" in value:
+        raise UsageError(f"{what} contains a control character: {value!r}")
+
+
 def parse_recipients(word: str) -> list[str]:
     """One command-line word as an address list: ``Bob <b@x>`` gives b@x, ``a@x,b@y`` gives two."""
     what = "recipient address"
-    reject_unsafe(word, what)
+    _reject_unsafe_address(word, what)
     addresses = [address for piece in _split_list(word, what) if (address := _one_address(piece, what)) is not None]
     if not addresses:
         raise UsageError(f"empty {what} {word!r}")
@@ -99,7 +169,7 @@ def parse_recipients(word: str) -> list[str]:
 def parse_sender(argument: str, letter: str) -> str:
     """``-f``/``-r``: one address; "" and "<>" mean the null sender; ``<a@b>`` and ``Name <a@b>`` give a@b."""
     what = f"sender address (-{letter})"
-    reject_unsafe(argument, what)
+    _reject_unsafe_address(argument, what)
     if _squeeze(argument, what)[0] in ("", "<>"):
         return ""
     addresses = [a for piece in _split_list(argument, what) if (a := _one_address(piece, what)) is not None]
@@ -219,7 +289,7 @@ def _one_address(piece: str, what: str) -> str | None:
     """
     plain = _plain_address(piece)
     if plain is not None:
-        return plain
+        return _checked(plain, piece, what)
     from email.utils import getaddresses
 
     squeezed, inner = _squeeze(piece, what)
@@ -235,6 +305,15 @@ def _one_address(piece: str, what: str) -> str | None:
     # Compare without quotes: the parser may drop needless ones ("a"@x gives a@x).
     if _squeeze(address, what)[0].replace('"', "") != expected.replace('"', ""):
         raise UsageError(f"invalid {what} {piece.strip()!r}")
-    if address.startswith("@") or address.endswith("@"):
+    if address.startswith("@") or address.endswith("@") or address != expected or address not in piece:
+        # Not as written: quotes dropped (``a""``), white space or a comment inside the address squeezed out.
         raise UsageError(f"invalid {what} {piece.strip()!r}")
+    return _checked(address, piece, what)
+
+
+def _checked(address: str, piece: str, what: str) -> str:
+    """``address`` if :func:`address_problem` finds nothing, as ``-bs`` would; else the usage error saying why."""
+    problem = address_problem(address)
+    if problem is not None:
+        raise UsageError(f"invalid {what} {piece.strip()!r}: the address {problem}")
     return address

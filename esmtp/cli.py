@@ -30,6 +30,7 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
        {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
        {prog} --store-password [--identity ADDR]         store a password in the keyring
        {prog} --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
+       {prog} --dkim-keygen --selector S --domain D [--algorithm A] [--output FILE]  make a DKIM key
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
   -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
@@ -67,7 +68,7 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
     except ConfigError as error:
         if not tolerant:
             raise
-        _ignore_broken(error)
+        ignore_broken(error)
         config = None
     hooks = load_hooks(config)
     if config is not None:
@@ -76,7 +77,7 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
         except ConfigError as error:
             if not tolerant:
                 raise
-            _ignore_broken(error)
+            ignore_broken(error)
             return None, load_hooks(None)
     return config, hooks
 
@@ -86,7 +87,8 @@ def system_config() -> str:
     return os.environ.get("ESMTP_SYSTEM_CONFIG") or "/etc/esmtprc"
 
 
-def _ignore_broken(error: ConfigError) -> None:
+def ignore_broken(error: ConfigError) -> None:
+    """What a tolerant load (mailq) says about a configuration it goes on without (here and in the warm relay)."""
     from esmtp.progname import warn
 
     warn(f"warning: {error}")
@@ -109,6 +111,9 @@ def _send(options: Options, load: Loader, sessions: KeptSessions | None) -> int:
 
         return plan(options, config, hooks)
     trace = Trace(verbose=options.verbose, transcript_path=options.transcript)
+    note = getattr(sys.modules.get("esmtp.front"), "RELAY_NOTE", "")
+    if note:
+        trace.info(note)  # why this run did not go through the warm relay, when the front end knows
     try:
         stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
         with read_message(stdin) as message:
@@ -170,10 +175,8 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
 
         return serve(options, lambda: _load(options, need_config=True))
     if options.mode in ("mailq", "flush", "remove"):
-        if options.mode == "mailq" and load is _load:
-            config, hooks = _load(options, need_config=False, tolerant=True)  # a broken file must not stop a listing
-        else:
-            config, hooks = load(options, need_config=False)
+        # A broken file must not stop a listing: the loader (ours, or the warm relay's) warns and goes on without it.
+        config, hooks = load(options, need_config=False, tolerant=options.mode == "mailq")
         code = hooks.queue_command(options, config)
         if code is None:
             if options.mode == "mailq":
@@ -197,9 +200,8 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
         from esmtp.diagnostics.serverinfo import serverinfo
 
         return serverinfo(options, config, hooks)
-    if options.mode in ("store-password", "oauth2-login"):
-        config, hooks = load(options, need_config=True)
-        assert config is not None
+    if options.mode in ("store-password", "oauth2-login", "dkim-keygen"):
+        config, hooks = load(options, need_config=options.mode != "dkim-keygen")  # a key is made before any use
         code = hooks.command(options, config)
         if code is None:
             raise ConfigError(f"no installed or enabled plugin handles --{options.mode}")
@@ -208,9 +210,12 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
 
 
 def _say(text: str) -> None:
-    """Report on stderr; a reader that has gone away must not change the exit code."""
+    """Report on stderr (control characters escaped: an error may quote a server); a reader that has gone away must
+    not change the exit code."""
+    from esmtp.progname import printable
+
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(text)
+        sys.stderr.write(printable(text))
 
 
 def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptSessions | None = None,

@@ -18,12 +18,18 @@ import _socket as socket
 import os
 import sys
 
-#: Letters that take an argument (esmtp 1.2's getopt string plus Postfix's), as in :mod:`esmtp.options`.
-_WITH_ARGUMENT = "ABbCdeFfhLMNOopRrVX"
-#: Environment that changes what a run does: a resident process serves only callers that agree on all of it.
+#: Letters that take an argument: :mod:`esmtp.options`' ``_WITH_ARGUMENT`` (a copy, not an import: start-up cost;
+#: tests/test_options.py checks that they agree, and that the scan reads every option as the parser does).
+_WITH_ARGUMENT = "aABbCdeFfhLMNOopRrVX"
+#: Environment that changes what a run does: a resident process serves only callers that agree on all of it. Every
+#: variable that esmtp or its plugins read is here (tests/test_relay.py greps the code for them), and what the
+#: libraries read that matters (PYTHON_KEYRING_BACKEND: keyring's choice of backend).
 FINGERPRINT_VARS = ("HOME", "TZ", "PATH", "TMPDIR", "LANG", "LC_ALL", "PYTHONPATH", "XDG_CACHE_HOME",
-                    "XDG_STATE_HOME", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD", "ESMTP_STRICT_PLUGINS",
-                    "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON", "ESMTP_RELAY_TEST_CRASH", "ESMTP_SYSTEM_CONFIG")
+                    "XDG_STATE_HOME", "XDG_CONFIG_DIR", "XDG_DATA_HOME", "USER", "LOGNAME", "NETRC",
+                    "PYTHON_KEYRING_BACKEND", "ESMTP_KEYRING_BACKEND", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD",
+                    "ESMTP_STRICT_PLUGINS", "ESMTP_DISABLE_PLUGINS", "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON",
+                    "ESMTP_RELAY_TEST_CRASH", "ESMTP_QUEUE_CRASH_AT", "ESMTP_QUEUE_CLOCK_OFFSET", "ESMTP_BS_TIMEOUT",
+                    "ESMTP_OAUTH2_LOGIN_TIMEOUT", "ESMTP_SYSTEM_CONFIG")
 PROTOCOL = b"esmtp-relay-1"
 #: The system service's protocol (:mod:`esmtp.relay.system`): the same frame, with these fields.
 SYSTEM_PROTOCOL = b"esmtp-system-1"
@@ -138,27 +144,96 @@ def private_dir(path: str, *, create: bool) -> bool:
     return info.st_uid == os.getuid() and (info.st_mode & 0o170777) == 0o040700
 
 
-def config_setting(config: str | None) -> str:
-    """``relay_daemon`` as the configuration file says (``disabled`` when it says nothing): a line scan only."""
-    if config is None:
-        home = os.environ.get("HOME")
-        candidates = [os.path.join(home, ".esmtprc")] if home else []
-        candidates.append(os.environ.get("ESMTP_SYSTEM_CONFIG") or "/etc/esmtprc")
-    else:
-        candidates = [config]
-    for path in candidates:
+def open_user_file(path: str, holds: str = "a password") -> tuple[int | None, str | None]:
+    """Open ``~/.esmtprc`` as esmtp 1.2's rcfile_check allows it, without blocking on a FIFO.
+
+    ``(fd, None)``: a regular file owned by us with no group/other bits but g+x (or a symbolic link, owned by us, to
+    such a file: msmtp follows those, and dotfile managers such as GNU stow make them); ``(None, None)``: no such file;
+    ``(None, problem)``: a file that must not be used, with the message to show (:mod:`esmtp.config.model` raises it
+    as a ConfigError, 78). The checks are made on the opened descriptor (``O_NONBLOCK``: opening a FIFO does not
+    wait for a writer), so a file swapped after a look cannot slip through. Here rather than in
+    :mod:`esmtp.config.model`, which imports it: the front end makes the same check before it reads the file.
+    """
+    try:
+        link = os.lstat(path)
+    except FileNotFoundError:
+        return None, None
+    except OSError as error:
+        return None, f"lstat: {path}: {error.strerror or error}"
+    symlink = (link.st_mode & 0o170000) == 0o120000
+    shown = path
+    if symlink:
         try:
-            with open(path, "rb") as handle:
-                text = handle.read(1 << 20)
+            shown = f"{path} (a symbolic link to {os.readlink(path)})"
         except OSError:
-            continue
-        setting = "disabled"
-        for line in text.splitlines():
-            words = line.split(b"#", 1)[0].replace(b"=", b" ").split()
-            if len(words) >= 2 and words[0] == b"relay_daemon":
-                setting = words[1].strip(b"\"'").decode("ascii", "replace")
-        return setting
-    return "disabled"
+            shown = f"{path} (a symbolic link)"
+        if link.st_uid != os.geteuid():
+            return None, f"File {shown} must be a symbolic link owned by you."
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if symlink else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if symlink:
+            return None, f"File {shown} points to a file that does not exist."
+        return None, None
+    except OSError as error:
+        if not symlink and error.errno in (40, 6):  # ELOOP (swapped for a link since), ENXIO (a socket)
+            return None, f"File {path} must be a regular file."
+        return None, f"open: {path}: {error.strerror or error}"
+    info = os.fstat(fd)
+    problem = None
+    mode = info.st_mode & 0o7777
+    if (info.st_mode & 0o170000) != 0o100000:
+        problem = f"File {shown} must be a regular file."
+    elif mode & 0o067:
+        target = os.path.realpath(path) if symlink else path
+        problem = (f"File {shown} must not be readable or writable by others (it may hold {holds}), but its mode "
+                   f"is {mode:04o}. Fix it with: chmod 600 {target}")
+    elif info.st_uid != os.geteuid():
+        problem = f"File {shown} must be owned by you."
+    if problem is not None:
+        os.close(fd)
+        return None, problem
+    return fd, None
+
+
+def _open_regular(path: str) -> int | None:
+    """``path`` opened if it is a regular file (a FIFO is not waited for, nor read: ``-C <(...)`` is one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if (os.fstat(fd).st_mode & 0o170000) != 0o100000:
+        os.close(fd)
+        return None
+    return fd
+
+
+def config_setting(config: str | None) -> str:
+    """``relay_daemon`` as the configuration file says (``disabled`` when it says nothing): a line scan only.
+
+    A file that esmtp would refuse (a FIFO, a ``~/.esmtprc`` open to others...) reads as ``disabled``: the command
+    then runs here, where :mod:`esmtp.config.model` refuses it with its message, as it would without the relay.
+    """
+    if config is not None:
+        fd = _open_regular(config)
+    else:
+        home = os.environ.get("HOME")
+        fd, problem = open_user_file(os.path.join(home, ".esmtprc")) if home else (None, None)
+        if problem is not None:
+            return "disabled"
+        if fd is None:
+            fd = _open_regular(os.environ.get("ESMTP_SYSTEM_CONFIG") or "/etc/esmtprc")
+    if fd is None:
+        return "disabled"
+    with open(fd, "rb") as handle:
+        text = handle.read(1 << 20)
+    setting = "disabled"
+    for line in text.splitlines():
+        words = line.split(b"#", 1)[0].replace(b"=", b" ").split()
+        if len(words) >= 2 and words[0] == b"relay_daemon":
+            setting = words[1].strip(b"\"'").decode("ascii", "replace")
+    return setting
 
 
 def wanted(config: str | None) -> bool:
@@ -169,9 +244,10 @@ def wanted(config: str | None) -> bool:
     return config_setting(config) == "auto"
 
 
-def spawn(path: str) -> None:
-    """Start the resident process for ``path``, fully detached: new session, stdio on /dev/null, no other
-    descriptor inherited, working directory ``/``. Returns at once (a failure to start only costs the warm path).
+def spawn(path: str, config: str | None = None) -> None:
+    """Start the resident process for ``path`` (serving ``-C config``, absolute, or the default file), fully
+    detached: new session, stdio on /dev/null, no other descriptor inherited, working directory ``/``. Returns at
+    once (a failure to start only costs the warm path).
 
     One fork, not two, and no wait: this process exits right after, so the resident process is re-parented as a
     double-forked one would be, and the caller does not wait for a second fork of a process that has loaded
@@ -194,7 +270,7 @@ def spawn(path: str) -> None:
         os.closerange(3, 1 << 16)
         os.chdir("/")
         code = "import sys; from esmtp.relay.daemon import main; sys.exit(main(sys.argv[1:]))"
-        os.execv(sys.executable, [sys.executable, "-P", "-c", code, path])
+        os.execv(sys.executable, [sys.executable, "-P", "-c", code, path, *([config] if config else [])])
     finally:
         os._exit(127)
 
@@ -227,10 +303,46 @@ def _wait_for(path: str) -> socket.socket | None:
     return None
 
 
+#: The longest socket path the kernel takes (sun_path holds 108 bytes with the final NUL).
+MAX_SOCKET_PATH = 107
+#: Why the warm relay could not be used by this process (shown with -v by esmtp.cli), "" when nothing is known.
+RELAY_NOTE = ""
+
+
+def short_name(path: str) -> tuple[str, int | None]:
+    """A name of the socket ``path`` that fits in sun_path, and the descriptor to close after the bind or connect.
+
+    A longer path (a runtime directory deep under a long base: pytest's, say) is reached through
+    ``/proc/self/fd/N/NAME``, N being a descriptor of its directory: the kernel resolves the directory once and the
+    name stays short whatever the directory's own. (``chdir`` would do too, but it is process-wide, and the resident
+    process runs requests in threads.) Raises OSError when the directory cannot be opened.
+    """
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+        return path, None
+    fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{fd}/{os.path.basename(path)}", fd
+
+
+def socket_call(method: object, path: str) -> None:
+    """``method(name)`` (a socket's ``connect`` or ``bind``) with :func:`short_name`'s name for ``path``."""
+    global RELAY_NOTE
+    name, fd = short_name(path)
+    try:
+        method(name)  # type: ignore[operator]
+    except OSError as error:
+        if fd is not None and not os.path.isdir("/proc/self/fd"):
+            RELAY_NOTE = (f"the warm relay is not used: its socket path {path} is longer than {MAX_SOCKET_PATH} bytes "
+                          "and /proc is not mounted to shorten it; set XDG_RUNTIME_DIR to a shorter directory")
+        raise error
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _connect(path: str) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(path)
+        socket_call(sock.connect, path)
     except OSError:
         sock.close()
         return None
@@ -305,9 +417,10 @@ def _request(sock: socket.socket, fields: list[bytes], spool: int | None) -> int
     return int(reply)
 
 
-def relay(argv: list[str]) -> tuple[int | None, str | None]:
+def relay(argv: list[str]) -> tuple[int | None, tuple[str, str | None] | None]:
     """Run ``argv`` through the resident process. Returns its exit code, or None when this process must run the
-    command itself, and then the socket path of a resident process to start afterwards (None: none wanted).
+    command itself, and then the socket path and ``-C`` file of a resident process to start afterwards (None: none
+    wanted).
 
     Standard input, once read, is left on descriptor 0 as the spool file, so that the fallback reads the same bytes.
     """
@@ -326,7 +439,7 @@ def relay(argv: list[str]) -> tuple[int | None, str | None]:
         sock = _connect(path) or _wait_for(path)
     if sock is None:
         start = wanted(config) and private_dir(directory, create=True)
-        return None, path if start else None
+        return None, (path, config) if start else None
     spool = None
     try:
         if mode == "deliver":
@@ -408,7 +521,7 @@ def system_mode(argv: list[str]) -> str | None:
                 break
             if letter == "I":
                 return None  # newaliases: nothing to rebuild, nothing for the service
-            if letter in _WITH_ARGUMENT or letter == "a":
+            if letter in _WITH_ARGUMENT:
                 argument = word[pos + 1:]
                 if not argument and index < len(argv):
                     argument = argv[index]
@@ -555,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         streams.settle()
         if start is not None:
             # Afterwards: its start-up would compete with this run for the CPU. The next message waits for it.
-            spawn(start)
+            spawn(*start)
 
 
 def run() -> None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     Mode = Literal[
         "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check",
-        "store-password", "oauth2-login", "import-msmtprc", "system-daemon", "system-setup",
+        "store-password", "oauth2-login", "import-msmtprc", "dkim-keygen", "system-daemon", "system-setup",
     ]
 
 
@@ -67,6 +67,11 @@ class Options:
     device: bool = False
     #: ``--import-msmtprc FILE``: the msmtp configuration to convert (None: msmtp's default locations).
     msmtprc: str | None = None
+    #: ``--dkim-keygen``'s ``--selector``, ``--domain``, ``--algorithm`` and ``--output`` (checked by the plugin).
+    selector: str | None = None
+    domain: str | None = None
+    algorithm: str | None = None
+    output: str | None = None
     #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
@@ -89,7 +94,8 @@ _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 _LONG_OPTIONS: dict[str, Mode] = {
     "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove", "--serverinfo": "serverinfo",
     "--check": "check", "--store-password": "store-password", "--oauth2-login": "oauth2-login",
-    "--import-msmtprc": "import-msmtprc", "--system-daemon": "system-daemon", "--system-setup": "system-setup",
+    "--import-msmtprc": "import-msmtprc", "--dkim-keygen": "dkim-keygen", "--system-daemon": "system-daemon",
+    "--system-setup": "system-setup",
 }
 #: Long flags that modify a mode rather than select one (the Options attribute they set).
 _LONG_FLAGS = {
@@ -123,6 +129,10 @@ def parse_args(argv: list[str]) -> Options:
     return opts
 
 
+#: Long options that take a value (``--selector S`` or ``--selector=S``), all ``--dkim-keygen``'s: the attribute.
+_VALUE_OPTIONS = {"--selector": "selector", "--domain": "domain", "--algorithm": "algorithm", "--output": "output"}
+
+
 #: Flags that only mean something in one mode, and the mode's option.
 _MODIFIERS = (("login", "serverinfo", "--login", "--serverinfo"), ("secrets", "check", "--secrets", "--check"),
               ("json", "mailq", "--json", "mailq or -bp"), ("pretend", "deliver", "--pretend", "a send"),
@@ -137,6 +147,11 @@ def _check_modifiers(opts: Options) -> None:
             raise UsageError(f"{flag} goes with {wanted}")
     if opts.identity is not None and opts.mode not in _IDENTITY_MODES:
         raise UsageError("--identity goes with a send, --pretend, --serverinfo, --store-password or --oauth2-login")
+    for name, attribute in _VALUE_OPTIONS.items():
+        if getattr(opts, attribute) is not None and opts.mode not in ("dkim-keygen", "help", "version"):
+            raise UsageError(f"{name} goes with --dkim-keygen")
+    if opts.mode == "dkim-keygen" and (opts.selector is None or opts.domain is None):
+        raise UsageError("--dkim-keygen needs --selector SELECTOR and --domain DOMAIN")
 
 
 def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
@@ -148,6 +163,15 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
                 raise UsageError("option --identity requires an argument (an identity's address)")
             value, index = argv[index], index + 1
         opts.identity = _identity_name(value, name)
+        return index
+    if name in _VALUE_OPTIONS:
+        if not has_value:
+            if index >= len(argv):
+                raise UsageError(f"option {name} requires an argument")
+            value, index = argv[index], index + 1
+        if not value or "\0" in value:
+            raise UsageError(f"option {name} requires a non-empty argument")
+        setattr(opts, _VALUE_OPTIONS[name], value)
         return index
     if name not in _LONG_OPTIONS and name not in _LONG_FLAGS:
         raise UsageError(f"unknown option {name}")

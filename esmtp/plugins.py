@@ -41,9 +41,9 @@ CACHE_VERSION = 3
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
     (name, f"esmtp_plugins.{name}")
     for name in (
-        "aliases", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "fixup_sender", "masquerade", "mda",
-        "oauth2", "password_command", "password_keyring", "password_netrc", "queue", "sasl_crammd5", "sasl_login",
-        "sasl_ntlm", "sasl_oauthbearer", "sasl_plain", "sasl_xoauth2",
+        "aliases", "dkim", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "fixup_sender", "masquerade",
+        "mda", "oauth2", "password_command", "password_keyring", "password_netrc", "queue", "sasl_crammd5",
+        "sasl_login", "sasl_ntlm", "sasl_oauthbearer", "sasl_plain", "sasl_xoauth2",
     )
 )
 
@@ -388,7 +388,7 @@ class Hooks:
             "str | None", hook(identity=identity, host=host, mechanism=mechanism, rejected=rejected, trace=trace)
         )
 
-    def command(self, options: Options, config: Config) -> int | None:
+    def command(self, options: Options, config: Config | None) -> int | None:
         return cast("int | None", self._hook("esmtp_command")(options=options, config=config))
 
     def delivery_agents(self) -> dict[str, DeliveryAgent]:
@@ -428,6 +428,9 @@ class Hooks:
 
     def before_deliver(self, envelope: Envelope, message: Message, route: Route, config: Config) -> None:
         self._hook("esmtp_before_deliver")(envelope=envelope, message=message, route=route, config=config)
+
+    def sign_message(self, envelope: Envelope, message: Message, config: Config, trace: Trace) -> None:
+        self._hook("esmtp_sign_message")(envelope=envelope, message=message, config=config, trace=trace)
 
     def after_deliver(self, envelope: Envelope, results: list[DeliveryResult], config: Config) -> None:
         self._hook("esmtp_after_deliver")(envelope=envelope, results=results, config=config)

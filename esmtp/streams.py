@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import sys
+from typing import Any, TextIO, cast
 
 _STREAMS = ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY), (2, "stderr", os.O_WRONLY))
 
@@ -36,8 +37,50 @@ def _unusable(fd: int, writing: bool) -> bool:
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
+class ReaderMayLeave:
+    """Standard output whose reader may go away before the end (``esmtp --check | head -1``): once a write or flush
+    meets EPIPE, the descriptor is pointed at /dev/null and the rest is dropped, so the command finishes with its own
+    exit code instead of ``internal error: BrokenPipeError``. A closed pipe on stdout is not an error of ours, and a
+    message that was delivered must never exit non-zero because a reader stopped reading. Everything else is the
+    wrapped stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, self._stream.fileno())
+        finally:
+            os.close(null)
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()  # what was buffered goes to /dev/null now
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._stream, attribute)
+
+
+def reader_may_leave(stream: TextIO) -> TextIO:
+    """``stream`` as a :class:`ReaderMayLeave` (the type a text stream's users expect)."""
+    return stream if isinstance(stream, ReaderMayLeave) else cast("TextIO", ReaderMayLeave(stream))
+
+
 def repair() -> None:
-    """Point every unusable standard descriptor at /dev/null, and give Python a stream for each one it lacks."""
+    """Point every unusable standard descriptor at /dev/null, give Python a stream for each one it lacks, and let
+    standard output's reader leave early (:class:`ReaderMayLeave`)."""
     for fd, name, mode in _STREAMS:
         if _unusable(fd, mode != os.O_RDONLY):
             null = os.open(os.devnull, mode)
@@ -47,6 +90,7 @@ def repair() -> None:
         if getattr(sys, name) is None:
             stream = open(fd, "r" if mode == os.O_RDONLY else "w", closefd=False)  # noqa: SIM115
             setattr(sys, name, stream)
+    sys.stdout = reader_may_leave(sys.stdout)
 
 
 def settle() -> None:

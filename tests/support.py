@@ -128,17 +128,44 @@ class _Server(AiosmtpdSMTP):
         super().connection_made(transport)
 
 
+#: Sockets bound by :func:`free_port`, held (never listening) until the test process ends.
+_HELD_PORTS: list[socket.socket] = []
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port on which nothing listens, for a server that must be unreachable (connection refused).
+
+    The port stays bound, without listening, for the rest of the test process: no server started later (they bind
+    port 0, see :class:`BindsPortZero`) can be given it, so a connection to it is refused for as long as a test may
+    use it. (A probe that binds, closes and hands the number on would race with every other bind.)
+    """
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    _HELD_PORTS.append(held)
+    return int(held.getsockname()[1])
 
 
-class _Controller(Controller):
+class BindsPortZero:
+    """An aiosmtpd controller that binds port 0 itself and reads its port back (``self.port``) before it serves:
+    no probe-then-bind race with other servers of a parallel test run."""
+
+    hostname: str
+    port: int
+    ssl_context: ssl.SSLContext | None
+    loop: Any
+    _factory_invoker: Any
+
+    def _create_server(self) -> Any:
+        listener = socket.create_server((self.hostname, 0))
+        self.port = int(listener.getsockname()[1])
+        return self.loop.create_server(self._factory_invoker, sock=listener, ssl=self.ssl_context)
+
+
+class _Controller(BindsPortZero, Controller):
     def __init__(self, sink: Sink, *, users: dict[str, str] | None, **kwargs: Any) -> None:
         self.sink = sink
         self.users = users
-        super().__init__(_Handler(sink), hostname="127.0.0.1", port=free_port(), **kwargs)
+        super().__init__(_Handler(sink), hostname="127.0.0.1", port=0, **kwargs)
 
     def factory(self) -> AiosmtpdSMTP:
         server_kwargs: dict[str, Any] = {"enable_SMTPUTF8": True, "data_size_limit": 1 << 30}
@@ -182,6 +209,27 @@ def auth_server() -> Iterator[SmtpServer]:
     server = start_server(users={"alice": "s3cret"})
     yield server
     server.controller.stop()
+
+
+def wait_for_queue_runner(queue: Path, timeout: float = 30) -> None:
+    """Wait until no background run holds the runner lock of the queue directory ``queue`` (the lock is taken
+    before the queueing command exits)."""
+    import fcntl
+
+    path = queue / "runner.lock"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not path.exists():
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.05)
+        finally:
+            os.close(fd)
+    raise AssertionError("the background run did not finish")
 
 
 @dataclass

@@ -357,8 +357,6 @@ def test_wire_formats(run: Runner, server: AuthServer) -> None:
     assert ntlm.startswith("NTLM ") and base64.b64decode(ntlm[5:]).startswith(b"NTLMSSP\0\x01")
 
 
-@pytest.mark.skipif("options" not in Credentials.__dataclass_fields__,
-                    reason="the core does not pass identity options to mechanisms yet (Credentials.options)")
 def test_login_initial_response_keyword(run: Runner, server: AuthServer) -> None:
     write_config(run, server, "auth_mechanisms LOGIN", "auth_plaintext enabled", "auth_login_initial_response enabled")
     assert send(run).returncode == 0

@@ -596,15 +596,47 @@ def test_modes_open_to_others_are_refused(home: Path, system: Path, mode: int) -
     assert not isinstance(caught.value, ConfigNotFound)
 
 
-def test_symlink_and_directory_are_refused(home: Path, system: Path, tmp_path: Path) -> None:
-    target = write(tmp_path / "real", "helo x")
-    os.symlink(target, home / ".esmtprc")
-    with pytest.raises(ConfigError, match=rf"^File {home}/\.esmtprc must be a regular file\.$"):
-        load(home, system)
-    os.unlink(home / ".esmtprc")
+def test_directory_and_fifo_are_refused(home: Path, system: Path) -> None:
     (home / ".esmtprc").mkdir()
     with pytest.raises(ConfigError, match=rf"^File {home}/\.esmtprc must be a regular file\.$"):
         load(home, system)
+    (home / ".esmtprc").rmdir()
+    os.mkfifo(home / ".esmtprc", 0o600)  # opening it must not wait for a writer
+    with pytest.raises(ConfigError, match=rf"^File {home}/\.esmtprc must be a regular file\.$"):
+        load(home, system)
+
+
+def test_symlink_to_a_private_file_of_ours_is_followed(home: Path, system: Path, tmp_path: Path) -> None:
+    """As msmtp does: dotfile managers (GNU stow, chezmoi) make ~/.esmtprc a symbolic link."""
+    (tmp_path / "dotfiles").mkdir()
+    target = write(tmp_path / "dotfiles" / "esmtprc", "helo linked")
+    os.symlink(target, home / ".esmtprc")
+    config = load(home, system)
+    assert (config.default.helo, config.path) == ("linked", f"{home}/.esmtprc")
+
+
+def test_symlink_to_anything_else_is_refused_naming_the_link(home: Path, system: Path, tmp_path: Path) -> None:
+    link = home / ".esmtprc"
+    shown = rf"File {link} \(a symbolic link to {tmp_path}(/\w+)?\)"
+    os.symlink(tmp_path / "missing", link)
+    write(system, "helo system")  # never used instead: a refused user file is an error
+    with pytest.raises(ConfigError, match=rf"^{shown} points to a file that does not exist\.$"):
+        load(home, system)
+    os.unlink(link)
+    os.symlink(tmp_path, link)
+    with pytest.raises(ConfigError, match=rf"^{shown} must be a regular file\.$"):
+        load(home, system)
+    os.unlink(link)
+    target = write(tmp_path / "shared", "password secret", 0o644)
+    os.symlink(target, link)
+    with pytest.raises(ConfigError, match=rf"^{shown} must not be readable .* mode is 0644\. Fix it with: "
+                                          rf"chmod 600 {target}$"):
+        load(home, system)
+    if os.geteuid() == 0:
+        target.chmod(0o600)
+        os.chown(target, 12345, -1)
+        with pytest.raises(ConfigError, match=rf"^{shown} must be owned by you\.$"):
+            load(home, system)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")

@@ -9,6 +9,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 from support import Runner, SmtpServer, entry_point, free_port
 from test_startup import run_in_process
 
@@ -150,6 +151,23 @@ def test_the_transcript_has_a_header_per_session_and_a_stamp_per_line(run: Runne
     assert stat.S_IMODE(os.stat(transcript).st_mode) == 0o600
 
 
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_the_session_header_comes_before_what_the_run_says_about_it(run: Runner, smtp_server: SmtpServer,
+                                                                      verbose: list[str]) -> None:
+    """``# delivering to ...`` belongs to the session it announces: the header line opens the block, as in every
+    transcript appended to the same file."""
+    transcript = run.home / "x.log"
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    for _ in range(2):
+        assert run(*verbose, "-X", str(transcript), "bob@example.net", input=MESSAGE).returncode == 0
+    text = transcript.read_text().splitlines()
+    headers = [n for n, line in enumerate(text) if line.startswith("=== ")]
+    delivering = [n for n, line in enumerate(text) if "# delivering to bob@example.net by smtp" in line]
+    assert headers[0] == 0 and len(headers) == len(delivering) == 2
+    assert all(h < d for h, d in zip(headers, delivering, strict=True)), text
+    assert delivering[0] < headers[1]
+
+
 def test_a_flush_logs_each_try_with_the_queue_id_and_a_bounce_the_same_way(run: Runner,
                                                                            smtp_server: SmtpServer) -> None:
     log = run.home / "mail.log"
@@ -178,3 +196,45 @@ def test_a_flush_logs_each_try_with_the_queue_id_and_a_bounce_the_same_way(run: 
     [bounce] = by_queue_id.pop(given_up["bounce_id"])
     assert (bounce["from"], bounce["recipients"], bounce["exitcode"]) == ("<>", "alice@example.org", "EX_OK")
     assert by_queue_id == {}
+
+
+def _shared_directory(run: Runner) -> Path:
+    """A directory anyone may write to (sticky, as /tmp): where another user can plant a file or a link."""
+    shared = run.home / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    return shared
+
+
+def test_a_symbolic_link_planted_as_the_log_is_never_followed(run: Runner, smtp_server: SmtpServer) -> None:
+    shared = _shared_directory(run)
+    victim = run.home / "victim"
+    victim.write_text("precious\n")
+    (shared / "mail.log").symlink_to(victim)
+    (shared / "dangling.log").symlink_to(run.home / "created-by-the-link")
+    for name in ("mail.log", "dangling.log"):
+        run.write_config(f"hostname {smtp_server.hostport}\nlogfile {shared / name}\n")
+        result = run("-f", "alice@example.org", "bob@example.net", input=MESSAGE)
+        assert result.returncode == 0, result.stderr
+        assert f"cannot write the log file {shared / name}: it is a symbolic link" in result.stderr
+    assert victim.read_text() == "precious\n"
+    assert not (run.home / "created-by-the-link").exists()
+    assert len(smtp_server.sink.messages) == 2  # mail is never held back for its log
+
+
+def test_a_log_owned_by_another_user_is_refused(run: Runner, smtp_server: SmtpServer) -> None:
+    shared = _shared_directory(run)
+    theirs = shared / "mail.log"
+    theirs.write_text("")
+    theirs.chmod(0o666)
+    os.chown(theirs, 65534, 65534)  # nobody's (these tests run as root; a user's run refuses root's the same way)
+    run.write_config(f"hostname {smtp_server.hostport}\nlogfile {theirs}\n")
+    result = run("-f", "alice@example.org", "bob@example.net", input=MESSAGE)
+    assert result.returncode == 0, result.stderr
+    assert f"cannot write the log file {theirs}: it is owned by uid 65534, not by you or root" in result.stderr
+    assert theirs.read_text() == ""  # no recipient of ours in someone else's file
+    fifo = shared / "fifo.log"
+    os.mkfifo(fifo)
+    run.write_config(f"hostname {smtp_server.hostport}\nlogfile {fifo}\n")
+    result = run("-f", "alice@example.org", "bob@example.net", input=MESSAGE, timeout=20)  # never waits for a reader
+    assert result.returncode == 0 and f"cannot write the log file {fifo}" in result.stderr

@@ -287,12 +287,17 @@ def test_a_modifier_without_its_mode_is_a_usage_error(run: Runner, args: tuple[s
     assert (result.returncode, result.stderr) == (EX_USAGE, f"esmtp: {message}\n")
 
 
-def test_check_skips_an_empty_global_section(run: Runner) -> None:
-    config = run.write_config("identity a@example.org\n  hostname mail.example.org\n")
+@pytest.mark.parametrize("global_settings", ["", "logfile ~/esmtp.log\n", "syslog enabled\nlogfile_format json\n"])
+def test_check_skips_an_empty_global_section(run: Runner, global_settings: str) -> None:
+    """A global section that holds only what applies to every identity (the delivery log) is no block of its own:
+    no send uses it, so ``--check`` lists only the identities."""
+    config = run.write_config(f"{global_settings}identity a@example.org\n  hostname mail.example.org\n")
+    line = global_settings.count("\n") + 1
     result = run("--check", program="esmtp")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        f"ok   a@example.org (default) at {config}:1: mail.example.org:587, none (starttls disabled), password none\n"
+        f"ok   a@example.org (default) at {config}:{line}: mail.example.org:587, none (starttls disabled), "
+        f"password none\n"
         f"{config}: 1 identity block(s) checked; nothing was contacted\n"
     )
 

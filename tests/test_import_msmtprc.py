@@ -94,13 +94,19 @@ def test_inheritance_follows_msmtp(run: Runner) -> None:
         "# msmtp line 36: tls_fingerprint 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33 -- only SHA-256",
         "# msmtp line 37: tls_cert_file ~/.certs/me.crt -- esmtp reads the client certificate and its key",
         "# msmtp line 41: proxy_host 127.0.0.1 -- no equivalent",
-        "# msmtp account 'pattern' (",
-        "not converted: 'from *@lists.example.org' is a pattern",
+        "# msmtp account 'otherpattern' (",
+        "not converted: 'from list-?@example.org' is a pattern esmtp cannot express (only *@domain)",
         "not converted: it has no 'from' address",
-        "# msmtp line 50: user nobody -- not converted: msmtp does not authenticate without 'auth on'",
+        "# msmtp line 53: user nobody -- not converted: msmtp does not authenticate without 'auth on'",
     ):
         assert comment in result.stdout
     assert "unused" not in result.stdout  # a password that is not converted is not printed either
+    # from *@domain is esmtp's identity *@domain: mail from that domain keeps going through that account's server,
+    # not through the default identity (another provider).
+    lists = identity(config, "*@lists.example.org")
+    assert (lists.hostname, lists.username) == ("mail.example.org:2525", base.username)  # the second defaults' port
+    assert config.identity_for("anyone@lists.example.org") is lists
+    assert lists.force_reverse_path is None  # a pattern is no address to force
 
 
 def test_default_account_without_from_becomes_the_global_section(run: Runner) -> None:

@@ -1,5 +1,6 @@
-"""The manual pages stay true: every keyword and every option that the code knows is documented, and groff reads the
-pages without a warning.
+"""The manual pages and the reference pages stay true: every keyword and every option that the code knows is
+documented in the manual pages, in docs/configuration.md and docs/cli.md, nothing is documented there that the code
+does not know, and groff reads the pages without a warning.
 
 The pages are hand-written roff (docs/manual-pages.md says why); these tests are what keeps them complete. A keyword
 or option counts as documented when it appears in the tag line of a ``.TP`` paragraph (the line after ``.TP``).
@@ -24,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man"
 ESMTP_1 = MAN / "man1" / "esmtp.1"
 ESMTPRC_5 = MAN / "man5" / "esmtprc.5"
+CONFIGURATION_MD = ROOT / "docs" / "configuration.md"
+CLI_MD = ROOT / "docs" / "cli.md"
 
 
 def tags(page: Path) -> str:
@@ -107,6 +110,68 @@ def test_the_checks_see_what_they_check() -> None:
     assert {"queue_dir", "masquerade_domain", "timeout", "hostname", "mda"} <= set(declared_keywords())
     assert {"-f", "-q", "-X", "-x", "--flush", "--import-msmtprc"} <= parser_options()
     assert "undocumented_keyword" not in documented_words(ESMTPRC_5)
+
+
+def table_rows(page: Path, first_header: str) -> list[str]:
+    """The first cell of every row of the Markdown tables in ``page`` whose header's first cell starts with
+    ``first_header`` (case-insensitive)."""
+    rows: list[str] = []
+    in_table = taking = False
+    for line in page.read_text().splitlines():
+        if not line.startswith("|"):
+            in_table = False
+            continue
+        cell = line.split("|")[1].strip()
+        if not in_table:  # a header row
+            in_table, taking = True, cell.lower().startswith(first_header)
+        elif taking and not cell.startswith("---"):
+            rows.append(cell)
+    return rows
+
+
+def markdown_keywords() -> set[str]:
+    """Every word in code in the first cell of docs/configuration.md's keyword tables (``force reverse_path``,
+    ``hostname`` (``host``)...)."""
+    spans = re.findall(r"`([^`]*)`", "\n".join(table_rows(CONFIGURATION_MD, "keyword")))
+    return {word for span in spans for word in re.findall(r"[A-Za-z][A-Za-z0-9_]*", span)}
+
+
+def test_every_keyword_is_in_configuration_md_and_nothing_else() -> None:
+    """docs/configuration.md lists every keyword (README.md says so), in the first cell of a keyword table."""
+    documented = markdown_keywords()
+    declared = declared_keywords()
+    missing = {name: who for name, who in sorted(declared.items()) if name not in documented}
+    advice = "\n".join(f"  {name!r}, declared by {who}: add a row to a keyword table of docs/configuration.md"
+                       for name, who in missing.items())
+    assert not missing, f"docs/configuration.md does not document these keywords:\n{advice}"
+    unknown = sorted(documented - set(declared))
+    assert not unknown, f"docs/configuration.md's keyword tables name keywords nobody declares: {unknown}"
+
+
+def markdown_options() -> tuple[set[str], set[str]]:
+    """The options docs/cli.md documents: those at the start of code anywhere on the page (``-A x``, ``--check``),
+    and those that head a row of its option tables (which must all exist)."""
+    text = CLI_MD.read_text()
+    anywhere = set(re.findall(r"`(--[a-z][a-z0-9-]*|-[A-Za-z])", text))
+    rows = "\n".join(table_rows(CLI_MD, "option") + table_rows(CLI_MD, "flag"))
+    return anywhere, set(re.findall(r"`(--[a-z][a-z0-9-]*|-[A-Za-z])", rows))
+
+
+def test_every_option_is_in_cli_md_and_nothing_else() -> None:
+    anywhere, rows = markdown_options()
+    missing = sorted(parser_options() - anywhere)
+    assert not missing, f"docs/cli.md does not document these options known to esmtp/options.py: {missing}"
+    unknown = sorted(rows - parser_options())
+    assert not unknown, f"docs/cli.md's option tables name options esmtp/options.py does not know: {unknown}"
+
+
+def test_the_markdown_checks_see_what_they_check() -> None:
+    assert {"hostname", "host", "reverse_path", "queue_retry", "relay_daemon_idle", "oauth2_scope"} <= (
+        markdown_keywords())
+    assert "wait" not in markdown_keywords() and "msmtp" not in markdown_keywords()  # other tables are not read
+    anywhere, rows = markdown_options()
+    assert {"-f", "-a", "--identity", "--check", "-bs"[:2]} <= rows
+    assert {"-A", "-x", "-c"} <= anywhere - rows  # the accepted-and-ignored list
 
 
 @pytest.mark.parametrize("page", sorted(MAN.glob("man*/*.[15]")), ids=lambda page: page.name)

@@ -285,6 +285,21 @@ def test_oauth2_login_stores_the_refresh_token_then_sending_works(run: Runner, o
     assert oauth2_provider.hits("/token") == 1  # the access token from the code exchange is reused
 
 
+def test_oauth2_login_without_a_chosen_keyring_avoids_the_plain_text_one(run: Runner, oauth2_provider: OAuth2Provider,
+                                                                          bearer_server: BearerServer,
+                                                                          tmp_path: Path) -> None:
+    """keyrings.alt's plain-text backend is keyring's default here; nobody chose it, so the refresh token goes to
+    esmtp's own 0600 state file, and the command says so and how safe that is."""
+    configure(run, bearer_server, oauth2_provider)
+    data = tmp_path / "data"
+    environ = run.env(XDG_DATA_HOME=str(data), ESMTP_OAUTH2_LOGIN_TIMEOUT="20")
+    result = login_as_browser(run, oauth2_provider, environ=environ)
+    assert result.returncode == 0, result.stderr
+    [state] = state_files(run)
+    assert f"stored in {state} (plain text, mode 0600: only you can read it)" in result.stdout
+    assert not (data / "python_keyring").exists()
+
+
 def test_oauth2_login_to_the_keyring(run: Runner, oauth2_provider: OAuth2Provider, bearer_server: BearerServer,
                                      tmp_path: Path) -> None:
     configure(run, bearer_server, oauth2_provider)
@@ -292,7 +307,8 @@ def test_oauth2_login_to_the_keyring(run: Runner, oauth2_provider: OAuth2Provide
                       XDG_DATA_HOME=str(tmp_path / "data"), ESMTP_OAUTH2_LOGIN_TIMEOUT="20")
     result = login_as_browser(run, oauth2_provider, environ=environ)
     assert result.returncode == 0, result.stderr
-    assert "stored in the keyring (PlaintextKeyring" in result.stdout
+    assert "stored in the keyring, service esmtp-oauth2:" in result.stdout
+    assert "(keyrings.alt.file.PlaintextKeyring: in plain text (base64) in " in result.stdout  # where, how safe
     assert state_files(run) == []
     sent = run("bob@example.net", input=MESSAGE, env=environ)
     assert sent.returncode == 0, sent.stderr
@@ -377,3 +393,22 @@ def test_oauth2_configuration_errors_exit_78(run: Runner, bearer_server: BearerS
     assert result.returncode == 78, result.stderr
     assert message in result.stderr
     assert bearer_server.sink.messages == []
+
+
+def test_check_secrets_fails_without_a_refresh_token(run: Runner, oauth2_provider: OAuth2Provider,
+                                                      bearer_server: BearerServer) -> None:
+    """``--check --secrets`` must not pass an identity whose send would fail with 77: without a refresh token
+    (configured or stored by ``--oauth2-login``) it exits 78 and says how to log in. Nothing is contacted."""
+    configure(run, bearer_server, oauth2_provider)
+    plain = run("--check", program="esmtp", env=env(run))
+    assert plain.returncode == 0, plain.stderr  # without --secrets the keyring and the state file are not read
+    result = run("--check", "--secrets", program="esmtp", env=env(run))
+    assert result.returncode == 78, result
+    assert "has no OAuth2 refresh token yet: log in once with: esmtp --oauth2-login" in result.stderr
+    assert result.stdout.startswith("FAIL (global section) (default)")
+    assert send(run).returncode == 77  # what the check foretold
+    configure(run, bearer_server, oauth2_provider, refresh_token=grant(oauth2_provider))
+    passed = run("--check", "--secrets", program="esmtp", env=env(run))
+    assert passed.returncode == 0, passed.stderr
+    assert "1 identity block(s) and their secrets checked" in passed.stdout  # it says that it ran
+    assert not [path for path, _ in oauth2_provider.requests if path == "/token"]  # nothing was contacted

@@ -294,6 +294,14 @@ def test_sender_forms(value: str, sender: str) -> None:
         ("a@x.example\r\nRCPT TO:<e@x>", "sender address (-f) contains a line break: 'a@x.example\\r\\nRCPT TO:<e@x>'"),
         ("a@x.example\0", "sender address (-f) contains a NUL byte: 'a@x.example\\x00'"),
         ("a@x.example\x0b", "sender address (-f) contains a control character: 'a@x.example\\x0b'"),
+        # A TAB is refused wherever it is, never squeezed out of the address with the blanks around it.
+        ("a\tb@example.org", "sender address (-f) contains a control character: 'a\\tb@example.org'"),
+        ("..\t`@!$", "sender address (-f) contains a control character: '..\\t`@!$'"),
+        ("bad@@x", "invalid sender address (-f) 'bad@@x'"),
+        ("a@x y", "invalid sender address (-f) 'a@x y'"),
+        ("a..b@x.example", "invalid sender address (-f) 'a..b@x.example': the address has a local part that is not a "
+                           "dot-atom: 'a..b' (quote it)"),
+        ('a""', "invalid sender address (-f) 'a\"\"'"),
     ],
 )
 def test_bad_senders(value: str, message: str) -> None:
@@ -646,3 +654,37 @@ def test_credential_commands(argv: list[str], mode: str, identity: str | None, d
 def test_credential_command_errors(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_args(argv)
+
+
+# --- the front end's scan (esmtp.front) agrees with the parser ------------------------------------------------------
+
+#: Arguments that the front end's scan could mistake for a mode or a configuration file if it split them wrongly.
+_TRICKY = ["bp", "bm", "bs", "Cfile", "-bp", "-Cother", "qI1", "x@example.org"]
+
+
+def test_front_end_option_table_is_the_parsers() -> None:
+    """esmtp.front cannot import esmtp.options (start-up cost), so it keeps a copy of the table: the same letters."""
+    from esmtp import front, options
+
+    assert set(front._WITH_ARGUMENT) == options._WITH_ARGUMENT
+
+
+@pytest.mark.parametrize("letter", sorted("aABbCdeFfhLMNOopRrVXcGIimnsTtUvxq"))
+def test_front_end_scan_agrees_with_the_parser_glued_and_apart(letter: str) -> None:
+    """For every option, glued to its argument or apart from it: when the parser accepts the command, the front
+    end hands over the mode and ``-C`` file the parser found, or runs the command here (None); never another one.
+    (``-abpx@example.org`` was once read as ``-bp``: the message went out empty through the warm relay.)"""
+    from esmtp.front import scan_argv
+
+    for argument in _TRICKY:
+        for words in ([f"-{letter}{argument}", "rcpt@example.net"], [f"-{letter}", argument, "rcpt@example.net"]):
+            argv = ["sendmail", *words]
+            try:
+                opts = parse_args(argv)
+            except UsageError:
+                continue
+            scanned = scan_argv(argv)
+            if scanned is None:
+                continue  # run here: always right
+            assert opts.mode in ("deliver", "mailq"), argv
+            assert scanned == (opts.mode, opts.config_file), argv

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from support import Result, Runner, SmtpServer, free_port
+from support import Result, Runner, SmtpServer, entry_point, free_port
 
 PASSWORD = "s3cret"  # auth_server's password for alice
 MESSAGE = b"Subject: sources\n\nbody\n"
@@ -23,9 +25,10 @@ def configure(run: Runner, server: SmtpServer, *lines: str) -> Path:
                                        *lines]) + "\n")
 
 
-def send(run: Runner, *args: str, keyring: str = NO_KEYRING, **env: str) -> Result:
-    return run(*args, "bob@example.net", input=MESSAGE, env=run.env(PYTHON_KEYRING_BACKEND=keyring, **env),
-               timeout=30)
+def send(run: Runner, *args: str, keyring: str | None = NO_KEYRING, **env: str) -> Result:
+    """A send; ``keyring``: the backend chosen with PYTHON_KEYRING_BACKEND (None: no choice made)."""
+    chosen = {"PYTHON_KEYRING_BACKEND": keyring} if keyring is not None else {}
+    return run(*args, "bob@example.net", input=MESSAGE, env=run.env(**chosen, **env), timeout=30)
 
 
 def write_netrc(run: Runner, text: str, mode: int = 0o600) -> Path:
@@ -97,6 +100,39 @@ def test_slow_password_command_is_bounded_by_the_timeout(run: Runner, auth_serve
     assert left.stdout == "", left.stdout
 
 
+def test_password_command_printing_a_lot_after_the_password_is_read_in_bounded_memory(
+        run: Runner, auth_server: SmtpServer) -> None:
+    """The first line, and a bounded amount after it: 100 MB after the password once made sendmail hold 321 MB."""
+    configure(run, auth_server, f"password_command \"printf '{PASSWORD}\\n'; head -c 100000000 /dev/zero\"")
+    measure = ("import resource, subprocess, sys; "
+               "done = subprocess.run(sys.argv[1:], input=b'Subject: big\\n\\nx\\n'); "
+               "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", measure, entry_point(), "bob@example.net"], capture_output=True,
+                         env=run.env(PYTHON_KEYRING_BACKEND=NO_KEYRING), timeout=60, check=True, text=True)
+    code, peak_kib = map(int, out.stdout.split())
+    assert code == 0, out.stderr
+    assert peak_kib < 120 * 1024, peak_kib
+    assert auth_server.sink.auths == [("PLAIN", "alice")]
+
+
+def test_password_command_leaving_a_child_behind_is_done_when_it_exits(run: Runner, auth_server: SmtpServer) -> None:
+    """``echo pw; sleep 20 &``: the command has exited, the background child still holds the pipe. Its first line is
+    taken at once (it once waited for the child, then said the command "did not finish")."""
+    marker = f"{20 + os.getpid() % 1000 / 1000:.3f}"
+    configure(run, auth_server, "timeout 5", f'password_command "echo {PASSWORD}; sleep {marker} &"')
+    started = time.monotonic()
+    try:
+        result = send(run)
+        elapsed = time.monotonic() - started
+    finally:
+        left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True, check=False)
+        for pid in left.stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 4.5
+    assert len(auth_server.sink.messages) == 1
+
+
 def test_password_command_output_is_the_bearer_token_for_xoauth2(run: Runner, auth_server: SmtpServer) -> None:
     """msmtp style: an external helper prints the token; auth_mechanisms picks the bearer mechanism."""
     configure(run, auth_server, "auth_mechanisms XOAUTH2", 'password_command "echo tok"')
@@ -128,6 +164,49 @@ def test_store_password_then_send_from_the_keyring(run: Runner, auth_server: Smt
     assert result.returncode == 0, result.stderr
     assert "from the keyring (esmtp:127.0.0.1)" in result.stderr
     assert auth_server.sink.auths == [("PLAIN", "alice")]
+
+
+def test_a_plain_text_keyring_is_used_only_when_chosen(run: Runner, auth_server: SmtpServer, tmp_path: Path) -> None:
+    """keyrings.alt (which the test extra installs) makes its plain-text file the default backend when nothing better
+    is there. esmtp stores nothing there, and reads nothing from there, unless it was chosen explicitly
+    (ESMTP_KEYRING_BACKEND, or keyring's own PYTHON_KEYRING_BACKEND); then it says where the secret went and how safe
+    that is."""
+    configure(run, auth_server)
+    data = tmp_path / "data"
+    plain_file = data / "python_keyring" / "keyring_pass.cfg"
+    refused = run("--store-password", input=f"{PASSWORD}\n".encode(), program="esmtp",
+                  env=run.env(XDG_DATA_HOME=str(data)))
+    assert refused.returncode == 78, refused
+    assert "PlaintextKeyring" in refused.stderr and "plain text" in refused.stderr
+    assert f"ESMTP_KEYRING_BACKEND={FILE_KEYRING}" in refused.stderr  # how to choose it anyway
+    assert not plain_file.exists()
+    for chosen in ({"ESMTP_KEYRING_BACKEND": FILE_KEYRING}, {"PYTHON_KEYRING_BACKEND": FILE_KEYRING}):
+        stored = run("--store-password", input=f"{PASSWORD}\n".encode(), program="esmtp",
+                     env=run.env(XDG_DATA_HOME=str(data), **chosen))
+        assert stored.returncode == 0, stored.stderr
+        assert f"plain text (base64) in {plain_file}" in stored.stdout
+        assert_no_secret(stored.stdout + stored.stderr, PASSWORD)
+    # A send without the choice does not read the plain-text file either: ~/.netrc would come next, and there is none.
+    assert send(run, keyring=None, XDG_DATA_HOME=str(data)).returncode == 78
+    assert send(run, keyring=None, XDG_DATA_HOME=str(data), ESMTP_KEYRING_BACKEND=FILE_KEYRING).returncode == 0
+
+
+def test_store_password_warns_when_it_will_not_be_used_or_replaces_an_entry(run: Runner, auth_server: SmtpServer,
+                                                                            tmp_path: Path) -> None:
+    config = configure(run, auth_server, "password s3cret")
+    env = run.env(PYTHON_KEYRING_BACKEND=FILE_KEYRING, XDG_DATA_HOME=str(tmp_path / "data"))
+    stored = run("--store-password", input=b"other\n", program="esmtp", env=env)
+    assert stored.returncode == 0, stored.stderr
+    assert (f"esmtp: identity default has a password in {config}:4, which wins over the keyring: the stored one is "
+            "used only once that line is removed") in stored.stderr
+    configure(run, auth_server)
+    again = run("--store-password", input=f"{PASSWORD}\n".encode(), program="esmtp", env=env)
+    assert again.returncode == 0, again.stderr
+    assert ("replaced the keyring entry esmtp:127.0.0.1, user alice: every configuration and identity with that "
+            "server host and username (the key is host + user) now uses the new password") in again.stderr
+    same = run("--store-password", input=f"{PASSWORD}\n".encode(), program="esmtp", env=env)
+    assert same.returncode == 0 and "replaced" not in same.stderr
+    assert send(run, keyring=FILE_KEYRING, XDG_DATA_HOME=str(tmp_path / "data")).returncode == 0
 
 
 def test_store_password_for_an_unknown_identity(run: Runner, auth_server: SmtpServer, tmp_path: Path) -> None:

@@ -109,3 +109,17 @@ def test_closed_streams_through_the_warm_relay(tmp_path: Path, smtp_server: Smtp
     assert process.returncode == 0
     assert elapsed < 15  # (with descriptor 0 closed, the socket or spool once landed there and the run hung 30 s)
     assert len(smtp_server.sink.messages) == 1
+
+
+def test_reader_leaving_early_is_not_an_error(run: Runner) -> None:
+    """``esmtp --check | head -1``: the reader closes the pipe after its first line. What is written after that goes
+    nowhere, quietly, and the command's own exit code stands (no ``internal error: BrokenPipeError``)."""
+    run.write_config("".join(f"\nidentity user{n}@example.org\nhostname 127.0.0.1:{1000 + n}\n" for n in range(3000)))
+    process = subprocess.Popen([entry_point("esmtp"), "--check"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=run.env())  # far more output than a pipe holds
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # as head -1 does
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0, stderr
+    assert first.startswith(b"ok ") and stderr == ""

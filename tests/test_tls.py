@@ -12,6 +12,7 @@ import re
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from aiosmtpd.controller import Controller
 from support import (
     BIN,
     RESET,
+    BindsPortZero,
     Reply,
     Runner,
     ScriptedServer,
@@ -30,7 +32,6 @@ from support import (
     _Authenticator,
     _Handler,
     _Server,
-    free_port,
     transcript_lines,
 )
 
@@ -84,14 +85,14 @@ class TlsServer:
         return f"localhost:{self.port}"
 
 
-class _TlsController(Controller):
+class _TlsController(BindsPortZero, Controller):
     """aiosmtpd with STARTTLS (``tls_context``) or implicit TLS (``ssl_context``), optionally AUTH after TLS only."""
 
     def __init__(self, sink: Sink, *, users: dict[str, str] | None, starttls: ssl.SSLContext | None,
                  require_starttls: bool, implicit: ssl.SSLContext | None) -> None:
         self.sink, self.users = sink, users
         self.starttls, self.require_starttls = starttls, require_starttls
-        super().__init__(_Handler(sink), hostname="127.0.0.1", port=free_port(), ssl_context=implicit)
+        super().__init__(_Handler(sink), hostname="127.0.0.1", port=0, ssl_context=implicit)
 
     def factory(self) -> Any:
         kwargs: dict[str, Any] = {"enable_SMTPUTF8": True}
@@ -328,6 +329,26 @@ def test_implicit_tls_against_a_plain_port_says_so(run: Runner, tls_server: Call
     result = send(run, server.hostport, "smtps enabled")
     assert result.returncode == EX_UNAVAILABLE
     assert "does not speak TLS on this port" in result.stderr
+    assert delivered(server) == []
+
+
+@pytest.mark.parametrize("starttls", ["starttls required", "starttls disabled"])
+@pytest.mark.parametrize("command", ["send", "serverinfo"])
+def test_implicit_tls_on_any_port_without_smtps_says_so(run: Runner, pki: TLSFiles,
+                                                        tls_server: Callable[..., TlsServer], starttls: str,
+                                                        command: str) -> None:
+    """An implicit-TLS server on a port other than 465 (2465 here: any free port) waits for our TLS hello in silence.
+    Silence after connecting, then a TLS handshake that succeeds on a probe, is the pattern: the same advice and 69
+    as on port 465, in seconds, instead of 75 after the greeting wait (and a caller retrying forever)."""
+    server = tls_server(implicit=server_context(pki))
+    run.write_config(f"hostname {server.hostport}\n{starttls}\n")
+    started = time.monotonic()
+    args = ["--serverinfo"] if command == "serverinfo" else list(SEND)
+    result = run(*args, input=MESSAGE, program="esmtp" if command == "serverinfo" else "sendmail")
+    assert result.returncode == EX_UNAVAILABLE, result.stderr
+    assert f"{server.hostport} sent no greeting within 5 s and answers a TLS handshake" in result.stderr
+    assert "add 'smtps enabled'" in result.stderr
+    assert time.monotonic() - started < 20
     assert delivered(server) == []
 
 

@@ -1,11 +1,11 @@
 """Finding and reading the configuration file: ``-C file``, else ``~/.esmtprc`` (a regular file, owned by the user,
-no group or other bits), else ``/etc/esmtprc``. Only one file is read; :mod:`esmtp.config.parser` parses it.
+no group or other bits; or a symbolic link of the user's to such a file), else ``/etc/esmtprc``. Only one file is
+read; :mod:`esmtp.config.parser` parses it.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 
 from esmtp.config.model import Config
 from esmtp.errors import ConfigError, ConfigNotFound
@@ -22,25 +22,32 @@ def _open_error(path: str, error: OSError) -> ConfigError:
     return ConfigError(f"open: {path}: {error.strerror or error}")
 
 
-def check_user_file(path: str) -> bool:
-    """esmtp's rcfile_check: False when the file does not exist; ConfigError when it may not be used."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    except OSError as error:
-        raise ConfigError(f"lstat: {path}: {error.strerror or error}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"File {path} must be a regular file.")
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o067:
-        raise ConfigError(
-            f"File {path} must not be readable or writable by others (it may hold a password), but its mode is "
-            f"{mode:04o}. Fix it with: chmod 600 {path}"
-        )
-    if info.st_uid != os.geteuid():
-        raise ConfigError(f"File {path} must be owned by you.")
-    return True
+def check_user_file(path: str, *, holds: str = "a password") -> bool:
+    """esmtp's rcfile_check (for ``~/.netrc`` and DKIM keys too): False when the file does not exist; ConfigError when
+    it may not be used. ``holds`` says why in the error (a DKIM key file holds a private key)."""
+    from esmtp.front import open_user_file
+
+    fd, problem = open_user_file(path, holds)
+    if problem is not None:
+        raise ConfigError(problem)
+    if fd is not None:
+        os.close(fd)
+    return fd is not None
+
+
+def _read_user_file(path: str) -> str | None:
+    """esmtp's rcfile_check, then the file's text: None when the file does not exist; ConfigError when it may not be
+    used. The rule, shared with the front end (which reads ``relay_daemon`` before anything is imported), is
+    :func:`esmtp.front.open_user_file`: it checks the opened descriptor, and never waits on a FIFO."""
+    from esmtp.front import open_user_file
+
+    fd, problem = open_user_file(path)
+    if problem is not None:
+        raise ConfigError(problem)
+    if fd is None:
+        return None
+    with open(fd, "rb") as handle:
+        return handle.read().decode("utf-8", "surrogateescape")
 
 
 def load_config(cli_path: str | None, *, home: str | None = None, system_path: str = "/etc/esmtprc") -> Config:
@@ -62,14 +69,12 @@ def load_config(cli_path: str | None, *, home: str | None = None, system_path: s
     user_path = None
     if home:
         user_path = home + ("" if home.endswith("/") else "/") + ".esmtprc"
-        if check_user_file(user_path):
-            try:
-                # O_NOFOLLOW: the file checked above cannot have been swapped for a symlink since.
-                return parse_config(_read(user_path, os.O_NOFOLLOW), user_path)
-            except FileNotFoundError:
-                pass
-            except OSError as error:
-                raise _open_error(user_path, error) from None
+        try:
+            user_text = _read_user_file(user_path)
+        except OSError as error:
+            raise _open_error(user_path, error) from None
+        if user_text is not None:
+            return parse_config(user_text, user_path)
     try:
         return parse_config(_read(system_path), system_path)
     except FileNotFoundError:

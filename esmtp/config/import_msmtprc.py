@@ -101,9 +101,22 @@ class _Block:
         self.lines.append(f"  # msmtp line {setting.lineno}: {setting.command} {shown}".rstrip() + f" -- {why}")
 
 
-def _usable_from(address: str | None) -> bool:
+_PATTERN = "?*[%"
+
+
+def _exact_from(address: str | None) -> bool:
     """An address esmtp can match exactly: no msmtp wildcard or substitution pattern."""
-    return bool(address) and not any(char in "?*[%" for char in address or "")
+    return bool(address) and not any(char in _PATTERN for char in address or "")
+
+
+def _usable_from(address: str | None) -> bool:
+    """An address esmtp can express as an identity: an exact one, or msmtp's ``*@domain``, which is esmtp's own
+    ``identity *@domain`` (any sender of that domain). Other patterns (``list-?@...``, ``%U@...``) are left to the
+    routing work: their accounts stay comments."""
+    if _exact_from(address):
+        return True
+    local, at, domain = (address or "").partition("@")
+    return local == "*" and bool(at) and _exact_from(domain) and "@" not in domain
 
 
 def _hostname(account: Account) -> str | None:
@@ -159,7 +172,7 @@ def _convert(account: Account, block: _Block) -> None:
             block.set(_RENAMED[command], setting.argument)
         else:
             block.note(setting, "not converted: msmtp does not authenticate without 'auth on'")
-    if account.get("allow_from_override") == "off" and _usable_from(account.get("from")):
+    if account.get("allow_from_override") == "off" and _exact_from(account.get("from")):
         block.set("force reverse_path", account.get("from") or "")
     for command, setting in settings.items():
         if command in _CONSUMED or (command, setting.argument) in _ALREADY:
@@ -207,7 +220,9 @@ def _skip_reason(account: Account, default: Account | None, seen: dict[str, Acco
     """Why a non-default account gets no identity block, or None when it gets one."""
     address = account.get("from")
     if not _usable_from(address):
-        return f"'from {address}' is a pattern" if address else "it has no 'from' address"
+        if address:
+            return f"'from {address}' is a pattern esmtp cannot express (only *@domain)"
+        return "it has no 'from' address"
     assert address is not None
     if address in seen:
         return f"account '{seen[address].name}' has the same 'from' address, and msmtp -f takes the first"

@@ -54,7 +54,11 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
         warn(str(error))
     if problems:
         return EX_CONFIG
-    print(f"{config.path}: {checked} identity block(s) checked; nothing was contacted")
+    if options.secrets:  # say that it ran: a passing --secrets would otherwise look like a plain --check
+        print(f"{config.path}: {checked} identity block(s) and their secrets checked (password_command run, keyring "
+              "and OAuth2 tokens read); no server was contacted")
+    else:
+        print(f"{config.path}: {checked} identity block(s) checked; nothing was contacted")
     return EX_OK
 
 
@@ -85,7 +89,12 @@ def search_order() -> bool:
 
 
 def _has_settings(identity: Identity) -> bool:
-    return any((identity.hostname, identity.username, identity.password, identity.options))
+    """Whether a block holds settings a send would use as this block's: the delivery log's keywords in the global
+    section apply to every identity, so they alone make no block to check."""
+    from esmtp.delivery_log import INHERITED
+
+    own = set(identity.options) - (set(INHERITED) if identity.address is None else set())
+    return any((identity.hostname, identity.username, identity.password, own))
 
 
 def _check_identity(identity: Identity, hooks: Hooks, secrets: bool) -> str:

@@ -2,8 +2,8 @@
 
 One process per user and configuration (and environment: see ``front.fingerprint``), listening on a Unix socket in
 a 0700 directory, serving only its own uid (SO_PEERCRED). It keeps what every run would otherwise pay for: the
-interpreter, asyncio and aiosmtplib, the parsed configuration and the plugins (reloaded when the file's inode, mtime
-or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.smtp.kept`). Each request
+interpreter, asyncio and aiosmtplib, the parsed configuration and the plugins (reloaded when the file's inode, mtime,
+ctime or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.smtp.kept`). Each request
 runs :func:`esmtp.cli.main` in a thread of its own, with the caller's stdout, stderr and spooled standard input in
 place of the process's, so the caller sees what a run of its own would give. It exits after ``relay_daemon_idle``
 seconds without a request. Started by the front end (or by systemd socket activation: contrib/).
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from esmtp.crashpoints import crashpoint
 from esmtp.errors import EsmtpError
-from esmtp.front import PROTOCOL, fingerprint
+from esmtp.front import PROTOCOL, fingerprint, socket_call
 from esmtp.relay.serving import (
     BadRequest,
     Serving,
@@ -57,7 +57,8 @@ def _signature(paths: list[str]) -> tuple[tuple[int, ...] | None, ...]:
         except OSError:
             found.append(None)
             continue
-        found.append((info.st_ino, info.st_mtime_ns, info.st_size, info.st_mode, info.st_uid))
+        # ctime too: an in-place edit of the same size with the old mtime put back changes nothing else.
+        found.append((info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_mode, info.st_uid))
     return tuple(found)
 
 
@@ -78,8 +79,24 @@ class Configs:
         home = os.environ.get("HOME")
         return ([os.path.join(home, ".esmtprc")] if home else []) + [system_config()]
 
-    def load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
-        """:func:`esmtp.cli._load`, from the cache while the file is unchanged (same errors otherwise)."""
+    def load(self, options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
+        """:func:`esmtp.cli._load`, from the cache while the file is unchanged: the same errors, and with
+        ``tolerant`` (mailq) the same warning and a run without the configuration, so that a broken file gives the
+        same answers here as in a run of its own."""
+        from esmtp.errors import ConfigError, ConfigNotFound
+
+        try:
+            return self._load(options, need_config=need_config)
+        except ConfigError as error:
+            if not tolerant or isinstance(error, ConfigNotFound):
+                raise
+            from esmtp.cli import ignore_broken
+            from esmtp.plugins import load_hooks
+
+            ignore_broken(error)
+            return None, load_hooks(None)
+
+    def _load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
         from esmtp.cli import system_config
         from esmtp.config.files import load_config
 
@@ -118,15 +135,17 @@ class Configs:
 
     def setting(self, config_file: str | None) -> tuple[bool, float]:
         """Whether the configuration lets the relay run (``relay_daemon``, ``ESMTP_RELAY_DAEMON``), and its idle
-        time. A configuration that cannot be read leaves the answer to the front end's own scan."""
+        time. A configuration that cannot be read leaves the answer to the front end's own scan of the file (so that
+        removing ``relay_daemon auto`` from a broken file still ends the process, as it would a run of its own)."""
+        from esmtp.front import config_setting
         from esmtp.options import Options
 
+        forced = os.environ.get("ESMTP_RELAY_DAEMON")
         try:
             config, _ = self.load(Options(config_file=config_file), need_config=False)
         except (EsmtpError, OSError):
-            return True, DEFAULT_IDLE
+            return forced == "1" or (forced != "0" and config_setting(config_file) == "auto"), DEFAULT_IDLE
         options = config.options if config is not None else {}
-        forced = os.environ.get("ESMTP_RELAY_DAEMON")
         enabled = forced == "1" or (forced != "0" and options.get("relay_daemon") == "auto")
         return enabled, float(options.get("relay_daemon_idle") or DEFAULT_IDLE)
 
@@ -270,17 +289,56 @@ def _listen(path: str) -> tuple[socket.socket, bool]:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_mask = os.umask(0o177)
     try:
-        listener.bind(path)
+        socket_call(listener.bind, path)  # (through a short name when the path is longer than sun_path takes)
     finally:
         os.umask(old_mask)
     listener.listen(128)
     return listener, False
 
 
+def sweep_spool_files(directory: str | None = None) -> None:
+    """Remove the message spool files (``esmtp-PID-*.body``, :func:`esmtp.message.read_message`) that processes of
+    ours left in ``$TMPDIR`` when they were killed (SIGKILL runs no clean-up): only regular files of this uid whose
+    process is gone. A resident process runs this as it starts, so one killed in the middle of DATA leaves nothing
+    for long."""
+    import re
+
+    directory = directory or os.environ.get("TMPDIR") or "/tmp"
+    name = re.compile(r"esmtp-(\d+)-[0-9a-f]{12}\.body")
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            found = name.fullmatch(entry.name)
+            if found is None or int(found.group(1)) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if info.st_uid != os.getuid() or (info.st_mode & 0o170000) != 0o100000:
+                    continue
+                if _gone(int(found.group(1))):
+                    os.unlink(entry.path)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie that nobody has reaped yet included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # another user's process with that pid: not ours to judge
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 def main(args: list[str]) -> int:
-    """``python -c ... SOCKET_PATH``: serve until idle. Exits at once if another process already serves the path."""
-    if len(args) != 1:
-        sys.stderr.write("usage: relay_daemon SOCKET_PATH\n")
+    """``python -c ... SOCKET_PATH [CONFIG]``: serve until idle. Exits at once if another process already serves the
+    path. ``CONFIG`` is the ``-C`` file of the callers it serves (absolute), whose ``relay_daemon_idle`` applies from
+    the start: a process started for one message and never used again must not wait the default."""
+    if len(args) not in (1, 2):
+        sys.stderr.write("usage: relay_daemon SOCKET_PATH [CONFIG]\n")
         return 64
     path = args[0]
     lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -294,6 +352,10 @@ def main(args: list[str]) -> int:
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
     install_routing()
+    sweep_spool_files()
     from esmtp.smtp import session as smtp  # noqa: F401  (what every message needs, loaded once)
 
-    return RelayServer(listener, path, adopt_environment=activated).serve()
+    server = RelayServer(listener, path, adopt_environment=activated)
+    if not activated:  # systemd's environment is not yet the callers': their first request sets the idle time
+        server.idle = server.configs.setting(args[1] if len(args) == 2 else None)[1]
+    return server.serve()

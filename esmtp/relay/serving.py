@@ -46,7 +46,8 @@ def receive(conn: socket.socket, max_fds: int = 3) -> tuple[list[bytes], list[in
     descriptors (the kernel closes those that did not fit); OSError (a time-out too) for a broken connection.
     """
     conn.settimeout(REQUEST_WAIT)
-    data, ancillary, flags, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(max_fds * 4))
+    # Close-on-exec: no command run for another request (an MDA) inherits them.
+    data, ancillary, flags, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(max_fds * 4), socket.MSG_CMSG_CLOEXEC)
     fds: list[int] = []
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -114,10 +115,22 @@ def install_routing() -> None:
 
 @contextlib.contextmanager
 def caller_streams(out: int, err: int, spool: int | None) -> Iterator[None]:
-    """The caller's stdout and stderr (and, for a message, its spool file as stdin) for this thread's run."""
-    stdout = open(os.dup(out), "w", encoding="utf-8", errors="strict")  # noqa: SIM115
-    stderr = open(os.dup(err), "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
-    stdin = open(os.dup(spool) if spool is not None else os.open(os.devnull, os.O_RDONLY), encoding="utf-8")  # noqa: SIM115
+    """The caller's stdout and stderr (and, for a message, its spool file as stdin) for this thread's run.
+
+    The streams do not own the caller's descriptors (closefd=False): the handler closes those, on every path, also
+    when a stream cannot be made (a directory as the message, say).
+    """
+    from esmtp.streams import reader_may_leave
+
+    stdout = reader_may_leave(open(out, "w", encoding="utf-8", errors="strict", closefd=False))  # noqa: SIM115
+    stderr = open(err, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    try:
+        stdin = (open(spool, encoding="utf-8", closefd=False) if spool is not None  # noqa: SIM115
+                 else open(os.devnull, encoding="utf-8"))  # noqa: SIM115
+    except BaseException:
+        stdout.close()
+        stderr.close()
+        raise
     token = _streams.set({"stdin": stdin, "stdout": stdout, "stderr": stderr})
     try:
         yield

@@ -23,9 +23,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
-from esmtp.addresses import check_address
+from esmtp.addresses import address_problem, unsafe_character
 from esmtp.errors import EX_IOERR, EX_PROTOCOL, EX_TEMPFAIL, DataError
 from esmtp.message import read_message
+from esmtp.progname import printable
 from esmtp.server.input import DataStream, IdleTimeout, LineReader, Reject
 
 if TYPE_CHECKING:
@@ -97,14 +98,11 @@ def _path(argument: str, keyword: str) -> tuple[str, list[str]]:
 
 
 def check_syntax(address: str) -> None:
-    """Refuse what cannot be a mailbox (control characters, brackets, blanks, an empty part)."""
-    try:
-        check_address(address, "address")
-    except DataError:
-        raise Reject("501 5.1.3 Bad address syntax: control character or angle bracket") from None
-    local, at, domain = address.rpartition("@") if "@" in address else (address, "", "")
-    if not local or (at and not domain) or (" " in address and not local.startswith('"')):
-        raise Reject(f"501 5.1.3 Bad address syntax: <{address}>")
+    """Refuse what cannot be a mailbox: :func:`esmtp.addresses.address_problem`, the command line's check too."""
+    problem = address_problem(address)
+    if problem is not None:
+        shown = "" if unsafe_character(address) or "\t" in address else f" <{address}>"
+        raise Reject(f"501 5.1.3 Bad address syntax:{shown} the address {problem}"[:400])
 
 
 def _params(params: list[str]) -> dict[str, str]:
@@ -129,6 +127,8 @@ class StdioServer:
         self.errors = 0
         #: The exit status so far (see :meth:`note`).
         self.status = 0
+        #: The caller stopped reading replies (see :meth:`flush`).
+        self.stalled = False
 
     # ---- output --------------------------------------------------------------------------------------------------
 
@@ -142,10 +142,19 @@ class StdioServer:
             self.pending.append(f"{code}{separator}{body}\r\n".encode())
 
     def flush(self) -> None:
+        """Write the pending replies, each wait for the caller to read bounded by the idle timeout: a caller that
+        stops reading ends the session as a broken pipe would (OSError), never blocks it."""
+        import select
+
         data = b"".join(self.pending)
         self.pending.clear()
-        while data:
-            data = data[os.write(self.out, data) :]
+        while data and not self.stalled:
+            _, ready, _ = select.select([], [self.out], [], self.reader.timeout)
+            if not ready:
+                self.stalled = True  # nothing more is written: the last flush must not wait again
+                raise TimeoutError(f"the caller read no reply for {self.reader.timeout:g} seconds")
+            # At most PIPE_BUF bytes, which a writable pipe takes without blocking.
+            data = data[os.write(self.out, data[: select.PIPE_BUF]) :]
 
     def note(self, status: int) -> None:
         """Keep the most serious exit status: a permanent failure's, then 76 (protocol), then 75, then 0."""
@@ -167,6 +176,12 @@ class StdioServer:
             self.note(EX_TEMPFAIL)
         except OSError:
             self.note(EX_IOERR)  # the pipe broke: the caller is gone
+        except BaseException:
+            # A bug (or an interrupt): the replies already earned still go out (a delivered message's 250 among
+            # them, or the caller would send it again); the error is then reported as any other.
+            with contextlib.suppress(OSError):
+                self.flush()
+            raise
         with contextlib.suppress(OSError):  # the caller is gone
             self.flush()
         return self.status
@@ -218,7 +233,8 @@ class StdioServer:
             self.reply(f"250 {self.hostname}")
             return True
         extensions = ["PIPELINING", "8BITMIME", "SMTPUTF8", f"SIZE {MAX_SIZE}", "DSN", "ENHANCEDSTATUSCODES", "HELP"]
-        self.reply("\n".join([f"250 {self.hostname} greets {argument}", *(f"250 {e}" for e in extensions)]))
+        greets = printable(argument)  # no control character of the caller's goes back (a CR would split the line)
+        self.reply("\n".join([f"250 {self.hostname} greets {greets}", *(f"250 {e}" for e in extensions)]))
         return True
 
     def smtp_MAIL(self, argument: str) -> bool:
@@ -237,7 +253,7 @@ class StdioServer:
     def _mail_param(self, transaction: Transaction, name: str, value: str) -> None:
         if not self.extended:
             raise Reject("555 5.5.4 MAIL parameters need EHLO")
-        if name == "SIZE" and value.isdigit():
+        if name == "SIZE" and value.isascii() and value.isdigit():  # not "²", which int() refuses
             if int(value) > MAX_SIZE:
                 raise Reject(f"552 5.3.4 Message larger than the maximum size of {MAX_SIZE} bytes")
         elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
@@ -301,20 +317,31 @@ class StdioServer:
             self.note(EX_TEMPFAIL)
             raise
         except (Reject, DataError) as refused:
-            stream.skip()
+            self._skip(stream)
             self.reply(refused.reply if isinstance(refused, Reject) else f"554 5.6.0 {refused}")
             return True
         except OSError as error:  # the spool file (a full disk); if our input broke instead, skip() raises again
-            stream.skip()
+            self._skip(stream)
             self.reply(f"451 4.3.0 cannot spool the message: {error.strerror or error}; try again later")
             self.note(EX_TEMPFAIL)
             return True
         with message:
-            stream.skip()  # the dot itself, if read_message stopped before it
+            self._skip(stream)  # the dot itself, if read_message stopped before it
+            # The replies earned so far go out before a delivery that may take minutes (or be killed): a pipelined
+            # earlier message's 250 must not wait behind this one. A caller already gone gets nothing delivered.
+            self.flush()
             reply, status = self.relay.deliver(transaction, message)
         self.note(status)
         self.reply(reply)
         return True
+
+    def _skip(self, stream: DataStream) -> None:
+        """The rest of the data, to the final dot. Input that ends first leaves a message unanswered: 75."""
+        try:
+            stream.skip()
+        except EOFError:
+            self.note(EX_TEMPFAIL)
+            raise
 
     def smtp_RSET(self, argument: str) -> bool:
         self.transaction = None

@@ -32,6 +32,8 @@ class LineReader:
         self.before_wait = before_wait  # called before blocking: pending replies must go out first (RFC 2920)
         self.buffer = bytearray()
         self.eof = False
+        #: Whether the last line read (or skipped) ended in CRLF: only ``<CRLF>.<CRLF>`` ends DATA.
+        self.crlf = True
 
     def _fill(self) -> None:
         import select
@@ -50,18 +52,20 @@ class LineReader:
         """The next line, LF included. Raises EOFError at the end of input (a last line without LF is dropped),
         and Reject after skipping a line longer than ``limit`` (not counting its line ending)."""
         start = 0
-        skipped = False
+        skipped = cr_before = False
         while True:
             end = self.buffer.find(b"\n", start)
             if end >= 0:
                 line = bytes(self.buffer[: end + 1])
                 del self.buffer[: end + 1]
+                self.crlf = line.endswith(b"\r\n") or (line == b"\n" and cr_before)
                 if skipped or len(line.rstrip(b"\r\n")) > limit:
                     raise Reject(f"500 5.5.2 Line too long (more than {limit} characters)")
                 return line
             if self.eof:
                 raise EOFError
             if len(self.buffer) > limit + 2:
+                cr_before = self.buffer.endswith(b"\r")
                 self.buffer.clear()  # keep skipping to the end of this line, never holding it
                 start, skipped = 0, True
             else:
@@ -71,6 +75,10 @@ class LineReader:
 
 class DataStream:
     """The DATA of one message as a file for :func:`read_message`: dot-unstuffed, ending at the lone dot.
+
+    Only ``<CRLF>.<CRLF>`` ends it (RFC 5321 4.1.1.4): a lone dot with a bare LF on either side is text, kept with
+    its dot (stuffed again on the way out), so that the lines after it can never be read as commands (SMTP
+    smuggling, 2023). A lone CR is no line ending here at all.
 
     Enforces the line-length, header-size and message-size limits. Raises Reject for a limit (the rest of the data
     must then be skipped with :meth:`skip`), EOFError when the input ends before the dot, IdleTimeout.
@@ -84,19 +92,24 @@ class DataStream:
         self.header_size = 0
         self.done = False
         self.pending = b""
+        #: Whether the line before the next one ended in CRLF (the DATA command's own line first).
+        self.after_crlf = reader.crlf
 
     def _next_line(self) -> bytes:
         if self.done:
             return b""
         too_long = f"500 5.5.2 Message has a line longer than {TEXT_LIMIT} characters (RFC 5321 4.5.3.1.6)"
+        after_crlf = self.after_crlf
         try:
             line = self.reader.line(TEXT_LIMIT + 1)  # a stuffed dot does not count
         except Reject:
+            self.after_crlf = self.reader.crlf
             raise Reject(too_long) from None
-        if line in (b".\r\n", b".\n"):
+        self.after_crlf = self.reader.crlf
+        if line == b".\r\n" and after_crlf:
             self.done = True
             return b""
-        if line.startswith(b"."):
+        if line.startswith(b".") and line not in (b".\r\n", b".\n"):
             line = line[1:]
         elif len(line.rstrip(b"\r\n")) > TEXT_LIMIT:
             raise Reject(too_long)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -264,6 +265,21 @@ class SmtpSession:
         suspect_tls = self.port == IMPLICIT_TLS_PORT and not self.smtps
         if suspect_tls:
             wait = min(wait, IMPLICIT_TLS_SILENCE)
+        shown = wait  # the wait the messages name (what is left of it may be less, after a silence below)
+        if not suspect_tls and not self.smtps and wait > IMPLICIT_TLS_SILENCE:
+            # On any other port: silence, then a TLS handshake on a probe, is an implicit-TLS server too.
+            from esmtp.smtp import implicit_tls
+
+            started = time.monotonic()
+            silent = not await implicit_tls.readable(sock, IMPLICIT_TLS_SILENCE)
+            if silent and await implicit_tls.answers_tls(self.host, self.port, IMPLICIT_TLS_SILENCE):
+                sock.close()
+                raise PermanentFailure(implicit_tls.advice(self.server, IMPLICIT_TLS_SILENCE, probed=True))
+            left = wait - (time.monotonic() - started)
+            if left <= 0:
+                sock.close()
+                raise TemporaryFailure(f"{self.server} sent no greeting within {wait:g} s (timed out)")
+            wait, shown = left, wait
         try:
             greeting = await self._smtp.connect(sock=sock, timeout=wait)
         except aiosmtplib.SMTPConnectError as error:
@@ -272,13 +288,11 @@ class SmtpSession:
             if self.smtps or isinstance(error, aiosmtplib.SMTPResponseException):
                 raise  # a TLS failure or a refusal: open() explains it
             if isinstance(error, aiosmtplib.SMTPConnectTimeoutError) and suspect_tls:
-                raise PermanentFailure(
-                    f"{self.server} sent no greeting within {wait:g} s: port {IMPLICIT_TLS_PORT} expects TLS from "
-                    "the first byte (implicit TLS), so add 'smtps enabled' to the configuration (or use port 587 "
-                    "with 'starttls required'); nothing was sent"
-                ) from None
+                from esmtp.smtp.implicit_tls import advice
+
+                raise PermanentFailure(advice(self.server, wait, probed=False)) from None
             if isinstance(error, aiosmtplib.SMTPConnectTimeoutError):
-                raise TemporaryFailure(f"{self.server} sent no greeting within {wait:g} s (timed out)") from None
+                raise TemporaryFailure(f"{self.server} sent no greeting within {shown:g} s (timed out)") from None
             cause = error.__cause__ or error
             raise TemporaryFailure(f"{self.server} closed the connection before its greeting ({cause})") from None
         assert self._smtp.protocol is not None

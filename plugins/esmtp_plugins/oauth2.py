@@ -79,4 +79,22 @@ def esmtp_password_source(identity: Identity) -> PasswordSource | None:
         return None
     provider = identity.options.get("oauth2_provider", "custom")
     return PasswordSource("oauth2", f"an OAuth2 access token ({provider}), refreshed with the refresh token that "
-                                    "esmtp --oauth2-login stored")
+                                    "esmtp --oauth2-login stored",
+                          check=lambda secrets: _refresh_token_problem(identity) if secrets else "")
+
+
+def _refresh_token_problem(identity: Identity) -> str:
+    """``--check --secrets``: what a send would fail on with 77 before contacting anything, "" when a refresh token is
+    there (configured, its ``_command`` run, or stored by ``--oauth2-login``). The token endpoint is not asked:
+    ``--check`` contacts nothing."""
+    from .oauth2_settings import configured_secret, resolve
+    from .oauth2_store import open_store
+
+    settings = resolve(identity)  # an incomplete OAuth2 block is its ConfigError (file:line)
+    if configured_secret(settings, "oauth2_refresh_token"):
+        return ""
+    store = open_store(settings)
+    if store.get("refresh_token"):
+        return ""
+    return (f"identity {settings.name} has no OAuth2 refresh token yet: log in once with: {settings.login_hint} "
+            f"(a send would fail with 77; looked in {store.where})")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from esmtp.errors import ConfigError, TemporaryFailure
 
-from .credentials import load_keyring
+from .credentials import describe_backend, load_keyring
 
 if TYPE_CHECKING:
     from .oauth2_settings import OAuth2Settings
@@ -55,6 +55,10 @@ def _private_dir(path: str) -> None:
         info = os.stat(path)
     except OSError as error:
         raise ConfigError(f"cannot create the state directory {path}: {error.strerror or error}") from None
+    _check_private_dir(path, info)
+
+
+def _check_private_dir(path: str, info: os.stat_result) -> None:
     if stat.S_IMODE(info.st_mode) & 0o077 or info.st_uid != os.geteuid():
         raise ConfigError(
             f"Directory {path} holds OAuth2 tokens and must be yours and private, but its mode is "
@@ -69,9 +73,16 @@ class FileStore:
         self.directory = directory
         self.path = os.path.join(directory, f"{key}.json")
         self.label = label
-        self.where = self.path
+        self.where = f"{self.path} (plain text, mode 0600: only you can read it)"
 
     def _read(self) -> dict[str, Any]:
+        try:
+            # Checked on read too: a token cached in a directory others may write to may be theirs.
+            _check_private_dir(self.directory, os.stat(self.directory))
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            raise ConfigError(f"cannot read {self.directory}: {error.strerror or error}") from None
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
@@ -128,8 +139,7 @@ class KeyringStore:
     def __init__(self, keyring: Any, key: str) -> None:
         self.keyring = keyring
         self.service = KEYRING_SERVICE + key
-        backend = keyring.get_keyring()
-        self.where = f"the keyring ({type(backend).__name__}, service {self.service})"
+        self.where = f"the keyring, service {self.service} ({describe_backend(keyring)})"
 
     def get(self, name: str) -> str | None:
         try:

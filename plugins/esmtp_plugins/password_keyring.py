@@ -1,9 +1,11 @@
 """The desktop keyring (the optional ``keyring`` library, ``pip install 'esmtp[keyring]'``) as a password source.
 
 An identity with a ``username`` and no ``password``, ``password_command`` or OAuth2 settings is looked up under
-service ``esmtp:HOST``, user ``username``. ``keyring`` is imported only for that lookup; when it is not installed, or
-has no usable backend, the lookup is skipped quietly (``~/.netrc`` comes next). ``esmtp --store-password`` stores the
-secret there: it prompts on a terminal and reads one line from stdin otherwise.
+service ``esmtp:HOST``, user ``username``: the key is host + user, so every configuration and identity with that
+server host and username shares the entry. ``keyring`` is imported only for that lookup; when it is not installed,
+or has no backend esmtp may use (a plain-text one nobody chose: :mod:`.credentials`), the lookup is skipped quietly
+(``~/.netrc`` comes next). ``esmtp --store-password`` stores the secret there: it prompts on a terminal and reads one
+line from stdin otherwise, and says where the secret went and how safe that is.
 """
 
 from __future__ import annotations
@@ -14,8 +16,18 @@ from typing import TYPE_CHECKING
 from esmtp import hookimpl
 from esmtp.errors import ConfigError, EsmtpError, TemporaryFailure, UsageError
 from esmtp.password_sources import PasswordSource
+from esmtp.progname import warn
 
-from .credentials import find_identity, has_other_source, identity_name, load_keyring
+from .credentials import (
+    COMMAND_KEYWORDS,
+    describe_backend,
+    find_identity,
+    find_keyring,
+    has_other_source,
+    identity_name,
+    load_keyring,
+    where,
+)
 
 if TYPE_CHECKING:
     from esmtp.config.model import Config, Identity
@@ -70,23 +82,41 @@ def esmtp_command(options: Options, config: Config) -> int | None:
         where = f"{identity.source or config.path}:{identity.lineno}"
         raise ConfigError(f"{where}: identity {name} has no username: set 'username' in it first")
     host = identity.server(587)[0]
-    keyring = load_keyring()
+    keyring, why_not = find_keyring()
     if keyring is None:
         raise ConfigError(
-            "no keyring is available: install it with pip install 'esmtp[keyring]' (and a backend for this system), "
-            "or use password_command or ~/.netrc"
+            f"no keyring to store the password in: {why_not}. Or use password_command, or ~/.netrc"
         )
+    _warn_unused(identity, name)  # before the prompt: the user may stop here
     secret = _read_secret(f"Password for {identity.username} at {host}: ")
     if not secret:
         raise UsageError("no password given; nothing stored")
     try:
+        previous = keyring.get_password(service(host), identity.username)
+    except Exception:  # noqa: BLE001  (keyring backends raise their own types; the write below reports its own)
+        previous = None
+    try:
         keyring.set_password(service(host), identity.username, secret)
     except Exception as error:  # noqa: BLE001  (keyring backends raise their own types)
         raise TemporaryFailure(f"the keyring could not store the password ({type(error).__name__})") from None
-    backend = keyring.get_keyring()
-    print(f"Stored the password for {identity.username} at {host} (identity {name}) in the keyring "
-          f"{type(backend).__module__}.{type(backend).__name__}, service {service(host)}.")
+    if previous is not None and previous != secret:
+        warn(f"replaced the keyring entry {service(host)}, user {identity.username}: every configuration and "
+             "identity with that server host and username (the key is host + user) now uses the new password")
+    print(f"Stored the password for {identity.username} at {host} (identity {name}) in the keyring, service "
+          f"{service(host)}, user {identity.username}: {describe_backend(keyring)}.")
     return 0
+
+
+def _warn_unused(identity: Identity, name: str) -> None:
+    """Say so when a send would not use the keyring for this identity: another source wins over it."""
+    if identity.password is not None:
+        warn(f"identity {name} has a password in {where(identity, 'password')}, which wins over the keyring: the "
+             "stored one is used only once that line is removed")
+        return
+    for keyword in (*COMMAND_KEYWORDS, *sorted(k for k in identity.options if k.startswith("oauth2_"))):
+        if keyword in identity.options:
+            warn(f"identity {name} has {keyword} ({where(identity, keyword)}), which is used instead of the keyring")
+            return
 
 
 @hookimpl

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ssl
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,16 +123,6 @@ def test_client_certificate_missing_is_refused(run: Any, clean_postfix: PostfixS
     assert_nothing_delivered(postfix)
 
 
-def test_client_certificate_from_an_untrusted_ca_is_refused(run: Any, clean_postfix: PostfixServer) -> None:
-    postfix = clean_postfix
-    trust(run, postfix)
-    path = client_cert(run, postfix.rogue_client_combined_pem)
-    result, _ = send(run, postfix, postfix.ports.submission_cc, "starttls required")
-    assert result.returncode == EX_NOPERM, result.stderr
-    assert f"did not accept the TLS client certificate {path}" in result.stderr
-    assert_nothing_delivered(postfix)
-
-
 def test_per_host_client_certificate(run: Any, clean_postfix: PostfixServer) -> None:
     postfix = clean_postfix
     trust(run, postfix)
@@ -152,51 +144,6 @@ def test_encrypted_client_key_with_the_right_passphrase(run: Any, clean_postfix:
     assert_delivered(postfix, marker)
 
 
-def test_encrypted_client_key_with_a_wrong_passphrase(run: Any, clean_postfix: PostfixServer) -> None:
-    postfix = clean_postfix
-    trust(run, postfix)
-    path = client_cert(run, postfix.client_combined_encrypted_pem)
-    result, _ = send(run, postfix, postfix.ports.submission_cc, "starttls required",
-                     'certificate_passphrase "not the passphrase"')
-    assert result.returncode == EX_CONFIG, result.stderr
-    assert f"certificate_passphrase does not decrypt the private key in {path}" in result.stderr
-    assert "connecting to" not in result.stderr  # stopped before any connection
-    assert_nothing_delivered(postfix)
-
-
-def test_untrusted_ca(run: Any, clean_postfix: PostfixServer) -> None:
-    postfix = clean_postfix
-    trust(run, postfix)
-    result, _ = send(run, postfix, postfix.ports.rogue, "starttls required", login=True)
-    assert result.returncode == EX_UNAVAILABLE, result.stderr
-    server = f"{postfix.hostname}:{postfix.ports.rogue}"
-    assert f"{server}: the TLS certificate for localhost is issued by an untrusted CA" in result.stderr
-    assert "ROGUE CA" in result.stderr
-    assert f"add the CA certificate to {run.home / '.authenticate' / 'ca.pem'}" in result.stderr
-    assert "C: AUTH" not in result.stderr
-    assert_nothing_delivered(postfix)
-
-
-def test_wrong_host_name(run: Any, clean_postfix: PostfixServer) -> None:
-    postfix = clean_postfix
-    trust(run, postfix)
-    result, _ = send(run, postfix, postfix.ports.wronghost, "starttls required", login=True)
-    assert result.returncode == EX_UNAVAILABLE, result.stderr
-    assert "the TLS certificate is not for host localhost (it is for wrong.example.invalid)" in result.stderr
-    assert "C: AUTH" not in result.stderr
-    assert_nothing_delivered(postfix)
-
-
-def test_expired_certificate(run: Any, clean_postfix: PostfixServer) -> None:
-    postfix = clean_postfix
-    trust(run, postfix)
-    result, _ = send(run, postfix, postfix.ports.expired, "starttls required", login=True)
-    assert result.returncode == EX_UNAVAILABLE, result.stderr
-    assert "the TLS certificate for localhost has expired (not after 20" in result.stderr
-    assert "C: AUTH" not in result.stderr
-    assert_nothing_delivered(postfix)
-
-
 def test_enabled_against_a_server_without_starttls(run: Any, clean_postfix: PostfixServer) -> None:
     postfix = clean_postfix
     trust(run, postfix)
@@ -207,23 +154,70 @@ def test_enabled_against_a_server_without_starttls(run: Any, clean_postfix: Post
     assert assert_delivered(postfix, marker).sasl_method == "CRAM-MD5"
 
 
-def test_enabled_without_starttls_still_keeps_a_plaintext_password_back(run: Any,
-                                                                        clean_postfix: PostfixServer) -> None:
-    postfix = clean_postfix
-    result, _ = send(run, postfix, postfix.ports.notls, "starttls enabled", 'auth_mechanisms "PLAIN LOGIN"',
-                     login=True)
-    assert result.returncode == EX_NOPERM, result.stderr
-    assert "refusing to send the password in clear" in result.stderr
-    assert "C: AUTH" not in result.stderr
-    assert_nothing_delivered(postfix)
+def _rogue_pin(postfix: PostfixServer) -> str:
+    return format_fingerprint(ssl.PEM_cert_to_DER_cert(postfix.tls.rogue_cert_pem.read_text()))
 
 
-def test_required_against_a_server_without_starttls(run: Any, clean_postfix: PostfixServer) -> None:
+@dataclass(frozen=True)
+class Refusal:
+    """A TLS problem esmtp must stop at: where it connects, what it is configured with, what it must say."""
+
+    port: str
+    lines: Callable[[PostfixServer], list[str]]
+    code: int
+    #: What stderr must contain (``{server}``, ``{path}``, ``{ca}``: the server, the client certificate file, ca.pem).
+    says: tuple[str, ...]
+    trusted: bool = True
+    login: bool = True
+    #: A client certificate installed first (an attribute of the server holding its file).
+    certificate: str | None = None
+    #: Whether esmtp may have connected at all (a bad key passphrase stops it before any connection).
+    connects: bool = True
+
+
+REFUSALS = {
+    "untrusted CA": Refusal("rogue", lambda _: ["starttls required"], EX_UNAVAILABLE, (
+        "{server}: the TLS certificate for localhost is issued by an untrusted CA", "ROGUE CA",
+        "add the CA certificate to {ca}")),
+    "wrong host name": Refusal("wronghost", lambda _: ["starttls required"], EX_UNAVAILABLE, (
+        "the TLS certificate is not for host localhost (it is for wrong.example.invalid)",)),
+    "expired certificate": Refusal("expired", lambda _: ["starttls required"], EX_UNAVAILABLE, (
+        "the TLS certificate for localhost has expired (not after 20",)),
+    "required against a server without STARTTLS": Refusal("notls", lambda _: ["starttls required"], EX_UNAVAILABLE, (
+        "{server} does not offer STARTTLS",), trusted=False),
+    "enabled without STARTTLS keeps a plain-text password back": Refusal(
+        "notls", lambda _: ["starttls enabled", 'auth_mechanisms "PLAIN LOGIN"'], EX_NOPERM, (
+            "refusing to send the password in clear",), trusted=False),
+    "fingerprint mismatch": Refusal(
+        "submission", lambda postfix: ["starttls required", f'tls_fingerprint "{_rogue_pin(postfix)}"'],
+        EX_UNAVAILABLE, ("does not match tls_fingerprint",)),
+    "client certificate from an untrusted CA": Refusal(
+        "submission_cc", lambda _: ["starttls required"], EX_NOPERM, (
+            "did not accept the TLS client certificate {path}",), login=False,
+        certificate="rogue_client_combined_pem"),
+    "encrypted client key with a wrong passphrase": Refusal(
+        "submission_cc", lambda _: ["starttls required", 'certificate_passphrase "not the passphrase"'], EX_CONFIG, (
+            "certificate_passphrase does not decrypt the private key in {path}",), login=False,
+        certificate="client_combined_encrypted_pem", connects=False),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS.values(), ids=REFUSALS.keys())
+def test_a_tls_problem_stops_the_delivery_before_any_secret(run: Any, clean_postfix: PostfixServer,
+                                                            case: Refusal) -> None:
     postfix = clean_postfix
-    result, _ = send(run, postfix, postfix.ports.notls, "starttls required", login=True)
-    assert result.returncode == EX_UNAVAILABLE, result.stderr
-    assert f"{postfix.hostname}:{postfix.ports.notls} does not offer STARTTLS" in result.stderr
+    if case.trusted:
+        trust(run, postfix)
+    path = client_cert(run, getattr(postfix, case.certificate)) if case.certificate else None
+    port = getattr(postfix.ports, case.port)
+    result, _ = send(run, postfix, port, *case.lines(postfix), login=case.login)
+    assert result.returncode == case.code, result.stderr
+    fields = {"server": f"{postfix.hostname}:{port}", "path": path, "ca": run.home / ".authenticate" / "ca.pem"}
+    for text in case.says:
+        assert text.format(**fields) in result.stderr
     assert "C: AUTH" not in result.stderr
+    if not case.connects:
+        assert "connecting to" not in result.stderr  # stopped before any connection
     assert_nothing_delivered(postfix)
 
 
@@ -242,22 +236,10 @@ def test_libesmtp_xdg_locations(run: Any, clean_postfix: PostfixServer) -> None:
 
 def test_fingerprint_pin_accepts_the_rogue_certificate(run: Any, clean_postfix: PostfixServer) -> None:
     postfix = clean_postfix
-    pin = format_fingerprint(ssl.PEM_cert_to_DER_cert(postfix.tls.rogue_cert_pem.read_text()))
-    result, marker = send(run, postfix, postfix.ports.rogue, "starttls required", f'tls_fingerprint "{pin}"')
+    result, marker = send(run, postfix, postfix.ports.rogue, "starttls required",
+                          f'tls_fingerprint "{_rogue_pin(postfix)}"')
     assert result.returncode == 0, result.stderr
     assert_delivered(postfix, marker)
-
-
-def test_fingerprint_mismatch(run: Any, clean_postfix: PostfixServer) -> None:
-    postfix = clean_postfix
-    trust(run, postfix)
-    pin = format_fingerprint(ssl.PEM_cert_to_DER_cert(postfix.tls.rogue_cert_pem.read_text()))
-    result, _ = send(run, postfix, postfix.ports.submission, "starttls required", f'tls_fingerprint "{pin}"',
-                     login=True)
-    assert result.returncode == EX_UNAVAILABLE, result.stderr
-    assert "does not match tls_fingerprint" in result.stderr
-    assert "C: AUTH" not in result.stderr
-    assert_nothing_delivered(postfix)
 
 
 def test_minimum_version_13(run: Any, clean_postfix: PostfixServer) -> None:

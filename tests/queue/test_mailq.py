@@ -1,5 +1,6 @@
 """mailq / -bp through the installed command: sizes with units, the next try as a time, --json, and a configuration
-that cannot be read or used does not stop the listing."""
+that cannot be read or used does not stop the listing. Every test runs twice: here, and through the warm relay's
+resident process (:mod:`relay_support`): same output, same exit codes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import json
 import re
 import time
 
+import pytest
+from relay_support import (
+    relay_pids,
+    run_in_both_modes,  # noqa: F401  (the `run` fixture: every test here runs in both modes)
+)
 from support import Runner, SmtpServer, free_port
 
 MESSAGE = b"From: alice@example.org\nSubject: queued\n\n" + b"x" * 3000 + b"\n"
@@ -66,3 +72,31 @@ def test_a_bad_duration_does_not_stop_the_listing_and_check_names_it(run: Runner
                             "'5 minutes' (write 5m: one word, no space)\n")
     send = run("bob@example.net", input=MESSAGE)
     assert send.returncode == 78 and send.stderr.startswith(f"sendmail: {config}:4: 'queue_retry'")
+
+
+@pytest.mark.parametrize("relay_setting", ["", "relay_daemon auto\n"])
+def test_a_broken_configuration_gives_the_same_answers_every_time(run: Runner, relay_setting: str) -> None:
+    """With a duration written as two words (``queue_retry 5 minutes``: a file that does not parse), every mailq warns
+    and lists (0), every send and --check fail (78), whether the command runs here or in a resident process, started
+    by the first command (``relay_daemon auto``) or already there, and after ``relay_daemon auto`` is removed."""
+    if relay_setting:
+        run.mode_env = {}  # the file decides: the first command runs here and starts the resident process
+    queue_one(run)
+    broken = f"hostname 127.0.0.1:{free_port()}\nqueue fallback\n{relay_setting}queue_retry 5 minutes\n"
+    config = run.write_config(broken)
+    error = (f"{config}:{3 + bool(relay_setting)}: 'queue_retry 5 minutes': a duration is one word here: write "
+             "'queue_retry 5m'")
+    for state in ("as written", "as written again", "relay_daemon removed"):
+        if state == "relay_daemon removed":
+            run.write_config(broken.replace("relay_daemon auto\n", ""))
+            error = error.replace(f"{config}:4:", f"{config}:3:")
+        listing = run(program="mailq")
+        assert (listing.returncode, listing.stderr.splitlines()[0]) == (0, f"mailq: warning: {error}"), (
+            state, listing)
+        assert "1 message" in listing.stdout, (state, listing)
+        send = run("bob@example.net", input=MESSAGE)
+        assert (send.returncode, send.stderr) == (78, f"sendmail: {error}\n"), (state, send)
+        check = run("--check", program="esmtp")
+        assert (check.returncode, check.stderr) == (78, f"esmtp: {error}\n"), (state, check)
+    if run.mode_env.get("ESMTP_RELAY_DAEMON") == "0":
+        assert not relay_pids(run.runtime)

@@ -25,7 +25,6 @@ sessions, message, tidier, bounce) are imported for flushes only.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -33,6 +32,7 @@ from esmtp import hookimpl
 from esmtp.errors import EX_CANTCREAT, EsmtpError
 from esmtp.types import KeywordSpec
 
+from . import clock
 from .settings import settings_for
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def esmtp_queue_message(
     from .store import QueueStore
 
     store = QueueStore(settings.path)
-    now = time.time()
+    now = clock.now()
     head = message.header_bytes()
     head_block = head + message.newline if head else b""
     entry = Entry.from_envelope(

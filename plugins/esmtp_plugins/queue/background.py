@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from esmtp.errors import EX_SOFTWARE, EsmtpError
 
+from . import clock
 from .entry import Delivered, Entry
 from .settings import Settings
 from .store import QueueStore
@@ -118,7 +119,7 @@ async def _background(flusher: Flusher, lock_fd: int) -> None:
         while fd is not None:
             idle_since = time.monotonic()
             while True:
-                now = time.time()
+                now = clock.now()
                 batch = [e for e in _new_entries(store, seen) if flusher.wanted(e, now)]
                 seen.update(e.id for e in batch)
                 if batch:

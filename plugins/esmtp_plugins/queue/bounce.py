@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from email.utils import formatdate, make_msgid
 
+from . import clock
 from .entry import Entry, new_id
 
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
@@ -60,7 +60,7 @@ def make_bounce(entry: Entry, original_path: str, original_headers: bytes, *, ho
     only its header block (``original_headers``).
     """
     host = hostname or socket.gethostname()
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     boundary = f"{new_id()}/{host}"
     full = entry.ret == "FULL"
     report = [f"Reporting-MTA: dns; {host}", f"X-Esmtp-Queue-ID: {entry.id}"]

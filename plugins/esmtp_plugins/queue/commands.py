@@ -7,12 +7,12 @@ cron run over an empty or waiting queue stays cheap.
 from __future__ import annotations
 
 import sys
-import time
 from typing import TYPE_CHECKING
 
 from esmtp.errors import EX_NOINPUT, EX_OK, EX_TEMPFAIL, ConfigError
 from esmtp.progname import name as program_name
 
+from . import clock
 from .entry import is_due
 from .settings import Settings, queue_path, settings_for
 from .store import QueueStore
@@ -28,7 +28,7 @@ def run_command(options: Options, config: Config | None) -> int:
         from .listing import list_json, list_text
 
         store = QueueStore(queue_path(config.options if config is not None else None), _owner())
-        sys.stdout.write((list_json if options.json else list_text)(store, time.time()))
+        sys.stdout.write((list_json if options.json else list_text)(store, clock.now()))
         return EX_OK
     settings = settings_for(config)
     store = QueueStore(settings.path, _owner())
@@ -66,7 +66,7 @@ def flush_command(store: QueueStore, settings: Settings, options: Options, confi
     """``-q``/``--flush``/``deliver``: deliver the due entries (or the ones named) in the foreground."""
     selected = list(options.queue_ids) or None
     if selected is None:
-        now = time.time()
+        now = clock.now()
         delivered: list[str] = []
         if not any(is_due(entry, now) for entry in store.scan(delivered=delivered)) and not delivered:
             store.collect_garbage()  # crash left-overs of enqueues that never completed

@@ -3,10 +3,11 @@
 Loaded only when a flush runs (in the foreground, or the background run); with the modules it uses (sessions,
 message, tidier, bounce), it is the part of the queue that imports asyncio and the SMTP client.
 
-Per entry: lock it, re-route its stored envelope (the stored message is final: no header fix-ups run again), send
-each leg, then record the outcome in one state change: delivered (the entry is marked, then removed), deferred
-(retry later with exponential backoff), or failed (moved to ``failed/``, with a bounce when the configuration asks
-for one). The outcome of a message is recorded before the data of the next one is sent.
+Per entry: lock it, re-route its stored envelope (the stored message is final: no header fix-ups run again), sign it
+(``esmtp_sign_message``: a signature is made when the message is sent, not when it was queued), send each leg, then
+record the outcome in one state change: delivered (the entry is marked, then removed), deferred (retry later with
+exponential backoff), or failed (moved to ``failed/``, with a bounce when the configuration asks for one). The
+outcome of a message is recorded before the data of the next one is sent.
 
 Duplicates: a message is sent twice only if the process dies (or the connection breaks) after the final dot was
 written and before the entry was marked delivered, which is the unavoidable window of every MTA: the server may have
@@ -44,6 +45,7 @@ from esmtp.smtp.kept import KeepPolicy, KeptSession, connection_key
 from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
+from . import clock
 from .bounce import EXPIRED, make_bounce, wants_bounce, wants_double_bounce
 from .entry import Entry, ErrorKind, error_kind, is_due
 from .message import QueuedMessage
@@ -227,7 +229,7 @@ class Flusher:
                     self.report.busy += 1
                 self.progress.step(self.report)
                 continue
-            now = time.time()
+            now = clock.now()
             if not self.wanted(claim.entry, now):
                 claim.release()
                 self.progress.step(self.report)
@@ -245,6 +247,7 @@ class Flusher:
         message = QueuedMessage(claim.fd, entry, self.store.eml(entry.id))
         route = self.hooks.route(envelope, self.config)
         self.hooks.before_deliver(envelope, message, route, self.config)
+        self.hooks.sign_message(envelope, message, self.config, self.trace)  # now: a fresh signature for this try
         return Job(claim, envelope, message, self._legs(route, entry, envelope), now)
 
     async def _run(self, job: Job, group: KeptSession, work: deque[Entry], meanwhile: Callable[[], None]) -> None:
@@ -438,7 +441,7 @@ class Flusher:
         self.errors.write(f"{program_name()}: queue entry {entry.id} failed: {reasons}{note}\n")
         # The queue gives up: one line (host=queue) with the reasons, the time spent queued and the bounce's id.
         record(self.config, self.envelope(entry), entry.size, "queue", list(entry.failed),
-               time.monotonic() - (time.time() - entry.created), error=PermanentFailure(reasons), queue_id=entry.id,
+               time.monotonic() - (clock.now() - entry.created), error=PermanentFailure(reasons), queue_id=entry.id,
                bounce_id=bounce_id)
 
 
@@ -489,7 +492,7 @@ def _routed(pairs: list[tuple[str, str]]) -> list[str]:
 
 async def _flush(flusher: Flusher) -> None:
     store = flusher.store
-    now = time.time()
+    now = clock.now()
     delivered: list[str] = []
     entries = [entry for entry in store.recover(delivered) if flusher.wanted(entry, now)]
     if flusher.selected is not None:

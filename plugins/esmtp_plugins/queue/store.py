@@ -26,13 +26,13 @@ import contextlib
 import errno
 import fcntl
 import os
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from esmtp.crashpoints import crashpoint
 
+from . import clock
 from .entry import DELIVERED_MARK, Delivered, Entry
 
 if TYPE_CHECKING:
@@ -408,7 +408,7 @@ class QueueStore:
     def collect_garbage(self, now: float | None = None) -> int:
         """Remove left-overs of crashes: old files in tmp/, and old messages whose envelope never arrived or was
         already removed (a delivered entry killed between its two unlinks). Returns how many files went."""
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         removed = 0
         failed = set(self.ids(failed=True))
         try:
