@@ -390,9 +390,15 @@ def _encode(words: list[str]) -> list[bytes]:
     return [word.encode("utf-8", "surrogateescape") for word in words]
 
 
-def _request(sock: socket.socket, fields: list[bytes], spool: int | None) -> int | None:
+def _request(sock: socket.socket, argv: list[str], spool: int | None, ours: str) -> int | None:
+    """Send the run to the warm relay's resident process and wait for its exit code (None: it did not answer or
+    declined). ``ours`` is this caller's :func:`fingerprint`."""
+    return _exchange(sock, [PROTOCOL, *_encode([os.getcwd(), ours, *argv])], spool)
+
+
+def _exchange(sock: socket.socket, fields: list[bytes], spool: int | None) -> int | None:
     """Send a request (the protocol's fields, then argv) with our stdout, stderr and the ``spool`` file, and wait
-    for its exit code (None: it did not answer or declined)."""
+    for its exit code (None: it did not answer or declined). The warm relay's and the system service's."""
     payload = b"\0".join(fields)
     out, close_out = _stdio_fd(1)
     err, close_err = _stdio_fd(2)
@@ -444,7 +450,7 @@ def relay(argv: list[str]) -> tuple[int | None, tuple[str, str | None] | None]:
     try:
         if mode == "deliver":
             spool = _spool_stdin()
-        code = _request(sock, [PROTOCOL, *_encode([os.getcwd(), ours, *argv])], spool)
+        code = _request(sock, argv, spool, ours)
     except OSError:
         code = None
     except KeyboardInterrupt:
@@ -560,7 +566,7 @@ def submit_to_system(argv: list[str], mode: str) -> int:
         if sock is not None:
             fields = [SYSTEM_PROTOCOL, b"uid=%d" % os.getuid(), *_encode(argv)]
             try:
-                code = _request(sock, fields, spool)
+                code = _exchange(sock, fields, spool)
             except OSError:
                 code = None
         if code is not None:
