@@ -102,6 +102,8 @@ def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str],
         from esmtp.diagnostics.describe import server, uses_tls
 
         host: str = server(identity)[0]
+        if result is not None and result.server:  # with several servers, the one that took it
+            host = result.server.split(" ")[0].rpartition(":")[0].strip("[]") or host
         tls = "on" if uses_tls(identity) else "off"
     else:
         host, tls, authenticated = agent, "off", False
@@ -113,7 +115,7 @@ def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str],
         "errormsg": " ".join(str(error).split()) if error is not None else None,
         "exitcode": _EXIT_NAMES.get(error.exit_code if error is not None else EX_OK, "EX_SOFTWARE"),
         "identity": identity.address or "(global)", "queue_id": queue_id, "duration": round(duration, 3),
-        "bounce_id": bounce_id,
+        "bounce_id": bounce_id, "client": envelope.client,
     }
 
 

@@ -91,6 +91,9 @@ def fingerprint(config: str | None) -> str:
     """What a resident process must share with this caller: the interpreter, the configuration and environment."""
     parts = [sys.prefix, sys.version, str(os.getuid()), config or ""]
     parts += [f"{name}={os.environ.get(name, '')}" for name in FINGERPRINT_VARS]
+    # Every ESMTP_ variable: the switches above and the ESMTP_<KEYWORD> settings of a configuration without a file
+    # (esmtp.config.environment), whatever keywords there are.
+    parts += sorted(f"{name}={value}" for name, value in os.environ.items() if name.startswith("ESMTP_"))
     return "\x1f".join(parts)  # not NUL: that separates the fields of a request
 
 

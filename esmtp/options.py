@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
     Mode = Literal[
         "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check",
-        "store-password", "oauth2-login", "import-msmtprc", "dkim-keygen", "system-daemon", "system-setup",
+        "store-password", "oauth2-login", "import-msmtprc", "dkim-keygen", "listen", "hash-password",
+        "system-daemon", "system-setup",
     ]
 
 
@@ -72,6 +73,8 @@ class Options:
     domain: str | None = None
     algorithm: str | None = None
     output: str | None = None
+    #: ``--listen [ADDRESS:]PORT`` (repeatable), or ``systemd`` for the sockets systemd passes.
+    listen: list[str] = field(default_factory=list)
     #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
@@ -94,8 +97,8 @@ _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 _LONG_OPTIONS: dict[str, Mode] = {
     "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove", "--serverinfo": "serverinfo",
     "--check": "check", "--store-password": "store-password", "--oauth2-login": "oauth2-login",
-    "--import-msmtprc": "import-msmtprc", "--dkim-keygen": "dkim-keygen", "--system-daemon": "system-daemon",
-    "--system-setup": "system-setup",
+    "--import-msmtprc": "import-msmtprc", "--dkim-keygen": "dkim-keygen", "--hash-password": "hash-password",
+    "--system-daemon": "system-daemon", "--system-setup": "system-setup",
 }
 #: Long flags that modify a mode rather than select one (the Options attribute they set).
 _LONG_FLAGS = {
@@ -173,6 +176,16 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
             raise UsageError(f"option {name} requires a non-empty argument")
         setattr(opts, _VALUE_OPTIONS[name], value)
         return index
+    if name == "--listen":
+        if not has_value:
+            if index >= len(argv):
+                raise UsageError("option --listen requires an argument ([ADDRESS:]PORT, or systemd)")
+            value, index = argv[index], index + 1
+        if value != "systemd":
+            listen_address(value)
+        opts.listen.append(value)
+        opts.mode = "listen"
+        return index
     if name not in _LONG_OPTIONS and name not in _LONG_FLAGS:
         raise UsageError(f"unknown option {name}")
     if has_value:
@@ -182,6 +195,21 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
     else:
         opts.mode = _LONG_OPTIONS[name]
     return index
+
+
+def listen_address(value: str) -> tuple[str | None, int]:
+    """``--listen [ADDRESS:]PORT`` (``[IPv6]:PORT`` for IPv6) → the address (None: every address) and the port."""
+    address: str | None
+    if value.startswith("["):
+        address, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif ":" in value:
+        address, _, port = value.rpartition(":")
+    else:
+        address, port = None, value
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536 or (address and not address.isprintable()):
+        raise UsageError(f"--listen {value}: expected [ADDRESS:]PORT, such as 127.0.0.1:2525 or 25, or systemd")
+    return address or None, int(port)
 
 
 def _identity_name(value: str, shown: str) -> str:
@@ -349,5 +377,8 @@ def _place_operands(opts: Options, operands: list[str]) -> None:
             opts.recipients.extend(parse_recipients(word))
         if not opts.recipients and not opts.read_recipients and not opts.pretend:
             raise UsageError("Recipient names must be specified")
+    elif opts.mode == "check":
+        for word in operands:  # the addresses whose identity --check explains
+            opts.recipients.extend(parse_recipients(word))
     else:
         opts.ignored.extend(operands)  # esmtp 1.2 accepted and ignored them (mailq bob@x lists the queue)

@@ -258,6 +258,13 @@ class PluginLoader:
             if record.name not in blocked and (autoload or record.dist == "esmtp")
         ]
         self.registered: list[tuple[EntryPointRecord, object]] = []
+        #: Hooks whose plugins are all registered: a long-lived process (the listener, the warm relay) calls hooks
+        #: for every message, and asking the index again costs a stat() of every pending plugin's source each time.
+        self.ready: set[str] = set()
+        # Hooks are called from several threads there; _thread (built in) spares the start-up the threading import.
+        import _thread
+
+        self._lock = _thread.allocate_lock()
 
     def _register(self, records: list[EntryPointRecord]) -> None:
         if not records:
@@ -301,15 +308,20 @@ class PluginLoader:
 
     def need(self, hook: str) -> None:
         """Load every pending plugin that implements ``hook``, or whose offers are not known yet."""
-        wanted = []
-        for record in self.pending:
-            known = self.cache.known(record)
-            if known is None or hook in known["hooks"]:
-                wanted.append(record)
-        self._register(wanted)
+        if hook in self.ready:
+            return  # registering other plugins never makes a pending one implement it
+        with self._lock:
+            wanted = []
+            for record in self.pending:
+                known = self.cache.known(record)
+                if known is None or hook in known["hooks"]:
+                    wanted.append(record)
+            self._register(wanted)
+            self.ready.add(hook)
 
     def load_all(self) -> None:
-        self._register(list(self.pending))
+        with self._lock:
+            self._register(list(self.pending))
 
     def keyword_specs(self) -> list[KeywordSpec]:
         """The keywords of the plugins not imported yet, from the index (importing those not indexed)."""

@@ -34,6 +34,8 @@ class EnvelopeDetails:
     #: The uid of the local account that submitted the message to the system service (None: a run of its own).
     #: The queue lists and removes an entry for this account only (and root).
     submitter: int | None = None
+    #: The address of the SMTP client that handed the message to the listener (``esmtp --listen``), for the log.
+    client: str | None = None
 
 
 @dataclass(slots=True)
@@ -68,6 +70,9 @@ class DeliveryResult:
     agent: str
     recipients: list[str]
     detail: str = ""
+    #: The server that took the message (``host:port``), when the agent talks to one: with several servers
+    #: (failover) it says which.
+    server: str | None = None
 
 
 @dataclass(slots=True)

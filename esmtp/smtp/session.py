@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-from esmtp.config.model import Identity
+from esmtp.config.model import Identity, helo_name
 from esmtp.errors import (
     AuthenticationError,
     ConfigError,
@@ -30,6 +30,7 @@ from esmtp.errors import (
 )
 from esmtp.message import Message
 from esmtp.smtp.idn import ascii_form
+from esmtp.smtp.network import NetworkPath, open_socket
 from esmtp.smtp.pipelining import PipeliningProtocol, adopt
 from esmtp.smtp.sasl import authenticate, choose_mechanisms, uses_oauth2
 from esmtp.smtp.timeouts import IMPLICIT_TLS_PORT, IMPLICIT_TLS_SILENCE, Timeouts
@@ -81,10 +82,12 @@ class SmtpSession:
 
     def __init__(
         self, identity: Identity, mechanisms: dict[str, SaslMechanism], trace: Trace, secrets: SecretSource, *,
-        login: bool = True,
+        login: bool = True, sender: str | None = None,
     ) -> None:
         """Use :func:`esmtp.smtp.kept.new_session`, which passes the run's mechanisms and secret sources."""
         self.identity = identity
+        #: The EHLO name: ``helo`` with %H and %D (the domain of ``sender``, the first message's) expanded.
+        self.helo = helo_name(identity.helo, sender)
         self.mechanisms = mechanisms
         self.trace = trace
         #: Asked for the password or token when the configuration has no ``password`` (the plugins' sources).
@@ -167,7 +170,7 @@ class SmtpSession:
 
     async def _ehlo(self) -> None:
         assert self._smtp is not None
-        helo = self.identity.helo or socket.gethostname()
+        helo = self.helo
         self.trace.client(f"EHLO {helo}")
         try:
             response = await self._smtp.ehlo(hostname=helo)
@@ -221,15 +224,17 @@ class SmtpSession:
                 self.trace.info(f"client certificate: {self.tls.client_cert}")
         context = self.tls.context if self.tls is not None else None
         self.trace.session(self.server)
-        self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}")
-        sock = await _open_socket(self.host, self.port, self.timeouts.connect)
+        path = NetworkPath.of(self.identity)
+        how = "" if path.direct else " " + path.describe()
+        self.trace.info(f"connecting to {self.server}{' (implicit TLS)' if self.smtps else ''}{how}")
+        sock = await open_socket(self.host, self.port, self.timeouts.connect, path)
         self._smtp = aiosmtplib.SMTP(
             hostname=self.host,
             use_tls=self.smtps,
             start_tls=False,
             tls_context=context,
             timeout=self.timeouts.command,
-            local_hostname=self.identity.helo or socket.gethostname(),
+            local_hostname=self.helo,
         )
         self._tls_phase = self.smtps
         greeting = await self._greet(sock)
@@ -362,7 +367,7 @@ class SmtpSession:
         probe = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, use_tls=self.smtps, start_tls=False,
             tls_context=context, timeout=min(self.timeout, 15.0),
-            local_hostname=self.identity.helo or socket.gethostname(),
+            local_hostname=self.helo,
         )
         try:
             await probe.connect()
@@ -568,6 +573,14 @@ class SmtpSession:
         """
         self._ready = self.data_started = False
         try:
+            return await self._send_and_wait(envelope, message, recipients, meanwhile)
+        except EsmtpError as error:
+            error.data_started = self.data_started  # for failover: may the server have the message?
+            raise
+
+    async def _send_and_wait(self, envelope: Envelope, message: Message, recipients: list[str],
+                             meanwhile: Callable[[], None] | None) -> str:
+        try:
             await self._send(envelope, message, recipients)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
             raise await self._broken(error) from None
@@ -681,30 +694,6 @@ def _rejected(server: str, rejected: dict[str, str]) -> RecipientsRejected:
         f"{server} refused {len(rejected)} recipient(s); the message was not sent to anybody:\n{lines}",
         rejected=rejected,
     )
-
-
-async def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to ``host``:``port`` (each address in turn) within ``timeout`` seconds, as aiosmtplib's
-    errors say it (the greeting has a wait of its own, so the connection is made here rather than by aiosmtplib)."""
-    loop = asyncio.get_running_loop()
-    failure: OSError = OSError(f"no address for {host}")
-    try:
-        async with asyncio.timeout(timeout):
-            for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-                sock = socket.socket(family, kind, proto)
-                sock.setblocking(False)
-                try:
-                    await loop.sock_connect(sock, address)
-                except BaseException as error:
-                    sock.close()
-                    if not isinstance(error, OSError):
-                        raise
-                    failure = error
-                else:
-                    return sock
-    except TimeoutError:
-        raise aiosmtplib.SMTPConnectTimeoutError(f"Timed out connecting to {host} on port {port}") from None
-    raise aiosmtplib.SMTPConnectError(f"Error connecting to {host} on port {port}: {failure}")
 
 
 def _describe(error: BaseException) -> str:
