@@ -265,9 +265,12 @@ def _config_file(argv: list[str], cwd: str) -> str | None:
 
 
 def _adopt(theirs: str) -> None:
-    """Socket activation: take the first caller's environment (systemd's is not the user's shell's)."""
+    """Socket activation: take the first caller's environment (systemd's is not the user's shell's): the variables
+    of :data:`esmtp.front.FINGERPRINT_VARS`, and every ``ESMTP_`` variable, which the fingerprint holds too (those
+    the caller does not have go)."""
     from esmtp.front import FINGERPRINT_VARS
 
+    theirs_esmtp = set()
     for part in theirs.split("\x1f"):
         name, _, value = part.partition("=")
         if name in FINGERPRINT_VARS:
@@ -275,6 +278,12 @@ def _adopt(theirs: str) -> None:
                 os.environ[name] = value
             else:
                 os.environ.pop(name, None)
+        elif name.startswith("ESMTP_"):
+            theirs_esmtp.add(name)
+            os.environ[name] = value
+    for name in [name for name in os.environ if name.startswith("ESMTP_")]:
+        if name not in theirs_esmtp and name not in FINGERPRINT_VARS:
+            del os.environ[name]
 
 
 # ---- start-up --------------------------------------------------------------------------------------------------------
