@@ -31,7 +31,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from oauth2_support import BearerHandler, Grant, OAuth2Provider
 from relay_support import relay_pids
-from support import Result, Runner, Sink, _Server, free_port
+from support import BindsPortZero, Result, Runner, Sink, _Server, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "interop"))
 from interop_tls import TLSFiles
@@ -94,11 +94,11 @@ class _MatrixSmtp(_Server):
         super().connection_made(transport)
 
 
-class _MatrixController(Controller):
+class _MatrixController(BindsPortZero, Controller):
     def __init__(self, handler: MatrixHandler, smtp_kwargs: dict[str, Any]) -> None:
         self.smtp_kwargs = dict(smtp_kwargs)
         ssl_context = self.smtp_kwargs.pop("ssl_context", None)
-        super().__init__(handler, hostname="127.0.0.1", port=free_port(), ssl_context=ssl_context)
+        super().__init__(handler, hostname="127.0.0.1", port=0, ssl_context=ssl_context)
 
     def factory(self) -> _MatrixSmtp:
         handler = self.handler
