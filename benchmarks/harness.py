@@ -43,6 +43,7 @@ class Sample:
     rc: int  # exit status of the first failing step, else 0 (negative: killed by that signal)
     maxrss_kb: int  # the largest peak RSS of any step
     error: str = ""  # what went wrong, in a few words
+    cpu: float = 0.0  # seconds of CPU (user + system) of the steps and the descendants they waited for
 
     @property
     def ok(self) -> bool:
@@ -98,6 +99,7 @@ def run_steps(steps: list[Step], scratch: Path, rss_wrapper: Path | None = None)
     _Watchdog.install()
     out_path, err_path, rss_path = scratch / "stdout", scratch / "stderr", scratch / "rss"
     maxrss = 0
+    cpu = 0.0
     start = time.perf_counter()
     for step in steps:
         argv = step.argv
@@ -126,6 +128,7 @@ def run_steps(steps: list[Step], scratch: Path, rss_wrapper: Path | None = None)
         signal.setitimer(signal.ITIMER_REAL, 0)
         _Watchdog.pid = 0
         maxrss = max(maxrss, _wrapped_rss(rss_path) if rss_wrapper is not None else usage.ru_maxrss)
+        cpu += usage.ru_utime + usage.ru_stime
         rc = os.waitstatus_to_exitcode(status)
         if _Watchdog.fired:
             return Sample(time.perf_counter() - start, rc, maxrss, f"timed out after {step.timeout:.0f} s")
@@ -133,7 +136,7 @@ def run_steps(steps: list[Step], scratch: Path, rss_wrapper: Path | None = None)
             name = Path(step.argv[0]).name
             detail = _tail(err_path) or _tail(out_path) or "no output"
             return Sample(time.perf_counter() - start, rc, maxrss, f"{name} exit {rc}: {detail}")
-    return Sample(time.perf_counter() - start, 0, maxrss)
+    return Sample(time.perf_counter() - start, 0, maxrss, cpu=cpu)
 
 
 class Sink:

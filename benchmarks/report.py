@@ -13,8 +13,8 @@ X = "\u00d7"  # the multiplication sign of the ratios
 #: Reference columns for the ratios, in this order.
 REFERENCES = ["esmtp-1.2", "msmtp", "nullmailer", "aiosmtplib", "smtplib", "floor"]
 #: Column order of the summary table.
-SUBJECT_ORDER = ["esmtp-py", "esmtp-warm", "esmtp-first", "esmtp-1.2", "msmtp", "nullmailer", "aiosmtplib", "smtplib",
-                 "floor"]
+SUBJECT_ORDER = ["esmtp-py", "esmtp-dkim", "esmtp-dkim-ed", "esmtp-warm", "esmtp-dkim-warm", "esmtp-first",
+                 "esmtp-1.2", "msmtp", "nullmailer", "aiosmtplib", "smtplib", "floor"]
 
 
 @dataclass

@@ -147,6 +147,42 @@ class EsmtpPy(Subject):
         return [Step([str(self.exe), "-C", str(rc), "--flush"], self.env_for(self.queue_dirs[rc]), timeout=timeout)]
 
 
+def dkim_key(work: Path, algorithm: str) -> tuple[Path | None, str | None]:
+    """A DKIM private key for ``algorithm`` (PKCS#8, mode 0600) in ``work``: (path, None), or (None, why not)."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    except ImportError as exc:
+        return None, f"cryptography is not importable: {exc}"
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    if algorithm == "ed25519-sha256":
+        key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = work / f"dkim-{algorithm}.pem"
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    return path, None
+
+
+class EsmtpDkim(EsmtpPy):
+    """This project signing every message with DKIM (a key made here: RSA-2048 or Ed25519; relaxed/relaxed, the
+    default header list). Otherwise the same configuration as ``esmtp-py``, so the difference is the signing."""
+
+    def __init__(self, exe: Path, work: Path, env: dict[str, str], algorithm: str = "rsa-sha256") -> None:
+        short = "rsa" if algorithm == "rsa-sha256" else "ed25519"
+        super().__init__(exe, work / f"dkim-{short}", env)
+        self.key = "esmtp-dkim" if short == "rsa" else "esmtp-dkim-ed"
+        self.label = self.label.replace("esmtp-py", f"esmtp-py + DKIM {'RSA-2048' if short == 'rsa' else 'Ed25519'}")
+        if self.error is None:
+            self.key_file, self.error = dkim_key(self.work, algorithm)
+
+    def _rc_text(self, port: int) -> str:
+        return super()._rc_text(port) + f"dkim_selector bench\ndkim_key_file {self.key_file}\n"
+
+
 class EsmtpRelay(EsmtpPy):
     """This project with the warm relay on (``relay_daemon auto``). ``warm``: its resident process is up (started,
     untimed, before each run); ``first``: none is up (each run sends the message itself and starts the process for
@@ -222,6 +258,21 @@ class EsmtpRelay(EsmtpPy):
             for pid in self.pids():
                 os.kill(pid, signal.SIGKILL)
             wait_until(lambda: not self.pids())
+
+
+class EsmtpRelayDkim(EsmtpRelay):
+    """The warm relay (its resident process up) signing with DKIM, RSA-2048: the keys and ``cryptography`` stay
+    loaded in the resident process."""
+
+    def __init__(self, exe: Path, work: Path, env: dict[str, str]) -> None:
+        super().__init__(exe, work / "dkim-warm", env, "warm")
+        self.key = "esmtp-dkim-warm"
+        self.label = self.label.replace("(warm relay)", "(warm relay) + DKIM RSA-2048")
+        if self.error is None:
+            self.key_file, self.error = dkim_key(self.work, "rsa-sha256")
+
+    def _rc_text(self, port: int) -> str:
+        return super()._rc_text(port) + f"dkim_selector bench\ndkim_key_file {self.key_file}\n"
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

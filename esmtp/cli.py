@@ -25,11 +25,15 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
        {prog} -q | -qIID | --flush [ID...]      deliver the queue now (all of it, or these entries)
        {prog} --remove ID...                    delete queue entries
        {prog} -bs                               an SMTP dialogue on stdin/stdout (Symfony Mailer, PHP frameworks)
+       {prog} --listen [ADDRESS:]PORT...        an SMTP listener for applications and containers (foreground)
+       {prog} --hash-password < PASSWORD        print a password hash for listen_auth_file
        {prog} --pretend [options] [recipient...]  show what a send would do; send nothing
        {prog} --serverinfo [--login] [--identity NAME]  show what the server offers; send nothing
-       {prog} --check [--secrets] [-C FILE]     validate the configuration; contact nothing
+       {prog} --check [--secrets] [-C FILE] [ADDRESS...]
+                                          validate the configuration (and which identity each ADDRESS gets)
        {prog} --store-password [--identity ADDR]         store a password in the keyring
        {prog} --oauth2-login [--device] [--identity ADDR]  log in to an OAuth2 provider
+       {prog} --dkim-keygen --selector S --domain D [--algorithm A] [--output FILE]  make a DKIM key
 
   -f ADDR   envelope sender (-r is the same)      -F NAME  full name for a generated From:
   -t        read recipients from To/Cc/Bcc        -i, -oi  accepted (input is always read to end of file)
@@ -70,7 +74,14 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
     hooks = load_hooks(config)
     if config is not None:
         try:
-            resolve_config(config, hooks)
+            try:
+                resolve_config(config, hooks)
+            except ConfigError as error:
+                if not config.origins:
+                    raise
+                from esmtp.config.environment import name_error
+
+                raise name_error(config, error) from None
         except ConfigError as error:
             if not tolerant:
                 raise
@@ -150,6 +161,14 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
         from esmtp.server.relay import serve
 
         return serve(options, lambda: _load(options, need_config=True))
+    if options.mode == "listen":
+        from esmtp.server.listener import listen
+
+        return listen(options, lambda: _load(options, need_config=True))
+    if options.mode == "hash-password":
+        from esmtp.server.clients import hash_command
+
+        return hash_command()
     if options.mode in ("mailq", "flush", "remove"):
         # A broken file must not stop a listing: the loader (ours, or the warm relay's) warns and goes on without it.
         config, hooks = load(options, need_config=False, tolerant=options.mode == "mailq")
@@ -171,9 +190,8 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
         from esmtp.diagnostics.serverinfo import serverinfo
 
         return serverinfo(options, config, hooks)
-    if options.mode in ("store-password", "oauth2-login"):
-        config, hooks = load(options, need_config=True)
-        assert config is not None
+    if options.mode in ("store-password", "oauth2-login", "dkim-keygen"):
+        config, hooks = load(options, need_config=options.mode != "dkim-keygen")  # a key is made before any use
         code = hooks.command(options, config)
         if code is None:
             raise ConfigError(f"no installed or enabled plugin handles --{options.mode}")
@@ -182,9 +200,12 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
 
 
 def _say(text: str) -> None:
-    """Report on stderr; a reader that has gone away must not change the exit code."""
+    """Report on stderr (control characters escaped: an error may quote a server); a reader that has gone away must
+    not change the exit code."""
+    from esmtp.progname import printable
+
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(text)
+        sys.stderr.write(printable(text))
 
 
 def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptSessions | None = None,

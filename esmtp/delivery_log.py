@@ -13,7 +13,9 @@ imported only when configured. Nothing here ever sees a password.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -100,6 +102,8 @@ def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str],
         from esmtp.diagnostics.describe import server, uses_tls
 
         host: str = server(identity)[0]
+        if result is not None and result.server:  # with several servers, the one that took it
+            host = result.server.split(" ")[0].rpartition(":")[0].strip("[]") or host
         tls = "on" if uses_tls(identity) else "off"
     else:
         host, tls, authenticated = agent, "off", False
@@ -111,7 +115,7 @@ def fields(envelope: Envelope, mailsize: int, agent: str, recipients: list[str],
         "errormsg": " ".join(str(error).split()) if error is not None else None,
         "exitcode": _EXIT_NAMES.get(error.exit_code if error is not None else EX_OK, "EX_SOFTWARE"),
         "identity": identity.address or "(global)", "queue_id": queue_id, "duration": round(duration, 3),
-        "bounce_id": bounce_id,
+        "bounce_id": bounce_id, "client": envelope.client,
     }
 
 
@@ -127,6 +131,25 @@ def format_line(values: dict[str, object], fmt: str, *, stamp: bool = True) -> s
     return f"{when} {words}\n" if stamp else words + "\n"
 
 
+def _open_log(path: str) -> int:
+    """The log, opened for appending (created 0600). In a directory that others may write to, a file planted there
+    must not take our lines (recipients among them): a symbolic link is never followed (``O_NOFOLLOW``), a file
+    owned by another user than us or root is refused, and so is anything but a regular file (``O_NONBLOCK``: a FIFO
+    without a reader is refused at once instead of blocking the send)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(path, flags, 0o600)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(0, "it is not a regular file")
+        if info.st_uid not in (os.geteuid(), 0):
+            raise OSError(0, f"it is owned by uid {info.st_uid}, not by you or root")
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def write(settings: LogSettings, values: dict[str, object]) -> None:
     """Write one attempt to the configured targets; a failure is a warning, never an error."""
     from esmtp.progname import warn
@@ -134,15 +157,16 @@ def write(settings: LogSettings, values: dict[str, object]) -> None:
     if settings.path:
         line = format_line(values, settings.format).encode("utf-8", "backslashreplace")
         try:
-            fd = os.open(settings.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = _open_log(settings.path)
             try:
                 if os.write(fd, line) != len(line):  # one write: concurrent senders' lines never interleave
                     raise OSError(0, "short write (disk full?)")
             finally:
                 os.close(fd)
         except OSError as error:
-            warn(f"warning: cannot write the log file {settings.path}: {error.strerror or error} "
-                 "(mail is delivered anyway)")
+            reason = "it is a symbolic link, which is never followed" if error.errno == errno.ELOOP else (
+                error.strerror or str(error))
+            warn(f"warning: cannot write the log file {settings.path}: {reason} (mail is delivered anyway)")
     if settings.facility is not None:
         import syslog
 

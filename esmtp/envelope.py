@@ -92,7 +92,9 @@ def build_envelope(options: Options, message: Message, config: Config) -> Envelo
     elif given is not None:
         sender = given
     else:
-        sender = identity.address or default_sender()
+        # A block named by a pattern (identity *@example.org) has no address to send from.
+        named = identity.address if identity.address and not any(c in identity.address for c in "*?[") else None
+        sender = named or default_sender()
     return Envelope(
         sender=check_address(sender, "sender"),
         recipients=unique,

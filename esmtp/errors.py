@@ -36,6 +36,9 @@ class EsmtpError(Exception):
 
     exit_code = EX_SOFTWARE
     temporary = False
+    #: Set by the SMTP session on an error of a transaction: whether any of the message's data had gone out (the
+    #: server may then have the message: it must not go to another server). False for every other error.
+    data_started = False
 
     def __init__(self, message: str, *, exit_code: int | None = None, temporary: bool | None = None) -> None:
         super().__init__(message)

@@ -18,13 +18,18 @@ import _socket as socket
 import os
 import sys
 
-#: Letters that take an argument (esmtp 1.2's getopt string plus Postfix's), as in :mod:`esmtp.options`.
-_WITH_ARGUMENT = "ABbCdeFfhLMNOopRrVX"
-#: Environment that changes what a run does: a resident process serves only callers that agree on all of it.
+#: Letters that take an argument: :mod:`esmtp.options`' ``_WITH_ARGUMENT`` (a copy, not an import: start-up cost;
+#: tests/test_options.py checks that they agree, and that the scan reads every option as the parser does).
+_WITH_ARGUMENT = "aABbCdeFfhLMNOopRrVX"
+#: Environment that changes what a run does: a resident process serves only callers that agree on all of it. Every
+#: variable that esmtp or its plugins read is here (tests/test_relay.py greps the code for them), and what the
+#: libraries read that matters (PYTHON_KEYRING_BACKEND: keyring's choice of backend).
 FINGERPRINT_VARS = ("HOME", "TZ", "PATH", "TMPDIR", "LANG", "LC_ALL", "PYTHONPATH", "XDG_CACHE_HOME",
-                    "XDG_STATE_HOME", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD", "ESMTP_STRICT_PLUGINS",
-                    "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON", "ESMTP_RELAY_TEST_CRASH", "ESMTP_KEYRING_BACKEND",
-                    "PYTHON_KEYRING_BACKEND", "XDG_DATA_HOME", "ESMTP_QUEUE_CLOCK_OFFSET")
+                    "XDG_STATE_HOME", "XDG_CONFIG_DIR", "XDG_DATA_HOME", "USER", "LOGNAME", "NETRC",
+                    "PYTHON_KEYRING_BACKEND", "ESMTP_KEYRING_BACKEND", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD",
+                    "ESMTP_STRICT_PLUGINS", "ESMTP_DISABLE_PLUGINS", "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON",
+                    "ESMTP_RELAY_TEST_CRASH", "ESMTP_QUEUE_CRASH_AT", "ESMTP_QUEUE_CLOCK_OFFSET", "ESMTP_BS_TIMEOUT",
+                    "ESMTP_OAUTH2_LOGIN_TIMEOUT")
 PROTOCOL = b"esmtp-relay-1"
 CHUNK = 1 << 16
 #: How long a front end waits for a resident process that another front end has just started.
@@ -75,6 +80,9 @@ def fingerprint(config: str | None) -> str:
     """What a resident process must share with this caller: the interpreter, the configuration and environment."""
     parts = [sys.prefix, sys.version, str(os.getuid()), config or ""]
     parts += [f"{name}={os.environ.get(name, '')}" for name in FINGERPRINT_VARS]
+    # Every ESMTP_ variable: the switches above and the ESMTP_<KEYWORD> settings of a configuration without a file
+    # (esmtp.config.environment), whatever keywords there are.
+    parts += sorted(f"{name}={value}" for name, value in os.environ.items() if name.startswith("ESMTP_"))
     return "\x1f".join(parts)  # not NUL: that separates the fields of a request
 
 
@@ -128,7 +136,7 @@ def private_dir(path: str, *, create: bool) -> bool:
     return info.st_uid == os.getuid() and (info.st_mode & 0o170777) == 0o040700
 
 
-def open_user_file(path: str) -> tuple[int | None, str | None]:
+def open_user_file(path: str, holds: str = "a password") -> tuple[int | None, str | None]:
     """Open ``~/.esmtprc`` as esmtp 1.2's rcfile_check allows it, without blocking on a FIFO.
 
     ``(fd, None)``: a regular file owned by us with no group/other bits but g+x (or a symbolic link, owned by us, to
@@ -171,7 +179,7 @@ def open_user_file(path: str) -> tuple[int | None, str | None]:
         problem = f"File {shown} must be a regular file."
     elif mode & 0o067:
         target = os.path.realpath(path) if symlink else path
-        problem = (f"File {shown} must not be readable or writable by others (it may hold a password), but its mode "
+        problem = (f"File {shown} must not be readable or writable by others (it may hold {holds}), but its mode "
                    f"is {mode:04o}. Fix it with: chmod 600 {target}")
     elif info.st_uid != os.geteuid():
         problem = f"File {shown} must be owned by you."

@@ -71,10 +71,11 @@ def esmtp_secret(
 
 
 @_hookspec(firstresult=True)
-def esmtp_command(options: Options, config: Config) -> int | None:
-    """Run a command-line mode that a plugin owns: ``--store-password`` (mode "store-password") and
-    ``--oauth2-login`` (mode "oauth2-login"; ``options.device`` for ``--device``); ``options.identity`` is the
-    ``--identity NAME`` argument or None. Return the exit code, or None when the mode is not this plugin's.
+def esmtp_command(options: Options, config: Config | None) -> int | None:
+    """Run a command-line mode that a plugin owns: ``--store-password`` (mode "store-password"),
+    ``--oauth2-login`` (mode "oauth2-login"; ``options.device`` for ``--device``) and ``--dkim-keygen`` (mode
+    "dkim-keygen", which needs no configuration file: ``config`` is None when there is none); ``options.identity``
+    is the ``--identity NAME`` argument or None. Return the exit code, or None when the mode is not this plugin's.
     Stops at first non-None result.
     """
 
@@ -158,6 +159,20 @@ def esmtp_queue_command(options: Options, config: Config | None) -> int | None:
 @_hookspec
 def esmtp_before_deliver(envelope: Envelope, message: Message, route: Route, config: Config) -> None:
     """Observe a delivery about to start (after routing). Runs once per message; the return value is ignored."""
+
+
+@_hookspec
+def esmtp_sign_message(envelope: Envelope, message: Message, config: Config, trace: Trace) -> None:
+    """Add the header fields that must be made at the moment of sending: a signature over the final message (DKIM).
+
+    Runs after ``esmtp_before_deliver``, once per delivery try, over the message exactly as it will be sent: after
+    every rewrite and fixup, right before the first leg of a direct send (also ``-bs`` and the warm relay), before
+    each try of a queued message (a flush: the stored message is unsigned when it was queued before a try, so the
+    signature's time stamp is the sending time), and by ``--pretend``, which shows the fields. A message queued after
+    a failed try keeps the fields of that try: replace your own fields rather than adding another. Put new fields
+    at the top (``message.headers.insert(0, ...)``), as trace fields are. ``trace.info`` is the ``-v`` line. Raise
+    ConfigError (exit 78) for settings a send cannot use. The return value is ignored.
+    """
 
 
 @_hookspec

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     Mode = Literal[
         "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check",
-        "store-password", "oauth2-login", "import-msmtprc",
+        "store-password", "oauth2-login", "import-msmtprc", "dkim-keygen", "listen", "hash-password",
     ]
 
 
@@ -67,6 +67,13 @@ class Options:
     device: bool = False
     #: ``--import-msmtprc FILE``: the msmtp configuration to convert (None: msmtp's default locations).
     msmtprc: str | None = None
+    #: ``--dkim-keygen``'s ``--selector``, ``--domain``, ``--algorithm`` and ``--output`` (checked by the plugin).
+    selector: str | None = None
+    domain: str | None = None
+    algorithm: str | None = None
+    output: str | None = None
+    #: ``--listen [ADDRESS:]PORT`` (repeatable), or ``systemd`` for the sockets systemd passes.
+    listen: list[str] = field(default_factory=list)
     #: Flags accepted for compatibility and ignored, as given (for ``-v`` output); also operands a mode ignores.
     ignored: list[str] = field(default_factory=list)
 
@@ -89,7 +96,7 @@ _NOTIFY_WORDS = ("success", "failure", "delay")  # also the output order
 _LONG_OPTIONS: dict[str, Mode] = {
     "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove", "--serverinfo": "serverinfo",
     "--check": "check", "--store-password": "store-password", "--oauth2-login": "oauth2-login",
-    "--import-msmtprc": "import-msmtprc",
+    "--import-msmtprc": "import-msmtprc", "--dkim-keygen": "dkim-keygen", "--hash-password": "hash-password",
 }
 #: Long flags that modify a mode rather than select one (the Options attribute they set).
 _LONG_FLAGS = {
@@ -123,6 +130,10 @@ def parse_args(argv: list[str]) -> Options:
     return opts
 
 
+#: Long options that take a value (``--selector S`` or ``--selector=S``), all ``--dkim-keygen``'s: the attribute.
+_VALUE_OPTIONS = {"--selector": "selector", "--domain": "domain", "--algorithm": "algorithm", "--output": "output"}
+
+
 #: Flags that only mean something in one mode, and the mode's option.
 _MODIFIERS = (("login", "serverinfo", "--login", "--serverinfo"), ("secrets", "check", "--secrets", "--check"),
               ("json", "mailq", "--json", "mailq or -bp"), ("pretend", "deliver", "--pretend", "a send"),
@@ -137,6 +148,11 @@ def _check_modifiers(opts: Options) -> None:
             raise UsageError(f"{flag} goes with {wanted}")
     if opts.identity is not None and opts.mode not in _IDENTITY_MODES:
         raise UsageError("--identity goes with a send, --pretend, --serverinfo, --store-password or --oauth2-login")
+    for name, attribute in _VALUE_OPTIONS.items():
+        if getattr(opts, attribute) is not None and opts.mode not in ("dkim-keygen", "help", "version"):
+            raise UsageError(f"{name} goes with --dkim-keygen")
+    if opts.mode == "dkim-keygen" and (opts.selector is None or opts.domain is None):
+        raise UsageError("--dkim-keygen needs --selector SELECTOR and --domain DOMAIN")
 
 
 def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
@@ -149,6 +165,25 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
             value, index = argv[index], index + 1
         opts.identity = _identity_name(value, name)
         return index
+    if name in _VALUE_OPTIONS:
+        if not has_value:
+            if index >= len(argv):
+                raise UsageError(f"option {name} requires an argument")
+            value, index = argv[index], index + 1
+        if not value or "\0" in value:
+            raise UsageError(f"option {name} requires a non-empty argument")
+        setattr(opts, _VALUE_OPTIONS[name], value)
+        return index
+    if name == "--listen":
+        if not has_value:
+            if index >= len(argv):
+                raise UsageError("option --listen requires an argument ([ADDRESS:]PORT, or systemd)")
+            value, index = argv[index], index + 1
+        if value != "systemd":
+            listen_address(value)
+        opts.listen.append(value)
+        opts.mode = "listen"
+        return index
     if name not in _LONG_OPTIONS and name not in _LONG_FLAGS:
         raise UsageError(f"unknown option {name}")
     if has_value:
@@ -158,6 +193,21 @@ def _long_option(opts: Options, word: str, argv: list[str], index: int) -> int:
     else:
         opts.mode = _LONG_OPTIONS[name]
     return index
+
+
+def listen_address(value: str) -> tuple[str | None, int]:
+    """``--listen [ADDRESS:]PORT`` (``[IPv6]:PORT`` for IPv6) → the address (None: every address) and the port."""
+    address: str | None
+    if value.startswith("["):
+        address, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif ":" in value:
+        address, _, port = value.rpartition(":")
+    else:
+        address, port = None, value
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536 or (address and not address.isprintable()):
+        raise UsageError(f"--listen {value}: expected [ADDRESS:]PORT, such as 127.0.0.1:2525 or 25, or systemd")
+    return address or None, int(port)
 
 
 def _identity_name(value: str, shown: str) -> str:
@@ -325,5 +375,8 @@ def _place_operands(opts: Options, operands: list[str]) -> None:
             opts.recipients.extend(parse_recipients(word))
         if not opts.recipients and not opts.read_recipients and not opts.pretend:
             raise UsageError("Recipient names must be specified")
+    elif opts.mode == "check":
+        for word in operands:  # the addresses whose identity --check explains
+            opts.recipients.extend(parse_recipients(word))
     else:
         opts.ignored.extend(operands)  # esmtp 1.2 accepted and ignored them (mailq bob@x lists the queue)

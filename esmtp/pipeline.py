@@ -26,11 +26,14 @@ def deliver_route(envelope: Envelope, message: Message, route: Route, context: R
                   *, allow_queue: bool = True) -> list[DeliveryResult]:
     """Hand each leg of ``route`` to its agent. Each leg gets the complete message whatever happens to the others.
 
+    The message is signed (``esmtp_sign_message``) once, before the first leg: every leg sends the same bytes.
+
     A leg that fails temporarily is offered to the queue (``fallback`` mode) when ``allow_queue``.
     Raises DeliveryFailed if any leg failed and was not queued.
     """
     hooks, config = context.hooks, context.config
     hooks.before_deliver(envelope, message, route, config)
+    hooks.sign_message(envelope, message, config, context.trace)  # last: over the message as every leg sends it
     agents = hooks.delivery_agents()
     results: list[DeliveryResult] = []
     errors: list[EsmtpError] = []

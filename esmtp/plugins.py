@@ -41,9 +41,9 @@ CACHE_VERSION = 3
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
     (name, f"esmtp_plugins.{name}")
     for name in (
-        "aliases", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "fixup_sender", "masquerade", "mda",
-        "oauth2", "password_command", "password_keyring", "password_netrc", "queue", "sasl_crammd5", "sasl_login",
-        "sasl_ntlm", "sasl_oauthbearer", "sasl_plain", "sasl_xoauth2",
+        "aliases", "dkim", "fixup_bcc", "fixup_date", "fixup_from", "fixup_message_id", "fixup_sender", "masquerade",
+        "mda", "oauth2", "password_command", "password_keyring", "password_netrc", "queue", "sasl_crammd5",
+        "sasl_login", "sasl_ntlm", "sasl_oauthbearer", "sasl_plain", "sasl_xoauth2",
     )
 )
 
@@ -258,6 +258,13 @@ class PluginLoader:
             if record.name not in blocked and (autoload or record.dist == "esmtp")
         ]
         self.registered: list[tuple[EntryPointRecord, object]] = []
+        #: Hooks whose plugins are all registered: a long-lived process (the listener, the warm relay) calls hooks
+        #: for every message, and asking the index again costs a stat() of every pending plugin's source each time.
+        self.ready: set[str] = set()
+        # Hooks are called from several threads there; _thread (built in) spares the start-up the threading import.
+        import _thread
+
+        self._lock = _thread.allocate_lock()
 
     def _register(self, records: list[EntryPointRecord]) -> None:
         if not records:
@@ -301,15 +308,20 @@ class PluginLoader:
 
     def need(self, hook: str) -> None:
         """Load every pending plugin that implements ``hook``, or whose offers are not known yet."""
-        wanted = []
-        for record in self.pending:
-            known = self.cache.known(record)
-            if known is None or hook in known["hooks"]:
-                wanted.append(record)
-        self._register(wanted)
+        if hook in self.ready:
+            return  # registering other plugins never makes a pending one implement it
+        with self._lock:
+            wanted = []
+            for record in self.pending:
+                known = self.cache.known(record)
+                if known is None or hook in known["hooks"]:
+                    wanted.append(record)
+            self._register(wanted)
+            self.ready.add(hook)
 
     def load_all(self) -> None:
-        self._register(list(self.pending))
+        with self._lock:
+            self._register(list(self.pending))
 
     def keyword_specs(self) -> list[KeywordSpec]:
         """The keywords of the plugins not imported yet, from the index (importing those not indexed)."""
@@ -388,7 +400,7 @@ class Hooks:
             "str | None", hook(identity=identity, host=host, mechanism=mechanism, rejected=rejected, trace=trace)
         )
 
-    def command(self, options: Options, config: Config) -> int | None:
+    def command(self, options: Options, config: Config | None) -> int | None:
         return cast("int | None", self._hook("esmtp_command")(options=options, config=config))
 
     def delivery_agents(self) -> dict[str, DeliveryAgent]:
@@ -428,6 +440,9 @@ class Hooks:
 
     def before_deliver(self, envelope: Envelope, message: Message, route: Route, config: Config) -> None:
         self._hook("esmtp_before_deliver")(envelope=envelope, message=message, route=route, config=config)
+
+    def sign_message(self, envelope: Envelope, message: Message, config: Config, trace: Trace) -> None:
+        self._hook("esmtp_sign_message")(envelope=envelope, message=message, config=config, trace=trace)
 
     def after_deliver(self, envelope: Envelope, results: list[DeliveryResult], config: Config) -> None:
         self._hook("esmtp_after_deliver")(envelope=envelope, results=results, config=config)

@@ -25,6 +25,17 @@ def name() -> str:
     return value if value and not value.startswith("-") else "esmtp"
 
 
+#: Control characters (C0 but tab and line feed, DEL, C1) and how they are shown: never raw on a terminal.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if chr(code) not in "\t\n"}
+_CONTROL[0x0D] = "\\r"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character escaped (``\\x1b``, ``\\r``...): a server's reply or a ``-bs``
+    caller's words must not colour, retitle or rewrite the user's terminal, or hide what came before a CR."""
+    return text.translate(_CONTROL)
+
+
 def warn(text: str) -> None:
-    """Write ``<program>: text`` to standard error."""
-    sys.stderr.write(f"{name()}: {text}\n")
+    """Write ``<program>: text`` to standard error (control characters escaped: :func:`printable`)."""
+    sys.stderr.write(f"{name()}: {printable(text)}\n")

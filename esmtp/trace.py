@@ -14,6 +14,7 @@ import time
 from typing import TextIO
 
 from esmtp.errors import ConfigError
+from esmtp.progname import printable
 
 
 class Trace:
@@ -41,6 +42,7 @@ class Trace:
         return f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {line}\n"
 
     def _emit(self, line: str, *, hold: bool = False) -> None:
+        line = printable(line)  # a server's reply may hold ESC, BEL, CR: never raw on the terminal
         if self._file is not None:
             self._held.append(self._stamped(line))
             if not hold:

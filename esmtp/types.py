@@ -31,6 +31,8 @@ class EnvelopeDetails:
     from_headers: bool = False
     #: The sender as given by ``-f`` or the ``-t`` From: header, before ``force reverse_path`` (the MDA's ``%F``).
     given_sender: str | None = None
+    #: The address of the SMTP client that handed the message to the listener (``esmtp --listen``), for the log.
+    client: str | None = None
 
 
 @dataclass(slots=True)
@@ -65,6 +67,9 @@ class DeliveryResult:
     agent: str
     recipients: list[str]
     detail: str = ""
+    #: The server that took the message (``host:port``), when the agent talks to one: with several servers
+    #: (failover) it says which.
+    server: str | None = None
 
 
 @dataclass(slots=True)

@@ -174,6 +174,20 @@ class Outcome:
     letters: list[Letter]
     connections: int
     logins: int
+    #: Trace fields (``Received:``) the path puts on top of each letter, before the letter's own bytes.
+    trace_fields: int = 0
+
+
+def without_trace(data: bytes, count: int) -> bytes:
+    """``data`` without its first ``count`` header fields, each of which must be a ``Received:`` field (CRLF)."""
+    lines = data.split(b"\r\n")
+    start = 0
+    for _ in range(count):
+        assert lines[start].startswith(b"Received: "), data[:300]
+        start += 1
+        while lines[start][:1] in (b" ", b"\t"):
+            start += 1
+    return b"\r\n".join(lines[start:])
 
 
 @dataclass
@@ -327,12 +341,40 @@ def serverinfo_login(case: Case) -> Outcome:
     return Outcome([], connections=1, logins=1)
 
 
+def listener(case: Case) -> Outcome:
+    """``esmtp --listen``: three messages from two SMTP clients (two on one connection), over one kept upstream
+    connection and login; then SIGTERM, and the listener exits 0."""
+    import signal
+    import smtplib
+
+    from listener_support import start_listener
+
+    case.write_config()
+    letters = [case.letter(number) for number in (1, 2, 3)]
+    listener = start_listener(case.run, env=case.run.env(**case.env))
+    try:
+        with smtplib.SMTP("127.0.0.1", listener.port, timeout=60) as first, \
+                smtplib.SMTP("127.0.0.1", listener.port, timeout=60) as second:
+            for client, letter in zip((first, second, first), letters, strict=True):
+                assert client.sendmail(letter.sender, list(letter.recipients), letter.wire) == {}
+        status = listener.stop(signal.SIGTERM)
+    finally:
+        if listener.proc.poll() is None:
+            listener.proc.kill()
+    case.results.append(Result(status, "", listener.text))
+    said = [line for line in listener.text.splitlines() if not line.startswith(("esmtp: listening on ",
+                                                                                "esmtp: stopping: "))]
+    assert (status, said) == (0, []), f"esmtp --listen: exit {status}\n{listener.text}"
+    return Outcome(letters, connections=1, logins=1, trace_fields=1)
+
+
 PATHS = [
     DeliveryPath("direct", direct),
     DeliveryPath("warm-relay", warm_relay),
     DeliveryPath("queue-flush", queue_flush),
     DeliveryPath("bs", smtp_on_stdin),
     DeliveryPath("serverinfo-login", serverinfo_login),
+    DeliveryPath("listener", listener),
 ]
 
 

@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -64,6 +64,9 @@ class OAuth2Provider:
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    #: A hostile provider: called first for each POST with the request handler, the path and the raw body; it
+    #: answers itself (True) or leaves the request to :meth:`handle` (False).
+    override: Callable[[BaseHTTPRequestHandler, str, bytes], bool] | None = None
 
     @property
     def url(self) -> str:
@@ -194,7 +197,11 @@ class OAuth2Provider:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                self._answer("POST", dict(urllib.parse.parse_qsl(self.rfile.read(length).decode())))
+                raw = self.rfile.read(length)
+                if provider.override is not None and provider.override(self, urllib.parse.urlsplit(self.path).path,
+                                                                       raw):
+                    return
+                self._answer("POST", dict(urllib.parse.parse_qsl(raw.decode())))
 
             def do_GET(self) -> None:
                 self._answer("GET", dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query)))
@@ -211,6 +218,16 @@ class OAuth2Provider:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+
+def respond(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    """Answer a request of an :attr:`OAuth2Provider.override` (JSON unless ``headers`` say otherwise)."""
+    handler.send_response(status)
+    for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 @pytest.fixture

@@ -145,6 +145,14 @@ def free_port() -> int:
     return int(held.getsockname()[1])
 
 
+def port_for_a_program() -> int:
+    """A loopback port for a server program that must be told its port (microsocks, Postfix): bound once to find a
+    free one, then released for the program to bind. Servers of our own bind port 0 (:class:`BindsPortZero`)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class BindsPortZero:
     """An aiosmtpd controller that binds port 0 itself and reads its port back (``self.port``) before it serves:
     no probe-then-bind race with other servers of a parallel test run."""
@@ -209,6 +217,27 @@ def auth_server() -> Iterator[SmtpServer]:
     server = start_server(users={"alice": "s3cret"})
     yield server
     server.controller.stop()
+
+
+def wait_for_queue_runner(queue: Path, timeout: float = 30) -> None:
+    """Wait until no background run holds the runner lock of the queue directory ``queue`` (the lock is taken
+    before the queueing command exits)."""
+    import fcntl
+
+    path = queue / "runner.lock"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not path.exists():
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.05)
+        finally:
+            os.close(fd)
+    raise AssertionError("the background run did not finish")
 
 
 @dataclass
@@ -331,6 +360,8 @@ class Connection:
     commands: list[Command] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     tls: bool = False
+    #: The client's address, as the server sees it.
+    peer: str = ""
 
 
 #: What a stage does: a reply line, a :class:`Reply`, an action, or a function of the connection and the command line
@@ -398,10 +429,10 @@ class ScriptedServer:
     def _accept(self) -> None:
         while True:
             try:
-                conn, _ = self._listener.accept()
+                conn, peer = self._listener.accept()
             except OSError:
                 return
-            connection = Connection()
+            connection = Connection(peer=peer[0])
             self.connections.append(connection)
             threading.Thread(target=self._serve, args=(conn, connection), daemon=True).start()
 

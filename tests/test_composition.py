@@ -7,14 +7,14 @@ here that the server got exactly the letters sent, each once, with their envelop
 the expected successful logins by the right user and mechanism and no refused one, and that no output shows a secret.
 
 - :data:`~composition_support.PATHS`: a direct send, the warm relay (``relay_daemon auto``), the queue flush
-  (``sendmail -q``), ``sendmail -bs`` and ``esmtp --serverinfo --login``;
+  (``sendmail -q``), ``sendmail -bs``, ``esmtp --serverinfo --login`` and the SMTP listener ``esmtp --listen``;
 - :data:`~composition_support.SOURCES`: ``password``, ``password_command``, the keyring (keyrings.alt's file
   backend), ``~/.netrc`` and OAuth2 with a refresh token;
 - :data:`~composition_support.MODES`: ``starttls required`` and ``smtps enabled``, with a test CA.
 
 Adding to the matrix is one entry:
 
-- a path (the SMTP listener ``esmtp --listen``, the system service): a function ``(Case) -> Outcome`` that writes
+- a path (the system service): a function ``(Case) -> Outcome`` that writes
   the configuration with :meth:`Case.write_config`, runs the commands through :meth:`Case.__call__` (or
   :meth:`Case.send`), checks their exit codes and output, and returns the letters the server should now have and
   how many connections and logins that costs; then ``DeliveryPath(name, function)`` in ``PATHS``;
@@ -49,6 +49,7 @@ from composition_support import (
     Source,
     known_failures,
     start_matrix_server,
+    without_trace,
 )
 from interop_tls import TLSFiles, generate_tls_files  # (tests/interop is on sys.path: composition_support put it there)
 from oauth2_support import USER as OAUTH2_USER
@@ -98,7 +99,7 @@ def test_composition(path: DeliveryPath, source: Source, mode: Mode, run: Runner
     outcome = path.run(case)
 
     received = server.sink.messages
-    assert [(got.mail_from, got.rcpt_tos, got.data) for got in received] == [
+    assert [(got.mail_from, got.rcpt_tos, without_trace(got.data, outcome.trace_fields)) for got in received] == [
         (letter.sender, list(letter.recipients), letter.wire) for letter in outcome.letters
     ]
     assert all(got.tls for got in received)

@@ -568,7 +568,8 @@ def test_home_from_environment(home: Path, system: Path, monkeypatch: pytest.Mon
 def test_nothing_found(home: Path, system: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigNotFound) as caught:
         load(home, system)
-    assert str(caught.value) == f"No configuration file found at {home}/.esmtprc or {system}"
+    assert str(caught.value) == (f"No configuration file found at {home}/.esmtprc or {system}; or set ESMTP_HOSTNAME "
+                                 "and the other ESMTP_<KEYWORD> variables")
     assert caught.value.exit_code == EX_CONFIG
     monkeypatch.delenv("HOME")
     with pytest.raises(ConfigNotFound, match=r"^No configuration file found at .*etc-esmtprc \(HOME is not set"):
@@ -715,4 +716,5 @@ def test_command_refuses_readable_config(run: Runner) -> None:
 def test_command_without_any_config_exits_78(run: Runner) -> None:
     result = run("bob@example.net", input=MESSAGE)
     assert result.returncode == 78
-    assert result.stderr == f"sendmail: No configuration file found at {run.home}/.esmtprc or /etc/esmtprc\n"
+    assert result.stderr == (f"sendmail: No configuration file found at {run.home}/.esmtprc or /etc/esmtprc; or set "
+                             "ESMTP_HOSTNAME and the other ESMTP_<KEYWORD> variables\n")

@@ -196,3 +196,45 @@ def test_a_flush_logs_each_try_with_the_queue_id_and_a_bounce_the_same_way(run: 
     [bounce] = by_queue_id.pop(given_up["bounce_id"])
     assert (bounce["from"], bounce["recipients"], bounce["exitcode"]) == ("<>", "alice@example.org", "EX_OK")
     assert by_queue_id == {}
+
+
+def _shared_directory(run: Runner) -> Path:
+    """A directory anyone may write to (sticky, as /tmp): where another user can plant a file or a link."""
+    shared = run.home / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    return shared
+
+
+def test_a_symbolic_link_planted_as_the_log_is_never_followed(run: Runner, smtp_server: SmtpServer) -> None:
+    shared = _shared_directory(run)
+    victim = run.home / "victim"
+    victim.write_text("precious\n")
+    (shared / "mail.log").symlink_to(victim)
+    (shared / "dangling.log").symlink_to(run.home / "created-by-the-link")
+    for name in ("mail.log", "dangling.log"):
+        run.write_config(f"hostname {smtp_server.hostport}\nlogfile {shared / name}\n")
+        result = run("-f", "alice@example.org", "bob@example.net", input=MESSAGE)
+        assert result.returncode == 0, result.stderr
+        assert f"cannot write the log file {shared / name}: it is a symbolic link" in result.stderr
+    assert victim.read_text() == "precious\n"
+    assert not (run.home / "created-by-the-link").exists()
+    assert len(smtp_server.sink.messages) == 2  # mail is never held back for its log
+
+
+def test_a_log_owned_by_another_user_is_refused(run: Runner, smtp_server: SmtpServer) -> None:
+    shared = _shared_directory(run)
+    theirs = shared / "mail.log"
+    theirs.write_text("")
+    theirs.chmod(0o666)
+    os.chown(theirs, 65534, 65534)  # nobody's (these tests run as root; a user's run refuses root's the same way)
+    run.write_config(f"hostname {smtp_server.hostport}\nlogfile {theirs}\n")
+    result = run("-f", "alice@example.org", "bob@example.net", input=MESSAGE)
+    assert result.returncode == 0, result.stderr
+    assert f"cannot write the log file {theirs}: it is owned by uid 65534, not by you or root" in result.stderr
+    assert theirs.read_text() == ""  # no recipient of ours in someone else's file
+    fifo = shared / "fifo.log"
+    os.mkfifo(fifo)
+    run.write_config(f"hostname {smtp_server.hostport}\nlogfile {fifo}\n")
+    result = run("-f", "alice@example.org", "bob@example.net", input=MESSAGE, timeout=20)  # never waits for a reader
+    assert result.returncode == 0 and f"cannot write the log file {fifo}" in result.stderr

@@ -6,17 +6,25 @@ must exit with the right code, name the server and quote its reply (or say it hu
 time; with ``queue fallback``, a temporary failure must leave the message queued (exit 0), and a flush once the
 server is well again must deliver it exactly once, while a permanent one is reported as without the queue.
 Waits are 1 s (``timeout 1``), so that the whole matrix stays fast.
+
+The same faults go through ``sendmail -bs`` and through the warm relay, and each process is killed (SIGKILL) while
+the server is silent at each stage: nothing is lost, and a second copy only in the documented final-dot window.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from relay_support import relay_pids, start_relay, stop_relays
 from support import DROP, SILENCE, Result, Runner, ScriptedServer, StartScripted
+from test_stdio import Session
 
 MESSAGE = b"From: a@example.org\nTo: b@example.net\nSubject: matrix\n\nbody\n"
 STAGES = ("greeting", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "dot")
@@ -118,3 +126,132 @@ def test_fault(tmp_path: Path, scripted_server: StartScripted, stage: str, fault
     assert flushed.returncode == 0, flushed.stderr
     assert _queued(queue_home) == []
     assert _delivered(queue_server) == 1
+
+
+# ---- the same faults through sendmail -bs and through the warm relay ----------------------------------------------
+
+BS_SESSION = (b"EHLO client\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+              + MESSAGE.replace(b"\n", b"\r\n") + b".\r\nQUIT\r\n")
+
+
+def _bs_send(run: Runner) -> tuple[float, list[str], int, str]:
+    """One message through ``sendmail -bs``, pipelined: the time, the replies, the exit status and stderr."""
+    started = time.monotonic()
+    session = Session(run)
+    session.send(BS_SESSION)
+    replies = session.replies(7)
+    status, stderr, _ = session.end(TIME_LIMIT + 30)
+    return time.monotonic() - started, replies, status, stderr
+
+
+def _relay_runner(home: Path) -> Runner:
+    """A Runner whose commands go through a resident process that is already listening."""
+    home.mkdir(parents=True)
+    (home.parent / "run").mkdir(mode=0o700)
+    runner = Runner(home, {"ESMTP_RELAY_DAEMON": "1"})
+    start_relay(runner)
+    return runner
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("stage", STAGES)
+def test_fault_through_bs_and_the_warm_relay(tmp_path: Path, scripted_server: StartScripted, stage: str,
+                                            fault: str) -> None:
+    """``-bs`` answers the final dot with what the server's failure means (4xx and exit 75 for anything temporary,
+    its 5xx otherwise, quoting it), and the warm relay gives what a run of its own gives; both in bounded time, and
+    neither delivers anything."""
+    replies, extensions, config = _script(stage, fault)
+    (tmp_path / "bs").mkdir()
+    bs = Runner(tmp_path / "bs")
+    relayed = _relay_runner(tmp_path / "relay" / "home")
+    try:
+        bs_server = scripted_server(dict(replies), extensions=extensions)
+        relay_server = scripted_server(dict(replies), extensions=extensions)
+        bs.write_config(f"hostname {bs_server.hostport}\n{config}")
+        relayed.write_config(f"hostname {relay_server.hostport}\n{config}")
+        with ThreadPoolExecutor(2) as pool:
+            bs_future, relay_future = pool.submit(_bs_send, bs), pool.submit(_timed_send, relayed)
+            (bs_elapsed, answers, status, stderr), (elapsed, result) = bs_future.result(), relay_future.result()
+    finally:
+        stop_relays(relayed.runtime)
+
+    temporary = fault != "5xx"
+    code = EX_TEMPFAIL if temporary else PERMANENT.get(stage, EX_UNAVAILABLE)
+    quoted = f"{REPLIES[fault][stage]} {REPLIES[fault][stage][0]}.0.0 scripted {stage} failure" if fault in REPLIES \
+        else None
+
+    assert [answer[:3] for answer in answers[:5]] == ["220", "250", "250", "250", "354"], answers
+    dot, bye = answers[5:]
+    assert dot[:1] == ("4" if temporary else "5"), dot
+    assert bye.startswith("221 ")
+    assert status == code, stderr
+    assert bs_server.hostport in dot and bs_server.hostport in stderr
+    if quoted is not None:
+        assert f"scripted {stage} failure" in dot and quoted in stderr
+    assert "internal error" not in stderr + dot and "Traceback" not in stderr
+    assert bs_elapsed < TIME_LIMIT
+    assert _delivered(bs_server) == 0
+
+    assert result.returncode == code, result.stderr
+    assert relay_server.hostport in result.stderr
+    if quoted is not None:
+        assert quoted in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert elapsed < TIME_LIMIT
+    assert _delivered(relay_server) == 0
+
+
+def _reached(server: ScriptedServer, stage: str) -> bool:
+    """Whether the server has got as far as ``stage`` on some connection (it is silent there)."""
+    if stage == "greeting":
+        return bool(server.connections)
+    if stage == "dot":
+        return any(connection.messages for connection in server.connections)
+    return any(command.verb == stage for connection in list(server.connections) for command in connection.commands)
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + TIME_LIMIT
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_kill_at_every_stage_loses_nothing(tmp_path: Path, scripted_server: StartScripted, stage: str) -> None:
+    """SIGKILL while the server is silent at each stage. ``-bs`` has answered nothing for the message, so its caller
+    keeps it, and the server accepted nothing. The warm relay's front end sends the message itself from its spool
+    file: the server accepts it once; only when the first copy's data had been sent in full (the final dot) does the
+    server hold a second one, the documented final-dot window."""
+    replies, extensions, config = _script(stage, "silence")
+    config = config.replace("timeout 1\n", "timeout 20\n")
+    (tmp_path / "bs").mkdir()
+    bs = Runner(tmp_path / "bs")
+    bs_server = scripted_server(dict(replies), extensions=extensions)
+    bs.write_config(f"hostname {bs_server.hostport}\n{config}")
+    session = Session(bs)
+    session.send(BS_SESSION)
+    assert [answer[:3] for answer in session.replies(5)] == ["220", "250", "250", "250", "354"]
+    _wait_until(lambda: _reached(bs_server, stage))
+    session.proc.kill()
+    status, _, rest = session.end()
+    assert (status, rest) == (-9, b"")  # no reply to the final dot: the caller still has the message
+    assert _delivered(bs_server) == 0
+
+    relayed = _relay_runner(tmp_path / "relay" / "home")
+    try:
+        relay_server = scripted_server(dict(replies), extensions=extensions)
+        relayed.write_config(f"hostname {relay_server.hostport}\n{config}")
+        with ThreadPoolExecutor(1) as pool:
+            sending = pool.submit(_timed_send, relayed)
+            _wait_until(lambda: _reached(relay_server, stage))
+            _heal(relay_server, stage)
+            for pid in relay_pids(relayed.runtime):
+                os.kill(pid, signal.SIGKILL)
+            elapsed, result = sending.result()
+    finally:
+        stop_relays(relayed.runtime)
+    assert result.returncode == 0, result.stderr
+    assert elapsed < TIME_LIMIT
+    assert _delivered(relay_server) == 1
+    assert len(relay_server.messages) == (2 if stage == "dot" else 1)

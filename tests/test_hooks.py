@@ -229,6 +229,28 @@ def test_hook_esmtp_before_deliver(hooks: Hooks, config: Config) -> None:
     assert seen == [{"capture": ["b@example.net"]}]
 
 
+def test_hook_esmtp_sign_message(hooks: Hooks, config: Config) -> None:
+    """Called once per delivery, after esmtp_before_deliver, with the message every leg then sends."""
+    calls: list[str] = []
+
+    class Signer:
+        @hookimpl
+        def esmtp_before_deliver(self) -> None:
+            calls.append("before")
+
+        @hookimpl
+        def esmtp_sign_message(self, message: Message, trace: Trace) -> None:
+            calls.append("sign")
+            message.headers.insert(0, b"X-Signature: made at sending\n")
+
+    capture = Capture()
+    hooks.pm.register(RouteAllToCapture(capture))
+    hooks.pm.register(Signer())
+    send(hooks, config)
+    assert calls == ["before", "sign"]
+    assert capture.delivered[0][1].startswith(b"X-Signature: made at sending\nSubject: hi\n")
+
+
 def test_hook_esmtp_after_deliver(hooks: Hooks, config: Config) -> None:
     seen: list[list[str]] = []
 

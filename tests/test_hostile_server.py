@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from pathlib import Path
 
 import pytest
 from support import SILENCE, Reply, Result, Runner, StartScripted
@@ -131,3 +132,31 @@ def test_message_over_the_advertised_size_is_refused_locally(run: Runner, script
     result = run("b@example.net", input=MESSAGE, timeout=30)  # under the limit: sent
     assert result.returncode == 0, result.stderr
     assert len(server.messages) == 1
+
+
+#: What a hostile server (or a -bs client) may try to put on the user's terminal: colour, a bell, a carriage return
+#: that hides what came before it, a title-setting OSC.
+_TERMINAL = "\x1b[31mred\x07 \x1b]0;owned\x07 hidden\r no such user"
+
+
+def test_control_characters_from_the_server_are_escaped_in_everything_printed(
+        run: Runner, scripted_server: StartScripted, tmp_path: Path) -> None:
+    server = scripted_server({"RCPT": Reply(f"550 5.1.1 {_TERMINAL}")})
+    run.write_config(f"hostname {server.hostport}\n")
+    transcript = tmp_path / "transcript"
+    result = run("-v", "-X", str(transcript), "bob@example.net", input=MESSAGE)
+    assert result.returncode == 67
+    for shown in (result.stderr, transcript.read_text()):
+        assert not any(char in shown for char in "\x1b\x07\r"), shown
+    assert "\\x1b[31mred\\x07" in result.stderr and "hidden\\r no such user" in result.stderr
+    assert "S: 550 5.1.1 \\x1b[31mred" in result.stderr  # the -v server line too
+
+
+def test_control_characters_in_the_greeting_and_extensions_are_escaped_by_serverinfo(
+        run: Runner, scripted_server: StartScripted) -> None:
+    server = scripted_server({"greeting": Reply(f"220 {_TERMINAL}")}, extensions=("PIPELINING", f"X-{_TERMINAL}"))
+    run.write_config(f"hostname {server.hostport}\n")
+    result = run("--serverinfo", program="esmtp")
+    assert result.returncode == 0, result.stderr
+    assert not any(char in result.stdout for char in "\x1b\x07\r"), result.stdout
+    assert "\\x1b[31mred" in result.stdout

@@ -89,13 +89,15 @@ def test_inheritance_follows_msmtp(run: Runner) -> None:
     sha1 = identity(config, "sha1@example.org")
     assert sha1.message_id is False  # set_msgid_header off
     assert "tls_fingerprint" not in sha1.options
+    assert (sha1.options["proxy_host"], sha1.options["proxy_port"]) == ("127.0.0.1", "9050")
+    lists = identity(config, "*@lists.example.org")  # msmtp's from pattern is an identity pattern
+    assert (lists.hostname, lists.username) == ("mail.example.org:2525", "  alice  ")
     for comment in (
         "# msmtp line 18: dsn_notify failure,delay -- no configuration keyword: callers pass -N",
         "# msmtp line 36: tls_fingerprint 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33 -- only SHA-256",
         "# msmtp line 37: tls_cert_file ~/.certs/me.crt -- esmtp reads the client certificate and its key",
-        "# msmtp line 41: proxy_host 127.0.0.1 -- no equivalent",
+        "# msmtp account 'pattern' (",
         "# msmtp account 'otherpattern' (",
-        "not converted: 'from list-?@example.org' is a pattern esmtp cannot express (only *@domain)",
         "not converted: it has no 'from' address",
         "# msmtp line 53: user nobody -- not converted: msmtp does not authenticate without 'auth on'",
     ):
@@ -239,3 +241,39 @@ def test_syslog_is_converted(run: Runner) -> None:
     config = parse_config(result.stdout, "converted")
     assert identity(config, "me@example.org").options["syslog"] == "user"  # msmtp's "on" is LOG_USER
     assert identity(config, "o@example.org").options["syslog"] == "LOG_LOCAL3"
+
+
+def test_network_options_patterns_domain_and_inheritance_convert_without_a_comment(run: Runner) -> None:
+    """A realistic file with every routing option of issue 23: nothing of it stays a comment, and esmtp reads it."""
+    result, config = convert(run, "routing.msmtprc")
+    body = [line for line in result.stdout.splitlines() if line.strip() and not line.startswith("# ")]
+    assert [line for line in body if line.lstrip().startswith("#")] == []
+    home = config.identity_for("alice@example.org")
+    assert config.default is home
+    assert (home.hostname, home.helo, home.options["source_ip"]) == ("smtp.example.org:587", "%H", "192.0.2.10")
+    lists = config.identity_for("alice+announce@example.org")
+    assert lists.addresses == ["alice+*@example.org"] and lists.username == "alice"  # copied from 'home'
+    tor = config.identity_for("anyone@onion.example")
+    assert tor.addresses == ["*@onion.example"]
+    assert (tor.options["proxy_host"], tor.options["proxy_port"]) == ("127.0.0.1", "9050")
+    assert tor.options["source_ip"] == "2001:db8::10"  # its own, over the defaults'
+    assert tor.helo == "mail.onion.example"
+    assert pending(config, tor) == {"password_command": "pass show mail/onion"}
+
+
+def test_what_cannot_be_converted_says_why(run: Runner, tmp_path: Path) -> None:
+    source = tmp_path / "rc"
+    source.write_text("account a\nhost h\nfrom a+*@x.org\ndomain %C\nsource_ip eth0\n\n"
+                      "account b\nhost h\nfrom *+a@x.org\n\naccount c\nhost h\nfrom %U@%H\n\n"
+                      "account d\nhost h\nfrom a+b@x.org\n")
+    result = run("--import-msmtprc", str(source), program="esmtp")
+    assert result.returncode == 0, result.stderr
+    for line in (
+        "# msmtp line 4: domain %C -- esmtp's helo has %H (the host name) and %D (the sender's domain), not msmtp's",
+        "# msmtp line 5: source_ip eth0 -- not an IPv4 or IPv6 address, which esmtp's source_ip needs",
+        "not converted: its 'from *+a@x.org' and account 'a''s 'from a+*@x.org' match the same senders equally well",
+        "not converted: 'from %U@%H' uses msmtp's substitutions (%U, %H, %C, %M)",
+        "# (msmtp -f a+b@x.org took account 'a' ('from a+*@x.org', the first that matches); esmtp takes the most",
+    ):
+        assert line in result.stdout
+    parse_config(result.stdout, "converted")  # no tie left for esmtp to refuse

@@ -144,7 +144,7 @@ def test_every_keyword_is_in_configuration_md_and_nothing_else() -> None:
     advice = "\n".join(f"  {name!r}, declared by {who}: add a row to a keyword table of docs/configuration.md"
                        for name, who in missing.items())
     assert not missing, f"docs/configuration.md does not document these keywords:\n{advice}"
-    unknown = sorted(documented - set(declared))
+    unknown = sorted(documented - set(declared) - {"defaults"})  # (a section of the grammar, not a keyword)
     assert not unknown, f"docs/configuration.md's keyword tables name keywords nobody declares: {unknown}"
 
 

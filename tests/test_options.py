@@ -654,3 +654,37 @@ def test_credential_commands(argv: list[str], mode: str, identity: str | None, d
 def test_credential_command_errors(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_args(argv)
+
+
+# --- the front end's scan (esmtp.front) agrees with the parser ------------------------------------------------------
+
+#: Arguments that the front end's scan could mistake for a mode or a configuration file if it split them wrongly.
+_TRICKY = ["bp", "bm", "bs", "Cfile", "-bp", "-Cother", "qI1", "x@example.org"]
+
+
+def test_front_end_option_table_is_the_parsers() -> None:
+    """esmtp.front cannot import esmtp.options (start-up cost), so it keeps a copy of the table: the same letters."""
+    from esmtp import front, options
+
+    assert set(front._WITH_ARGUMENT) == options._WITH_ARGUMENT
+
+
+@pytest.mark.parametrize("letter", sorted("aABbCdeFfhLMNOopRrVXcGIimnsTtUvxq"))
+def test_front_end_scan_agrees_with_the_parser_glued_and_apart(letter: str) -> None:
+    """For every option, glued to its argument or apart from it: when the parser accepts the command, the front
+    end hands over the mode and ``-C`` file the parser found, or runs the command here (None); never another one.
+    (``-abpx@example.org`` was once read as ``-bp``: the message went out empty through the warm relay.)"""
+    from esmtp.front import scan_argv
+
+    for argument in _TRICKY:
+        for words in ([f"-{letter}{argument}", "rcpt@example.net"], [f"-{letter}", argument, "rcpt@example.net"]):
+            argv = ["sendmail", *words]
+            try:
+                opts = parse_args(argv)
+            except UsageError:
+                continue
+            scanned = scan_argv(argv)
+            if scanned is None:
+                continue  # run here: always right
+            assert opts.mode in ("deliver", "mailq"), argv
+            assert scanned == (opts.mode, opts.config_file), argv

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from support import Result, Runner, SmtpServer, free_port
+from support import Result, Runner, SmtpServer, entry_point, free_port
 
 PASSWORD = "s3cret"  # auth_server's password for alice
 MESSAGE = b"Subject: sources\n\nbody\n"
@@ -96,6 +98,39 @@ def test_slow_password_command_is_bounded_by_the_timeout(run: Runner, auth_serve
     # What the command started dies with it: no sleep is left behind, handed to init.
     left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True, check=False)
     assert left.stdout == "", left.stdout
+
+
+def test_password_command_printing_a_lot_after_the_password_is_read_in_bounded_memory(
+        run: Runner, auth_server: SmtpServer) -> None:
+    """The first line, and a bounded amount after it: 100 MB after the password once made sendmail hold 321 MB."""
+    configure(run, auth_server, f"password_command \"printf '{PASSWORD}\\n'; head -c 100000000 /dev/zero\"")
+    measure = ("import resource, subprocess, sys; "
+               "done = subprocess.run(sys.argv[1:], input=b'Subject: big\\n\\nx\\n'); "
+               "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", measure, entry_point(), "bob@example.net"], capture_output=True,
+                         env=run.env(PYTHON_KEYRING_BACKEND=NO_KEYRING), timeout=60, check=True, text=True)
+    code, peak_kib = map(int, out.stdout.split())
+    assert code == 0, out.stderr
+    assert peak_kib < 120 * 1024, peak_kib
+    assert auth_server.sink.auths == [("PLAIN", "alice")]
+
+
+def test_password_command_leaving_a_child_behind_is_done_when_it_exits(run: Runner, auth_server: SmtpServer) -> None:
+    """``echo pw; sleep 20 &``: the command has exited, the background child still holds the pipe. Its first line is
+    taken at once (it once waited for the child, then said the command "did not finish")."""
+    marker = f"{20 + os.getpid() % 1000 / 1000:.3f}"
+    configure(run, auth_server, "timeout 5", f'password_command "echo {PASSWORD}; sleep {marker} &"')
+    started = time.monotonic()
+    try:
+        result = send(run)
+        elapsed = time.monotonic() - started
+    finally:
+        left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True, check=False)
+        for pid in left.stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 4.5
+    assert len(auth_server.sink.messages) == 1
 
 
 def test_password_command_output_is_the_bearer_token_for_xoauth2(run: Runner, auth_server: SmtpServer) -> None:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import io
 import itertools
 import re
+import tempfile
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import SmtpServer, start_server
 
 from esmtp.addresses import check_address, header_addresses, parse_recipients, parse_sender
 from esmtp.config.parser import parse_config
@@ -243,3 +248,121 @@ def test_esmtprc_error_never_shows_a_password(secret: str) -> None:
         words = [word for word in re.split(r"[\s;,=#'\"\\]+", secret)
                  if len(word) >= 3 and not (word.isascii() and word.isalpha() and word.islower())]
         assert not any(word in str(error).split(": ", 1)[1] for word in words), str(error)
+
+
+# ---- sendmail -bs: random sessions against a real upstream ---------------------------------------------------------
+
+#: Line endings a -bs client may use; a lone CR is no line ending at all.
+_ENDINGS = st.sampled_from([b"\r\n", b"\n"])
+#: DATA lines rich in dots and in what a smuggler would hide after a fake end of data.
+_DATA_LINES = st.lists(st.tuples(
+    st.sampled_from([b"", b".", b"..", b".x", b"x", b"x\r", b"\r", b"MAIL FROM:<evil@example.org>",
+                     b"RCPT TO:<victim@example.net>", b"DATA", b"QUIT"]),
+    st.sampled_from([b"\r\n", b"\n", b"\r"])), max_size=12)
+#: Commands between transactions: answered, some refused (never more than MAX_ERRORS of them), none opening DATA.
+_NOISE = st.sampled_from([
+    b"NOOP", b"EHLO client", b"HELO client", b"RSET", b"VRFY bob", b"HELP", b"XYZZY", b"EHLO c\x1b[2J\x07",
+    b"MAIL FROM:<a@example.org> SIZE=\xc2\xb2", b"MAIL FROM:<a@example.org> SIZE=12 BODY=8BITMIME",
+    b"MAIL FROM:<a@example.org> BOGUS=1", b"MAIL FROM:<a@example.org> RET=FULL ENVID=id+2Bx",
+])
+_MAIL_PARAMS = st.sampled_from([b"", b" SIZE=100", b" BODY=8BITMIME", b" BODY=7BIT RET=HDRS", b" SMTPUTF8",
+                                b" ENVID=x+2By"])
+
+
+def _stuffed_where_it_would_end(body: bytes) -> bytes:
+    """``body``, with every dot that would end the data early (``<CRLF>.<CRLF>``, RFC 5321 4.1.1.4) stuffed as a
+    client must; every other lone dot is left for the server to read as text."""
+    while (at := (b"\r\n" + body + b"\r\n").find(b"\r\n.\r\n")) >= 0:
+        body = body[:at] + b"." + body[at:]
+    return body
+
+
+def _as_the_server_keeps(body: bytes) -> bytes:
+    """What the upstream must receive as the body for these DATA bytes (then CRLF and the final dot): unstuffed as
+    the -bs server reads lines (LF ends a line; a lone dot line is text, kept), every line end then CRLF."""
+    lines = re.findall(rb"[^\n]*\n", body + b"\r\n")  # LF ends a line, a lone CR does not
+    return _lines(b"".join(line[1:] if line.startswith(b".") and line not in (b".\r\n", b".\n") else line
+                           for line in lines))
+
+
+@st.composite
+def bs_sessions(draw: st.DrawFn) -> tuple[bytes, dict[int, bytes], bool]:
+    """A -bs session: noise and transactions in any order, each line with its own line ending; the last transaction
+    may be cut short (the input ends in its DATA). Returns the bytes, the body each finished transaction must
+    deliver (by its number, in its Subject) and whether the input ends inside DATA."""
+    out, bodies = [], {}
+    noise_left = 8
+    count = draw(st.integers(0, 4))
+    for number in range(count):
+        for _ in range(draw(st.integers(0, min(2, noise_left)))):
+            noise_left -= 1
+            out.append(draw(_NOISE) + draw(_ENDINGS))
+        out += [b"EHLO client" + draw(_ENDINGS), b"MAIL FROM:<a@example.org>" + draw(_MAIL_PARAMS) + draw(_ENDINGS),
+                b"RCPT TO:<b@example.net>" + draw(_ENDINGS), b"DATA" + draw(_ENDINGS)]
+        body = _stuffed_where_it_would_end(b"".join(content + ending for content, ending in draw(_DATA_LINES)))
+        out.append(b"Subject: t%d\r\n\r\n" % number + body)
+        if number == count - 1 and draw(st.booleans()):
+            return b"".join(out), bodies, True  # the input ends inside the DATA
+        out.append(b"\r\n.\r\n")
+        bodies[number] = _as_the_server_keeps(body)
+    if draw(st.booleans()):
+        out.append(b"QUIT" + draw(_ENDINGS))
+    return b"".join(out), bodies, False
+
+
+@pytest.fixture(scope="module")
+def bs_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SmtpServer, Any, Any, Any]]:
+    """A real upstream (aiosmtpd) and what a -bs run loads for it: options, configuration, plugins; once per module
+    (hypothesis runs every example in one test call)."""
+    from esmtp.cli import _load
+
+    server = start_server()
+    config_file = tmp_path_factory.mktemp("bs") / "esmtprc"
+    config_file.write_text(f"hostname {server.hostport}\n")
+    config_file.chmod(0o600)
+    options = parse_args(["sendmail", "-bs", "-C", str(config_file)])
+    config, hooks = _load(options, need_config=True)
+    yield server, options, config, hooks
+    server.controller.stop()
+
+
+@given(bs_sessions())
+def test_bs_delivers_exactly_the_transactions_the_client_finished(
+        bs_upstream: tuple[SmtpServer, Any, Any, Any], session: tuple[bytes, dict[int, bytes], bool]) -> None:
+    """Whatever the commands, parameters, line endings and dots: the upstream gets one message per transaction the
+    client finished with <CRLF>.<CRLF> (never one it cut short, never a smuggled one), each with the body the client
+    sent; every final dot gets one reply, 250 exactly for what was delivered; and the exit status says whether the
+    input ended inside DATA."""
+    from esmtp.server.dialogue import StdioServer
+    from esmtp.server.relay import PipelineRelay
+    from esmtp.smtp.kept import KeepPolicy, KeptSessions
+    from esmtp.trace import Trace
+
+    server, options, config, hooks = bs_upstream
+    data, bodies, cut_short = session
+    server.sink.clear()
+    with tempfile.TemporaryFile() as commands, tempfile.TemporaryFile() as replies:
+        commands.write(data)
+        commands.seek(0)
+        sessions = KeptSessions(KeepPolicy())
+        relay = PipelineRelay(options, config, hooks, Trace(), sessions)
+        try:
+            status = StdioServer(commands.fileno(), replies.fileno(), relay, hostname="test", timeout=5).run()
+        finally:
+            sessions.close()
+        replies.seek(0)
+        output = replies.read()
+    assert output.endswith(b"\r\n") and b"\r" not in output.replace(b"\r\n", b"")
+    assert not re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", output.replace(b"\r\n", b"")), output
+    finals = [line for line in output.split(b"\r\n")[:-1] if line[3:4] != b"-"]  # one per reply
+    dots = [finals[index + 1] for index, reply in enumerate(finals[:-1]) if reply.startswith(b"354 ")]
+    assert len(dots) == len(bodies)  # every DATA was accepted; every finished one answered once
+    assert all(reply.startswith(b"250 2.0.0 Ok: ") for reply in dots), dots
+    received = server.sink.messages
+    assert len(received) == len(bodies)
+    for got in received:
+        assert (got.mail_from, got.rcpt_tos) == ("a@example.org", ["b@example.net"])
+        head, _, body = got.data.partition(b"\r\n\r\n")
+        number = int(re.search(rb"(?m)^Subject: t(\d+)\r$", head + b"\r").group(1))  # type: ignore[union-attr]
+        assert body == bodies.pop(number)
+    assert status == (75 if cut_short else 0)

@@ -7,6 +7,7 @@ and what the caller saw. Resident processes are ended on teardown (see :mod:`rel
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -401,6 +402,128 @@ def test_the_warm_relay_logs_each_message_once(run: Runner, auth_server: SmtpSer
     assert all(" exitcode=EX_OK " in line and " user=alice " in line for line in lines)
     assert "s3cret" not in log.read_text()
 
+
+def test_glued_identity_option_starting_with_bp_sends_the_message(run: Runner, smtp_server: SmtpServer) -> None:
+    """``-abpx@example.org`` names the identity ``bpx@example.org``: a send, not a queue listing. The front end
+    once read it as ``-bp``, did not spool standard input, and the relay sent a message without subject or body."""
+    run.mode_env = RELAY
+    start_relay(run)
+    run.write_config(f"identity bpx@example.org\n  hostname {smtp_server.hostport}\n")
+    smtp_server.sink.clear()
+    result = run("-abpx@example.org", "bob@example.net", input=message("glued", b"the body\n"))
+    assert result.returncode == 0, result.stderr
+    [got] = smtp_server.sink.messages
+    assert b"Subject: glued" in got.data and got.data.endswith(b"the body\r\n")
+
+
+#: Variables the code reads that cannot change what a relayed run does, and why.
+_NOT_IN_THE_FINGERPRINT = {
+    "LISTEN_PID": "systemd socket activation of the resident process itself",
+    "LISTEN_FDS": "systemd socket activation of the resident process itself",
+    "XDG_RUNTIME_DIR": "where the socket is: a caller with another one finds another socket",
+    "DISPLAY": "--oauth2-login only, which never goes through the relay",
+    "WAYLAND_DISPLAY": "--oauth2-login only, which never goes through the relay",
+    "XDG_CONFIG_HOME": "--import-msmtprc only, which never goes through the relay",
+}
+
+
+def test_every_environment_variable_the_code_reads_is_in_the_fingerprint() -> None:
+    """A resident process serves only callers whose environment agrees on everything the code reads: one list,
+    ``front.FINGERPRINT_VARS``, checked here against every ``os.environ``/``os.getenv`` read in esmtp and its
+    plugins (``ESMTP_DISABLE_PLUGINS`` was once missing)."""
+    from esmtp.front import FINGERPRINT_VARS
+
+    read = re.compile(r"""(?:os\.environ\.get|os\.environ\[|os\.getenv)\(?\s*["']([A-Z0-9_]+)["']""")
+    root = Path(__file__).resolve().parent.parent
+    found = {name for tree in ("esmtp", "plugins") for path in (root / tree).rglob("*.py")
+             for name in read.findall(path.read_text())}
+    assert "ESMTP_DISABLE_PLUGINS" in found and "HOME" in found  # the pattern finds what it must
+    missing = found - set(FINGERPRINT_VARS) - set(_NOT_IN_THE_FINGERPRINT)
+    assert not missing, f"read by the code but not in front.FINGERPRINT_VARS: {sorted(missing)}"
+
+
+def test_a_caller_with_other_disabled_plugins_is_not_served(run: Runner, smtp_server: SmtpServer) -> None:
+    """A resident process started with the Message-ID and Date fix-ups disabled once served a caller without that
+    variable: its message went out with neither header."""
+    run.mode_env = RELAY
+    start_relay(run, ESMTP_DISABLE_PLUGINS="fixup_message_id,fixup_date")
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    smtp_server.sink.clear()
+    result = run("bob@example.net", input=message("fixed up"))
+    assert result.returncode == 0, result.stderr
+    [got] = smtp_server.sink.messages
+    assert b"\r\nMessage-ID: " in got.data and b"\r\nDate: " in b"\r\n" + got.data
+
+
+def _open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_descriptors_received_with_a_refused_request_are_closed(run: Runner, smtp_server: SmtpServer) -> None:
+    """A caller (the same user, speaking the protocol itself) that passes a directory as the message's descriptor:
+    the run fails, and every descriptor it passed is closed anyway. Once each such request left one open (9 became
+    39 after 30), until ``mailq`` through the relay hit the descriptor limit."""
+    run.mode_env = RELAY
+    pid = start_relay(run)
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    assert run("bob@example.net", input=message("warm")).returncode == 0  # configuration and session loaded
+    before = _open_descriptors(pid)
+    code = ("import os; from esmtp import front\n"
+            "path, ours = front.socket_path(None), front.fingerprint(None)\n"
+            "for _ in range(30):\n"
+            "    sock, directory = front._connect(path), os.open('/', os.O_RDONLY)\n"
+            "    assert front._request(sock, ['sendmail', 'bob@example.net'], directory, ours) is None\n"
+            "    os.close(directory)\n"
+            "    sock.close()\n")
+    subprocess.run([PYTHON, "-c", code], env=run.env(), check=True, timeout=60, cwd="/")
+    wait_for(lambda: _open_descriptors(pid) <= before)
+    assert run("-bp").returncode == 0
+    assert len(smtp_server.sink.messages) == 1
+
+
+def test_an_in_place_edit_of_the_same_size_with_the_old_mtime_applies(run: Runner, smtp_server: SmtpServer) -> None:
+    """Same inode, same size, the modification time set back (an editor or a ``cp -p`` can do it): the change time
+    still tells (once the message went to the old server)."""
+    run.mode_env = RELAY
+    start_relay(run)
+    config = run.write_config(f"hostname {smtp_server.hostport}\n")
+    assert run("bob@example.net", input=message("old")).returncode == 0
+    other = start_server()
+    try:
+        old = config.stat()
+        new_text = f"hostname {other.hostport}".ljust(old.st_size - 1) + "\n"
+        with open(config, "r+") as handle:
+            handle.write(new_text)
+        os.utime(config, ns=(old.st_atime_ns, old.st_mtime_ns))
+        now = config.stat()
+        assert (now.st_ino, now.st_size, now.st_mtime_ns) == (old.st_ino, old.st_size, old.st_mtime_ns)
+        assert run("bob@example.net", input=message("new")).returncode == 0
+        assert subjects(smtp_server) == ["old"]
+        assert subjects(other) == ["new"]
+    finally:
+        other.controller.stop()
+
+
+def test_a_killed_resident_process_leaves_no_spool_file_behind(run: Runner, smtp_server: SmtpServer,
+                                                               tmp_path: Path) -> None:
+    """SIGKILL in the middle of DATA leaves the body's spool file (``esmtp-PID-*.body``) in ``$TMPDIR``: the next
+    resident process removes those of processes that are gone (and nothing else)."""
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    alive = spool / f"esmtp-{os.getpid()}-0123456789ab.body"  # a live process's (ours): kept
+    alive.write_bytes(b"in use")
+    other = spool / "esmtp-notes.body"  # not a spool file's name: kept
+    other.write_bytes(b"mine")
+    run.mode_env = {**RELAY, "TMPDIR": str(spool), "ESMTP_RELAY_TEST_CRASH": "data"}
+    start_relay(run)
+    run.write_config(f"hostname {smtp_server.hostport}\n")
+    body = b"".join(b"line %06d of a message larger than a few spool chunks\n" % n for n in range(8000))
+    assert run("bob@example.net", input=message("crash", body)).returncode == 0
+    left = sorted(path.name for path in spool.glob("esmtp-*.body") if path not in (alive, other))
+    assert len(left) == 1, left  # the killed process's
+    run.mode_env = {**RELAY, "TMPDIR": str(spool)}
+    start_relay(run)
+    wait_for(lambda: sorted(spool.iterdir()) == sorted([alive, other]))
 
 @pytest.mark.parametrize("relay", ["", "relay_daemon auto\n"])
 def test_esmtprc_that_is_a_fifo_is_refused_without_reading_it(run: Runner, relay: str, tmp_path: Path) -> None:

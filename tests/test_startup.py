@@ -80,6 +80,27 @@ def test_direct_send_loads_no_spnego_or_cryptography(run: Runner, tmp_path: Path
     assert "aiosmtplib" in modules  # it did talk SMTP
     assert not {"spnego", "cryptography"} & modules
     assert not {m for m in modules if m.startswith("esmtp.stdio")}  # the -bs server is imported by -bs only
+    assert not {m for m in modules if m.startswith("esmtp_plugins.dkim_")}  # only the dkim hook, which returns
+
+
+def test_a_signed_send_imports_no_pem_loader_or_email_parser(run: Runner, tmp_path: Path,
+                                                            smtp_server: SmtpServer) -> None:
+    """DKIM on the send path: cryptography's key classes, not its serialization package (7 ms of imports)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = tmp_path / "key.pem"
+    key.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key.chmod(0o600)
+    run.write_config(f"hostname {smtp_server.hostport}\ndkim_selector s\ndkim_key_file {key}\n")
+    message = b"From: Alice <alice@example.org>\nDate: Sat, 5 Dec 2026 01:00:00 +0000\nMessage-ID: <a@b>\n\nbody\n"
+    run_in_process(run, tmp_path, "sendmail", "x@example.net", input=message)  # the first run scans the plugins
+    code, modules = run_in_process(run, tmp_path, "sendmail", "x@example.net", input=message)
+    assert code == 0
+    assert smtp_server.sink.messages[1].data.startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
+    assert "cryptography.hazmat.primitives.asymmetric.ed25519" in modules
+    assert "cryptography.hazmat.primitives.serialization" not in modules
 
 
 def test_bs_session_without_mail_makes_no_smtp_connection(run: Runner, tmp_path: Path) -> None:

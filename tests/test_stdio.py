@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import smtplib
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,8 +123,8 @@ def test_pipelined_commands_rset_rejected_recipient_unknown_commands(relay: Runn
         b"MAIL FROM:<a@example.org> SIZE=100 BODY=7BIT RET=HDRS ENVID=id+2Bone\r\n"
         b"RCPT TO:<bob> NOTIFY=SUCCESS,FAILURE\r\nRCPT TO:<b@example.net> NOTIFY=success,failure\r\n"
         b"RCPT TO:<bad address@example.net>\r\nXYZZY\r\nVRFY bob\r\nEXPN staff\r\nNOOP\r\nHELP\r\n"
-        b"DATA\r\nSubject: pipelined\r\n\r\nhello\n.\n"
-        b"MAIL FROM:<a@example.org>\nRCPT TO:<gone@example.net>\nDATA\nSubject: refused\n\nx\n.\nQUIT\n"
+        b"DATA\r\nSubject: pipelined\r\n\r\nhello\r\n.\r\n"  # only <CRLF>.<CRLF> ends the data
+        b"MAIL FROM:<a@example.org>\nRCPT TO:<gone@example.net>\nDATA\nSubject: refused\n\nx\r\n.\r\nQUIT\n"
     )
     replies = session.replies(20)
     assert [reply[:3] for reply in replies] == [
@@ -323,6 +326,125 @@ def test_a_spool_that_cannot_be_written_is_a_temporary_failure(relay: Runner, tm
     assert replies[6].startswith("250 ")  # the session goes on
     assert session.end()[0] == 75
 
+
+SMUGGLED = (b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nSubject: forged\r\n\r\n"
+            b"forged\r\n.\r\n")
+
+
+@pytest.mark.parametrize("dot", [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r"])
+def test_only_crlf_dot_crlf_ends_the_data(relay: Runner, smtp_server: SmtpServer, dot: bytes) -> None:
+    """SMTP smuggling (RFC 5321 4.1.1.4): a lone dot with a bare LF (or CR) on either side is message text, so the
+    commands after it stay in the message; only <CRLF>.<CRLF> ends it. Once, ``<LF>.<LF>`` ended the data early
+    and the smarthost received a second transaction, from evil@ to victim@."""
+    session = Session(relay)
+    session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+                 b"Subject: smuggle\r\n\r\nbody" + dot + SMUGGLED + b"QUIT\r\n")
+    assert [r[:3] for r in session.replies(7)] == ["220", "250", "250", "250", "354", "250", "221"]
+    status, stderr, rest = session.end()
+    assert (status, rest) == (0, b""), stderr
+    [got] = smtp_server.sink.messages
+    assert (got.mail_from, got.rcpt_tos) == ("a@example.org", ["b@example.net"])
+    assert b"\r\nMAIL FROM:<evil@example.org>\r\n" in got.data  # text of the one message, never a command
+
+
+def test_a_refused_long_line_before_a_bare_lf_dot_ends_nothing(relay: Runner, smtp_server: SmtpServer) -> None:
+    """The line ending of a line skipped for its length still counts: ``<long line><LF>.<CRLF>`` is text."""
+    session = Session(relay)
+    session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+                 b"Subject: long\r\n\r\n" + b"y" * 3000 + b"\n.\r\n" + SMUGGLED + b"QUIT\r\n")
+    replies = session.replies(7)
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "500", "221"], replies
+    session.end()
+    assert smtp_server.sink.messages == []
+
+
+def test_non_ascii_digits_in_size_are_refused_after_the_delivered_message_is_answered(
+        relay: Runner, smtp_server: SmtpServer) -> None:
+    """``SIZE=²`` passes ``str.isdigit`` but not ``int``: it once killed the process (exit 70) before the 250 of the
+    message before it went out, so the client would send that message again."""
+    session = Session(relay)
+    session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+                 b"Subject: first\r\n\r\nx\r\n.\r\n" + "MAIL FROM:<a@example.org> SIZE=²\r\nQUIT\r\n".encode())
+    replies = session.replies(8)
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "250", "555", "221"], replies
+    status, stderr, _ = session.end()
+    assert status == 0, stderr
+    assert len(smtp_server.sink.messages) == 1
+
+
+class _BrokenRelay:
+    """A relay with a bug at RCPT (after a message went out): the server must still answer what it owes."""
+
+    def check_recipient(self, transaction: object, address: str) -> str | None:
+        if address.startswith("bug"):
+            raise RuntimeError("a bug")
+        return None
+
+    def deliver(self, transaction: object, message: object) -> tuple[str, int]:
+        return "250 2.0.0 Ok: delivered", 0
+
+
+def test_an_unexpected_error_still_sends_the_replies_already_earned() -> None:
+    from esmtp.server.dialogue import StdioServer
+
+    commands_r, commands_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    os.write(commands_w, b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+                         b"Subject: first\r\n\r\nx\r\n.\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bug@example.net>\r\n")
+    os.close(commands_w)
+    server = StdioServer(commands_r, replies_w, _BrokenRelay(), hostname="test")  # type: ignore[arg-type]
+    try:
+        with pytest.raises(RuntimeError):
+            server.run()
+    finally:
+        os.close(commands_r)
+        os.close(replies_w)
+    with os.fdopen(replies_r, "rb") as replies:
+        codes = [line[:4] for line in replies.read().split(b"\r\n") if line[3:4] == b" "]
+    assert codes == [b"220 ", b"250 ", b"250 ", b"250 ", b"354 ", b"250 ", b"250 "]
+
+
+@pytest.mark.parametrize("data", [b"Subject: long\r\n\r\n" + b"y" * 2000 + b"\r\nmore\r\n",
+                                  b"Subject: nul\x00here\r\n\r\nbody\r\n", b"Subject: unfinished\r\n"])
+def test_input_ending_in_a_refused_or_unfinished_data_is_a_temporary_failure(
+        relay: Runner, smtp_server: SmtpServer, data: bytes) -> None:
+    """No final dot, so no reply to the message: exit 75 as docs/cli.md says (once 0 after a refused line)."""
+    session = Session(relay)
+    session.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n" + data)
+    assert [r[:3] for r in session.replies(5)] == ["220", "250", "250", "250", "354"]
+    status, stderr, rest = session.end()
+    assert (status, rest) == (75, b""), stderr
+    assert smtp_server.sink.messages == []
+
+
+def test_a_caller_that_reads_no_reply_is_bounded_by_the_timeout(relay: Runner) -> None:
+    """Pipelined NOOPs whose replies are never read fill the pipe: the write is bounded by ``ESMTP_BS_TIMEOUT``
+    (once it blocked forever), and the session ends as for a broken pipe (74)."""
+    session = Session(relay, ESMTP_BS_TIMEOUT="1")
+
+    def flood() -> None:
+        with contextlib.suppress(OSError):
+            session.send(b"NOOP\r\n" * 100_000)
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    started = time.monotonic()
+    status = session.proc.wait(20)
+    assert status == 74
+    assert time.monotonic() - started < 15
+    session.sock.close()
+    sender.join(10)
+
+
+def test_the_ehlo_reply_echoes_no_control_character(relay: Runner) -> None:
+    """``EHLO`` once echoed the caller's ESC, BEL and lone CR into its reply."""
+    session = Session(relay)
+    session.send(b"EHLO client\x1b[2J\x07\rtail\r\nQUIT\r\n")
+    greeting, ehlo, bye = session.replies(3)
+    assert (greeting[:4], ehlo[:4], bye[:4]) == ("220 ", "250-", "221 ")
+    assert not any(char in ehlo for char in "\x1b\x07\r"), repr(ehlo)
+    assert "client\\x1b[2J\\x07\\rtail" in ehlo
+    assert session.end()[0] == 0
 
 @pytest.mark.parametrize("address", ["bad@@x", "a..b@example.net", "a@x y", "bob@example.net\t"])
 def test_bs_refuses_an_address_the_command_line_refuses(relay: Runner, smtp_server: SmtpServer, address: str) -> None:

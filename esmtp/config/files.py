@@ -22,12 +22,12 @@ def _open_error(path: str, error: OSError) -> ConfigError:
     return ConfigError(f"open: {path}: {error.strerror or error}")
 
 
-def check_user_file(path: str) -> bool:
-    """esmtp's rcfile_check (for ``~/.netrc`` too): False when the file does not exist; ConfigError when it may not be
-    used."""
+def check_user_file(path: str, *, holds: str = "a password") -> bool:
+    """esmtp's rcfile_check (for ``~/.netrc`` and DKIM keys too): False when the file does not exist; ConfigError when
+    it may not be used. ``holds`` says why in the error (a DKIM key file holds a private key)."""
     from esmtp.front import open_user_file
 
-    fd, problem = open_user_file(path)
+    fd, problem = open_user_file(path, holds)
     if problem is not None:
         raise ConfigError(problem)
     if fd is not None:
@@ -53,7 +53,8 @@ def _read_user_file(path: str) -> str | None:
 def load_config(cli_path: str | None, *, home: str | None = None, system_path: str = "/etc/esmtprc") -> Config:
     """Find and read the configuration as esmtp 1.2 does (``-C``, ``~/.esmtprc`` with checks, ``/etc/esmtprc``).
 
-    ``home`` defaults to ``$HOME``. Raises ConfigNotFound (exit 78) when there is no file at all, ConfigError for a
+    ``home`` defaults to ``$HOME``. Without any file, the ``ESMTP_<KEYWORD>`` variables make the configuration
+    (:mod:`esmtp.config.environment`). Raises ConfigNotFound (exit 78) when there is neither, ConfigError for a
     file that cannot be opened, fails the permission checks or does not parse.
     """
     from esmtp.config.parser import parse_config
@@ -81,6 +82,13 @@ def load_config(cli_path: str | None, *, home: str | None = None, system_path: s
         pass
     except OSError as error:
         raise _open_error(system_path, error) from None
+    from esmtp.config.environment import from_environment
+
+    config = from_environment()  # containers: the global section from ESMTP_<KEYWORD> variables
+    if config is not None:
+        return config
     if user_path is None:
-        raise ConfigNotFound(f"No configuration file found at {system_path} (HOME is not set, so no ~/.esmtprc)")
-    raise ConfigNotFound(f"No configuration file found at {user_path} or {system_path}")
+        raise ConfigNotFound(f"No configuration file found at {system_path} (HOME is not set, so no ~/.esmtprc); "
+                             "or set ESMTP_HOSTNAME and the other ESMTP_<KEYWORD> variables")
+    raise ConfigNotFound(f"No configuration file found at {user_path} or {system_path}; or set ESMTP_HOSTNAME and "
+                         "the other ESMTP_<KEYWORD> variables")

@@ -63,16 +63,15 @@ _NO_EQUIVALENT = {
     "auto_from": "no equivalent: give the identity's address, or force reverse_path with %u",
     "maildomain": "no equivalent: see qualifydomain for local recipients",
     "ntlmdomain": "write the domain in the user name: username \"DOMAIN\\\\user\"",
-    "source_ip": "no equivalent",
-    "proxy_host": "no equivalent (a preconnect command can start a tunnel)",
-    "proxy_port": "no equivalent",
+    "source_ip": "not an IPv4 or IPv6 address, which esmtp's source_ip needs",
+    "proxy_port": "not a port number (1-65535)",
     "socket": "no equivalent",
     "protocol": "esmtp speaks SMTP only",
     "timeout": "esmtp always has a timeout (60 seconds by default)",
-    "domain": "no equivalent for msmtp's %H, %C and %M: esmtp's default helo is the host name",
+    "domain": "esmtp's helo has %H (the host name) and %D (the sender's domain), not msmtp's %C and %M",
     "eval": "not run: the command's output would be a setting of its own; run it and write the result",
 }
-_SIMPLE_VALUE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._+-/:%[]~")
+_SIMPLE_VALUE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._+-/:%[]~*?!")
 
 
 def quote(value: str) -> str:
@@ -110,13 +109,9 @@ def _exact_from(address: str | None) -> bool:
 
 
 def _usable_from(address: str | None) -> bool:
-    """An address esmtp can express as an identity: an exact one, or msmtp's ``*@domain``, which is esmtp's own
-    ``identity *@domain`` (any sender of that domain). Other patterns (``list-?@...``, ``%U@...``) are left to the
-    routing work: their accounts stay comments."""
-    if _exact_from(address):
-        return True
-    local, at, domain = (address or "").partition("@")
-    return local == "*" and bool(at) and _exact_from(domain) and "@" not in domain
+    """An address esmtp can express as an identity: an exact one, or a shell-style pattern (msmtp 1.8.16's ``from``
+    patterns are esmtp's identity patterns). msmtp's substitutions (``%U@%H``) are not."""
+    return bool(address) and "%" not in (address or "")
 
 
 def _hostname(account: Account) -> str | None:
@@ -190,8 +185,14 @@ def _convert_other(setting: Setting, block: _Block) -> None:
             block.note(setting, "only SHA-256 fingerprints are accepted: openssl x509 -noout -fingerprint -sha256")
     elif command == "set_msgid_header" and value == "off":
         block.set("message_id", "disabled")
-    elif command == "domain" and "%" not in value:
+    elif command == "domain" and "%C" not in value and "%M" not in value:
         block.set("helo", value)
+    elif command == "source_ip" and _is_address(value):
+        block.set("source_ip", value)
+    elif command == "proxy_host" and value:
+        block.set("proxy_host", value)
+    elif command == "proxy_port" and value.isascii() and value.isdigit() and 1 <= int(value) <= 65535:
+        block.set("proxy_port", value)
     elif command == "timeout" and value.isdigit() and int(value) > 0:
         block.set("timeout", value)
     elif command == "logfile" and value != "-":
@@ -205,6 +206,18 @@ def _convert_other(setting: Setting, block: _Block) -> None:
         block.note(setting, _NO_EQUIVALENT[command].format(value=value))
     else:
         block.note(setting, "unknown msmtp command, not converted")
+
+
+def _is_address(value: str) -> bool:
+    import socket
+
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, value)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def _same(one: Account, other: Account) -> bool:
@@ -221,11 +234,18 @@ def _skip_reason(account: Account, default: Account | None, seen: dict[str, Acco
     address = account.get("from")
     if not _usable_from(address):
         if address:
-            return f"'from {address}' is a pattern esmtp cannot express (only *@domain)"
+            return f"'from {address}' uses msmtp's substitutions (%U, %H, %C, %M), which esmtp's identities have not"
         return "it has no 'from' address"
     assert address is not None
     if address in seen:
         return f"account '{seen[address].name}' has the same 'from' address, and msmtp -f takes the first"
+    earlier = dict(seen)
+    if default is not None and _usable_from(default.get("from")):
+        earlier[default.get("from") or ""] = default
+    tie = _tie(address, earlier)
+    if tie is not None:
+        return (f"its 'from {address}' and account '{tie.name}''s 'from {tie.get('from')}' match the same senders "
+                "equally well, which esmtp refuses; msmtp -f takes the first")
     if default is not None and address == default.get("from"):
         if _same(account, default):
             return "it is the same as the default account"
@@ -234,9 +254,34 @@ def _skip_reason(account: Account, default: Account | None, seen: dict[str, Acco
     return None
 
 
-def _identity(account: Account, path: str, *, default: bool) -> list[str]:
+def _tie(address: str, seen: dict[str, Account]) -> Account | None:
+    """An account already converted whose ``from`` pattern ties with ``address`` (see esmtp.config.identities)."""
+    from esmtp.config.identities import is_pattern, patterns_tie
+
+    if not is_pattern(address):
+        return None
+    return next((other for pattern, other in seen.items() if patterns_tie(pattern, address)), None)
+
+
+def _shadowed(account: Account, earlier: list[Account]) -> list[str]:
+    """A note when an account converted before this one has a ``from`` pattern that matches some of this one's
+    senders: msmtp -f takes the first matching account, esmtp the most specific address or pattern."""
+    from esmtp.config.identities import common_match, is_pattern
+
+    address = account.get("from") or ""
+    notes = []
+    for other in earlier:
+        pattern = other.get("from") or ""
+        if other is not account and is_pattern(pattern) and (example := common_match(pattern, address)) is not None:
+            notes.append(f"  # (msmtp -f {example} took account '{other.name}' ('from {pattern}', the first that "
+                         "matches); esmtp takes the most specific: esmtp --check ADDRESS shows which)")
+    return notes
+
+
+def _identity(account: Account, path: str, *, default: bool, earlier: list[Account] | None = None) -> list[str]:
     block = _Block()
     _convert(account, block)
+    block.lines.extend(_shadowed(account, earlier or []))
     address = account.get("from")
     if not _usable_from(address):  # only the default account comes here: it becomes the anonymous global section
         pattern = f"; msmtp's 'from {address}' is a pattern" if address else ""
@@ -282,8 +327,10 @@ def convert(rc: Msmtprc) -> str:
             out.extend(f"#{line}" if not line.lstrip().startswith("#") else line for line in block.lines)
             out.append("")
             continue
+        out.extend(_identity(account, rc.path, default=False,
+                             earlier=[a for a in rc.accounts if a.lineno < account.lineno and a is not default
+                                      and (a.get("from") or "") in seen]))
         seen[account.get("from") or ""] = account
-        out.extend(_identity(account, rc.path, default=False))
     if not rc.accounts:
         out.append("# no account found: nothing to convert")
     return "\n".join(out).rstrip("\n") + "\n"

@@ -32,7 +32,11 @@ SYSLOG_CHOICES = ("enabled", "disabled", *FACILITIES, *(f"LOG_{name.upper()}" fo
 
 @dataclass(slots=True)
 class Identity:
-    """One identity block (``address`` is None for the anonymous global section)."""
+    """One identity block (``address`` is None for the anonymous global section, and for the ``defaults`` section).
+
+    ``address`` is the block's name, the first address of its ``identity`` line; ``addresses`` holds them all,
+    shell-style patterns included (:mod:`esmtp.config.identities` says which block a sender gets).
+    """
 
     address: str | None
     hostname: str | None = None
@@ -54,6 +58,19 @@ class Identity:
     lineno: int = 0
     #: The line of each keyword set in this block (esmtp field names such as ``password``, extension keywords).
     lines: dict[str, int] = field(default_factory=dict)
+    #: Every address and pattern of the ``identity`` line, the first (``address``) included.
+    addresses: list[str] = field(default_factory=list)
+    #: The servers of a ``hostname`` list, in order, each with its own TLS mode (``smtps``, ``starttls`` or None: the
+    #: block's); empty for a single server without a mode of its own (``hostname`` is then the server).
+    #: :func:`esmtp.smtp.failover.candidates` makes an identity per server.
+    servers: list[tuple[str, str | None]] = field(default_factory=list)
+    #: The identity of each server, made once (:func:`esmtp.smtp.failover.candidates`): the same objects for every
+    #: message, so that what is cached per identity (a password command's output, kept sessions) is kept.
+    per_server: list[Identity] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.address is not None and not self.addresses:
+            self.addresses = [self.address]
 
     @property
     def implicit_tls(self) -> bool:
@@ -111,6 +128,12 @@ class Config:
     pending: list[Statement] = field(default_factory=list)
     #: The line of each global extension keyword.
     lines: dict[str, int] = field(default_factory=dict)
+    #: The ``defaults`` section (None without one): its statements are inherited by every identity that does not
+    #: set them itself.
+    defaults: Identity | None = None
+    #: A configuration made from the environment (:mod:`esmtp.config.environment`): keyword → the variable that
+    #: set it, in line order.
+    origins: dict[str, str] = field(default_factory=dict)
 
     def where(self, keyword: str, identity: Identity | None = None) -> str:
         """``file:line`` of the statement that set ``keyword`` (globally, or in ``identity``), for messages."""
@@ -166,6 +189,26 @@ def secret_error(keyword: str) -> str:
     )
 
 
+#: The SMTP listener's keywords (``esmtp --listen``: docs/listener.md); all global.
+LISTEN_KEYWORDS: tuple[KeywordSpec, ...] = (
+    KeywordSpec("listen_allow", scope="global",
+                help="client addresses and networks (CIDR) allowed to connect; default loopback only"),
+    KeywordSpec("listen_auth_file", scope="global", help="file of user:hash[:senders] lines; AUTH is then required"),
+    KeywordSpec("listen_auth_plaintext", scope="global", choices=("enabled", "disabled"),
+                help="offer AUTH PLAIN/LOGIN without TLS (default disabled)"),
+    KeywordSpec("listen_tls_cert", scope="global", help="certificate chain (PEM) for STARTTLS and implicit TLS"),
+    KeywordSpec("listen_tls_key", scope="global", help="private key (PEM) of listen_tls_cert"),
+    KeywordSpec("listen_smtps", scope="global", help="listening ports that speak implicit TLS (465)"),
+    KeywordSpec("listen_max_size", scope="global", help="largest message in bytes (SIZE)"),
+    KeywordSpec("listen_max_recipients", scope="global", help="recipients per message"),
+    KeywordSpec("listen_max_connections", scope="global", help="clients connected at once, in all"),
+    KeywordSpec("listen_max_per_address", scope="global", help="clients connected at once from one address"),
+    KeywordSpec("listen_idle_timeout", scope="global", help="seconds to wait for a command line (300)"),
+    KeywordSpec("listen_data_timeout", scope="global", help="seconds a message's DATA may take in all (600)"),
+    KeywordSpec("listen_grace", scope="global",
+                help="on SIGTERM, seconds a message still arriving may take before its client gets 421 (30)"),
+)
+
 #: Extension keywords the core itself understands (plugins add more through ``esmtp_config_keywords``).
 CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("auth_mechanisms", help="allowed SASL mechanisms in order of preference"),
@@ -182,6 +225,14 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("relay_daemon", scope="global", choices=("auto", "disabled"),
                 help="auto: hand each message to a resident per-user process (the warm relay); default disabled"),
     KeywordSpec("relay_daemon_idle", scope="global", help="seconds the warm relay's process waits idle (300)"),
+    KeywordSpec("fallback_identity",
+                help="another identity (its address) to send through when every server of this one fails for now"),
+    KeywordSpec("rate_limit", help="at most N messages per minute, hour or day: N/minute, N/hour, N/day"),
+    KeywordSpec("source_ip", help="the local address the connection to the server comes from"),
+    KeywordSpec("ip_version", choices=("4", "6"), help="connect over IPv4 only (4) or IPv6 only (6)"),
+    KeywordSpec("proxy_host", help="connect through this SOCKS5 proxy, which resolves the server's name"),
+    KeywordSpec("proxy_port", help="the SOCKS5 proxy's port (1080)"),
+    *LISTEN_KEYWORDS,
 )
 
 #: Hints for keywords people expect from other mailers.
@@ -190,6 +241,33 @@ _UNKNOWN_HINTS = {
     "server": " (the keyword is hostname: hostname mail.example.org:587)",
     "from": " (use an identity block, or force reverse_path)",
 }
+
+# ---- helo ----------------------------------------------------------------------------------------------------------
+
+
+def helo_name(helo: str | None, sender: str | None = None) -> str:
+    """The name to greet the server with: ``helo`` with ``%H`` (the host name), ``%D`` (the domain of ``sender``,
+    else the host name) and ``%%`` expanded; the host name when ``helo`` is not set. Other ``%`` stay as written."""
+    import socket
+
+    if helo is None:
+        return socket.gethostname()
+    if "%" not in helo:
+        return helo
+    host = socket.gethostname()
+    domain = sender.rpartition("@")[2] if sender and "@" in sender else ""
+    out: list[str] = []
+    index = 0
+    while index < len(helo):
+        pair = helo[index : index + 2]
+        if pair in ("%H", "%D", "%%"):
+            out.append({"%H": host, "%D": domain or host, "%%": "%"}[pair])
+            index += 2
+        else:
+            out.append(helo[index])
+            index += 1
+    return "".join(out)
+
 
 # ---- hostname --------------------------------------------------------------------------------------------------------
 
@@ -240,6 +318,3 @@ def _port_number(value: str, port: str) -> int:
         return socket.getservbyname(port, "tcp")
     except OSError:
         raise ValueError(f"hostname '{value}': '{port}' is neither a port number nor a service name") from None
-
-
-# ---- finding the file ------------------------------------------------------------------------------------------------

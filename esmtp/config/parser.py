@@ -111,6 +111,17 @@ class _Lexer:
             else:
                 break
 
+    def list_follows(self) -> bool:
+        """Whether a ``,`` follows the value just read on its line (spaces and tabs between): the value is a list
+        (``identity a@example.org, *@example.org``). Consumes the comma."""
+        pos, text = self.pos, self.text
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+        if text.startswith(",", pos):
+            self.pos = pos + 1
+            return True
+        return False
+
     def skip_eq(self) -> None:
         """Consume the optional ``=`` between a keyword and its value."""
         self._skip()
@@ -211,6 +222,21 @@ def _is_name(word: str) -> bool:
     return word[:1].isalpha() and word.isascii() and word.replace("_", "").replace("-", "").isalnum()
 
 
+#: The TLS modes a server of a ``hostname`` list may name after a ``/``.
+_SERVER_TLS = ("smtps", "starttls")
+
+
+def _is_keyword(word: str) -> bool:
+    """A word after a ``hostname``'s comma that starts the next statement: a keyword esmtp knows, or a name with
+    ``_`` (which a host name cannot have), such as a plugin's keyword."""
+    return word in _STRING_FIELDS or word in _ESMTP_WORDS or word in _CORE or "_" in word
+
+
+def _wild(word: str) -> bool:
+    """A shell-style pattern (as :func:`esmtp.config.identities.is_pattern`, without importing it)."""
+    return any(char in word for char in "*?[")
+
+
 def _either(choices: tuple[str, ...]) -> str:
     return ", ".join(choices[:-1]) + " or " + choices[-1]
 
@@ -222,6 +248,8 @@ class _Parser:
         self.current = Identity(address=None, source=self.where, lineno=1)
         self.config = Config(path=path, identities=[self.current], default=self.current)
         self.default: Identity | None = None
+        #: The block before the ``defaults`` section began, while its statements are read (None: not in it).
+        self.in_defaults = False
         #: The last extension statement (keyword, value), to explain a duration written in two words.
         self.previous: tuple[str, str] = ("", "")
 
@@ -251,7 +279,7 @@ class _Parser:
 
     def per_identity(self) -> None:
         """esmtp's SET_DEFAULT_IDENTITY: the first block with a statement becomes the default."""
-        if self.default is None:
+        if self.default is None and not self.in_defaults:
             self.default = self.current
 
     def parse(self) -> Config:
@@ -265,7 +293,38 @@ class _Parser:
                 raise self.error(token.lineno, "a quoted string where a keyword should be")
             self.statement(token)
         self.config.default = self.default or self.current
+        if self.config.defaults is not None:
+            self.inherit(self.config.defaults)
+        if any(_wild(address) for identity in self.config.identities for address in identity.addresses):
+            from esmtp.config.identities import check_ties
+
+            check_ties(self.config)
         return self.config
+
+    def inherit(self, defaults: Identity) -> None:
+        """Give every identity the ``defaults`` section's statements that it does not make itself.
+
+        The global section inherits too when it is used (it is the default identity, or sets something itself).
+        """
+        pending = {(id(statement.identity), statement.keyword) for statement in self.config.pending}
+        inherited = [statement for statement in self.config.pending if statement.identity is defaults]
+        for identity in self.config.identities:
+            if identity.address is None and identity is not self.config.default and not identity.lines:
+                continue
+            for name, line in defaults.lines.items():
+                if name in identity.lines:
+                    continue
+                identity.lines[name] = line
+                if name in defaults.options:
+                    identity.options[name] = defaults.options[name]
+                else:
+                    setattr(identity, name, getattr(defaults, name))
+                if name == "hostname":
+                    identity.servers = list(defaults.servers)
+            for statement in inherited:
+                if (id(identity), statement.keyword) not in pending:
+                    self.config.pending.append(Statement(statement.keyword, statement.value, statement.lineno,
+                                                         identity, statement.after_secret))
 
     def statement(self, keyword: _Token) -> None:
         word = keyword.raw
@@ -273,28 +332,62 @@ class _Parser:
         if word in _STRING_FIELDS:
             name = _STRING_FIELDS[word]
             token = self.value(keyword)
+            following: _Token | None = None
             if name == "hostname":
-                try:
-                    parse_hostname(token.text)
-                except ValueError as error:
-                    raise self.error(token.lineno, str(error)) from None
-            setattr(identity, name, token.text)
+                servers = [self.server(token)]
+                while self.lexer.list_follows():
+                    item = self.lexer.token(value=False)
+                    if item.kind == "word" and _is_keyword(item.raw):
+                        following = item  # esmtp 1.2 read ',' as a space: "hostname h, username u" stays valid
+                        break
+                    if item.kind not in ("word", "quoted"):
+                        raise self.error(item.lineno, "'hostname' needs a server after ','")
+                    servers.append(self.server(item))
+                identity.servers = servers if len(servers) > 1 or servers[0][1] is not None else []
+                setattr(identity, name, servers[0][0])
+            else:
+                setattr(identity, name, token.text)
             identity.lines[name] = keyword.lineno
             self.per_identity()
+            if following is not None:
+                self.statement(following)
         elif word in ("starttls", "tls"):
             identity.starttls = cast(StartTLS, self.choice(keyword, _STARTTLS))
+            identity.lines["starttls"] = keyword.lineno
             self.per_identity()
         elif word == "message_id":
             identity.message_id = self.choice(keyword, _MESSAGE_ID) == "enabled"
+            identity.lines["message_id"] = keyword.lineno
             self.per_identity()
         elif word == "force":
             self.force(keyword)
             self.per_identity()
         elif word == "identity":
-            address = self.value(keyword, "an address").text
-            self.current = Identity(address=address, source=self.where, lineno=keyword.lineno)
+            addresses = [self.value(keyword, "an address").text]
+            after: _Token | None = None
+            while self.lexer.list_follows():
+                token = self.lexer.token(value=False)
+                if token.kind == "word" and "@" not in token.text and not _wild(token.text):
+                    after = token  # esmtp 1.2 read ',' as a space: "identity a@x, hostname h" stays valid
+                    break
+                if token.kind not in ("word", "quoted"):
+                    raise self.error(token.lineno, "'identity' needs an address after ','")
+                addresses.append(token.text)
+            self.current = Identity(address=addresses[0], source=self.where, lineno=keyword.lineno,
+                                    addresses=addresses)
             self.config.identities.append(self.current)
+            self.in_defaults = False
+            if after is not None:
+                self.statement(after)
+        elif word == "defaults" and keyword.first_on_line:
+            if self.config.defaults is None:
+                self.config.defaults = Identity(address=None, source=self.where, lineno=keyword.lineno)
+            self.current = self.config.defaults
+            self.in_defaults = True
         elif word == "default":
+            if self.in_defaults:
+                raise self.error(keyword.lineno, "'default' marks an identity as the default one; it cannot be in "
+                                                 "the 'defaults' section (whose statements every identity inherits)")
             self.default = identity
         elif word == "mda":
             self.config.mda = self.value(keyword, "a command").text
@@ -303,14 +396,29 @@ class _Parser:
         else:
             self.extension(keyword)
 
+    def server(self, token: _Token) -> tuple[str, str | None]:
+        """One entry of a ``hostname`` list: ``host[:port]``, with ``/smtps`` or ``/starttls`` after it for a TLS mode
+        of its own."""
+        host, slash, mode = token.text.rpartition("/") if "/" in token.text else (token.text, "", "")
+        if slash and mode not in _SERVER_TLS:
+            raise self.error(token.lineno, f"hostname '{token.text}': after '/' comes smtps (implicit TLS) or "
+                                           f"starttls (STARTTLS required), not '{mode}'")
+        try:
+            parse_hostname(host)
+        except ValueError as error:
+            raise self.error(token.lineno, str(error)) from None
+        return host, mode or None
+
     def force(self, keyword: _Token) -> None:
         what = self.lexer.token(value=False)
         if what.kind == "eof":
             raise self.error(keyword.lineno, "'force' needs 'reverse_path' or 'sender' after it")
         if what.raw == "reverse_path":
             self.current.force_reverse_path = self.value(what).text
+            self.current.lines["force_reverse_path"] = keyword.lineno
         elif what.raw == "sender":
             self.current.force_sender = self.value(what).text
+            self.current.lines["force_sender"] = keyword.lineno
         else:
             raise self.error(what.lineno, f"'force' must be followed by 'reverse_path' or 'sender', not '{what.raw}'")
 
@@ -361,6 +469,9 @@ class _Parser:
         if word in ("timeout", "relay_daemon_idle") and not _positive_number(value):
             raise self.error(token.lineno, f"'{word}' takes a number of seconds greater than 0, not '{value}'"
                                            f"{hint(value, seconds_only=True)}")
+        problem = _network_value(word, value)
+        if problem:
+            raise self.error(token.lineno, problem)
         if word == "tls_fingerprint":
             from esmtp.config.fingerprints import parse_fingerprint
 
@@ -382,6 +493,31 @@ class _Parser:
             written = f"{seconds:g}" if previous in ("timeout", "relay_daemon_idle") else short
             raise self.error(keyword.lineno, f"'{previous} {value} {keyword.raw}': a duration is one word here: "
                                              f"write '{previous} {written}'")
+
+
+def _network_value(word: str, value: str) -> str:
+    """What is wrong with a ``source_ip`` or ``proxy_port`` value (empty: nothing, or another keyword)."""
+    if word == "proxy_port" and not (value.isascii() and value.isdigit() and 1 <= int(value) <= 65535):
+        return f"'proxy_port' takes a port number (1-65535), not '{value}'"
+    if word == "rate_limit":
+        from esmtp.smtp.ratelimit import parse_rate_limit
+
+        try:
+            parse_rate_limit(value)
+        except ValueError as error:
+            return str(error)
+        return ""
+    if word == "source_ip":
+        import socket  # only for files that set it
+
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                socket.inet_pton(family, value)
+            except OSError:
+                continue
+            return ""
+        return f"'source_ip' takes an IPv4 or IPv6 address (such as 192.0.2.10 or 2001:db8::10), not '{value}'"
+    return ""
 
 
 def _positive_number(value: str) -> bool:

@@ -1,4 +1,5 @@
-"""``--check [--secrets]``: validate the configuration a send would read, one line per identity. Contacts nothing.
+"""``--check [--secrets] [-f ADDRESS] [ADDRESS...]``: validate the configuration a send would read, one line per
+identity, then say which identity each ADDRESS (as a sender) would use and why. Contacts nothing.
 
 Loading already checks the file's permissions, its grammar and the plugins' keywords (a failure there is the usual
 ``file:line`` error, exit 78). Then each identity is checked as a send would use it: its server, its TLS files and
@@ -12,7 +13,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from esmtp.config.identities import where
+from esmtp.config.identities import choose_identity, where
 from esmtp.diagnostics import describe
 from esmtp.errors import EX_CONFIG, EX_OK, EsmtpError
 from esmtp.password_sources import password_source
@@ -28,6 +29,7 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
     from esmtp.progname import warn
 
     problems = checked = 0
+    _origins(config)
     exposed = _exposed(config)
     for identity in config.identities:
         if identity.address is None and identity is not config.default and not _has_settings(identity):
@@ -52,6 +54,15 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
         problems += 1
         print(f"FAIL plugin settings in {config.path}")
         warn(str(error))
+    for address in [options.sender, *options.recipients] if options.sender else options.recipients:
+        try:
+            choice = choose_identity(config, address)
+        except EsmtpError as error:  # two patterns tie for this address
+            problems += 1
+            print(f"FAIL sender {address}")
+            warn(str(error))
+            continue
+        print(f"sender {address}: identity {choice.identity.address or '(global section)'}: {choice.reason}")
     if problems:
         return EX_CONFIG
     if options.secrets:  # say that it ran: a passing --secrets would otherwise look like a plain --check
@@ -60,6 +71,25 @@ def check(options: Options, config: Config, hooks: Hooks) -> int:
     else:
         print(f"{config.path}: {checked} identity block(s) checked; nothing was contacted")
     return EX_OK
+
+
+def _origins(config: Config) -> None:
+    """Where the settings come from: the variables of a configuration made from the environment (values of secret
+    keywords not shown), or the ``ESMTP_`` keyword variables that a configuration file makes ignored."""
+    from esmtp.config import environment
+
+    if config.origins:
+        from esmtp.config.parser import looks_secret
+
+        print(f"configuration from the environment ({len(config.origins)} variable(s); no configuration file):")
+        for keyword, name in config.origins.items():
+            value = "(secret, not shown)" if looks_secret(keyword) else repr(os.environ.get(name, ""))
+            print(f"     {keyword} from {name}" + ("" if name.endswith("_FILE") else f" = {value}"))
+        return
+    ignored = environment.ignored()
+    if ignored:
+        print(f"note: {', '.join(ignored)} ignored: settings come from {config.path}, and the environment is read "
+              "only when there is no configuration file")
 
 
 def _has_settings(identity: Identity) -> bool:
@@ -81,6 +111,13 @@ def _check_identity(identity: Identity, hooks: Hooks, secrets: bool) -> str:
         located = identity.source and problem.startswith(identity.source)
         raise EsmtpError(problem if located else f"password ({source.description}): {problem}", exit_code=EX_CONFIG)
     parts = [f"{host}:{port}", describe.tls_mode(identity).split(":")[0]]
+    if identity.servers:  # failover: every server, with its own TLS mode
+        from esmtp.smtp.failover import candidates
+
+        parts[:2] = [", then ".join(f"{describe.server(server)[0]}:{describe.server(server)[1]} "
+                                    f"{describe.tls_mode(server).split(':')[0]}" for server in candidates(identity))]
+    if identity.options.get("fallback_identity"):
+        parts.append(f"fallback_identity {identity.options['fallback_identity']}")
     if trust != "-":
         parts.append(f"trust {trust}")
     if identity.username is not None:

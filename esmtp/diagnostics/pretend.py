@@ -1,5 +1,5 @@
-"""``--pretend``: read the message, run the pipeline up to delivery (rewriting, header fixups, routing), print the
-plan and send nothing. The password is never printed, only where it would come from."""
+"""``--pretend``: read the message, run the pipeline up to delivery (rewriting, header fixups, routing, signing),
+print the plan and send nothing. The password is never printed, only where it would come from."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def plan(options: Options, config: Config, hooks: Hooks) -> int:
             return 0
         given = envelope.given_sender
         choice = choose_identity(config, given, options.identity)
-        route = prepare(envelope, message, RunContext(config, hooks, Trace()))
+        trace = Trace()
+        route = prepare(envelope, message, RunContext(config, hooks, trace))
+        hooks.sign_message(envelope, message, config, trace)  # the signature a send would add (DKIM), made now
         sys.stdout.write(_identity_lines(envelope.identity, choice.reason, config, hooks))
         sys.stdout.write(_route_lines(envelope, route, RunContext(config, hooks, Trace())))
         sys.stdout.write(_header_lines(message))

@@ -36,6 +36,19 @@ def serverinfo(options: Options, config: Config, hooks: Hooks) -> int:
         trace.close()
 
 
+class _Printable:
+    """Standard output for what the server said (greeting, extensions, certificate names): control characters
+    escaped (:func:`esmtp.progname.printable`)."""
+
+    def write(self, text: str) -> None:
+        from esmtp.progname import printable
+
+        sys.stdout.write(printable(text))
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 async def _probe(identity: Identity, reason: str, hooks: Hooks, trace: Trace, *, login: bool) -> int:
     from esmtp.diagnostics import describe
     from esmtp.smtp.kept import new_session
@@ -43,7 +56,7 @@ async def _probe(identity: Identity, reason: str, hooks: Hooks, trace: Trace, *,
     needs_auth = identity.username is not None or identity.password is not None or uses_oauth2(identity)
     session = new_session(identity, hooks, trace, login=login)
     mechanisms = session.mechanisms
-    out = sys.stdout
+    out = _Printable()
     out.write(f"identity:    {identity.address or '(global section)'}: {reason}\n")
     out.write(f"server:      {session.server}, TLS: {describe.tls_mode(identity)}\n")
     out.flush()

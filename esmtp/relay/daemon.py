@@ -2,8 +2,8 @@
 
 One process per user and configuration (and environment: see ``front.fingerprint``), listening on a Unix socket in
 a 0700 directory, serving only its own uid (SO_PEERCRED). It keeps what every run would otherwise pay for: the
-interpreter, asyncio and aiosmtplib, the parsed configuration and the plugins (reloaded when the file's inode, mtime
-or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.smtp.kept`). Each request
+interpreter, asyncio and aiosmtplib, the parsed configuration and the plugins (reloaded when the file's inode, mtime,
+ctime or size changes), and an authenticated SMTP connection per identity (:mod:`esmtp.smtp.kept`). Each request
 runs :func:`esmtp.cli.main` in a thread of its own, with the caller's stdout, stderr and spooled standard input in
 place of the process's, so the caller sees what a run of its own would give. It exits after ``relay_daemon_idle``
 seconds without a request. Started by the front end (or by systemd socket activation: contrib/).
@@ -78,7 +78,8 @@ def _signature(paths: list[str]) -> tuple[tuple[int, ...] | None, ...]:
         except OSError:
             found.append(None)
             continue
-        found.append((info.st_ino, info.st_mtime_ns, info.st_size, info.st_mode, info.st_uid))
+        # ctime too: an in-place edit of the same size with the old mtime put back changes nothing else.
+        found.append((info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_mode, info.st_uid))
     return tuple(found)
 
 
@@ -228,7 +229,7 @@ class RelayServer:
                 uid = _CREDENTIALS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size))[1]
                 if uid != os.getuid():
                     return  # never serve another user (root's process serves only root)
-                fields, fds = _receive(conn)
+                fields = _receive(conn, fds)
                 conn.sendall(self._answer(fields, fds))
         except OSError:
             pass
@@ -265,9 +266,17 @@ class RelayServer:
         from esmtp.cli import main as run_command
         from esmtp.streams import reader_may_leave
 
-        out = reader_may_leave(open(os.dup(fds[0]), "w", encoding="utf-8", errors="strict"))  # noqa: SIM115
-        err = open(os.dup(fds[1]), "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
-        spool = open(os.dup(fds[2]) if len(fds) == 3 else os.open(os.devnull, os.O_RDONLY), encoding="utf-8")  # noqa: SIM115
+        # The streams do not own the caller's descriptors (closefd=False): _client closes those, on every path, also
+        # when a stream cannot be made (a directory as the message, say).
+        out = reader_may_leave(open(fds[0], "w", encoding="utf-8", errors="strict", closefd=False))  # noqa: SIM115
+        err = open(fds[1], "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        try:
+            spool = (open(fds[2], encoding="utf-8", closefd=False) if len(fds) == 3  # noqa: SIM115
+                     else open(os.devnull, encoding="utf-8"))  # noqa: SIM115
+        except BaseException:
+            out.close()
+            err.close()
+            raise
         token = _streams.set({"stdin": spool, "stdout": out, "stderr": err})
         exclusive = self._runs_commands(argv, cwd)
         if exclusive:
@@ -338,17 +347,17 @@ def _adopt(theirs: str) -> None:
                 os.environ.pop(name, None)
 
 
-def _receive(conn: socket.socket) -> tuple[list[bytes], list[int]]:
-    """One request: a 4-byte length, the NUL-separated fields, and the descriptors that came with them."""
+def _receive(conn: socket.socket, fds: list[int]) -> list[bytes]:
+    """One request: a 4-byte length and the NUL-separated fields; the descriptors that came with them go to ``fds``
+    at once (the caller closes them, whatever happens next). Close-on-exec: no MDA of another request inherits them."""
     conn.settimeout(30)
-    data, ancillary, _, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(3 * 4))
-    fds: list[int] = []
+    data, ancillary, _, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(3 * 4), socket.MSG_CMSG_CLOEXEC)
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % 4
             fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, usable, 4)]
     if len(data) < 4:
-        return [], fds
+        return []
     size = int.from_bytes(data[:4], "big")
     body = bytearray(data[4:])
     while len(body) < min(size, _MAX_REQUEST):
@@ -358,8 +367,8 @@ def _receive(conn: socket.socket) -> tuple[list[bytes], list[int]]:
         body += more
     conn.settimeout(None)  # the run takes as long as delivery takes (the SMTP layer has its own time-outs)
     if len(body) != size:
-        return [], fds
-    return bytes(body).split(b"\0"), fds
+        return []
+    return bytes(body).split(b"\0")
 
 
 # ---- start-up --------------------------------------------------------------------------------------------------------
@@ -381,6 +390,43 @@ def _listen(path: str) -> tuple[socket.socket, bool]:
     return listener, False
 
 
+def sweep_spool_files(directory: str | None = None) -> None:
+    """Remove the message spool files (``esmtp-PID-*.body``, :func:`esmtp.message.read_message`) that processes of
+    ours left in ``$TMPDIR`` when they were killed (SIGKILL runs no clean-up): only regular files of this uid whose
+    process is gone. A resident process runs this as it starts, so one killed in the middle of DATA leaves nothing
+    for long."""
+    import re
+
+    directory = directory or os.environ.get("TMPDIR") or "/tmp"
+    name = re.compile(r"esmtp-(\d+)-[0-9a-f]{12}\.body")
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            found = name.fullmatch(entry.name)
+            if found is None or int(found.group(1)) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if info.st_uid != os.getuid() or (info.st_mode & 0o170000) != 0o100000:
+                    continue
+                if _gone(int(found.group(1))):
+                    os.unlink(entry.path)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie that nobody has reaped yet included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # another user's process with that pid: not ours to judge
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 def main(args: list[str]) -> int:
     """``python -c ... SOCKET_PATH [CONFIG]``: serve until idle. Exits at once if another process already serves the
     path. ``CONFIG`` is the ``-C`` file of the callers it serves (absolute), whose ``relay_daemon_idle`` applies from
@@ -400,6 +446,7 @@ def main(args: list[str]) -> int:
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
     _install_routing()
+    sweep_spool_files()
     from esmtp.smtp import session as smtp  # noqa: F401  (what every message needs, loaded once)
 
     server = RelayServer(listener, path, adopt_environment=activated)

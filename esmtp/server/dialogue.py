@@ -1,8 +1,12 @@
-"""``sendmail -bs``: the ESMTP server dialogue on standard input and output.
+"""The ESMTP server dialogue: :class:`Dialogue`, the protocol's state machine, and :class:`StdioServer`, which runs
+it on standard input and output (``sendmail -bs``).
 
-This module speaks the protocol: commands and replies (:mod:`esmtp.server.input` reads the lines and the DATA,
-within limits). What happens to an envelope (the local checks at RCPT, the pipeline after the final dot) is the
-:class:`Relay`'s job (:mod:`esmtp.server.relay`).
+:class:`Dialogue` does no I/O: it is given each command line and queues its replies, so the blocking ``-bs`` loop
+below and the asyncio listener (:mod:`esmtp.server.listener`) share one implementation of SMTP. What may block (a
+delivery, a password check) is left in :attr:`Dialogue.blocking` for the driver to run where it can wait; the DATA
+is read by the driver (:mod:`esmtp.server.input` has the line and DATA rules and limits). What happens to an
+envelope (the local checks at RCPT, the pipeline after the final dot) is the :class:`Relay`'s job
+(:mod:`esmtp.server.relay`).
 
 Why not aiosmtpd, the usual asyncio SMTP server: it is built for sockets. Over stdio it needs two pipe transports
 glued under one ``StreamReaderProtocol`` (it asks its transport for a peer name and writes through the read side's
@@ -26,9 +30,12 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 from esmtp.addresses import address_problem, unsafe_character
 from esmtp.errors import EX_IOERR, EX_PROTOCOL, EX_TEMPFAIL, DataError
 from esmtp.message import read_message
+from esmtp.progname import printable
 from esmtp.server.input import DataStream, IdleTimeout, LineReader, Reject
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from esmtp.message import Message
 
 #: RFC 5321 4.5.3.1.4 allows 512 octets for a command line; SMTPUTF8 addresses and DSN parameters need more.
@@ -58,6 +65,10 @@ class Transaction:
     recipients: list[str] = field(default_factory=list)
     #: The NOTIFY of the transaction's recipients (an envelope has one); None when none was given.
     notify: str | None = None
+    #: The client's address (the listener), for the envelope and the delivery log; None on the ``-bs`` pipe.
+    client: str | None = None
+    #: The ``Received:`` field's value the server adds at the top of the message (the listener), without the name.
+    received: str | None = None
 
 
 class Relay(Protocol):
@@ -112,20 +123,38 @@ def _params(params: list[str]) -> dict[str, str]:
     return found
 
 
-class StdioServer:
-    """One ESMTP session with the caller over two file descriptors."""
+class Dialogue:
+    """One ESMTP session's state machine: :meth:`handle` takes each command line, :meth:`output` gives the replies.
 
-    def __init__(self, infd: int, outfd: int, relay: Relay, *, hostname: str, timeout: float = IDLE_TIMEOUT) -> None:
-        self.out = outfd
+    The driver that owns the connection reads lines (within :data:`COMMAND_LIMIT`), passes them in, writes the
+    output before it waits for more input (RFC 2920: pipelined replies are flushed then), and after each line
+    looks at :attr:`data_for` (DATA was accepted: read the message, then call :meth:`message` or
+    :meth:`data_refused`) and :attr:`blocking` (work that may block: run it, then go on). Subclasses add what a
+    connection offers beyond a pipe (AUTH, STARTTLS, a sender policy: :mod:`esmtp.server.listener`).
+    """
+
+    #: The word after ESMTP in the greeting.
+    banner = "ESMTP esmtp"
+
+    def __init__(self, relay: Relay, *, hostname: str, max_size: int = MAX_SIZE,
+                 max_recipients: int = MAX_RECIPIENTS) -> None:
         self.relay = relay
         self.hostname = hostname
-        self.reader = LineReader(infd, timeout, self.flush)
+        self.max_size = max_size
+        self.max_recipients = max_recipients
         self.pending: list[bytes] = []
         self.transaction: Transaction | None = None
         self.extended = False
+        self.helo = ""
         self.errors = 0
         #: The exit status so far (see :meth:`note`).
         self.status = 0
+        #: Set by DATA after 354: the transaction whose message the driver must now read.
+        self.data_for: Transaction | None = None
+        #: Work that may block (a delivery, a password check), for the driver to run before the next line.
+        self.blocking: Callable[[], None] | None = None
+        #: Set by a command that takes more lines (AUTH): the next line goes here instead of being a command.
+        self.continuation: Callable[[str], bool] | None = None
 
     # ---- output --------------------------------------------------------------------------------------------------
 
@@ -138,11 +167,11 @@ class StdioServer:
             separator = " " if index == len(lines) - 1 else "-"
             self.pending.append(f"{code}{separator}{body}\r\n".encode())
 
-    def flush(self) -> None:
+    def output(self) -> bytes:
+        """The replies queued since the last call."""
         data = b"".join(self.pending)
         self.pending.clear()
-        while data:
-            data = data[os.write(self.out, data) :]
+        return data
 
     def note(self, status: int) -> None:
         """Keep the most serious exit status: a permanent failure's, then 76 (protocol), then 75, then 0."""
@@ -151,45 +180,40 @@ class StdioServer:
 
     # ---- the session ---------------------------------------------------------------------------------------------
 
-    def run(self) -> int:
-        """Greet, then answer commands until QUIT, end of input, the idle timeout or too many errors."""
-        try:
-            self.reply(f"220 {self.hostname} ESMTP esmtp (sendmail -bs)")
-            while self._command():
-                pass
-        except EOFError:
-            pass  # end of input between commands: nothing is owed
-        except IdleTimeout:
-            self.reply(f"421 4.4.2 {self.hostname} Timeout: nothing received for {self.reader.timeout:g} seconds")
-            self.note(EX_TEMPFAIL)
-        except OSError:
-            self.note(EX_IOERR)  # the pipe broke: the caller is gone
-        with contextlib.suppress(OSError):  # the caller is gone
-            self.flush()
-        return self.status
+    def greet(self) -> None:
+        self.reply(f"220 {self.hostname} {self.banner}")
 
-    def _command(self) -> bool:
-        try:
-            line = self.reader.line(COMMAND_LIMIT)
-        except Reject as refused:
-            return self._error(refused.reply)
+    def timed_out(self, seconds: float) -> None:
+        self.reply(f"421 4.4.2 {self.hostname} Timeout: nothing received for {seconds:g} seconds")
+        self.note(EX_TEMPFAIL)
+
+    def handle(self, line: bytes) -> bool:
+        """Answer one command line (with its line ending); False when the session is over."""
         try:
             text = line.rstrip(b"\r\n").decode("utf-8")
         except UnicodeDecodeError:
-            return self._error("500 5.5.2 Command is not valid UTF-8")
+            self.continuation = None
+            return self.refuse("500 5.5.2 Command is not valid UTF-8")
+        if self.continuation is not None:
+            continuation, self.continuation = self.continuation, None
+            return self._answer(continuation, text)
         verb, _, argument = text.strip().partition(" ")
         handler = getattr(self, f"smtp_{verb.upper()}", None) if verb.isalpha() else None
         if handler is None:
-            return self._error(f"500 5.5.2 Command not recognised: {verb[:20]!r}")
+            return self.refuse(f"500 5.5.2 Command not recognised: {verb[:20]!r}")
+        return self._answer(handler, argument.strip())
+
+    def _answer(self, handler: Callable[[str], bool], argument: str) -> bool:
         try:
-            return bool(handler(argument.strip()))
+            return bool(handler(argument))
         except Reject as refused:
             if refused.reply[:3] in _ERRORS:
-                return self._error(refused.reply)
+                return self.refuse(refused.reply)
             self.reply(refused.reply)
             return True
 
-    def _error(self, reply: str) -> bool:
+    def refuse(self, reply: str) -> bool:
+        """Answer the caller's error (a bad command, a line too long); False after too many of them."""
         self.errors += 1
         if self.errors >= MAX_ERRORS:
             self.reply(f"421 4.7.0 {self.hostname} Too many errors; closing the session")
@@ -197,6 +221,22 @@ class StdioServer:
             return False
         self.reply(reply)
         return True
+
+    def data_refused(self, error: Reject | DataError | OSError) -> None:
+        """The message was not taken (a limit, bad data, or the spool failed); the rest of it has been skipped."""
+        if isinstance(error, Reject):
+            self.reply(error.reply)
+        elif isinstance(error, DataError):
+            self.reply(f"554 5.6.0 {error}")
+        else:  # the spool file (a full disk)
+            self.reply(f"451 4.3.0 cannot spool the message: {error.strerror or error}; try again later")
+            self.note(EX_TEMPFAIL)
+
+    def message(self, transaction: Transaction, message: Message) -> None:
+        """Deliver a message read in full and queue the reply to its final dot (this blocks: see :attr:`blocking`)."""
+        reply, status = self.relay.deliver(transaction, message)
+        self.note(status)
+        self.reply(reply)
 
     # ---- commands (each returns True to go on) -------------------------------------------------------------------
 
@@ -206,17 +246,25 @@ class StdioServer:
     def smtp_EHLO(self, argument: str) -> bool:
         return self._greet(argument, "EHLO")
 
+    def extensions(self) -> list[str]:
+        """The EHLO keywords offered now."""
+        return ["PIPELINING", "8BITMIME", "SMTPUTF8", f"SIZE {self.max_size}", "DSN", "ENHANCEDSTATUSCODES", "HELP"]
+
     def _greet(self, argument: str, verb: str) -> bool:
         if not argument:
             raise Reject(f"501 5.5.4 Syntax: {verb} hostname")
         self.transaction = None
         self.extended = verb == "EHLO"
+        self.helo = argument.split()[0][:255]
         if not self.extended:
             self.reply(f"250 {self.hostname}")
             return True
-        extensions = ["PIPELINING", "8BITMIME", "SMTPUTF8", f"SIZE {MAX_SIZE}", "DSN", "ENHANCEDSTATUSCODES", "HELP"]
-        self.reply("\n".join([f"250 {self.hostname} greets {argument}", *(f"250 {e}" for e in extensions)]))
+        greets = printable(argument)  # no control character of the caller's goes back (a CR would split the line)
+        self.reply("\n".join([f"250 {self.hostname} greets {greets}", *(f"250 {e}" for e in self.extensions())]))
         return True
+
+    def check_sender(self, address: str) -> None:
+        """Raise Reject when this session may not use ``address`` in MAIL FROM (nothing to check on a pipe)."""
 
     def smtp_MAIL(self, argument: str) -> bool:
         if self.transaction is not None:
@@ -224,6 +272,7 @@ class StdioServer:
         address, params = _path(argument, "FROM")
         if address:
             check_syntax(address)
+        self.check_sender(address)
         transaction = Transaction(address)
         for name, value in _params(params).items():
             self._mail_param(transaction, name, value)
@@ -234,9 +283,9 @@ class StdioServer:
     def _mail_param(self, transaction: Transaction, name: str, value: str) -> None:
         if not self.extended:
             raise Reject("555 5.5.4 MAIL parameters need EHLO")
-        if name == "SIZE" and value.isdigit():
-            if int(value) > MAX_SIZE:
-                raise Reject(f"552 5.3.4 Message larger than the maximum size of {MAX_SIZE} bytes")
+        if name == "SIZE" and value.isascii() and value.isdigit():  # not "²", which int() refuses
+            if int(value) > self.max_size:
+                raise Reject(f"552 5.3.4 Message larger than the maximum size of {self.max_size} bytes")
         elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
             transaction.body = value.upper()
         elif name == "SMTPUTF8" and not value:
@@ -246,7 +295,7 @@ class StdioServer:
         elif name == "ENVID" and value and _printable(envid := _xtext_decode(value)):
             transaction.envid = envid
         elif name == "AUTH":
-            pass  # RFC 4954 5: the identity the caller claims; we offer no AUTH, so it means nothing here
+            pass  # RFC 4954 5: the identity the caller claims for the message; it is not passed on
         else:
             raise Reject(f"555 5.5.4 Unsupported MAIL parameter {name}{'=' if value else ''}{value}"[:200])
 
@@ -266,8 +315,8 @@ class StdioServer:
                 notify = ",".join(w for w in ("SUCCESS", "FAILURE", "DELAY") if w in value.upper()) or "NEVER"
             elif name != "ORCPT":  # ORCPT is accepted and not passed on
                 raise Reject(f"555 5.5.4 Unsupported RCPT parameter {name}"[:200])
-        if len(transaction.recipients) >= MAX_RECIPIENTS:
-            raise Reject("452 4.5.3 Too many recipients")
+        if len(transaction.recipients) >= self.max_recipients:
+            raise Reject(f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)")
         if transaction.recipients and notify != transaction.notify:
             raise Reject("452 4.5.3 A different NOTIFY needs another transaction: send this recipient again later")
         refused = self.relay.check_recipient(transaction, address)
@@ -289,28 +338,8 @@ class StdioServer:
         if not transaction.recipients:
             raise Reject("554 5.5.1 Error: no valid recipients")
         self.reply("354 End data with <CR><LF>.<CR><LF>")  # no enhanced code: RFC 3463 has no class 3
-        stream = DataStream(self.reader, MAX_SIZE)
         self.transaction = None
-        try:
-            # EOFError and IdleTimeout end the session here: a message cut short is never delivered.
-            message = read_message(cast("BinaryIO", stream))
-        except EOFError:
-            self.note(EX_TEMPFAIL)
-            raise
-        except (Reject, DataError) as refused:
-            stream.skip()
-            self.reply(refused.reply if isinstance(refused, Reject) else f"554 5.6.0 {refused}")
-            return True
-        except OSError as error:  # the spool file (a full disk); if our input broke instead, skip() raises again
-            stream.skip()
-            self.reply(f"451 4.3.0 cannot spool the message: {error.strerror or error}; try again later")
-            self.note(EX_TEMPFAIL)
-            return True
-        with message:
-            stream.skip()  # the dot itself, if read_message stopped before it
-            reply, status = self.relay.deliver(transaction, message)
-        self.note(status)
-        self.reply(reply)
+        self.data_for = transaction
         return True
 
     def smtp_RSET(self, argument: str) -> bool:
@@ -342,3 +371,93 @@ class StdioServer:
 
     def smtp_STARTTLS(self, argument: str) -> bool:
         raise Reject("502 5.5.1 No STARTTLS on the local pipe")
+
+
+class StdioServer(Dialogue):
+    """One ESMTP session with the caller over two file descriptors (``sendmail -bs``), driven by a blocking loop."""
+
+    banner = "ESMTP esmtp (sendmail -bs)"
+
+    def __init__(self, infd: int, outfd: int, relay: Relay, *, hostname: str, timeout: float = IDLE_TIMEOUT) -> None:
+        super().__init__(relay, hostname=hostname)
+        self.out = outfd
+        self.reader = LineReader(infd, timeout, self.flush)
+        #: The caller stopped reading replies (see :meth:`flush`).
+        self.stalled = False
+
+    def flush(self) -> None:
+        """Write the pending replies, each wait for the caller to read bounded by the idle timeout: a caller that
+        stops reading ends the session as a broken pipe would (OSError), never blocks it."""
+        import select
+
+        data = self.output()
+        while data and not self.stalled:
+            _, ready, _ = select.select([], [self.out], [], self.reader.timeout)
+            if not ready:
+                self.stalled = True  # nothing more is written: the last flush must not wait again
+                raise TimeoutError(f"the caller read no reply for {self.reader.timeout:g} seconds")
+            # At most PIPE_BUF bytes, which a writable pipe takes without blocking.
+            data = data[os.write(self.out, data[: select.PIPE_BUF]) :]
+
+    def run(self) -> int:
+        """Greet, then answer commands until QUIT, end of input, the idle timeout or too many errors."""
+        try:
+            self.greet()
+            while self._command():
+                pass
+        except EOFError:
+            pass  # end of input between commands: nothing is owed
+        except IdleTimeout:
+            self.timed_out(self.reader.timeout)
+        except OSError:
+            self.note(EX_IOERR)  # the pipe broke: the caller is gone
+        except BaseException:
+            # A bug (or an interrupt): the replies already earned still go out (a delivered message's 250 among
+            # them, or the caller would send it again); the error is then reported as any other.
+            with contextlib.suppress(OSError):
+                self.flush()
+            raise
+        with contextlib.suppress(OSError):  # the caller is gone
+            self.flush()
+        return self.status
+
+    def _command(self) -> bool:
+        try:
+            line = self.reader.line(COMMAND_LIMIT)
+        except Reject as refused:
+            return self.refuse(refused.reply)
+        going_on = self.handle(line)
+        if self.data_for is not None:
+            transaction, self.data_for = self.data_for, None
+            self._data(transaction)
+        if self.blocking is not None:
+            work, self.blocking = self.blocking, None
+            work()
+        return going_on
+
+    def _data(self, transaction: Transaction) -> None:
+        stream = DataStream(self.reader, self.max_size)
+        try:
+            # EOFError and IdleTimeout end the session here: a message cut short is never delivered.
+            message = read_message(cast("BinaryIO", stream))
+        except EOFError:
+            self.note(EX_TEMPFAIL)
+            raise
+        except (Reject, DataError, OSError) as refused:  # if our input broke instead of the spool, skip() raises again
+            self._skip(stream)
+            self.data_refused(refused)
+            return
+        with message:
+            self._skip(stream)  # the dot itself, if read_message stopped before it
+            # The replies earned so far go out before a delivery that may take minutes (or be killed): a pipelined
+            # earlier message's 250 must not wait behind this one. A caller already gone gets nothing delivered.
+            self.flush()
+            self.message(transaction, message)
+
+    def _skip(self, stream: DataStream) -> None:
+        """The rest of the data, to the final dot. Input that ends first leaves a message unanswered: 75."""
+        try:
+            stream.skip()
+        except EOFError:
+            self.note(EX_TEMPFAIL)
+            raise

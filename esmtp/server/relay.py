@@ -89,6 +89,7 @@ class PipelineRelay:
         self.options = options
         self.config = config
         self.hooks = hooks
+        #: ``sessions``: the kept upstream sessions (of the ``-bs`` dialogue, or shared by all the listener's clients).
         self.context = RunContext(config, hooks, trace, sessions)
 
     def envelope(self, transaction: Transaction, recipients: list[str]) -> Envelope:
@@ -101,7 +102,7 @@ class PipelineRelay:
         return Envelope(
             sender=sender, recipients=list(recipients), identity=identity, full_name=self.options.full_name,
             notify=transaction.notify, ret=transaction.ret, envid=transaction.envid, body_type=transaction.body,
-            given_sender=transaction.sender,
+            given_sender=transaction.sender, client=transaction.client,
         )
 
     def check_recipient(self, transaction: Transaction, address: str) -> str | None:
@@ -130,6 +131,9 @@ class PipelineRelay:
         from esmtp.pipeline import submit
         from esmtp.progname import warn
 
+        if transaction.received is not None:  # the listener's trace field, on top of what the client sent
+            field = f"Received: {transaction.received}".replace("\n", "\n\t").encode("utf-8", "surrogateescape")
+            message.headers.insert(0, field.replace(b"\n", message.newline) + message.newline)
         try:
             results = submit(self.envelope(transaction, transaction.recipients), message, self.context)
         except EsmtpError as error:

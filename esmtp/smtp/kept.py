@@ -43,14 +43,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def new_session(identity: Identity, hooks: Hooks, trace: Trace, *, login: bool = True) -> SmtpSession:
+def new_session(identity: Identity, hooks: Hooks, trace: Trace, *, login: bool = True,
+                sender: str | None = None) -> SmtpSession:
     """A session (not yet open) to ``identity``'s server, with the run's mechanisms and secret sources.
 
-    ``login=False`` connects and secures without authenticating (``--serverinfo`` without ``--login``).
+    ``login=False`` connects and secures without authenticating (``--serverinfo`` without ``--login``); ``sender``
+    (the first message's) gives ``helo``'s ``%D``.
     """
     from esmtp.smtp.session import SmtpSession
 
-    return SmtpSession(identity, hooks.sasl_mechanisms(), trace, hooks.secret, login=login)
+    return SmtpSession(identity, hooks.sasl_mechanisms(), trace, hooks.secret, login=login, sender=sender)
 
 
 def connection_key(identity: Identity) -> tuple[object, ...]:
@@ -58,7 +60,7 @@ def connection_key(identity: Identity) -> tuple[object, ...]:
     return (
         identity.hostname, identity.username, identity.password, identity.starttls, identity.helo,
         identity.certificate_passphrase, identity.preconnect, identity.postconnect,
-        tuple(sorted(identity.options.items())),
+        tuple(sorted(identity.options.items())), tuple(identity.servers),
     )
 
 
@@ -118,7 +120,7 @@ class KeptSession:
         if self.policy.max_breaks is not None and self.breaks >= self.policy.max_breaks:
             self.error = error
 
-    async def get(self) -> SmtpSession:
+    async def get(self, sender: str | None = None) -> SmtpSession:
         """The open session, ready for MAIL: the kept one if it is still usable, else a new one. Raises the
         connection error (for this and, when the policy says so, every later use)."""
         import asyncio
@@ -144,8 +146,7 @@ class KeptSession:
             if self.identity.preconnect:
                 # In a thread: the command may take seconds (a tunnel, a link) while other sessions are sending.
                 await asyncio.to_thread(preconnect, self.identity.preconnect, self.trace)
-            session = new_session(self.identity, self.hooks, self.trace)
-            await session.open()
+            session = await self._open(sender)
         except EsmtpError as error:
             if self.policy.max_breaks is not None:
                 self.error = error
@@ -157,11 +158,32 @@ class KeptSession:
             self.upcoming = None
         return session
 
+    async def _open(self, sender: str | None) -> SmtpSession:
+        """A new session to the first of the identity's servers that answers (:mod:`esmtp.smtp.failover`)."""
+        from esmtp.smtp import failover
+
+        servers = failover.ordered(self.identity)
+        tried: list[tuple[str, EsmtpError]] = []
+        for index, server in enumerate(servers):
+            session = new_session(server, self.hooks, self.trace, sender=sender)
+            try:
+                await session.open()
+            except EsmtpError as error:
+                if len(servers) == 1 or not failover.may_fail_over(error):
+                    raise
+                failover.remember(server)
+                tried.append((session.server, error))
+                if index + 1 < len(servers):
+                    self.trace.info(f"{error}; trying the next server")
+                continue
+            return session
+        raise failover.all_failed(tried)
+
     async def send(self, envelope: Envelope, message: Message, recipients: list[str]) -> str:
         """Send one message on the kept session; return the server's final reply. Errors are those of
         :meth:`SmtpSession.open` and :meth:`SmtpSession.send`, as in a run of its own."""
         kept = self.session
-        session = await self.get()
+        session = await self.get(envelope.sender)
         reused = session is kept
         try:
             reply = await session.send(envelope, message, recipients)
@@ -171,7 +193,7 @@ class KeptSession:
             self.trace.info(f"the kept connection is gone ({error}); opening a new one")
             self.session = None
             await self._ended()
-            session = await self.get()
+            session = await self.get(envelope.sender)
             reply = await session.send(envelope, message, recipients)
         finally:
             self.last_used = time.monotonic()

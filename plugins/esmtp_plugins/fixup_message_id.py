@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from esmtp import hookimpl
+from esmtp.config.model import helo_name
 
 if TYPE_CHECKING:
     from esmtp.message import Message
@@ -31,4 +32,5 @@ def esmtp_fixup_headers(envelope: Envelope, message: Message) -> None:
     """
     identity = envelope.identity
     if identity.message_id and not message.has("message-id"):
-        message.add("Message-ID", new_message_id(identity.helo or os.uname().nodename))
+        name = os.uname().nodename if identity.helo is None else helo_name(identity.helo, envelope.sender)
+        message.add("Message-ID", new_message_id(name))

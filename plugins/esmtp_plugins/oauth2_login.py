@@ -6,6 +6,7 @@ the private state file, and the command says where.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -19,6 +20,19 @@ from .oauth2_tokens import client_fields, save_tokens
 
 #: How long to wait for the browser to come back, or for the user to enter the device code.
 LOGIN_TIMEOUT = float(os.environ.get("ESMTP_OAUTH2_LOGIN_TIMEOUT", "300"))
+#: How long one connection to the loopback redirect port may take to send its request.
+REQUEST_TIMEOUT = 5.0
+#: The most a device endpoint may make us wait between two polls (RFC 8628 3.5 suggests 5 s).
+MAX_INTERVAL = 60.0
+
+
+def _seconds(value: Any, default: float, most: float) -> float:
+    """A number of seconds from an endpoint's answer, within [0, ``most``] (``default`` when it is no number)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return default
+    return default if math.isnan(seconds) else min(max(seconds, 0.0), most)
 
 
 def _say(text: str) -> None:
@@ -81,6 +95,8 @@ def _wait_for_redirect(state: str) -> tuple[str, Any]:
         deadline = time.monotonic() + LOGIN_TIMEOUT
         try:
             while not result and time.monotonic() < deadline:
+                # Any local user can connect and say nothing: each connection gets a few seconds, never the login.
+                Handler.timeout = max(0.1, min(REQUEST_TIMEOUT, deadline - time.monotonic()))
                 server.handle_request()
         finally:
             server.server_close()
@@ -139,7 +155,7 @@ def browser_login(settings: OAuth2Settings) -> dict[str, Any]:
 
 def device_login(settings: OAuth2Settings) -> dict[str, Any]:
     """The device-code flow; returns the token endpoint's answer."""
-    from .oauth2_http import EndpointError, check_url, post_form
+    from .oauth2_http import EndpointError, check_url, mask, post_form
 
     if not settings.device_url:
         raise ConfigError(
@@ -158,20 +174,22 @@ def device_login(settings: OAuth2Settings) -> dict[str, Any]:
     uri = start.get("verification_uri_complete") or start.get("verification_uri") or start.get("verification_url")
     if not device_code or not uri:
         raise TemporaryFailure(f"the device endpoint {settings.device_url} answered without a device_code")
-    _say(f"On any device, open {uri} and enter the code {start.get('user_code', '')} "
-         f"(log in as {settings.identity.username}).")
-    interval = float(start.get("interval", 5))
-    deadline = time.monotonic() + min(float(start.get("expires_in", LOGIN_TIMEOUT)), LOGIN_TIMEOUT)
+    _say(mask(f"On any device, open {uri} and enter the code {start.get('user_code', '')} "
+              f"(log in as {settings.identity.username}).", secrets_sent))
+    # One deadline for the whole login, whatever the endpoint asks for: an interval of days is clamped.
+    interval = _seconds(start.get("interval"), 5.0, MAX_INTERVAL)
+    deadline = time.monotonic() + _seconds(start.get("expires_in"), LOGIN_TIMEOUT, LOGIN_TIMEOUT)
     fields.update(grant_type="urn:ietf:params:oauth:grant-type:device_code", device_code=device_code)
-    while time.monotonic() < deadline:
+    while time.monotonic() + interval < deadline:
         time.sleep(interval)
         try:
-            return post_form(settings.token_url, fields, timeout=30.0, secrets=(device_code, *secrets_sent))
+            return post_form(settings.token_url, fields, timeout=max(0.1, min(30.0, deadline - time.monotonic())),
+                             secrets=(device_code, *secrets_sent))
         except EndpointError as error:
             if error.error == "authorization_pending":
                 continue
             if error.error == "slow_down":
-                interval += 5
+                interval = min(interval + 5, MAX_INTERVAL)
                 continue
             raise AuthenticationError(f"the device login failed: {error.error}"
                                       f"{': ' + error.description if error.description else ''}") from None

@@ -55,6 +55,10 @@ def _private_dir(path: str) -> None:
         info = os.stat(path)
     except OSError as error:
         raise ConfigError(f"cannot create the state directory {path}: {error.strerror or error}") from None
+    _check_private_dir(path, info)
+
+
+def _check_private_dir(path: str, info: os.stat_result) -> None:
     if stat.S_IMODE(info.st_mode) & 0o077 or info.st_uid != os.geteuid():
         raise ConfigError(
             f"Directory {path} holds OAuth2 tokens and must be yours and private, but its mode is "
@@ -72,6 +76,13 @@ class FileStore:
         self.where = f"{self.path} (plain text, mode 0600: only you can read it)"
 
     def _read(self) -> dict[str, Any]:
+        try:
+            # Checked on read too: a token cached in a directory others may write to may be theirs.
+            _check_private_dir(self.directory, os.stat(self.directory))
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            raise ConfigError(f"cannot read {self.directory}: {error.strerror or error}") from None
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:

@@ -7,6 +7,7 @@ and says how to log in again; an unreachable endpoint or a 5xx exits 75 (the que
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 #: A cached token is reused only while more than this many seconds of its lifetime are left.
 MIN_LIFETIME = 60
+#: A longer lifetime than an endpoint's answer says is never believed (providers give an hour).
+MAX_LIFETIME = 86400.0
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -50,6 +53,9 @@ def save_tokens(settings: OAuth2Settings, store: TokenStore, answer: dict[str, A
         lifetime = float(answer.get("expires_in", 3600))
     except (TypeError, ValueError):
         lifetime = 3600.0
+    if math.isnan(lifetime):
+        lifetime = 3600.0
+    lifetime = min(lifetime, MAX_LIFETIME)  # 1e400 is infinity, and an infinite token would be cached for ever
     if lifetime > MIN_LIFETIME:
         store.set("access_token", f"{time.time() + lifetime:.0f} {token}")
     else:

@@ -4,6 +4,8 @@ CMD runs through ``/bin/sh -c`` only when a secret is needed (the server offered
 once per process and identity (a queue flush reuses it), bounded by the identity's ``timeout``. Its output is never
 logged. Failures: a command that cannot start (or that the shell cannot find) is a configuration error (78, naming
 the file and line); a non-zero exit or a time-out is temporary (75: a locked agent or keyring), quoting its stderr.
+Only the first line of its output is kept (and the start of its stderr), and its answer is taken as soon as it has
+exited: a child it left in the background, holding the pipe, is not waited for.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,8 @@ from esmtp.types import KeywordSpec
 from .credentials import COMMAND_KEYWORDS, where
 
 if TYPE_CHECKING:
+    import subprocess
+
     from esmtp.config.model import Identity
     from esmtp.trace import Trace
     from esmtp.types import SaslMechanism
@@ -30,6 +35,10 @@ DEFAULT_TIMEOUT = 60.0
 #: The shell's exit codes for "found but not executable" and "not found" (POSIX 2.8.2).
 _NOT_STARTED = {126: "could not be executed", 127: "was not found"}
 _STDERR_LIMIT = 500
+#: What is kept of each of the command's outputs (stdout: up to its first line end); the rest is read and dropped.
+_OUTPUT_LIMIT = 1 << 20
+#: How often a command that is still running is looked at (its exit closes no pipe that a child still holds).
+_POLL = 0.02
 
 #: Secrets already fetched in this process (a queue flush sends many messages per identity), by the command that
 #: printed them and the identity object they were fetched for. An identity object belongs to one loading of the
@@ -62,6 +71,43 @@ def _kill_tree(pid: int) -> None:
             os.kill(victim, signal.SIGKILL)
 
 
+def _collect(proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, bytes, bool]:
+    """The command's first line of stdout and the start of its stderr, each bounded (the rest is read and dropped,
+    so that the command never blocks on a full pipe), and whether it exited before ``deadline``.
+
+    Done as soon as the command (the shell) has exited: what it wrote is in the pipes by then, and a child it left in
+    the background may hold them open for as long as it likes.
+    """
+    import selectors
+    import subprocess
+
+    assert proc.stdout is not None and proc.stderr is not None
+    kept = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    with selectors.DefaultSelector() as selector:
+        for fd in kept:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            exited = proc.poll() is not None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready = selector.select(0 if exited else min(left, _POLL))
+            if exited and not ready:
+                break  # everything the command wrote has been read
+            for key, _ in ready:
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    selector.unregister(key.fd)
+                    continue
+                buffer = kept[key.fd]
+                if len(buffer) < _OUTPUT_LIMIT and (key.fd != proc.stdout.fileno() or b"\n" not in buffer):
+                    buffer += chunk[: _OUTPUT_LIMIT - len(buffer)]
+        if proc.poll() is None and not selector.get_map():  # both pipes closed: the shell is on its way out
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.0, deadline - time.monotonic()))
+    return bytes(kept[proc.stdout.fileno()]), bytes(kept[proc.stderr.fileno()]), proc.poll() is not None
+
+
 def run_secret_command(command: str, *, keyword: str, location: str, timeout: float) -> str:
     """Run ``command`` through /bin/sh and return the first line of its output, CR/LF stripped.
 
@@ -76,11 +122,10 @@ def run_secret_command(command: str, *, keyword: str, location: str, timeout: fl
     except OSError as error:
         raise ConfigError(f"{location}: {keyword} could not be started: {error.strerror or error}") from None
     with proc:
-        try:
-            stdout, stderr_bytes = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        stdout, stderr_bytes, exited = _collect(proc, time.monotonic() + timeout)
+        if not exited:
             _kill_tree(proc.pid)
-            proc.communicate()
+            proc.wait()
             raise TemporaryFailure(
                 f"{location}: {keyword} did not finish within {timeout:g} s (see 'timeout')"
             ) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import fcntl
 import json
 import os
 import re
@@ -15,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import Runner, SmtpServer, entry_point, free_port
+from support import Runner, SmtpServer, entry_point, free_port, wait_for_queue_runner
 
 MESSAGE = b"From: Alice <alice@example.org>\nTo: Bob <bob@example.net>\nSubject: hello\n\nHi Bob.\n"
 
@@ -30,20 +29,7 @@ def configure(run: Runner, port: int, extra: str = "") -> None:
 
 def wait_for_runner(run: Runner, timeout: float = 30) -> None:
     """Wait until no background run holds the runner lock (it is taken before the queueing command exits)."""
-    path = qdir(run) / "runner.lock"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not path.exists():
-            return
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            time.sleep(0.05)
-        finally:
-            os.close(fd)
-    raise AssertionError("the background run did not finish")
+    wait_for_queue_runner(qdir(run), timeout)
 
 
 def later(run: Runner, seconds: float) -> dict[str, str]:

@@ -3,10 +3,11 @@
 Loaded only when a flush runs (in the foreground, or the background run); with the modules it uses (sessions,
 message, tidier, bounce), it is the part of the queue that imports asyncio and the SMTP client.
 
-Per entry: lock it, re-route its stored envelope (the stored message is final: no header fix-ups run again), send
-each leg, then record the outcome in one state change: delivered (the entry is marked, then removed), deferred
-(retry later with exponential backoff), or failed (moved to ``failed/``, with a bounce when the configuration asks
-for one). The outcome of a message is recorded before the data of the next one is sent.
+Per entry: lock it, re-route its stored envelope (the stored message is final: no header fix-ups run again), sign it
+(``esmtp_sign_message``: a signature is made when the message is sent, not when it was queued), send each leg, then
+record the outcome in one state change: delivered (the entry is marked, then removed), deferred (retry later with
+exponential backoff), or failed (moved to ``failed/``, with a bounce when the configuration asks for one). The
+outcome of a message is recorded before the data of the next one is sent.
 
 Duplicates: a message is sent twice only if the process dies (or the connection breaks) after the final dot was
 written and before the entry was marked delivered, which is the unavoidable window of every MTA: the server may have
@@ -40,7 +41,9 @@ from esmtp.errors import (
 )
 from esmtp.plugins import Hooks
 from esmtp.progname import name as program_name
+from esmtp.smtp import failover
 from esmtp.smtp.kept import KeepPolicy, KeptSession, connection_key
+from esmtp.smtp.ratelimit import RateLimited, give_back, take_slot
 from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
@@ -149,7 +152,12 @@ class Flusher:
         return is_due(entry, now)
 
     def identity(self, entry: Entry) -> Identity:
-        return self.config.identity_for(entry.identity) if entry.identity is not None else self.config.default
+        if entry.identity is None:
+            return self.config.default
+        from esmtp.config.identities import named_identity
+
+        # The block the entry was queued with, by its name (its first address, perhaps a pattern).
+        return named_identity(self.config, entry.identity) or self.config.identity_for(entry.identity)
 
     def envelope(self, entry: Entry) -> Envelope:
         return entry.to_envelope(self.identity(entry))
@@ -215,7 +223,8 @@ class Flusher:
     def _announce(group: KeptSession, job: Job) -> None:
         """Let the group's session pipeline ``job``'s commands with the final dot of the message before it."""
         pairs = job.legs.get("smtp")
-        if pairs:
+        # Not under a rate_limit: the next message's commands would go out before it has its slot.
+        if pairs and "rate_limit" not in group.identity.options:
             group.announce(job.envelope, job.message, _routed(pairs))
 
     def _next_job(self, work: deque[Entry]) -> Job | None:
@@ -246,6 +255,7 @@ class Flusher:
         message = QueuedMessage(claim.fd, entry, self.store.eml(entry.id))
         route = self.hooks.route(envelope, self.config)
         self.hooks.before_deliver(envelope, message, route, self.config)
+        self.hooks.sign_message(envelope, message, self.config, self.trace)  # now: a fresh signature for this try
         return Job(claim, envelope, message, self._legs(route, entry, envelope), now)
 
     async def _run(self, job: Job, group: KeptSession, work: deque[Entry], meanwhile: Callable[[], None]) -> None:
@@ -306,19 +316,30 @@ class Flusher:
                         meanwhile: Callable[[], None]) -> None:
         envelope, message = job.envelope, job.message
         pending = list(pairs)
+        switches = len(failover.candidates(group.identity)) - 1  # other servers this message may move to
         while pending:
             started = time.monotonic()
             try:
-                session = await group.get()
+                stamp = take_slot(group.identity)  # the identity's rate_limit: RateLimited when the window is full
             except EsmtpError as error:
+                self._log(job, "smtp", pending, started, error=error)
+                attempt.temporary(pending, error, "reply")
+                return
+            try:
+                session = await group.get(envelope.sender)
+            except EsmtpError as error:
+                give_back(group.identity, stamp)
                 self.hooks.deliver_error(envelope, error, self.config)
                 self._log(job, "smtp", pending, started, error=error)
+                if await self._fallback(group.identity, job, pending, attempt, error):
+                    return
                 attempt.temporary(pending, error, "connect")
                 return
             try:
                 crashpoint("flush-before-send")
                 reply = await session.send(envelope, message, _routed(pending), meanwhile=meanwhile)
             except RecipientsRejected as error:
+                give_back(group.identity, stamp)
                 self.hooks.deliver_error(envelope, error, self.config)
                 self._log(job, "smtp", pending, started, error=error)
                 refused = [(r, s) for r, s in pending if r in error.rejected]
@@ -333,6 +354,15 @@ class Flusher:
                 pending = [(r, s) for r, s in pending if r not in error.rejected]
                 continue  # nothing was sent: the others are tried again at once
             except EsmtpError as error:
+                if not session.data_started:
+                    give_back(group.identity, stamp)
+                if switches > 0 and failover.may_fail_over(error):
+                    # 4xx to MAIL, RCPT or DATA, or to the final dot: the next server gets it, as a send would.
+                    switches -= 1
+                    failover.remember(session.identity)
+                    self.trace.info(f"{error}; trying the next server")
+                    await group.close()
+                    continue
                 self.hooks.deliver_error(envelope, error, self.config)
                 self._log(job, "smtp", pending, started, error=error)
                 if error.temporary:
@@ -349,6 +379,44 @@ class Flusher:
             self._log(job, "smtp", pending, started, result=result)
             attempt.ok(pending, result)
             return
+
+    async def _fallback(self, identity: Identity, job: Job, pending: list[tuple[str, str]], attempt: Attempt,
+                        error: EsmtpError) -> bool:
+        """Every server of ``identity`` is out of reach: send through its ``fallback_identity``, as a send would, on a
+        connection of its own (not kept: the fallback's own group may hold its kept session). True when that
+        settled the leg (delivered, or refused for good); False to keep the entry for a later try."""
+        try:
+            fallback = failover.fallback_of(identity, self.config)
+        except EsmtpError:
+            return False
+        if fallback is None or not failover.may_fail_over(error):
+            return False
+        started = time.monotonic()
+        recipients = _routed(pending)
+        self.trace.info(f"{error}; trying fallback_identity {fallback.address}")
+        kept = KeptSession(fallback, self.hooks, self.trace, KeepPolicy(resend_after_drop=False), warn=self._warn)
+        try:
+            stamp = take_slot(fallback)
+            try:
+                reply = await kept.send(job.envelope, job.message, recipients)
+                taken = kept.session.server if kept.session is not None else str(fallback.hostname)
+            except EsmtpError as failure:
+                if not failure.data_started:
+                    give_back(fallback, stamp)
+                raise
+            finally:
+                await kept.close()
+        except EsmtpError as failure:
+            self.hooks.deliver_error(job.envelope, failure, self.config)
+            self._log(job, "smtp", pending, started, error=failure)
+            if failure.temporary:
+                return False
+            attempt.permanent(pending, str(failure))
+            return True
+        result = DeliveryResult("smtp", recipients, reply, server=f"{taken} (fallback_identity {fallback.address})")
+        self._log(job, "smtp", pending, started, result=result)
+        attempt.ok(pending, result)
+        return True
 
     def _agent_leg(self, name: str, job: Job, pairs: list[tuple[str, str]], attempt: Attempt) -> None:
         envelope, recipients, started = job.envelope, _routed(pairs), time.monotonic()
@@ -392,6 +460,14 @@ class Flusher:
         entry.failed.update(attempt.failed)
         entry.recipients = [r for r in entry.recipients if r not in attempt.delivered and r not in attempt.failed]
         entry.last_attempt = now
+        if entry.recipients and isinstance(attempt.error, RateLimited) and now < expires:
+            # Not a failed try: the entry waits for a free slot of the identity's rate_limit, and no longer.
+            entry.last_error = str(attempt.error)
+            entry.next_retry = min(now + attempt.error.retry_after, expires)
+            self.store.save(entry)
+            self.report.deferred += 1
+            self.trace.info(f"queue: {entry.id} deferred until {time.ctime(entry.next_retry)}: {entry.last_error}")
+            return False
         if entry.recipients:
             entry.attempts += 1
             error = attempt.error
@@ -425,7 +501,7 @@ class Flusher:
             # Queued before the original moves, so a crash in between can repeat the bounce but never lose it.
             header_block = os.pread(claim.fd, entry.header_size, 0)
             bounce, parts = make_bounce(entry, self.store.eml(entry.id), header_block,
-                                        hostname=self.identity(entry).helo)
+                                        hostname=_helo(self.identity(entry).helo))
             self.store.enqueue(bounce, parts)
             work.append(bounce)
             self.progress.add(1)
@@ -515,3 +591,10 @@ def flush(store: QueueStore, settings: Settings, config: Config, hooks: Hooks, t
     return flusher.report
 
 
+
+
+def _helo(helo: str | None) -> str | None:
+    """The identity's ``helo`` with %H and %D expanded (the bounce's own sender has no domain: the host name)."""
+    from esmtp.config.model import helo_name
+
+    return None if helo is None else helo_name(helo)
