@@ -152,10 +152,10 @@ def open_user_file(path: str, holds: str = "a password") -> tuple[int | None, st
 
     ``(fd, None)``: a regular file owned by us with no group/other bits but g+x (or a symbolic link, owned by us, to
     such a file: msmtp follows those, and dotfile managers such as GNU stow make them); ``(None, None)``: no such file;
-    ``(None, problem)``: a file that must not be used, with the message to show (:mod:`esmtp.config.model` raises it
+    ``(None, problem)``: a file that must not be used, with the message to show (:mod:`esmtp.config.files` raises it
     as a ConfigError, 78). The checks are made on the opened descriptor (``O_NONBLOCK``: opening a FIFO does not
     wait for a writer), so a file swapped after a look cannot slip through. Here rather than in
-    :mod:`esmtp.config.model`, which imports it: the front end makes the same check before it reads the file.
+    :mod:`esmtp.config.files`, which imports it: the front end makes the same check before it reads the file.
     """
     try:
         link = os.lstat(path)
@@ -216,7 +216,7 @@ def config_setting(config: str | None) -> str:
     """``relay_daemon`` as the configuration file says (``disabled`` when it says nothing): a line scan only.
 
     A file that esmtp would refuse (a FIFO, a ``~/.esmtprc`` open to others...) reads as ``disabled``: the command
-    then runs here, where :mod:`esmtp.config.model` refuses it with its message, as it would without the relay.
+    then runs here, where :mod:`esmtp.config.files` refuses it with its message, as it would without the relay.
     """
     if config is not None:
         fd = _open_regular(config)

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from relay_support import run_in_both_modes  # noqa: F401  (the `run` fixture: every test here runs in both modes)
 from support import Runner, SmtpServer, entry_point, free_port
 from test_startup import run_in_process
 

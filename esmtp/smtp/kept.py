@@ -132,6 +132,8 @@ class KeptSession:
                 await asyncio.sleep(0)
             idle = self.last_used and time.monotonic() - self.last_used > self.policy.idle
             if session.is_open and not idle and (session.pipelined or await session.reset()):
+                # A header for this use too: transcripts of several runs (or messages) append to one file.
+                self.trace.session(f"{session.server} (the open connection, reused)")
                 self.trace.info(f"reusing the open connection to {session.server}")
                 return session
             if session.is_open:

@@ -12,6 +12,7 @@ import pytest
 from relay_support import (
     relay_pids,
     run_in_both_modes,  # noqa: F401  (the `run` fixture: every test here runs in both modes)
+    socket_path,
 )
 from support import Runner, SmtpServer, free_port
 
@@ -100,3 +101,9 @@ def test_a_broken_configuration_gives_the_same_answers_every_time(run: Runner, r
         assert (check.returncode, check.stderr) == (78, f"esmtp: {error}\n"), (state, check)
     if run.mode_env.get("ESMTP_RELAY_DAEMON") == "0":
         assert not relay_pids(run.runtime)
+    if relay_setting:  # the file no longer asks for the relay: its resident process leaves (and removes its socket)
+        ours = socket_path(run)
+        deadline = time.monotonic() + 15
+        while ours.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not ours.exists()
