@@ -112,12 +112,8 @@ def _check_identity(identity: Identity, hooks: Hooks, secrets: bool) -> str:
         raise EsmtpError(problem if located else f"password ({source.description}): {problem}", exit_code=EX_CONFIG)
     parts = [f"{host}:{port}", describe.tls_mode(identity).split(":")[0]]
     if identity.servers:  # failover: every server, with its own TLS mode
-        from esmtp.smtp.failover import candidates
-
-        parts[:2] = [", then ".join(f"{describe.server(server)[0]}:{describe.server(server)[1]} "
-                                    f"{describe.tls_mode(server).split(':')[0]}" for server in candidates(identity))]
-    if identity.options.get("fallback_identity"):
-        parts.append(f"fallback_identity {identity.options['fallback_identity']}")
+        parts[:2] = [describe.servers(identity)]
+    parts.extend(f"{name} {value}" for name, value in describe.routing(identity) if name != "servers")
     if trust != "-":
         parts.append(f"trust {trust}")
     if identity.username is not None:

@@ -7,7 +7,6 @@ data is streamed from the spool file, CRLF-normalised and dot-stuffed on the way
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import ssl
@@ -25,15 +24,17 @@ from esmtp.errors import (
     DeliveryError,
     EsmtpError,
     PermanentFailure,
-    RecipientsRejected,
     TemporaryFailure,
 )
 from esmtp.message import Message
-from esmtp.smtp.idn import ascii_form
+from esmtp.smtp.diagnosis import Endpoint, connection_failure
 from esmtp.smtp.network import NetworkPath, open_socket
 from esmtp.smtp.pipelining import PipeliningProtocol, adopt
+from esmtp.smtp.replies import describe, failure
+from esmtp.smtp.replies import rejected as rejected_recipients
 from esmtp.smtp.sasl import authenticate, choose_mechanisms, uses_oauth2
 from esmtp.smtp.timeouts import IMPLICIT_TLS_PORT, IMPLICIT_TLS_SILENCE, Timeouts
+from esmtp.smtp.transaction import Transaction, commands_for
 from esmtp.smtp.wire import encode_data
 from esmtp.trace import Trace
 from esmtp.types import Credentials, Envelope, SaslMechanism, SecretSource
@@ -43,38 +44,8 @@ if TYPE_CHECKING:
 
 
 
-def _failure(server: str, what: str, response: SMTPResponse) -> DeliveryError:
-    if response.code < 100:  # no SMTP reply at all (aiosmtplib's -1): garbage, or a reply over the size bound
-        return TemporaryFailure(f"{server} sent an invalid reply: {response.message}")
-    reply = f"{response.code} {response.message}".strip()
-    text = f"{server} {what}: {reply}"
-    if 400 <= response.code < 500:
-        return TemporaryFailure(text, code=response.code, reply=reply)
-    return PermanentFailure(text, code=response.code, reply=reply)
-
-
-def xtext(value: str) -> str:
-    """RFC 3461 xtext: ``+XX`` for ``+``, ``=`` and anything outside printable ASCII."""
-    return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}" for c in value)
-
-
 class _Reconnect(Exception):
     """The server dropped the connection after refusing a bearer token; a fresh token is ready for a new one."""
-
-
-class _Transaction:
-    """MAIL, RCPT and DATA of one message, as written to the server (and, once written, waiting for replies)."""
-
-    __slots__ = ("commands", "envelope", "recipients", "wire")
-
-    def __init__(self, envelope: Envelope, recipients: list[str], commands: list[str]) -> None:
-        self.envelope = envelope
-        self.recipients = list(recipients)
-        self.commands = commands
-        self.wire = b"".join(command.encode("utf-8") + b"\r\n" for command in commands)
-
-    def matches(self, envelope: Envelope, recipients: list[str]) -> bool:
-        return envelope is self.envelope and recipients == self.recipients
 
 
 class SmtpSession:
@@ -113,9 +84,9 @@ class SmtpSession:
         self._tls_phase = False  # inside the TLS handshake or the first exchange after it
         self._smtp: aiosmtplib.SMTP | None = None
         #: The next transaction, announced by :meth:`pipeline_next` and not written yet.
-        self._next: _Transaction | None = None
+        self._next: Transaction | None = None
         #: A transaction written after a final dot, whose replies the next :meth:`send` reads.
-        self._written: _Transaction | None = None
+        self._written: Transaction | None = None
         #: Between transactions (after the greeting and AUTH, the reply to a final dot, or a RSET): MAIL may follow.
         self._ready = False
         #: Whether the last :meth:`send` wrote any of its message's data (after the server's 354).
@@ -206,10 +177,12 @@ class SmtpSession:
                 from esmtp.smtp import tls
 
                 raise tls.refused_in_tls(response.code, response.message, self.tls, self.server) from None
-            raise _failure(self.server, "refused the connection", response) from None
+            raise failure(self.server, "refused the connection", response) from None
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
             await self.abort()
-            raise await self._connection_failure(error) from None
+            endpoint = Endpoint(self.host, self.port, self.smtps, self.helo, self.timeout)
+            raise await connection_failure(error, endpoint, self.tls, in_handshake=self._tls_phase,
+                                           encrypted=self.encrypted) from None
         except BaseException:
             await self.abort()
             raise
@@ -314,7 +287,7 @@ class SmtpSession:
         except aiosmtplib.SMTPResponseException as error:
             # Not a downgrade either: a refused STARTTLS ends the session, as a failed handshake does.
             self.trace.server(error.code, error.message)
-            raise _failure(self.server, "refused STARTTLS", SMTPResponse(error.code, error.message)) from None
+            raise failure(self.server, "refused STARTTLS", SMTPResponse(error.code, error.message)) from None
         self.trace.server(response.code, response.message)
         self._check_tls()
         await self._ehlo()
@@ -325,60 +298,6 @@ class SmtpSession:
         assert self._smtp is not None and self.tls is not None
         self.trace.info(self.tls.check_peer(self._smtp.get_transport_info("ssl_object"), self.server))
         self.encrypted = True
-
-    async def _connection_failure(self, error: BaseException) -> DeliveryError:
-        """The error to report for a failed connection, TLS failures explained in user terms."""
-        if self.tls is not None:
-            from esmtp.smtp import tls
-
-            if self._tls_phase or tls.has_tls_error(error):
-                peer = await self._fetch_certificate() if tls.verification_error(error) is not None else None
-                failure = tls.describe_failure(error, self.tls, self.server, peer, after_handshake=self.encrypted)
-                probe = tls.below_minimum_context(self.tls)
-                if isinstance(failure, TemporaryFailure) and not self.encrypted and probe is not None:
-                    # Dropped in the handshake, no reason given: a server below tls_min_version does that too.
-                    spoken = await self._probe_version(probe)
-                    if spoken is not None:
-                        return tls.version_too_old(self.server, self.tls, spoken)
-                if failure is not None:
-                    return failure
-        # (aiosmtplib names no port when given a connected socket: it is ours)
-        return TemporaryFailure(f"{self.server}: {_describe(error)}".replace(" on port None", f" on port {self.port}"))
-
-    async def _fetch_certificate(self) -> bytes | None:
-        """The certificate the server presents, fetched on a second connection without verification.
-
-        Only used after verification failed, to say what is wrong with the certificate (expired when, for which
-        names, issued by whom).
-        """
-        from esmtp.smtp import tls
-
-        ssl_object = await self._probe(tls.unverified_context())
-        return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-
-    async def _probe_version(self, context: ssl.SSLContext) -> str | None:
-        """The TLS version a handshake with ``context`` (older versions only) reaches, or None if it fails."""
-        ssl_object = await self._probe(context)
-        return ssl_object.version() if ssl_object is not None else None
-
-    async def _probe(self, context: ssl.SSLContext) -> ssl.SSLObject | None:
-        """A second connection that sends EHLO and STARTTLS only, then the handshake with ``context``, then closes:
-        to explain a failure, never to send mail."""
-        probe = aiosmtplib.SMTP(
-            hostname=self.host, port=self.port, use_tls=self.smtps, start_tls=False,
-            tls_context=context, timeout=min(self.timeout, 15.0),
-            local_hostname=self.helo,
-        )
-        try:
-            await probe.connect()
-            if not self.smtps:
-                await probe.starttls(tls_context=context, server_hostname=self.host)
-            ssl_object: ssl.SSLObject | None = probe.get_transport_info("ssl_object")
-            return ssl_object
-        except (TimeoutError, aiosmtplib.SMTPException, OSError):
-            return None
-        finally:
-            probe.close()
 
     async def _authenticate(self) -> None:
         """AUTH with the best usable mechanism, driven here over the raw command API (never aiosmtplib's login).
@@ -494,55 +413,6 @@ class SmtpSession:
 
     # ---- transactions ----------------------------------------------------------------------------------------------
 
-    def _mail_params(self, envelope: Envelope, message: Message) -> list[str]:
-        assert self._smtp is not None
-        smtp = self._smtp
-        params = []
-        if smtp.supports_extension("size"):
-            limit = smtp.esmtp_extensions.get("size", "").strip()
-            if limit.isdigit() and 0 < int(limit) < message.size:  # "SIZE" alone or "SIZE 0": no limit announced
-                raise PermanentFailure(
-                    f"the message is {message.size} bytes and {self.server} accepts at most {limit} (SIZE {limit}); "
-                    "nothing was sent"
-                )
-            params.append(f"SIZE={message.size}")
-        body = envelope.body_type or ("8BITMIME" if message.eight_bit else None)
-        if body and smtp.supports_extension("8bitmime"):
-            params.append(f"BODY={body}")
-        elif body == "8BITMIME":
-            self.trace.info(f"{self.server} does not offer 8BITMIME; sending 8-bit data as is")
-        addresses = [envelope.sender, *envelope.recipients]
-        if not all(address.isascii() for address in addresses):
-            if smtp.supports_extension("smtputf8"):
-                params.append("SMTPUTF8")
-            else:  # internationalised domains can go in their IDNA form; a non-ASCII local part cannot
-                for address in addresses:
-                    if ascii_form(address) is None:
-                        raise PermanentFailure(
-                            f"{self.server} does not offer SMTPUTF8, needed for the address {address} (its local "
-                            "part is not ASCII); nothing was sent"
-                        )
-        if smtp.supports_extension("dsn"):
-            if envelope.ret:
-                params.append(f"RET={envelope.ret}")
-            if envelope.envid:
-                params.append(f"ENVID={xtext(envelope.envid)}")
-        elif envelope.ret or envelope.envid or envelope.notify:
-            self.trace.info(f"{self.server} does not offer DSN; -N, -R and -V are not passed on")
-        return params
-
-    def _transaction(self, envelope: Envelope, message: Message, recipients: list[str]) -> _Transaction:
-        assert self._smtp is not None
-        params = self._mail_params(envelope, message)
-
-        def wire(address: str) -> str:  # the IDNA form when the server cannot take UTF-8 (checked just above)
-            return address if "SMTPUTF8" in params else ascii_form(address) or address
-
-        mail = " ".join([f"MAIL FROM:<{wire(envelope.sender)}>", *params])
-        notify = f" NOTIFY={envelope.notify}" if envelope.notify and self._smtp.supports_extension("dsn") else ""
-        rcpts = [f"RCPT TO:<{wire(rcpt)}>{notify}" for rcpt in recipients]
-        return _Transaction(envelope, recipients, [mail, *rcpts, "DATA"])
-
     def pipeline_next(self, envelope: Envelope, message: Message, recipients: list[str]) -> None:
         """Announce the transaction of the next :meth:`send` on this session (the queue knows what comes next).
 
@@ -557,7 +427,7 @@ class SmtpSession:
         if self._smtp is None or not self._smtp.supports_extension("pipelining"):
             return
         with contextlib.suppress(DeliveryError):  # e.g. SMTPUTF8 missing: send() reports it
-            self._next = self._transaction(envelope, message, recipients)
+            self._next = commands_for(self._smtp, self.server, envelope, message, recipients, self.trace)
 
     async def send(self, envelope: Envelope, message: Message, recipients: list[str], *,
                    meanwhile: Callable[[], None] | None = None) -> str:
@@ -593,15 +463,15 @@ class SmtpSession:
         self.trace.server(final.code, final.message)
         self._ready = self._written is None  # the transaction is over, whatever the reply
         if final.code != 250:
-            raise _failure(self.server, "refused the message", final)
+            raise failure(self.server, "refused the message", final)
         return f"{final.code} {final.message}"
 
     async def _broken(self, error: BaseException) -> DeliveryError:
         """Drop the connection after ``error`` (the server's state is unknown); return what to report."""
         await self.abort()
         if isinstance(error, aiosmtplib.SMTPResponseException):
-            return _failure(self.server, "failed", SMTPResponse(error.code, error.message))
-        return TemporaryFailure(f"{self.server}: {_describe(error)}")
+            return failure(self.server, "failed", SMTPResponse(error.code, error.message))
+        return TemporaryFailure(f"{self.server}: {describe(error)}")
 
     async def _send(self, envelope: Envelope, message: Message, recipients: list[str]) -> None:
         """Everything up to the final dot (and the next transaction's commands that go with it)."""
@@ -617,25 +487,25 @@ class SmtpSession:
                 raise TemporaryFailure(f"{self.server}: pipelined commands out of order; connection dropped")
             transaction = written
             for _ in transaction.commands:
-                replies.append(await protocol.read_response(timeout=self.timeout))
+                replies.append(await self._reply(replies))
         else:
             announced = self._next
             if announced is not None and announced.matches(envelope, recipients):
                 transaction, self._next = announced, None
             else:  # not announced, or the announcement is for the message after this one: keep it
-                transaction = self._transaction(envelope, message, recipients)
+                transaction = commands_for(self._smtp, self.server, envelope, message, recipients, self.trace)
             commands = transaction.commands
             if pipelining:
                 for command in commands:
                     self.trace.client(command)
                 protocol.write(transaction.wire)
                 for _ in commands:
-                    replies.append(await protocol.read_response(timeout=self.timeout))
+                    replies.append(await self._reply(replies))
             else:
                 for command in commands:
                     self.trace.client(command)
                     protocol.write(command.encode("utf-8") + b"\r\n")
-                    replies.append(await protocol.read_response(timeout=self.timeout))
+                    replies.append(await self._reply(replies))
                     if replies[-1].code >= 400:
                         break
         for reply in replies:
@@ -645,7 +515,7 @@ class SmtpSession:
 
         if mail_reply.code != 250:
             await self._reset(data_reply if len(replies) == expected else None)
-            raise _failure(self.server, f"refused sender <{envelope.sender}>", mail_reply)
+            raise failure(self.server, f"refused sender <{envelope.sender}>", mail_reply)
         rejected = {
             rcpt: f"{reply.code} {reply.message}"
             for rcpt, reply in zip(recipients, rcpt_replies, strict=False)
@@ -653,10 +523,10 @@ class SmtpSession:
         }
         if rejected or len(rcpt_replies) < len(recipients):
             await self._reset(data_reply if len(replies) == expected else None)
-            raise _rejected(self.server, rejected)
+            raise rejected_recipients(self.server, rejected)
         if data_reply.code != 354:
             await self._reset(None)
-            raise _failure(self.server, "refused DATA", data_reply)
+            raise failure(self.server, "refused DATA", data_reply)
 
         self.data_started = True
         last = b""
@@ -675,6 +545,20 @@ class SmtpSession:
             self.trace.client(command)
         await protocol.drain()
 
+    async def _reply(self, replies: list[SMTPResponse]) -> SMTPResponse:
+        """The next reply of a transaction. A server that said 421 and closed the connection (RFC 5321 3.8) ends the
+        transaction with its 421, not with "connection lost": the reason is the server's."""
+        try:
+            return await self._protocol.read_response(timeout=self.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+            closing = next((reply for reply in replies if reply.code == 421), None)
+            if closing is None:
+                raise
+            for reply in replies:
+                self.trace.server(reply.code, reply.message)
+            await self.abort()
+            raise failure(self.server, "closed the connection", closing) from None
+
     async def _reset(self, data_reply: SMTPResponse | None) -> None:
         """Leave the transaction. After a 354 the only safe way out is to drop the connection (no partial mail)."""
         if data_reply is not None and data_reply.code == 354:
@@ -686,19 +570,3 @@ class SmtpSession:
             await self.abort()
         else:
             self._ready = code == 250
-
-
-def _rejected(server: str, rejected: dict[str, str]) -> RecipientsRejected:
-    lines = "\n".join(f"  {rcpt}: {reply}" for rcpt, reply in rejected.items())
-    return RecipientsRejected(
-        f"{server} refused {len(rejected)} recipient(s); the message was not sent to anybody:\n{lines}",
-        rejected=rejected,
-    )
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, asyncio.TimeoutError | aiosmtplib.SMTPTimeoutError):
-        return f"timed out ({error})" if str(error) else "timed out"
-    if isinstance(error, aiosmtplib.SMTPServerDisconnected):
-        return f"the server closed the connection ({error})"
-    return str(error) or type(error).__name__
