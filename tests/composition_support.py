@@ -21,6 +21,7 @@ import secrets
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from oauth2_support import BearerHandler, Grant, OAuth2Provider
 from relay_support import relay_pids
+from relay_support import socket_path as relay_socket_path
 from support import BindsPortZero, Result, Runner, Sink, _Server, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "interop"))
@@ -291,6 +293,13 @@ def warm_relay(case: Case) -> Outcome:
     case.write_config("relay_daemon auto")
     letters = [case.letter(number) for number in (1, 2, 3)]
     assert_quiet(case.send(letters[0]), "the first sendmail")
+    # The first sendmail started the resident process; on a loaded machine the next one could still find it starting
+    # and send on its own, so wait until it listens (it then takes both of the others).
+    path = relay_socket_path(case.run, **case.env)
+    lock = path.with_name(path.name + ".lock")
+    deadline = time.monotonic() + 30
+    while not (path.exists() and lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert_quiet(case.send(letters[1]), "the second sendmail")
     third = case.send(letters[2], "-v")
     assert third.returncode == 0, third.stderr
