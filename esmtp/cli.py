@@ -43,6 +43,8 @@ usage: {prog} [options] [--] recipient...       send the message on standard inp
   -a NAME, --identity NAME   use this identity block, whatever the sender
   -v        verbose: show the SMTP dialogue        -X FILE  append a time-stamped protocol transcript to FILE
   --import-msmtprc [FILE]   print an esmtprc converted from an msmtp configuration
+  --system-setup            (root) prepare the system service: its user, its directories, the checks
+  --system-daemon           (root) run the system service in the foreground
   --version, --help
 Exit codes: 0 delivered or queued, 75 temporary failure (try again), 64-78 other errors (see esmtp(1)).
 Every flag: man esmtp (esmtp(1)). Every configuration keyword: man esmtprc (esmtprc(5)).
@@ -61,7 +63,7 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
 
     config: Config | None
     try:
-        config = load_config(options.config_file)
+        config = load_config(options.config_file, system_path=system_config())
     except ConfigNotFound:
         if need_config:
             raise
@@ -90,6 +92,11 @@ def _load(options: Options, *, need_config: bool, tolerant: bool = False) -> tup
     return config, hooks
 
 
+def system_config() -> str:
+    """``/etc/esmtprc``, or where ``ESMTP_SYSTEM_CONFIG`` puts it (the system service's configuration)."""
+    return os.environ.get("ESMTP_SYSTEM_CONFIG") or "/etc/esmtprc"
+
+
 def ignore_broken(error: ConfigError) -> None:
     """What a tolerant load (mailq) says about a configuration it goes on without (here and in the warm relay)."""
     from esmtp.progname import warn
@@ -103,6 +110,7 @@ def _send(options: Options, load: Loader, sessions: KeptSessions | None) -> int:
     from esmtp.envelope import build_envelope
     from esmtp.message import read_message
     from esmtp.pipeline import submit
+    from esmtp.submitter import apply, current
     from esmtp.trace import Trace
     from esmtp.types import RunContext
 
@@ -119,6 +127,9 @@ def _send(options: Options, load: Loader, sessions: KeptSessions | None) -> int:
     try:
         stdin = sys.stdin.buffer if sys.stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
         with read_message(stdin) as message:
+            submitter = current.get()
+            if submitter is not None:
+                apply(submitter, options, message, config)
             envelope = build_envelope(options, message, config)
             results = submit(envelope, message, RunContext(config, hooks, trace, sessions))
             for result in results:
@@ -128,16 +139,20 @@ def _send(options: Options, load: Loader, sessions: KeptSessions | None) -> int:
     return 0
 
 
-def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None = None, cwd: str | None = None) -> int:
+def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None = None, cwd: str | None = None,
+        vet: Callable[[Options], None] | None = None) -> int:
     """Run the command for ``argv``; return the exit code.
 
     The warm relay (:mod:`esmtp.relay.daemon`) passes its cached configuration ``load``-er, its kept SMTP
     ``sessions`` and the caller's working directory ``cwd`` (relative file names on the command line are the
-    caller's).
+    caller's). The system service (:mod:`esmtp.relay.system`) passes its own and ``vet``, which refuses (raises)
+    what a local user may not ask of it.
     """
     from esmtp.options import parse_args
 
     options = parse_args(argv)
+    if vet is not None:
+        vet(options)
     if cwd is not None:
         options.config_file = options.config_file and os.path.join(cwd, options.config_file)
         options.transcript = options.transcript and os.path.join(cwd, options.transcript)
@@ -155,6 +170,14 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
         from esmtp.config.import_msmtprc import import_command
 
         return import_command(options.msmtprc)
+    if options.mode == "system-daemon":
+        from esmtp.relay.system import main as system_daemon
+
+        return system_daemon()
+    if options.mode == "system-setup":
+        from esmtp.relay.setup import setup
+
+        return setup()
     if options.mode == "newaliases":
         return 0  # no alias database to rebuild (the aliases plugin reads its file directly)
     if options.mode == "smtp":
@@ -180,6 +203,11 @@ def run(argv: list[str], *, load: Loader = _load, sessions: KeptSessions | None 
                 raise ConfigError("no queue plugin is installed or enabled; nothing to remove")
             return 0
         return code
+    if options.mode == "check" and options.config_file is None:
+        from esmtp.diagnostics.check import search_order
+
+        if search_order() and not os.access(system_config(), os.R_OK):
+            return 0  # the service checks its configuration itself; this user cannot read it
     if options.mode in ("serverinfo", "check"):
         config, hooks = load(options, need_config=True)
         assert config is not None
@@ -209,7 +237,7 @@ def _say(text: str) -> None:
 
 
 def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptSessions | None = None,
-         cwd: str | None = None) -> int:
+         cwd: str | None = None, vet: Callable[[Options], None] | None = None) -> int:
     """Entry point of a run (the keyword arguments are the warm relay's: see :func:`run`)."""
     from esmtp.progname import set_name
 
@@ -217,7 +245,7 @@ def main(argv: list[str] | None = None, *, load: Loader = _load, sessions: KeptS
     prog = _prog(argv)
     set_name(prog)
     try:
-        code = run(argv, load=load, sessions=sessions, cwd=cwd)
+        code = run(argv, load=load, sessions=sessions, cwd=cwd, vet=vet)
     except EsmtpError as error:
         _say(f"{prog}: {error}\n")
         code = error.exit_code

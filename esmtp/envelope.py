@@ -9,6 +9,7 @@ from esmtp.config.model import Config, Identity
 from esmtp.errors import DataError
 from esmtp.message import Message
 from esmtp.options import Options
+from esmtp.submitter import current
 from esmtp.types import Envelope
 
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
@@ -32,7 +33,12 @@ def _sender_fields(message: Message) -> tuple[str, ...]:
 
 
 def login_name() -> str:
+    """The user's login; in the system service, the submitter's (:mod:`esmtp.submitter`)."""
     import pwd
+
+    submitter = current.get()
+    if submitter is not None:
+        return submitter.login
 
     try:
         return pwd.getpwuid(os.getuid()).pw_name
@@ -106,4 +112,5 @@ def build_envelope(options: Options, message: Message, config: Config) -> Envelo
         body_type=options.body_type,
         from_headers=options.read_recipients,
         given_sender=given,
+        submitter=submitter.uid if (submitter := current.get()) is not None else None,
     )

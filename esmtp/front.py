@@ -29,8 +29,19 @@ FINGERPRINT_VARS = ("HOME", "TZ", "PATH", "TMPDIR", "LANG", "LC_ALL", "PYTHONPAT
                     "PYTHON_KEYRING_BACKEND", "ESMTP_KEYRING_BACKEND", "ESMTP_QUEUE_DIR", "ESMTP_PLUGIN_AUTOLOAD",
                     "ESMTP_STRICT_PLUGINS", "ESMTP_DISABLE_PLUGINS", "ESMTP_DEBUG", "ESMTP_RELAY_DAEMON",
                     "ESMTP_RELAY_TEST_CRASH", "ESMTP_QUEUE_CRASH_AT", "ESMTP_QUEUE_CLOCK_OFFSET", "ESMTP_BS_TIMEOUT",
-                    "ESMTP_OAUTH2_LOGIN_TIMEOUT")
+                    "ESMTP_OAUTH2_LOGIN_TIMEOUT", "ESMTP_SYSTEM_CONFIG")
 PROTOCOL = b"esmtp-relay-1"
+#: The system service's protocol (:mod:`esmtp.relay.system`): the same frame, with these fields.
+SYSTEM_PROTOCOL = b"esmtp-system-1"
+#: Where the system service listens (``ESMTP_SYSTEM_SOCKET``) and where messages wait while it is down
+#: (``ESMTP_SYSTEM_MAILDROP``): see docs/system.md.
+SYSTEM_SOCKET = "/run/esmtp/submit.sock"
+SYSTEM_MAILDROP = "/var/spool/esmtp/maildrop"
+#: The largest message the system service takes (``ESMTP_SYSTEM_MESSAGE_LIMIT`` bytes), through its socket or its
+#: maildrop: a bound on what one local user can make it spool.
+MESSAGE_LIMIT = 64 << 20
+#: The first line of a maildrop file; then the submitter's uid, the argv size, the message size and the argv.
+MAILDROP_MAGIC = b"esmtp-maildrop-1\n"
 CHUNK = 1 << 16
 #: How long a front end waits for a resident process that another front end has just started.
 STARTING_WAIT = 3.0
@@ -215,7 +226,7 @@ def config_setting(config: str | None) -> str:
         if problem is not None:
             return "disabled"
         if fd is None:
-            fd = _open_regular("/etc/esmtprc")
+            fd = _open_regular(os.environ.get("ESMTP_SYSTEM_CONFIG") or "/etc/esmtprc")
     if fd is None:
         return "disabled"
     with open(fd, "rb") as handle:
@@ -378,11 +389,19 @@ def _stdio_fd(fd: int) -> tuple[int, bool]:
     return fd, False
 
 
+def _encode(words: list[str]) -> list[bytes]:
+    return [word.encode("utf-8", "surrogateescape") for word in words]
+
+
 def _request(sock: socket.socket, argv: list[str], spool: int | None, ours: str) -> int | None:
-    """Send the run to the resident process and wait for its exit code (None: it did not answer or declined).
-    ``ours`` is this caller's :func:`fingerprint`."""
-    fields = [PROTOCOL, os.getcwd().encode("utf-8", "surrogateescape"), ours.encode("utf-8", "surrogateescape")]
-    fields += [word.encode("utf-8", "surrogateescape") for word in argv]
+    """Send the run to the warm relay's resident process and wait for its exit code (None: it did not answer or
+    declined). ``ours`` is this caller's :func:`fingerprint`."""
+    return _exchange(sock, [PROTOCOL, *_encode([os.getcwd(), ours, *argv])], spool)
+
+
+def _exchange(sock: socket.socket, fields: list[bytes], spool: int | None) -> int | None:
+    """Send a request (the protocol's fields, then argv) with our stdout, stderr and the ``spool`` file, and wait
+    for its exit code (None: it did not answer or declined). The warm relay's and the system service's."""
     payload = b"\0".join(fields)
     out, close_out = _stdio_fd(1)
     err, close_err = _stdio_fd(2)
@@ -414,6 +433,9 @@ def relay(argv: list[str]) -> tuple[int | None, tuple[str, str | None] | None]:
 
     Standard input, once read, is left on descriptor 0 as the spool file, so that the fallback reads the same bytes.
     """
+    mode = system_mode(argv)
+    if mode is not None:
+        return submit_to_system(argv, mode), None
     scanned = scan_argv(argv)
     if scanned is None or os.environ.get("ESMTP_RELAY_DAEMON") == "0":
         return None, None
@@ -446,6 +468,176 @@ def relay(argv: list[str]) -> tuple[int | None, tuple[str, str | None] | None]:
             os.dup2(spool, 0)  # the fallback reads the spooled message as its standard input
             os.close(spool)
     return code, None
+
+
+# ---- the system service -------------------------------------------------------------------------------------------
+
+
+def system_path(variable: str, default: str) -> str:
+    """A path of the system service: the environment variable (packagers, tests), else the default."""
+    return os.environ.get(variable) or default
+
+
+def system_maildrop() -> str:
+    """``ESMTP_SYSTEM_MAILDROP``, else ``maildrop`` in ``ESMTP_SYSTEM_SPOOL``, else the default."""
+    spool = os.environ.get("ESMTP_SYSTEM_SPOOL")
+    return system_path("ESMTP_SYSTEM_MAILDROP", os.path.join(spool, "maildrop") if spool else SYSTEM_MAILDROP)
+
+
+def message_limit() -> int:
+    """:data:`MESSAGE_LIMIT`, or ``ESMTP_SYSTEM_MESSAGE_LIMIT`` (bytes) when that is a number."""
+    value = os.environ.get("ESMTP_SYSTEM_MESSAGE_LIMIT", "")
+    return int(value) if value.isdigit() else MESSAGE_LIMIT
+
+
+def system_mode(argv: list[str]) -> str | None:
+    """What the system service is asked to do for ``argv`` ("deliver", "mailq", "flush" or "remove"), or None when
+    this run is not for it: the user has a ``~/.esmtprc`` or gives ``-C`` (their own configuration wins), the command
+    is another one (``--version``, ``--check``, ``-bs``...), or the service is not installed here (neither its
+    socket nor its maildrop exists). The service parses argv for real and reports its errors."""
+    home = os.environ.get("HOME")
+    if home:
+        try:
+            os.stat(os.path.join(home, ".esmtprc"))
+            return None
+        except OSError:
+            pass
+    program = os.path.basename(argv[0]) if argv else ""
+    if program == "newaliases":
+        return None
+    mode = {"mailq": "mailq", "deliver": "flush"}.get(program, "deliver")
+    index = 1
+    while index < len(argv):
+        word = argv[index]
+        index += 1
+        if word == "--":
+            break
+        if word.startswith("--"):
+            name = word.split("=", 1)[0]
+            if name in ("--flush", "--remove"):
+                mode = name[2:]
+            elif name == "--identity":
+                index += "=" not in word
+            elif name != "--json":
+                return None
+            continue
+        if not word.startswith("-") or word == "-":
+            continue
+        for pos in range(1, len(word)):
+            letter = word[pos]
+            if letter == "q":
+                mode = "flush"
+                break
+            if letter == "I":
+                return None  # newaliases: nothing to rebuild, nothing for the service
+            if letter in _WITH_ARGUMENT:
+                argument = word[pos + 1:]
+                if not argument and index < len(argv):
+                    argument = argv[index]
+                    index += 1
+                if letter == "C":
+                    return None
+                if letter == "b":
+                    found = {"m": "deliver", "p": "mailq"}.get(argument[:1])
+                    if found is None:
+                        return None
+                    mode = found
+                break
+    socket_file = system_path("ESMTP_SYSTEM_SOCKET", SYSTEM_SOCKET)
+    if not (os.path.exists(socket_file) or os.path.isdir(system_maildrop())):
+        return None
+    return mode
+
+
+def _say(argv: list[str], text: str) -> None:
+    try:  # noqa: SIM105  (contextlib would be an import of its own)
+        os.write(2, f"{os.path.basename(argv[0]) if argv else 'esmtp'}: {text}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def submit_to_system(argv: list[str], mode: str) -> int:
+    """Run ``argv`` through the system service, which answers with the exit code of the run (it writes its output
+    to our stdout and stderr). A message it does not take (no socket, no answer) goes to the maildrop instead."""
+    path = system_path("ESMTP_SYSTEM_SOCKET", SYSTEM_SOCKET)
+    sock = _connect(path)
+    spool = None
+    code = None
+    try:
+        if mode == "deliver":
+            spool = _spool_stdin()
+        if sock is not None:
+            fields = [SYSTEM_PROTOCOL, b"uid=%d" % os.getuid(), *_encode(argv)]
+            try:
+                code = _exchange(sock, fields, spool)
+            except OSError:
+                code = None
+        if code is not None:
+            return code
+        if spool is None:
+            _say(argv, f"the mail system's service does not answer at {path}; try again later")
+            return 75
+        return _maildrop(argv, spool)
+    except KeyboardInterrupt:
+        _say(argv, "interrupted; the message may or may not have been sent")
+        return 75
+    finally:
+        if sock is not None:
+            sock.close()
+        if spool is not None:
+            os.close(spool)
+
+
+def _maildrop(argv: list[str], spool: int) -> int:
+    """Leave the message in the maildrop for the service (it takes it in when it starts, and regularly): 0 once
+    it is on disk, 75 when it cannot be (then nothing was queued).
+
+    The file is created exclusively (never through a link) and locked while it is written; it says who wrote it,
+    the size of what follows, and ends with the message, so that the service can tell a complete file from one
+    still being written or cut short.
+    """
+    import fcntl  # only here: the service is down
+    import time
+
+    directory = system_maildrop()
+    size = os.fstat(spool).st_size
+    if size > message_limit():
+        _say(argv, f"the message ({size} bytes) is larger than the mail system's limit ({message_limit()} bytes); "
+                   "nothing was sent")
+        return 65  # EX_DATAERR, as the service answers
+    path = os.path.join(directory, f"{int(time.time())}.{os.getpid()}.{os.urandom(8).hex()}")
+    try:
+        if not os.stat(directory).st_mode & 0o2000:
+            # Without set-group-ID the file would not get the service's group, and the service could not read it.
+            raise OSError(1, "it is not set-group-ID (mode 3733): run esmtp --system-setup")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    except OSError as error:
+        _say(argv, f"the mail system's service is not running and its maildrop {directory} cannot take the "
+                   f"message ({error.strerror}); nothing was sent: try again later")
+        return 75
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.fchmod(fd, 0o640)  # whatever our umask: the directory's group (the service's, setgid) may read it
+        words = b"\0".join(_encode(argv))
+        data = MAILDROP_MAGIC + b"%d\n%d\n%d\n" % (os.getuid(), len(words), size) + words
+        os.lseek(spool, 0, 0)
+        while data:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            data = os.read(spool, CHUNK)
+        os.fsync(fd)
+    except OSError as error:
+        try:  # noqa: SIM105
+            os.unlink(path)
+        except OSError:
+            pass
+        _say(argv, f"the message could not be written to the maildrop {directory} ({error.strerror}); nothing was "
+                   "sent: try again later")
+        return 75
+    finally:
+        os.close(fd)
+    return 0
 
 
 def _fill_standard_fds() -> None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     Mode = Literal[
         "deliver", "smtp", "mailq", "newaliases", "flush", "remove", "version", "help", "serverinfo", "check",
         "store-password", "oauth2-login", "import-msmtprc", "dkim-keygen", "listen", "hash-password",
+        "system-daemon", "system-setup",
     ]
 
 
@@ -97,6 +98,7 @@ _LONG_OPTIONS: dict[str, Mode] = {
     "--version": "version", "--help": "help", "--flush": "flush", "--remove": "remove", "--serverinfo": "serverinfo",
     "--check": "check", "--store-password": "store-password", "--oauth2-login": "oauth2-login",
     "--import-msmtprc": "import-msmtprc", "--dkim-keygen": "dkim-keygen", "--hash-password": "hash-password",
+    "--system-daemon": "system-daemon", "--system-setup": "system-setup",
 }
 #: Long flags that modify a mode rather than select one (the Options attribute they set).
 _LONG_FLAGS = {

@@ -23,12 +23,15 @@ def esmtp_route(envelope: Envelope, config: Config) -> Route:
     1. The identity has ``qualifydomain``: everything goes by SMTP, local names as ``name@domain``; the MDA is never
        used (not even with ``force_mda``).
     2. ``force_mda`` is set: the MDA gets the message once, for the ``force_mda`` name alone (remote addresses too).
-    3. Otherwise addresses with ``@`` go by SMTP and local names to the MDA.
+    3. Otherwise addresses with ``@`` go by SMTP and local names to the MDA; with no MDA configured, to
+       ``admin_address`` by SMTP when it is set (nullmailer's ``adminaddr``: a server's ``root`` mail reaches its
+       operator).
     """
     from esmtp.types import Route
 
     route = Route()
     qualify = envelope.identity.qualifydomain
+    admin = config.options.get("admin_address")
     if config.force_mda and not qualify:
         route.add("mda", config.force_mda)
         return route
@@ -37,6 +40,8 @@ def esmtp_route(envelope: Envelope, config: Config) -> Route:
             agent, address = "smtp", recipient
         elif qualify:
             agent, address = "smtp", f"{recipient}@{qualify}"
+        elif admin and not config.mda:
+            agent, address = "smtp", admin
         else:
             agent, address = "mda", recipient
         if address not in route.legs.get(agent, ()):

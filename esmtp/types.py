@@ -31,6 +31,9 @@ class EnvelopeDetails:
     from_headers: bool = False
     #: The sender as given by ``-f`` or the ``-t`` From: header, before ``force reverse_path`` (the MDA's ``%F``).
     given_sender: str | None = None
+    #: The uid of the local account that submitted the message to the system service (None: a run of its own).
+    #: The queue lists and removes an entry for this account only (and root).
+    submitter: int | None = None
     #: The address of the SMTP client that handed the message to the listener (``esmtp --listen``), for the log.
     client: str | None = None
 

@@ -462,6 +462,32 @@ MODES = [
 ]
 
 
+# ---- signing -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signing:
+    """Whether the case signs with DKIM. ``dkim``: two signatures, RSA-2048 and Ed25519, with keys made once per
+    module (tests/test_composition.py); OpenDKIM must pass both on every message the server got."""
+
+    name: str
+    dkim: bool
+
+
+SIGNINGS = [Signing("unsigned", False), Signing("dkim", True)]
+
+#: The DKIM-Signature fields at the top of a received message (the plugin puts its fields there).
+DKIM_FIELDS = re.compile(rb"\A(?:DKIM-Signature:[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)+")
+
+
+def unsigned(data: bytes) -> tuple[bytes, int]:
+    """``data`` without the DKIM-Signature fields at its top, and how many there were."""
+    match = DKIM_FIELDS.match(data)
+    if match is None:
+        return data, 0
+    return data[match.end():], match.group(0).count(b"DKIM-Signature:")
+
+
 # ---- known failures ----------------------------------------------------------------------------------------------
 
 #: (path, source) → why that combination fails today, in every mode and against every server. Issue 19's 24 (the warm

@@ -273,6 +273,9 @@ class Runner:
             "XDG_STATE_HOME": str(self.home / ".local/state"),
             # The warm relay's sockets: private to the test, so that its resident processes can be found and ended.
             "XDG_RUNTIME_DIR": str(self.runtime),
+            # No system service (docs/system.md), even on a machine where one runs: the test's own configuration.
+            "ESMTP_SYSTEM_SOCKET": str(self.runtime / "no-system-service.sock"),
+            "ESMTP_SYSTEM_MAILDROP": str(self.runtime / "no-system-maildrop"),
             "LANG": "C.UTF-8",
             **self.mode_env,
         }

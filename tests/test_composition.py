@@ -21,8 +21,11 @@ Adding to the matrix is one entry:
 - a source: a function ``(Case) -> None`` that sets ``case.identity`` (and ``case.env``, files in ``case.run.home``);
   then ``Source(name, function)`` in ``SOURCES`` (``bearer=True`` when the server must see OAuth2);
 - a mode: ``Mode(name, config_lines, server_kwargs)`` in ``MODES``; one server per mode is started for the module;
-- a new dimension (DKIM signing): a table like ``MODES`` whose entries add configuration lines, one more factor in
-  :data:`CASES` and one more parameter of :func:`test_composition`, with its check of the received bytes.
+- a new dimension: a table like ``MODES`` whose entries add configuration lines, one more factor in :data:`CASES` and
+  one more parameter of :func:`test_composition`, with its check of the received bytes, as
+  :data:`~composition_support.SIGNINGS` does: unsigned, and DKIM (an RSA and an Ed25519 signature on every message,
+  each verified by OpenDKIM with the keys in a DNS server on loopback, tests/dkim_support.py; the rest of the
+  message must be the bytes sent).
 
 A combination that fails for a known reason is listed in :data:`composition_support.KNOWN_FAILURES` and runs as a
 strict xfail, here and in tests/interop/test_composition_interop.py: it must keep failing until the fix lands, and
@@ -40,25 +43,30 @@ from composition_support import (
     MODES,
     PASSWORD,
     PATHS,
+    SIGNINGS,
     SOURCES,
     USER,
     Case,
     DeliveryPath,
     MatrixServer,
     Mode,
+    Signing,
     Source,
     known_failures,
     start_matrix_server,
+    unsigned,
     without_trace,
 )
+from dkim_support import DOMAIN, Dns, Key, make_key, verify
 from interop_tls import TLSFiles, generate_tls_files  # (tests/interop is on sys.path: composition_support put it there)
 from oauth2_support import USER as OAUTH2_USER
 from oauth2_support import OAuth2Provider
 from support import Runner
 
 CASES = [
-    pytest.param(path, source, mode, id=f"{path.name}-{source.name}-{mode.name}", marks=known_failures(path, source))
-    for path, source, mode in itertools.product(PATHS, SOURCES, MODES)
+    pytest.param(path, source, mode, signing, id=f"{path.name}-{source.name}-{mode.name}-{signing.name}",
+                 marks=known_failures(path, source))
+    for path, source, mode, signing in itertools.product(PATHS, SOURCES, MODES, SIGNINGS)
 ]
 
 
@@ -84,24 +92,60 @@ def servers(pki: TLSFiles, provider: OAuth2Provider) -> Iterator[dict[str, Matri
         server.stop()
 
 
-@pytest.mark.parametrize("path, source, mode", CASES)
-def test_composition(path: DeliveryPath, source: Source, mode: Mode, run: Runner, pki: TLSFiles,
-                     provider: OAuth2Provider, servers: dict[str, MatrixServer]) -> None:
+@pytest.fixture(scope="module")
+def dkim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """The DKIM keys and their DNS server, made when a signing case first needs them."""
+    made: dict[str, object] = {}
+    yield made
+    dns = made.get("dns")
+    if isinstance(dns, Dns):
+        dns.close()
+
+
+def dkim_lines(dkim: dict[str, object], factory: pytest.TempPathFactory) -> str:
+    if "keys" not in dkim:
+        directory = factory.mktemp("dkim")
+        keys = [make_key(directory, "rsa2026", "rsa-sha256"), make_key(directory, "ed2026", "ed25519-sha256")]
+        dkim["keys"] = keys
+        dkim["dns"] = Dns(directory, {f"{key.selector}._domainkey.{DOMAIN}": key.record for key in keys})
+    keys = dkim["keys"]
+    assert isinstance(keys, list) and all(isinstance(key, Key) for key in keys)
+    return f'dkim_selector "{" ".join(key.selector for key in keys)}"\n' \
+           f"dkim_key_file {','.join(str(key.path) for key in keys)}"
+
+
+@pytest.mark.parametrize("path, source, mode, signing", CASES)
+def test_composition(path: DeliveryPath, source: Source, mode: Mode, signing: Signing, run: Runner, pki: TLSFiles,
+                     provider: OAuth2Provider, servers: dict[str, MatrixServer], dkim: dict[str, object],
+                     tmp_path_factory: pytest.TempPathFactory) -> None:
     if mode.name not in servers:
         servers[mode.name] = start_matrix_server(mode, pki, provider)
     server = servers[mode.name]
     server.reset()
-    case = Case(f"{path.name}-{source.name}-{mode.name}", run, server.hostport, mode.config_lines, pki.ca_pem,
-                USER, PASSWORD, provider, OAUTH2_USER)
+    case = Case(f"{path.name}-{source.name}-{mode.name}-{signing.name}", run, server.hostport, mode.config_lines,
+                pki.ca_pem, USER, PASSWORD, provider, OAUTH2_USER)
     case.trust_ca()
     source.configure(case)
+    if signing.dkim:
+        case.identity.append(dkim_lines(dkim, tmp_path_factory))
 
     outcome = path.run(case)
 
     received = server.sink.messages
-    assert [(got.mail_from, got.rcpt_tos, without_trace(got.data, outcome.trace_fields)) for got in received] == [
-        (letter.sender, list(letter.recipients), letter.wire) for letter in outcome.letters
+    stored = []
+    for got in received:  # the signatures on top (made when sent), then the trace field a listener added on receipt
+        rest, signed = unsigned(got.data)
+        stored.append((got.mail_from, got.rcpt_tos, without_trace(rest, outcome.trace_fields), signed))
+    signatures = 2 if signing.dkim else 0
+    assert stored == [
+        (letter.sender, list(letter.recipients), letter.wire, signatures) for letter in outcome.letters
     ]
+    if signing.dkim:
+        dns = dkim["dns"]
+        assert isinstance(dns, Dns)
+        for got in received:
+            assert {(r.result, r.algorithm) for r in verify(dns, got.data)} == {
+                ("pass", "rsa-sha256"), ("pass", "ed25519-sha256")}
     assert all(got.tls for got in received)
     mechanism = "OAUTHBEARER" if source.bearer else "PLAIN"
     assert server.handler.attempts == [(mechanism, case.login, True)] * outcome.logins
@@ -117,5 +161,5 @@ def test_composition(path: DeliveryPath, source: Source, mode: Mode, run: Runner
 
 def test_every_combination_is_a_case() -> None:
     """The matrix is the whole product: no combination is left out by accident."""
-    assert len(CASES) == len(PATHS) * len(SOURCES) * len(MODES) >= 50
+    assert len(CASES) == len(PATHS) * len(SOURCES) * len(MODES) * len(SIGNINGS) >= 100
     assert set(KNOWN_FAILURES) <= {(path.name, source.name) for path in PATHS for source in SOURCES}

@@ -334,6 +334,27 @@ def test_a_key_others_may_read_is_refused(run: Runner, smtp_server: SmtpServer, 
     assert check.returncode == 78 and str(exposed) in check.stderr
 
 
+def test_a_key_behind_your_symbolic_link_is_used_and_its_target_checked(
+    run: Runner, smtp_server: SmtpServer, keys: dict[str, Key], dns: Dns, tmp_path: Path
+) -> None:
+    """As for ~/.esmtprc: your symbolic link to a private key works (dotfile managers make them); the file it points
+    to gets the checks."""
+    target = tmp_path / "keys" / "real.pem"
+    target.parent.mkdir()
+    target.write_bytes(keys["rsa"].path.read_bytes())
+    target.chmod(0o600)
+    link = tmp_path / "link.pem"
+    link.symlink_to(target)
+    run.write_config(f"identity alice@{DOMAIN}\n  hostname 127.0.0.1:{smtp_server.port}\n  default\n"
+                     f"  dkim_selector rsa2026\n  dkim_key_file {link}\n")
+    data = send(run, smtp_server, b"From: alice@example.org\nSubject: x\n\nbody\n")
+    assert results(dns, data) == {("pass", "rsa-sha256", "rsa2026")}
+    target.chmod(0o644)
+    result = run("bob@example.net", input=b"From: alice@example.org\nSubject: x\n\nbody\n")
+    assert result.returncode == 78 and "chmod 600" in result.stderr and "private key" in result.stderr
+    assert len(smtp_server.sink.messages) == 1
+
+
 def test_a_missing_key_is_refused(run: Runner, smtp_server: SmtpServer, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.pem"
     run.write_config(f"identity alice@{DOMAIN}\n  hostname 127.0.0.1:{smtp_server.port}\n  default\n"

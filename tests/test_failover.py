@@ -188,3 +188,30 @@ def test_bs_follows_the_same_order_and_remembers_the_failed_server(run: Runner, 
     assert status == 0, stderr
     assert len(smtp_server.sink.messages) == 3 and first.messages == []
     assert len(first.connections) == 1  # tried once, then remembered as failed for the rest of the dialogue
+
+
+def test_check_and_pretend_show_the_servers_the_path_the_limit_and_the_fallback(run: Runner) -> None:
+    path = run.write_config("hostname a.example:587, b.example/smtps\nstarttls required\nproxy_host 127.0.0.1\n"
+                            "rate_limit 5/hour\nfallback_identity backup@example.net\n"
+                            "identity backup@example.net\nhostname c.example\n")
+    checked = run("--check", "-C", str(path), program="esmtp")
+    assert checked.returncode == 0, checked.stderr
+    assert ("a.example:587 STARTTLS (starttls required), then b.example:465 implicit TLS (smtps enabled), network "
+            "through the SOCKS5 proxy 127.0.0.1:1080, rate limit 5/hour, fallback identity backup@example.net") \
+        in checked.stdout
+    pretend = run("--pretend", "-C", str(path), "bob@example.net", input=b"Subject: x\n\n")
+    assert pretend.returncode == 0, pretend.stderr
+    for line in ("servers:         a.example:587 STARTTLS (starttls required), then b.example:465 implicit TLS",
+                 "network:         through the SOCKS5 proxy 127.0.0.1:1080", "rate limit:      5/hour",
+                 "fallback:        identity backup@example.net"):
+        assert line in pretend.stdout
+
+
+def test_a_421_then_a_close_is_reported_with_the_servers_words(run: Runner, scripted_server: StartScripted) -> None:
+    """Pipelined MAIL, RCPT and DATA; the server answers MAIL with 421 and hangs up: the error is its 421, not a
+    lost connection (RFC 5321 3.8)."""
+    server = scripted_server({"MAIL": Reply("421 4.3.2 shutting down for maintenance", then=DROP)})
+    run.write_config(f"hostname {server.hostport}\n")
+    code, output = send(run)
+    assert code == 75, output
+    assert f"{server.hostport} closed the connection: 421 4.3.2 shutting down for maintenance" in output

@@ -424,6 +424,12 @@ _NOT_IN_THE_FINGERPRINT = {
     "DISPLAY": "--oauth2-login only, which never goes through the relay",
     "WAYLAND_DISPLAY": "--oauth2-login only, which never goes through the relay",
     "XDG_CONFIG_HOME": "--import-msmtprc only, which never goes through the relay",
+    "ESMTP_SYSTEM_SOCKET": "the system service: the front end decides on it before any resident process",
+    "ESMTP_SYSTEM_MAILDROP": "the system service: the front end decides on it before any resident process",
+    "ESMTP_SYSTEM_SPOOL": "the system service's own paths (and the front end's decision, before any relay)",
+    "ESMTP_SYSTEM_USER": "the system service only",
+    "ESMTP_SYSTEM_MAILNAME": "the system service only (the submitter's mail domain)",
+    "ESMTP_SYSTEM_MESSAGE_LIMIT": "the system service and the front end's maildrop, never the warm relay",
 }
 
 

@@ -31,6 +31,9 @@ SWITCHES = frozenset({
     "ESMTP_QUEUE_DIR", "ESMTP_DISABLE_PLUGINS", "ESMTP_PLUGIN_AUTOLOAD", "ESMTP_STRICT_PLUGINS", "ESMTP_DEBUG",
     "ESMTP_RELAY_DAEMON", "ESMTP_BS_TIMEOUT", "ESMTP_OAUTH2_LOGIN_TIMEOUT", "ESMTP_QUEUE_CRASH_AT",
     "ESMTP_RELAY_TEST_CRASH",
+    # The system service's paths and limits (docs/system.md).
+    "ESMTP_SYSTEM_SOCKET", "ESMTP_SYSTEM_CONFIG", "ESMTP_SYSTEM_SPOOL", "ESMTP_SYSTEM_MAILDROP", "ESMTP_SYSTEM_USER",
+    "ESMTP_SYSTEM_MAILNAME", "ESMTP_SYSTEM_MESSAGE_LIMIT",
 })
 #: Keywords of esmtp's grammar whose value is a bare word, and the two-word ``force`` statements.
 _BARE = frozenset({"starttls", "message_id"})

@@ -233,6 +233,10 @@ CORE_KEYWORDS: tuple[KeywordSpec, ...] = (
     KeywordSpec("proxy_host", help="connect through this SOCKS5 proxy, which resolves the server's name"),
     KeywordSpec("proxy_port", help="the SOCKS5 proxy's port (1080)"),
     *LISTEN_KEYWORDS,
+    KeywordSpec("allow_from_override", scope="global", choices=("on", "off"),
+                help="system service: whether local users may choose the envelope sender (-f, -t's From:); default on"),
+    KeywordSpec("admin_address", scope="global",
+                help="where mail to local names goes when there is no MDA and no qualifydomain (and double bounces)"),
 )
 
 #: Hints for keywords people expect from other mailers.

@@ -29,10 +29,10 @@ _STRING_FIELDS = {
 }
 _STARTTLS = ("disabled", "enabled", "required")
 _MESSAGE_ID = ("enabled", "disabled")
-#: Every word esmtp 1.2's lexer treats as a keyword; none of them can be an extension keyword.
+#: Every word esmtp 1.2's lexer treats as a keyword, and ``defaults``; none of them can be an extension keyword.
 _ESMTP_WORDS = frozenset(
     [*_STRING_FIELDS, "identity", "tls", "starttls", "force", "reverse_path", "sender", "message_id", "mda",
-     "force_mda", "disabled", "enabled", "required", "default"]
+     "force_mda", "disabled", "enabled", "required", "default", "defaults"]
 )
 _QUOTE_HINT = "if it belongs to the value before it, put that value in quotes"
 #: Keywords whose value is a secret: an error on their statement, or after it on its line, never shows a word of it.
@@ -379,7 +379,9 @@ class _Parser:
             self.in_defaults = False
             if after is not None:
                 self.statement(after)
-        elif word == "defaults" and keyword.first_on_line:
+        elif word == "defaults":
+            if not keyword.first_on_line:
+                raise self.error(keyword.lineno, "'defaults' starts the defaults section: put it on a line of its own")
             if self.config.defaults is None:
                 self.config.defaults = Identity(address=None, source=self.where, lineno=keyword.lineno)
             self.current = self.config.defaults

@@ -92,6 +92,32 @@ def _origins(config: Config) -> None:
               "only when there is no configuration file")
 
 
+def search_order() -> bool:
+    """Print where this user's mail goes, in order (docs/system.md): ``~/.esmtprc``, then the system service, then
+    ``/etc/esmtprc``. Returns whether the system service takes it (no ``~/.esmtprc``, the service installed).
+    Prints nothing when no system service is installed: then the file each line names tells it all."""
+    from esmtp.cli import system_config
+    from esmtp.front import SYSTEM_SOCKET, system_maildrop, system_mode, system_path
+
+    home = os.environ.get("HOME")
+    own = os.path.join(home, ".esmtprc") if home else None
+    socket_file = system_path("ESMTP_SYSTEM_SOCKET", SYSTEM_SOCKET)
+    service = system_mode(["sendmail", "-bm"]) is not None
+    if not (os.path.exists(socket_file) or os.path.isdir(system_maildrop())):
+        return False
+    print("order: ~/.esmtprc, then the system service, then /etc/esmtprc")
+    print(f"  1. {own or '~/.esmtprc (HOME is not set)'}: {'found' if own and os.path.exists(own) else 'not found'}")
+    if os.path.exists(socket_file):
+        state = f"socket {socket_file}, maildrop {system_maildrop()}"
+    elif os.path.isdir(system_maildrop()):
+        state = f"not running: messages wait in the maildrop {system_maildrop()}"
+    else:
+        state = f"not installed (no {socket_file})"
+    print(f"  2. the system service: {state}{' <- your mail goes here' if service else ''}")
+    print(f"  3. {system_config()}: {'readable' if os.access(system_config(), os.R_OK) else 'not readable by you'}")
+    return service
+
+
 def _has_settings(identity: Identity) -> bool:
     """Whether a block holds settings a send would use as this block's: the delivery log's keywords in the global
     section apply to every identity, so they alone make no block to check."""
@@ -112,12 +138,8 @@ def _check_identity(identity: Identity, hooks: Hooks, secrets: bool) -> str:
         raise EsmtpError(problem if located else f"password ({source.description}): {problem}", exit_code=EX_CONFIG)
     parts = [f"{host}:{port}", describe.tls_mode(identity).split(":")[0]]
     if identity.servers:  # failover: every server, with its own TLS mode
-        from esmtp.smtp.failover import candidates
-
-        parts[:2] = [", then ".join(f"{describe.server(server)[0]}:{describe.server(server)[1]} "
-                                    f"{describe.tls_mode(server).split(':')[0]}" for server in candidates(identity))]
-    if identity.options.get("fallback_identity"):
-        parts.append(f"fallback_identity {identity.options['fallback_identity']}")
+        parts[:2] = [describe.servers(identity)]
+    parts.extend(f"{name} {value}" for name, value in describe.routing(identity) if name != "servers")
     if trust != "-":
         parts.append(f"trust {trust}")
     if identity.username is not None:

@@ -14,6 +14,33 @@ def server(identity: Identity) -> tuple[str, int]:
     return identity.endpoint()
 
 
+def servers(identity: Identity) -> str:
+    """Every server of a ``hostname`` list in order, each with its TLS mode (failover); empty for one server."""
+    if not identity.servers:
+        return ""
+    from esmtp.smtp.failover import candidates
+
+    return ", then ".join(f"{host}:{port} {tls_mode(one).split(':')[0]}"
+                          for one in candidates(identity) for host, port in [one.endpoint()])
+
+
+def routing(identity: Identity) -> list[tuple[str, str]]:
+    """The issue-23 settings in words, as (name, value) lines: servers, network path, rate limit, fallback."""
+    lines = []
+    if identity.servers:
+        lines.append(("servers", servers(identity)))
+    options = identity.options
+    if any(key in options for key in ("source_ip", "ip_version", "proxy_host")):
+        from esmtp.smtp.network import NetworkPath
+
+        lines.append(("network", NetworkPath.of(identity).describe()))
+    if "rate_limit" in options:
+        lines.append(("rate limit", options["rate_limit"]))
+    if "fallback_identity" in options:
+        lines.append(("fallback", f"identity {options['fallback_identity']}"))
+    return lines
+
+
 def tls_mode(identity: Identity) -> str:
     if identity.options.get("smtps") == "enabled":
         return "implicit TLS (smtps enabled)"

@@ -71,6 +71,7 @@ def _identity_lines(identity: Identity, reason: str, config: Config, hooks: Hook
         ("password", password_source(identity, hooks).description),
         ("log", describe.log_targets(identity, config)),
     ]
+    lines.extend(describe.routing(identity))
     if identity.preconnect:
         lines.append(("preconnect", identity.preconnect))
     return "".join(f"{name + ':':<17}{value}\n" for name, value in lines)

@@ -15,16 +15,23 @@ import contextlib
 import fcntl
 import os
 import socket
-import struct
 import sys
 import threading
 import time
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from esmtp.crashpoints import crashpoint
 from esmtp.errors import EsmtpError
 from esmtp.front import PROTOCOL, fingerprint, socket_call
+from esmtp.relay.serving import (
+    BadRequest,
+    Serving,
+    caller_streams,
+    close_all,
+    install_routing,
+    peer_credentials,
+    receive,
+)
 
 if TYPE_CHECKING:
     from esmtp.config.model import Config
@@ -33,38 +40,10 @@ if TYPE_CHECKING:
     from esmtp.smtp.kept import KeptSessions
 
 DEFAULT_IDLE = 300.0
-_MAX_REQUEST = 1 << 20
-_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-# ---- the caller's standard streams, per request thread ---------------------------------------------------------------
-
-
-class _Routed:
-    """Stands in for ``sys.stdin``/``stdout``/``stderr``: the current request's stream, else the process's own."""
-
-    def __init__(self, name: str, default: TextIO) -> None:
-        self._name = name
-        self._default = default
-
-    def _current(self) -> TextIO:
-        streams = _streams.get()
-        return streams[self._name] if streams is not None else self._default
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._current(), attribute)
-
-
-#: The request's streams: a context variable, so that the SMTP session's event loop thread sees the caller's too.
-_streams: ContextVar[dict[str, TextIO] | None] = ContextVar("streams", default=None)
 #: Held while a request has moved its streams and directory onto the process's (for commands it runs: MDA, hooks).
 _process_wide = threading.Lock()
-
-
-def _install_routing() -> None:
-    sys.stdin = _Routed("stdin", sys.stdin)
-    sys.stdout = _Routed("stdout", sys.stdout)
-    sys.stderr = _Routed("stderr", sys.stderr)
 
 
 # ---- configuration, cached and reloaded on change --------------------------------------------------------------------
@@ -95,8 +74,10 @@ class Configs:
     def _candidates(config_file: str | None) -> list[str]:
         if config_file is not None:
             return [config_file]
+        from esmtp.cli import system_config
+
         home = os.environ.get("HOME")
-        return ([os.path.join(home, ".esmtprc")] if home else []) + ["/etc/esmtprc"]
+        return ([os.path.join(home, ".esmtprc")] if home else []) + [system_config()]
 
     def load(self, options: Options, *, need_config: bool, tolerant: bool = False) -> tuple[Config | None, Hooks]:
         """:func:`esmtp.cli._load`, from the cache while the file is unchanged: the same errors, and with
@@ -116,6 +97,7 @@ class Configs:
             return None, load_hooks(None)
 
     def _load(self, options: Options, *, need_config: bool) -> tuple[Config | None, Hooks]:
+        from esmtp.cli import system_config
         from esmtp.config.files import load_config
 
         key = options.config_file
@@ -129,18 +111,19 @@ class Configs:
                 cached = self._cache[key] = (signature, config, hooks)
         _, config, hooks = cached
         if config is None and need_config:
-            load_config(key)  # raises the ConfigNotFound a run of its own reports
+            load_config(key, system_path=system_config())  # raises the ConfigNotFound a run of its own reports
         return config, hooks
 
     @staticmethod
     def _fresh(key: str | None) -> tuple[Config | None, Hooks]:
+        from esmtp.cli import system_config
         from esmtp.config.files import load_config
         from esmtp.errors import ConfigNotFound
         from esmtp.plugins import load_hooks, resolve_config
 
         config: Config | None
         try:
-            config = load_config(key)
+            config = load_config(key, system_path=system_config())
         except ConfigNotFound:
             config = None
         hooks = load_hooks(config)
@@ -170,76 +153,39 @@ class Configs:
 # ---- the server ------------------------------------------------------------------------------------------------------
 
 
-class RelayServer:
-    """Accepts requests on ``listener`` until idle; each in its own thread."""
+class RelayServer(Serving):
+    """Serves its own user's requests until idle (``relay_daemon_idle``), each in its own thread."""
 
     def __init__(self, listener: socket.socket, path: str, adopt_environment: bool) -> None:
         from esmtp.smtp.kept import KeepPolicy, KeptSessions
 
-        self.listener = listener
-        self.path = path
-        self.adopt_environment = adopt_environment
         #: Socket activation: the socket file is systemd's, not ours to remove.
-        self.activated = adopt_environment
+        super().__init__(listener, None if adopt_environment else path)
+        self.adopt_environment = adopt_environment
         self.sessions = KeptSessions(KeepPolicy(bracketed=False))
         self.configs = Configs(self.sessions)
         self.idle = DEFAULT_IDLE
-        self.active = 0
-        self.last_request = time.monotonic()
-        self.stopping = False
-        self._lock = threading.Lock()
-        try:
-            self.inode = os.stat(path).st_ino
-        except OSError:
-            self.inode = -1
 
-    def serve(self) -> int:
-        self.listener.settimeout(1.0)
-        while True:
-            with self._lock:
-                idle = self.active == 0 and time.monotonic() - self.last_request > self.idle
-                if idle or self.stopping:
-                    break
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                self.sessions.sweep()
-                continue
-            with self._lock:
-                self.active += 1
-            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
-        self._shut_down()
-        return 0
+    def should_stop(self) -> bool:
+        return self.active == 0 and time.monotonic() - self.last_request > self.idle
 
-    def _shut_down(self) -> None:
-        with contextlib.suppress(OSError):
-            if not self.activated and os.stat(self.path).st_ino == self.inode:  # still ours, not a successor's
-                os.unlink(self.path)
-        with self._lock:
-            self.listener.close()
-        deadline = time.monotonic() + 30
-        while self.active and time.monotonic() < deadline:
-            time.sleep(0.05)
+    def tick(self) -> None:
+        self.sessions.sweep()
+
+    def finish(self) -> None:
         self.sessions.close()
 
-    def _client(self, conn: socket.socket) -> None:
-        fds: list[int] = []
+    def handle(self, conn: socket.socket) -> None:
+        if peer_credentials(conn)[1] != os.getuid():
+            return  # never serve another user (root's process serves only root)
         try:
-            with conn:
-                uid = _CREDENTIALS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size))[1]
-                if uid != os.getuid():
-                    return  # never serve another user (root's process serves only root)
-                fields = _receive(conn, fds)
-                conn.sendall(self._answer(fields, fds))
-        except OSError:
-            pass
+            fields, fds = receive(conn)
+        except BadRequest:
+            return
+        try:
+            conn.sendall(self._answer(fields, fds))
         finally:
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            with self._lock:
-                self.active -= 1
-                self.last_request = time.monotonic()
+            close_all(fds)
 
     def _answer(self, fields: list[bytes], fds: list[int]) -> bytes:
         if len(fields) < 4 or fields[0] != PROTOCOL or len(fds) not in (2, 3):
@@ -264,34 +210,18 @@ class RelayServer:
     def _run(self, argv: list[str], cwd: str, fds: list[int]) -> int:
         """Run the command with the caller's streams: stdout, stderr and (for a message) the spool file."""
         from esmtp.cli import main as run_command
-        from esmtp.streams import reader_may_leave
 
-        # The streams do not own the caller's descriptors (closefd=False): _client closes those, on every path, also
-        # when a stream cannot be made (a directory as the message, say).
-        out = reader_may_leave(open(fds[0], "w", encoding="utf-8", errors="strict", closefd=False))  # noqa: SIM115
-        err = open(fds[1], "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
-        try:
-            spool = (open(fds[2], encoding="utf-8", closefd=False) if len(fds) == 3  # noqa: SIM115
-                     else open(os.devnull, encoding="utf-8"))  # noqa: SIM115
-        except BaseException:
-            out.close()
-            err.close()
-            raise
-        token = _streams.set({"stdin": spool, "stdout": out, "stderr": err})
-        exclusive = self._runs_commands(argv, cwd)
-        if exclusive:
-            _process_wide.acquire()
-            saved = _redirect_process(fds[0], fds[1], cwd)
-        try:
-            return run_command(argv, load=self.configs.load, sessions=self.sessions, cwd=cwd)
-        finally:
+        with caller_streams(fds[0], fds[1], fds[2] if len(fds) == 3 else None):
+            exclusive = self._runs_commands(argv, cwd)
             if exclusive:
-                _restore_process(saved)
-                _process_wide.release()
-            _streams.reset(token)
-            for stream in (out, err, spool):
-                with contextlib.suppress(OSError):
-                    stream.close()
+                _process_wide.acquire()
+                saved = _redirect_process(fds[0], fds[1], cwd)
+            try:
+                return run_command(argv, load=self.configs.load, sessions=self.sessions, cwd=cwd)
+            finally:
+                if exclusive:
+                    _restore_process(saved)
+                    _process_wide.release()
 
     def _runs_commands(self, argv: list[str], cwd: str) -> bool:
         """Whether the configuration names commands (MDA, pre/postconnect) that inherit stdout, stderr and the
@@ -335,9 +265,12 @@ def _config_file(argv: list[str], cwd: str) -> str | None:
 
 
 def _adopt(theirs: str) -> None:
-    """Socket activation: take the first caller's environment (systemd's is not the user's shell's)."""
+    """Socket activation: take the first caller's environment (systemd's is not the user's shell's): the variables
+    of :data:`esmtp.front.FINGERPRINT_VARS`, and every ``ESMTP_`` variable, which the fingerprint holds too (those
+    the caller does not have go)."""
     from esmtp.front import FINGERPRINT_VARS
 
+    theirs_esmtp = set()
     for part in theirs.split("\x1f"):
         name, _, value = part.partition("=")
         if name in FINGERPRINT_VARS:
@@ -345,30 +278,12 @@ def _adopt(theirs: str) -> None:
                 os.environ[name] = value
             else:
                 os.environ.pop(name, None)
-
-
-def _receive(conn: socket.socket, fds: list[int]) -> list[bytes]:
-    """One request: a 4-byte length and the NUL-separated fields; the descriptors that came with them go to ``fds``
-    at once (the caller closes them, whatever happens next). Close-on-exec: no MDA of another request inherits them."""
-    conn.settimeout(30)
-    data, ancillary, _, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(3 * 4), socket.MSG_CMSG_CLOEXEC)
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % 4
-            fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, usable, 4)]
-    if len(data) < 4:
-        return []
-    size = int.from_bytes(data[:4], "big")
-    body = bytearray(data[4:])
-    while len(body) < min(size, _MAX_REQUEST):
-        more = conn.recv(size - len(body))
-        if not more:
-            break
-        body += more
-    conn.settimeout(None)  # the run takes as long as delivery takes (the SMTP layer has its own time-outs)
-    if len(body) != size:
-        return []
-    return bytes(body).split(b"\0")
+        elif name.startswith("ESMTP_"):
+            theirs_esmtp.add(name)
+            os.environ[name] = value
+    for name in [name for name in os.environ if name.startswith("ESMTP_")]:
+        if name not in theirs_esmtp and name not in FINGERPRINT_VARS:
+            del os.environ[name]
 
 
 # ---- start-up --------------------------------------------------------------------------------------------------------
@@ -445,7 +360,7 @@ def main(args: list[str]) -> int:
         os.unlink(path + ".starting")
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
-    _install_routing()
+    install_routing()
     sweep_spool_files()
     from esmtp.smtp import session as smtp  # noqa: F401  (what every message needs, loaded once)
 

@@ -487,7 +487,7 @@ class SmtpSession:
                 raise TemporaryFailure(f"{self.server}: pipelined commands out of order; connection dropped")
             transaction = written
             for _ in transaction.commands:
-                replies.append(await protocol.read_response(timeout=self.timeout))
+                replies.append(await self._reply(replies))
         else:
             announced = self._next
             if announced is not None and announced.matches(envelope, recipients):
@@ -500,12 +500,12 @@ class SmtpSession:
                     self.trace.client(command)
                 protocol.write(transaction.wire)
                 for _ in commands:
-                    replies.append(await protocol.read_response(timeout=self.timeout))
+                    replies.append(await self._reply(replies))
             else:
                 for command in commands:
                     self.trace.client(command)
                     protocol.write(command.encode("utf-8") + b"\r\n")
-                    replies.append(await protocol.read_response(timeout=self.timeout))
+                    replies.append(await self._reply(replies))
                     if replies[-1].code >= 400:
                         break
         for reply in replies:
@@ -544,6 +544,20 @@ class SmtpSession:
         for command in following.commands if following is not None else ():
             self.trace.client(command)
         await protocol.drain()
+
+    async def _reply(self, replies: list[SMTPResponse]) -> SMTPResponse:
+        """The next reply of a transaction. A server that said 421 and closed the connection (RFC 5321 3.8) ends the
+        transaction with its 421, not with "connection lost": the reason is the server's."""
+        try:
+            return await self._protocol.read_response(timeout=self.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+            closing = next((reply for reply in replies if reply.code == 421), None)
+            if closing is None:
+                raise
+            for reply in replies:
+                self.trace.server(reply.code, reply.message)
+            await self.abort()
+            raise failure(self.server, "closed the connection", closing) from None
 
     async def _reset(self, data_reply: SMTPResponse | None) -> None:
         """Leave the transaction. After a 354 the only safe way out is to drop the connection (no partial mail)."""

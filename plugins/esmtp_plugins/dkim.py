@@ -78,11 +78,11 @@ def esmtp_sign_message(envelope: Envelope, message: Message, config: Config, tra
 @hookimpl
 def esmtp_check_config(config: Config) -> None:
     """``esmtp --check``: per identity that signs, the DNS name to publish and whether each key parses."""
+    if not _signs(config):
+        return
     from .dkim_keys import full_check, public_record
     from .dkim_settings import domain_ascii, load_keys, settings_for
 
-    if not _signs(config):
-        return
     for identity in config.identities:
         settings = settings_for(identity, config)
         if settings is None or (identity.address is None and identity is not config.default

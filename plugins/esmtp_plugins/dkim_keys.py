@@ -14,7 +14,6 @@ import binascii
 import os
 from typing import Any, NamedTuple
 
-from esmtp.config.files import check_user_file
 from esmtp.errors import ConfigError
 
 #: The two signing algorithms (RFC 6376, RFC 8463).
@@ -160,11 +159,16 @@ _cache: dict[str, tuple[tuple[int, int, int], SigningKey]] = {}
 
 def load_key(path: str, where: str) -> SigningKey:
     """The key in ``path``, which must pass the configuration file's checks (a regular file, yours, not readable by
-    group or others). ``where`` (``file:line`` of ``dkim_key_file``) starts every error: exit 78."""
+    group or others, or your symbolic link to one), made on the descriptor it is then read from. ``where``
+    (``file:line`` of ``dkim_key_file``) starts every error: exit 78."""
+    from esmtp.front import open_user_file  # what check_user_file uses, keeping the checked descriptor
+
     try:
-        if not check_user_file(path, holds="a private key"):
+        fd, problem = open_user_file(path, "a private key")
+        if problem is not None:
+            raise ConfigError(problem)
+        if fd is None:
             raise ConfigError(f"DKIM key file {path} does not exist (make one with: esmtp --dkim-keygen)")
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with open(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             stamp = (info.st_ino, info.st_mtime_ns, info.st_size)

@@ -15,7 +15,8 @@ from esmtp.types import Envelope, EnvelopeDetails
 def test_every_optional_envelope_field_survives_the_queue() -> None:
     identity = Identity(address="me@example.org")
     details = {"full_name": "José", "notify": "SUCCESS,FAILURE", "ret": "HDRS", "envid": "env 1",
-               "body_type": "8BITMIME", "from_headers": True, "given_sender": "me@example.org", "client": "192.0.2.7"}
+               "body_type": "8BITMIME", "from_headers": True, "given_sender": "me@example.org", "client": "192.0.2.7",
+               "submitter": 33}
     assert set(details) == set(ENVELOPE_FIELDS) == {f.name for f in dataclasses.fields(EnvelopeDetails)}
     envelope = Envelope("me@example.org", ["b@example.net", "c@example.net"], identity, **details)
     entry = Entry.from_envelope(envelope, ["c@example.net"], id=new_id(), created=time.time(), size=0, header_size=0)

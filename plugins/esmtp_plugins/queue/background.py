@@ -59,7 +59,7 @@ def start_background_run(store: QueueStore, config: Config) -> int | None:
             pass
         os.set_inheritable(fd, True)
         argv = [sys.executable, "-c", _BACKGROUND, config.path or "", store.path, str(fd)]
-        return os.posix_spawn(
+        pid = os.posix_spawn(
             sys.executable, argv, os.environ,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -72,6 +72,24 @@ def start_background_run(store: QueueStore, config: Config) -> int | None:
         return None
     finally:
         os.close(fd)
+    started.append(pid)
+    return pid
+
+
+#: The background runs this process started. A one-message run exits at once (init reaps them); a long-lived one
+#: (the warm relay, the system service) calls :func:`reap` now and then, so that they do not stay as zombies.
+started: list[int] = []
+
+
+def reap() -> None:
+    """Collect the exit status of the background runs that have ended (never waits)."""
+    for pid in list(started):
+        try:
+            ended, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            ended = pid
+        if ended:
+            started.remove(pid)
 
 
 def try_lock(path: str) -> int | None:

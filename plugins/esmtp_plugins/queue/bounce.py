@@ -1,7 +1,8 @@
 """Bounce messages: an RFC 3464 delivery status notification for an entry that failed permanently or expired.
 
 A bounce is sent from the null sender (``MAIL FROM:<>``) to the original sender and is queued like any message, with
-``bounce_of`` set. A bounce is never bounced, so a bounce that cannot be delivered ends in the failed area.
+``bounce_of`` set. A bounce is never bounced to its sender; when ``admin_address`` is set, a bounce that cannot be
+delivered is reported there once (a double bounce, as Postfix's to the postmaster), else it ends in the failed area.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def wants_bounce(entry: Entry) -> bool:
     return entry.notify is None or "FAILURE" in entry.notify.split(",")
 
 
+def wants_double_bounce(entry: Entry, admin: str | None) -> bool:
+    """Whether ``entry``, a bounce that failed, is reported to ``admin`` (``admin_address``): once, never for a
+    double bounce itself."""
+    return bool(admin) and entry.bounce_of is not None and not entry.double
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -45,8 +52,9 @@ def _status(reason: str) -> tuple[str, str]:
 
 
 def make_bounce(entry: Entry, original_path: str, original_headers: bytes, *, hostname: str | None = None,
-                now: float | None = None) -> tuple[Entry, list[bytes | str]]:
+                now: float | None = None, to: str | None = None) -> tuple[Entry, list[bytes | str]]:
     """Build the bounce for ``entry``: the new queue entry and its message as parts for :meth:`QueueStore.enqueue`.
+    ``to``: a double bounce's recipient (``admin_address``) instead of the entry's sender.
 
     The original message is returned whole (``original_path``) when the sender asked for ``RET=FULL``; otherwise
     only its header block (``original_headers``).
@@ -81,7 +89,7 @@ def make_bounce(entry: Entry, original_path: str, original_headers: bytes, *, ho
     )
     head = "\n".join([
         f"From: Mail Delivery System <MAILER-DAEMON@{host}>",
-        f"To: <{entry.sender}>",
+        f"To: <{to or entry.sender}>",
         "Subject: Undelivered Mail Returned to Sender",
         f"Date: {formatdate(now, localtime=True)}",
         f"Message-ID: {make_msgid(domain=host)}",
@@ -107,7 +115,7 @@ def make_bounce(entry: Entry, original_path: str, original_headers: bytes, *, ho
     bounce = Entry(
         id=new_id(),
         sender="",
-        recipients=[entry.sender],
+        recipients=[to or entry.sender],
         identity=entry.identity,
         created=now,
         size=0,
@@ -116,5 +124,7 @@ def make_bounce(entry: Entry, original_path: str, original_headers: bytes, *, ho
         eight_bit=eight_bit,
         notify="NEVER",
         bounce_of=entry.id,
+        double=to is not None,
+        submitter=None if to else entry.submitter,  # a double bounce is for the operator
     )
     return bounce, [prefix, returned, trailer]

@@ -27,14 +27,23 @@ def run_command(options: Options, config: Config | None) -> int:
     if options.mode == "mailq":  # only the directory: a bad duration elsewhere must not stop the listing
         from .listing import list_json, list_text
 
-        store = QueueStore(queue_path(config.options if config is not None else None))
+        store = QueueStore(queue_path(config.options if config is not None else None), _owner())
         sys.stdout.write((list_json if options.json else list_text)(store, clock.now()))
         return EX_OK
     settings = settings_for(config)
-    store = QueueStore(settings.path)
+    store = QueueStore(settings.path, _owner())
     if options.mode == "remove":
         return remove(store, options.queue_ids)
     return flush_command(store, settings, options, config)
+
+
+def _owner() -> int | None:
+    """The account whose entries alone a command of the system service sees (None: all, for root or a run of its
+    own): :mod:`esmtp.submitter`."""
+    from esmtp.submitter import current
+
+    submitter = current.get()
+    return None if submitter is None or submitter.is_root else submitter.uid
 
 
 def remove(store: QueueStore, ids: list[str]) -> int:

@@ -60,8 +60,10 @@ class Entry(EnvelopeDetails):
     delivered: list[str] = field(default_factory=list)
     #: Recipient → why it failed permanently (kept for the bounce and for mailq's failed list).
     failed: dict[str, str] = field(default_factory=dict)
-    #: Set on bounces (the id of the message they report on): a bounce is never bounced.
+    #: Set on bounces (the id of the message they report on): a bounce is never bounced to its (null) sender.
     bounce_of: str | None = None
+    #: A double bounce: the report, sent to ``admin_address``, that a bounce could not be delivered. Never reported.
+    double: bool = False
     #: Why the entry is in the failed area ("" while queued).
     failure: str = ""
     #: A random token renewed by every write: the first field of the file, so that a flusher can tell from its

@@ -48,7 +48,7 @@ from esmtp.trace import Trace
 from esmtp.types import DeliveryAgent, DeliveryResult, Envelope, Route, RunContext
 
 from . import clock
-from .bounce import EXPIRED, make_bounce, wants_bounce
+from .bounce import EXPIRED, make_bounce, wants_bounce, wants_double_bounce
 from .entry import Entry, ErrorKind, error_kind, is_due
 from .message import QueuedMessage
 from .settings import Settings, format_duration
@@ -497,16 +497,18 @@ class Flusher:
         entry.failure = reasons
         note = ""
         bounce_id = None
-        if self.settings.bounce and wants_bounce(entry):
+        admin = self.config.options.get("admin_address")
+        double = self.settings.bounce and wants_double_bounce(entry, admin)
+        if (self.settings.bounce and wants_bounce(entry)) or double:
             # Queued before the original moves, so a crash in between can repeat the bounce but never lose it.
             header_block = os.pread(claim.fd, entry.header_size, 0)
             bounce, parts = make_bounce(entry, self.store.eml(entry.id), header_block,
-                                        hostname=_helo(self.identity(entry).helo))
+                                        hostname=_helo(self.identity(entry).helo), to=admin if double else None)
             self.store.enqueue(bounce, parts)
             work.append(bounce)
             self.progress.add(1)
             self.report.bounced += 1
-            note = f"; bounce {bounce.id} queued to <{entry.sender}>"
+            note = f"; bounce {bounce.id} queued to <{bounce.recipients[0]}>"
             bounce_id = bounce.id
         self.store.move_to_failed(entry)
         self.report.failed += 1

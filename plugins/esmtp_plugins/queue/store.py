@@ -113,12 +113,17 @@ class Claim:
 
 
 class QueueStore:
-    """The files of one queue directory."""
+    """The files of one queue directory.
 
-    def __init__(self, path: str) -> None:
+    ``owner``: the system service's queue as one local account sees it (``mailq``, ``--remove``): only the entries
+    it submitted (:attr:`Entry.submitter`) are listed or removed; None: every entry.
+    """
+
+    def __init__(self, path: str, owner: int | None = None) -> None:
         self.path = path
         self.tmp = os.path.join(path, "tmp")
         self.failed_dir = os.path.join(path, "failed")
+        self.owner = owner
 
     # ---- paths ---------------------------------------------------------------------------------------------------
 
@@ -238,7 +243,7 @@ class QueueStore:
                 if unreadable is not None:
                     unreadable.append(entry_id)
                 continue
-            if entry is not None:
+            if entry is not None and self.owner in (None, entry.submitter):
                 yield entry
 
     # ---- locking -------------------------------------------------------------------------------------------------
@@ -350,6 +355,8 @@ class QueueStore:
         for failed in (False, True):
             if not os.path.exists(self.json_path(entry_id, failed=failed)):
                 continue
+            if self.owner is not None and not self._owned(entry_id, failed):
+                return "missing"  # another account's: not even its existence is told
             try:
                 fd = os.open(self.eml(entry_id, failed=failed), os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -370,6 +377,13 @@ class QueueStore:
                 if fd >= 0:
                     os.close(fd)
         return "missing"
+
+    def _owned(self, entry_id: str, failed: bool) -> bool:
+        try:
+            entry = self.load(entry_id, failed=failed)
+        except (Delivered, OSError, ValueError, TypeError):
+            return False
+        return entry is not None and entry.submitter == self.owner
 
     # ---- recovery ------------------------------------------------------------------------------------------------
 
