@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from esmtp_plugins.aliases import Aliases, read_aliases
 from esmtp_plugins.masquerade import Masquerade
+from relay_support import run_in_both_modes  # noqa: F401  (the `run` fixture: every test here runs in both modes)
 from support import Runner, SmtpServer
 from test_mda import calls, path_env
 
