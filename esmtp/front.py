@@ -18,6 +18,10 @@ import _socket as socket
 import os
 import sys
 
+TYPE_CHECKING = False  # no `typing` import: see above
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 #: Letters that take an argument: :mod:`esmtp.options`' ``_WITH_ARGUMENT`` (a copy, not an import: start-up cost;
 #: tests/test_options.py checks that they agree, and that the scan reads every option as the parser does).
 _WITH_ARGUMENT = "aABbCdeFfhLMNOopRrVX"
@@ -47,6 +51,39 @@ CHUNK = 1 << 16
 STARTING_WAIT = 3.0
 
 
+def _options(argv: list[str]) -> "Iterator[tuple[str, str]]":
+    """Each option of ``argv`` (up to ``--``) as ``(name, argument)``, read as :mod:`esmtp.options` reads them: a
+    letter of a short-option word with its argument when it takes one (glued, else the next word; "" when missing),
+    ``q`` with the rest of its word (``-q5m``, ``-qIid``), and a long option ``--name`` with its ``=value`` ("" when
+    absent; ``--identity`` takes the next word when it has none). The one walk behind both scanners below."""
+    index = 1
+    while index < len(argv):
+        word = argv[index]
+        index += 1
+        if word == "--":
+            return
+        if word.startswith("--"):
+            name, _, value = word.partition("=")
+            if name == "--identity" and "=" not in word and index < len(argv):
+                value, index = argv[index], index + 1
+            yield name, value
+            continue
+        if not word.startswith("-") or word == "-":
+            continue
+        for pos in range(1, len(word)):
+            letter = word[pos]
+            if letter == "q":
+                yield letter, word[pos + 1:]
+                break
+            if letter in _WITH_ARGUMENT:
+                argument = word[pos + 1:]
+                if not argument and index < len(argv):
+                    argument, index = argv[index], index + 1
+                yield letter, argument
+                break
+            yield letter, ""
+
+
 def scan_argv(argv: list[str]) -> tuple[str, str | None] | None:
     """``(mode, -C file)`` for a run the relay can take ("deliver" or "mailq"); None for every other command.
 
@@ -58,32 +95,15 @@ def scan_argv(argv: list[str]) -> tuple[str, str | None] | None:
         return None
     mode = "mailq" if program == "mailq" else "deliver"
     config = None
-    index = 1
-    while index < len(argv):
-        word = argv[index]
-        index += 1
-        if word == "--":
-            break
-        if word.startswith("--"):
-            return None  # --version, --help, --flush, --remove (or a usage error): run here
-        if not word.startswith("-") or word == "-":
-            continue
-        for pos in range(1, len(word)):
-            letter = word[pos]
-            if letter in "qI":
+    for name, argument in _options(argv):
+        if name.startswith("--") or name in ("q", "I"):
+            return None  # --version, --help, --flush, --remove (or a usage error), -q, -I: run here
+        if name == "b":
+            mode = {"m": "deliver", "p": "mailq"}.get(argument[:1], "")
+            if not mode:
                 return None
-            if letter in _WITH_ARGUMENT:
-                argument = word[pos + 1:]
-                if not argument and index < len(argv):
-                    argument = argv[index]
-                    index += 1
-                if letter == "b":
-                    mode = {"m": "deliver", "p": "mailq"}.get(argument[:1], "")
-                    if not mode:
-                        return None
-                elif letter == "C":
-                    config = argument
-                break
+        elif name == "C":
+            config = argument
     return mode, config
 
 
@@ -506,43 +526,20 @@ def system_mode(argv: list[str]) -> str | None:
     if program == "newaliases":
         return None
     mode = {"mailq": "mailq", "deliver": "flush"}.get(program, "deliver")
-    index = 1
-    while index < len(argv):
-        word = argv[index]
-        index += 1
-        if word == "--":
-            break
-        if word.startswith("--"):
-            name = word.split("=", 1)[0]
-            if name in ("--flush", "--remove"):
-                mode = name[2:]
-            elif name == "--identity":
-                index += "=" not in word
-            elif name != "--json":
+    for name, argument in _options(argv):
+        if name in ("--flush", "--remove"):
+            mode = name[2:]
+        elif name in ("--identity", "--json"):
+            continue
+        elif name.startswith("--") or name in ("C", "I"):
+            return None  # another command, the user's own configuration, or newaliases: not for the service
+        elif name == "q":
+            mode = "flush"
+        elif name == "b":
+            found = {"m": "deliver", "p": "mailq"}.get(argument[:1])
+            if found is None:
                 return None
-            continue
-        if not word.startswith("-") or word == "-":
-            continue
-        for pos in range(1, len(word)):
-            letter = word[pos]
-            if letter == "q":
-                mode = "flush"
-                break
-            if letter == "I":
-                return None  # newaliases: nothing to rebuild, nothing for the service
-            if letter in _WITH_ARGUMENT:
-                argument = word[pos + 1:]
-                if not argument and index < len(argv):
-                    argument = argv[index]
-                    index += 1
-                if letter == "C":
-                    return None
-                if letter == "b":
-                    found = {"m": "deliver", "p": "mailq"}.get(argument[:1])
-                    if found is None:
-                        return None
-                    mode = found
-                break
+            mode = found
     socket_file = system_path("ESMTP_SYSTEM_SOCKET", SYSTEM_SOCKET)
     if not (os.path.exists(socket_file) or os.path.isdir(system_maildrop())):
         return None

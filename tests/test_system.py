@@ -491,6 +491,8 @@ def test_a_message_over_the_limit_is_refused_by_the_service_and_by_the_maildrop(
     (["sendmail", "--identity", "x", "b@x"], "deliver"),
     (["sendmail", "-C", "/etc/mine", "bob@x"], None), (["sendmail", "-bs"], None), (["esmtp", "--check"], None),
     (["esmtp", "--version"], None), (["newaliases"], None), (["sendmail", "-I"], None), (["sendmail", "-bi"], None),
+    (["sendmail", "-qIid"], "flush"), (["sendmail", "-q5m"], "flush"), (["sendmail", "-oi", "-Cmine", "b@x"], None),
+    (["sendmail", "-abpx@example.org", "b@x"], "deliver"), (["sendmail", "--", "-bp"], "deliver"),
 ])
 def test_what_the_front_end_hands_to_the_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str],
                                                  mode: str | None) -> None:
