@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import select
 import socket
 import ssl
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,20 +238,6 @@ def wait_for_queue_runner(queue: Path, timeout: float = 30) -> None:
         finally:
             os.close(fd)
     raise AssertionError("the background run did not finish")
-
-
-def queued_message(subject: str) -> bytes:
-    """A small message whose Subject names it (the queue and rate-limit tests count deliveries by subject)."""
-    return f"From: alice@example.org\nTo: bob@example.net\nSubject: {subject}\n\nbody of {subject}\n".encode()
-
-
-def counted_subjects(server: SmtpServer) -> Counter[str]:
-    """How many times the server received each subject ("?" for a message without one)."""
-    found = Counter[str]()
-    for got in server.sink.messages:
-        match = re.search(rb"\r\nSubject: ([^\r\n]*)", b"\r\n" + got.data)
-        found[match.group(1).decode() if match else "?"] += 1
-    return found
 
 
 @dataclass

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from support import Result
 
 #: Test accounts (created when missing): ordinary users with no home directory.
 USERS = ("esmtp-t1", "esmtp-t2", "esmtp-t3")
@@ -116,6 +115,13 @@ def test_users() -> tuple[str, ...]:
     _needs_root()
     ensure_users(USERS)
     return USERS
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 @dataclass

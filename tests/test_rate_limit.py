@@ -10,10 +10,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from support import Runner, SmtpServer, counted_subjects, entry_point, queued_message
+from support import Runner, SmtpServer, entry_point
 
 from esmtp.config.parser import parse_config
 from esmtp.errors import ConfigError
+
+
+def message(subject: str) -> bytes:
+    return f"From: alice@example.org\nTo: bob@example.net\nSubject: {subject}\n\nbody of {subject}\n".encode()
+
+
+def subjects(server: SmtpServer) -> Counter[str]:
+    found = Counter[str]()
+    for got in server.sink.messages:
+        match = re.search(rb"\r\nSubject: ([^\r\n]*)", b"\r\n" + got.data)
+        found[match.group(1).decode() if match else "?"] += 1
+    return found
 
 
 def counter(run: Runner, name: str = "alice@example.org") -> Path:
@@ -29,20 +41,20 @@ def age_the_counter(run: Runner, seconds: float) -> None:
 
 def test_over_the_limit_without_a_queue_is_75_naming_the_limit(run: Runner, smtp_server: SmtpServer) -> None:
     run.write_config(f"identity alice@example.org\n  hostname {smtp_server.hostport}\n  rate_limit 2/hour\n")
-    codes = [run("-f", "alice@example.org", "bob@example.net", input=queued_message(f"m{i}")) for i in range(3)]
+    codes = [run("-f", "alice@example.org", "bob@example.net", input=message(f"m{i}")) for i in range(3)]
     assert [c.returncode for c in codes] == [0, 0, 75]
     assert re.fullmatch(r"sendmail: rate_limit 2/hour of alice@example.org reached \(2 messages in the last hour\); "
                         r"the next one may go in \d+ min\n", codes[2].stderr), codes[2].stderr
-    assert counted_subjects(smtp_server) == {"m0": 1, "m1": 1}
+    assert subjects(smtp_server) == {"m0": 1, "m1": 1}
     assert counter(run).stat().st_mode & 0o777 == 0o600
 
 
 def test_a_failed_connection_gives_its_slot_back(run: Runner, smtp_server: SmtpServer) -> None:
     run.write_config("identity alice@example.org\n  hostname 127.0.0.1:1\n  rate_limit 1/day\n")
-    assert run("-f", "alice@example.org", "bob@example.net", input=queued_message("lost")).returncode == 75
+    assert run("-f", "alice@example.org", "bob@example.net", input=message("lost")).returncode == 75
     run.write_config(f"identity alice@example.org\n  hostname {smtp_server.hostport}\n  rate_limit 1/day\n")
-    assert run("-f", "alice@example.org", "bob@example.net", input=queued_message("sent")).returncode == 0
-    assert counted_subjects(smtp_server) == {"sent": 1}
+    assert run("-f", "alice@example.org", "bob@example.net", input=message("sent")).returncode == 0
+    assert subjects(smtp_server) == {"sent": 1}
 
 
 def test_three_concurrent_processes_share_the_count(run: Runner, smtp_server: SmtpServer) -> None:
@@ -63,9 +75,9 @@ def test_with_the_queue_messages_wait_and_the_flush_keeps_the_limit(run: Runner,
     run.write_config(f"queue fallback\nidentity alice@example.org\n  hostname {smtp_server.hostport}\n"
                      "  rate_limit 2/hour\n")
     for index in range(5):
-        result = run("-f", "alice@example.org", "bob@example.net", input=queued_message(f"m{index}"))
+        result = run("-f", "alice@example.org", "bob@example.net", input=message(f"m{index}"))
         assert result.returncode == 0, result.stderr  # delivered or queued: never lost
-    assert counted_subjects(smtp_server) == {"m0": 1, "m1": 1}
+    assert subjects(smtp_server) == {"m0": 1, "m1": 1}
     listing = run(program="mailq").stdout
     assert listing.count("rate_limit 2/hour of alice@example.org reached") == 3, listing
 
@@ -81,7 +93,7 @@ def test_with_the_queue_messages_wait_and_the_flush_keeps_the_limit(run: Runner,
     deadline = time.monotonic() + 10
     while len(smtp_server.sink.messages) < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert counted_subjects(smtp_server) == {f"m{i}": 1 for i in range(5)}  # every message once
+    assert subjects(smtp_server) == {f"m{i}": 1 for i in range(5)}  # every message once
     assert run("-bp").stdout == "Mail queue is empty\n"
 
 

@@ -6,13 +6,15 @@ import email
 import email.policy
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import Runner, SmtpServer, counted_subjects, entry_point, free_port, queued_message, wait_for_queue_runner
+from support import Runner, SmtpServer, entry_point, free_port, wait_for_queue_runner
 
 MESSAGE = b"From: Alice <alice@example.org>\nTo: Bob <bob@example.net>\nSubject: hello\n\nHi Bob.\n"
 
@@ -43,12 +45,24 @@ def entries(run: Runner, failed: bool = False) -> list[dict[str, object]]:
     return [json.loads(text) for text in texts if not text.startswith("D")]  # "D": delivered, files not yet removed
 
 
+def message(subject: str) -> bytes:
+    return f"From: alice@example.org\nTo: bob@example.net\nSubject: {subject}\n\nbody of {subject}\n".encode()
+
+
+def subjects(server: SmtpServer) -> Counter[str]:
+    found = Counter[str]()
+    for got in server.sink.messages:
+        match = re.search(rb"\r\nSubject: ([^\r\n]*)", b"\r\n" + got.data)
+        found[match.group(1).decode() if match else "?"] += 1
+    return found
+
+
 def queue_offline(run: Runner, count: int, extra: str = "") -> int:
     """Queue ``count`` messages while the smarthost is down (a port nobody listens on); return that port."""
     dead = free_port()
     configure(run, dead, extra)
     for index in range(count):
-        result = run("-f", "alice@example.org", "bob@example.net", input=queued_message(f"m{index}"))
+        result = run("-f", "alice@example.org", "bob@example.net", input=message(f"m{index}"))
         assert result.returncode == 0, result.stderr
         assert result.stdout == result.stderr == ""
     wait_for_runner(run)
@@ -70,7 +84,7 @@ def test_queued_while_down_then_delivered_exactly_once(run: Runner, smtp_server:
     result = run("--flush", program="esmtp")
     assert result.returncode == 0, result.stderr
     assert result.stdout == result.stderr == ""
-    assert counted_subjects(smtp_server) == {"m0": 1}
+    assert subjects(smtp_server) == {"m0": 1}
     assert run("-q").returncode == 0  # nothing left to send twice
     assert len(smtp_server.sink.messages) == 1
     assert run("-bp").stdout == "Mail queue is empty\n"
@@ -102,7 +116,7 @@ def test_many_messages_go_over_one_connection_and_one_login(run: Runner, auth_se
     auth_server.sink.clear()  # forget the probe connection the test server makes to itself when it starts
     result = run("--flush", program="esmtp")
     assert result.returncode == 0, result.stderr
-    assert counted_subjects(auth_server) == {f"m{i}": 1 for i in range(25)}
+    assert subjects(auth_server) == {f"m{i}": 1 for i in range(25)}
     assert auth_server.sink.connections == 1
     assert auth_server.sink.auths == [("PLAIN", "alice")]
 
@@ -118,15 +132,15 @@ def test_each_identity_gets_its_own_connection(run: Runner, smtp_server: SmtpSer
     write(free_port(), free_port())
     for index in range(4):
         sender = "work@example.com" if index % 2 else "home@example.org"
-        assert run("-f", sender, "bob@example.net", input=queued_message(f"m{index}")).returncode == 0
+        assert run("-f", sender, "bob@example.net", input=message(f"m{index}")).returncode == 0
     wait_for_runner(run)
     write(smtp_server.port, auth_server.port)
     smtp_server.sink.clear()
     auth_server.sink.clear()
     result = run("-q")
     assert result.returncode == 0, result.stderr
-    assert counted_subjects(smtp_server) == {"m0": 1, "m2": 1} and smtp_server.sink.connections == 1
-    assert counted_subjects(auth_server) == {"m1": 1, "m3": 1} and auth_server.sink.connections == 1
+    assert subjects(smtp_server) == {"m0": 1, "m2": 1} and smtp_server.sink.connections == 1
+    assert subjects(auth_server) == {"m1": 1, "m3": 1} and auth_server.sink.connections == 1
     assert auth_server.sink.auths == [("PLAIN", "alice")] and smtp_server.sink.auths == []
 
 
@@ -140,7 +154,7 @@ def test_flush_runs_preconnect_and_postconnect_around_the_connection(run: Runner
     smtp_server.sink.clear()
     result = run("-q")
     assert result.returncode == 0, result.stderr
-    assert counted_subjects(smtp_server) == {"m0": 1, "m1": 1, "m2": 1} and smtp_server.sink.connections == 1
+    assert subjects(smtp_server) == {"m0": 1, "m1": 1, "m2": 1} and smtp_server.sink.connections == 1
     assert log.read_text() == "pre\npost\n"  # once around the one connection, not once per message
     assert entries(run) == []
 
@@ -160,15 +174,15 @@ def test_failing_preconnect_defers_the_group_and_sends_nothing(run: Runner, smtp
     assert all(e["last_error_kind"] == "connect" for e in after.values())
     configure(run, smtp_server.port, f'preconnect "touch {marker}"\n')
     assert run("-q").returncode == 0
-    assert counted_subjects(smtp_server) == {"m0": 1, "m1": 1} and entries(run) == []
+    assert subjects(smtp_server) == {"m0": 1, "m1": 1} and entries(run) == []
 
 
 def test_postconnect_failure_is_a_warning_in_the_flush_log(run: Runner, smtp_server: SmtpServer) -> None:
     configure(run, smtp_server.port, 'postconnect "exit 4"\n')
-    result = run("-f", "alice@example.org", "bob@example.net", input=queued_message("sent"))
+    result = run("-f", "alice@example.org", "bob@example.net", input=message("sent"))
     assert result.returncode == 0 and result.stdout == result.stderr == ""
     wait_for_runner(run)
-    assert counted_subjects(smtp_server) == {"sent": 1} and entries(run) == []
+    assert subjects(smtp_server) == {"sent": 1} and entries(run) == []
     log = (qdir(run) / "flush.log").read_text()
     assert 'warning: Post-connect command "exit 4" exited with non-zero status 4 (the mail was sent)' in log
 
@@ -214,13 +228,13 @@ def test_deliver_program_and_selection_by_id(run: Runner, smtp_server: SmtpServe
     ids = [str(e["id"]) for e in entries(run)]
     configure(run, smtp_server.port)
     assert run(f"-qI{ids[1]}").returncode == 0
-    assert counted_subjects(smtp_server) == {"m1": 1}
+    assert subjects(smtp_server) == {"m1": 1}
     assert run(ids[0], program="deliver").returncode == 0
-    assert counted_subjects(smtp_server) == {"m0": 1, "m1": 1}
+    assert subjects(smtp_server) == {"m0": 1, "m1": 1}
     missing = run("--flush", "0000000000000nothere", program="esmtp")
     assert missing.returncode == 66 and "no queue entry 0000000000000nothere" in missing.stderr
     assert run(program="deliver").returncode == 0
-    assert counted_subjects(smtp_server) == {"m0": 1, "m1": 1, "m2": 1}
+    assert subjects(smtp_server) == {"m0": 1, "m1": 1, "m2": 1}
 
 
 def test_remove(run: Runner) -> None:
@@ -235,34 +249,34 @@ def test_remove(run: Runner) -> None:
 
 def test_fallback_queues_only_temporary_failures_and_honours_backoff(run: Runner, smtp_server: SmtpServer) -> None:
     run.write_config(f"hostname {smtp_server.hostport}\nqueue fallback\nqueue_retry 2s\n")
-    assert run("bob@example.net", input=queued_message("direct")).returncode == 0
-    assert counted_subjects(smtp_server) == {"direct": 1} and entries(run) == []
+    assert run("bob@example.net", input=message("direct")).returncode == 0
+    assert subjects(smtp_server) == {"direct": 1} and entries(run) == []
     smtp_server.sink.data_reply = "451 4.3.0 try again later"
-    result = run("bob@example.net", input=queued_message("later"))
+    result = run("bob@example.net", input=message("later"))
     assert result.returncode == 0, result.stderr
     [entry] = entries(run)
     assert entry["attempts"] == 1 and entry["last_error_kind"] == "reply" and "451" in str(entry["last_error"])
     smtp_server.sink.data_reply = None
     assert run("-q").returncode == 0  # the server answered 451: not due before queue_retry
-    assert counted_subjects(smtp_server) == {"direct": 1}
+    assert subjects(smtp_server) == {"direct": 1}
     assert run("-q", env=later(run, 2.2)).returncode == 0  # the queue's clock 2.2 s on: due now
-    assert counted_subjects(smtp_server) == {"direct": 1, "later": 1}
+    assert subjects(smtp_server) == {"direct": 1, "later": 1}
     # A permanent failure is never queued: it is reported as before.
     smtp_server.sink.rcpt_replies["nobody@example.net"] = "550 5.1.1 no such user"
-    refused = run("nobody@example.net", input=queued_message("refused"))
+    refused = run("nobody@example.net", input=message("refused"))
     assert refused.returncode == 67 and entries(run) == []
 
 
 def test_fallback_flushes_in_the_background_after_a_direct_success(run: Runner, smtp_server: SmtpServer) -> None:
     dead = free_port()
     run.write_config(f"hostname 127.0.0.1:{dead}\nqueue fallback\n")
-    result = run("bob@example.net", input=queued_message("offline"))
+    result = run("bob@example.net", input=message("offline"))
     assert result.returncode == 0, result.stderr
     assert len(entries(run)) == 1
     run.write_config(f"hostname {smtp_server.hostport}\nqueue fallback\n")
-    assert run("bob@example.net", input=queued_message("online")).returncode == 0
+    assert run("bob@example.net", input=message("online")).returncode == 0
     wait_for_runner(run)
-    assert counted_subjects(smtp_server) == {"online": 1, "offline": 1}
+    assert subjects(smtp_server) == {"online": 1, "offline": 1}
     assert entries(run) == []
 
 
